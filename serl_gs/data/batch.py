@@ -1,0 +1,21 @@
+"""The batch the learner trains on: transitions rebuilt by the replay from stored frames."""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+
+
+@flax.struct.dataclass
+class Batch:
+    """Transitions with leading dims `[..., B]` (the replay samples `[U, B]`: U minibatches of B).
+
+    Observation dicts use the env's names ("state", "pixels/<camera>"). `terminated` masks the bootstrap;
+    truncation is not termination, so truncated transitions carry terminated=False and the critic bootstraps.
+    """
+
+    obs: dict[str, jax.Array]  # {"state": [..., B, d] float32, "pixels/<cam>": [..., B, H, W, 3] uint8}
+    action: jax.Array  # [..., B, A] float32
+    reward: jax.Array  # [..., B] float32
+    terminated: jax.Array  # [..., B] bool
+    next_obs: dict[str, jax.Array]  # like obs

@@ -1,0 +1,322 @@
+"""Replay that stores every frame once and rebuilds (obs, next_obs) per (actor, env) stream.
+
+Each inserted record takes one slot of a ring of `capacity` slots. When a record arrives, the replay looks up
+the previous record of its stream (by actor id and env index, whatever the interleaving with other streams)
+and writes a forward link into that predecessor's slot: `next_gap` = how many slots ahead its successor lies.
+A slot with a link is one transition: obs = its own frame, action / reward / terminated / next_obs = those of
+the slot `next_gap` ahead. Links are only written to predecessors that are still in the ring, and a slot's
+link is cleared when the slot is rewritten; since a successor is always newer than its predecessor, a linked
+slot's successor is always still there. So every sampled pair is correct at any interleaving, episode
+boundary or ring wrap-around, and sampling is uniform over the linked slots (cumsum + searchsorted in jit).
+
+Capacity counts records: each record ends one transition, except an episode's first frame, so for episodes
+of T steps the ring holds capacity * T / (T + 1) transitions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from serl_gs.data.batch import Batch
+from serl_gs.data.records import OBS_PREFIX, RecordSpec
+from serl_gs.data.storage import (
+    DeviceStorage,
+    HostStorage,
+    StoragePlan,
+    device_free_bytes,
+    gather_on_device,
+    host_free_bytes,
+    plan_storage,
+    slot_bytes,
+)
+
+_SAVE_FORMAT = 1
+ActorId = int | str
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    capacity: int = 1_000_000  # records (≈ transitions, see module doc)
+    storage: Literal["auto", "device", "host"] = "auto"
+    device_fraction: float = (
+        0.5  # "auto" keeps frames on the device if they fit in this share of its free memory
+    )
+
+    def __post_init__(self):
+        if not isinstance(self.capacity, int) or self.capacity < 2:
+            raise ValueError(f"capacity must be an int >= 2, got {self.capacity!r}")
+
+
+@dataclass
+class _Streams:
+    """Per actor: the global sequence number of each env's last record, and whether it ended an episode."""
+
+    last_seq: np.ndarray  # [E] int64, -1 = no record yet
+    last_ended: np.ndarray  # [E] bool
+
+    @classmethod
+    def empty(cls) -> _Streams:
+        return cls(np.zeros((0,), np.int64), np.zeros((0,), bool))
+
+    def grow(self, num_envs: int) -> None:
+        extra = num_envs - self.last_seq.size
+        if extra > 0:
+            self.last_seq = np.concatenate([self.last_seq, np.full((extra,), -1, np.int64)])
+            self.last_ended = np.concatenate([self.last_ended, np.zeros((extra,), bool)])
+
+
+def _bucket(n: int) -> int:
+    """Pads writes to powers of two so the jitted scatter compiles for a handful of sizes only."""
+    return max(8, 1 << (n - 1).bit_length())
+
+
+@partial(jax.jit, static_argnames=("num_batches", "batch_size"))
+def _sample_slots(
+    next_gap: jax.Array,  # [C] int32, 0 = no transition starts here
+    key: jax.Array,
+    num_batches: int,
+    batch_size: int,
+) -> tuple[jax.Array, jax.Array]:  # k, j: [U, B] slots of obs and of the next record
+    capacity = next_gap.shape[0]
+    cdf = jnp.cumsum(next_gap > 0, dtype=jnp.int32)
+    u = jax.random.randint(key, (num_batches, batch_size), 0, cdf[-1])
+    k = jnp.searchsorted(cdf, u, side="right").astype(jnp.int32)
+    j = (k + next_gap[k]) % capacity
+    return k, j
+
+
+@partial(jax.jit, static_argnames=("num_batches", "batch_size"))
+def _sample_on_device(fields: dict, key: jax.Array, num_batches: int, batch_size: int) -> Batch:
+    k, j = _sample_slots(fields["next_gap"], key, num_batches, batch_size)
+    return gather_on_device(fields, k, j)
+
+
+def _print_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ReplayBuffer:
+    """Stores records once, pairs them per (actor, env) stream, samples Batches of shape [U, B].
+
+    `insert` and `sample` may be called from different threads (a lock keeps the bookkeeping consistent).
+    """
+
+    def __init__(
+        self,
+        spec: RecordSpec,
+        config: ReplayConfig,
+        *,
+        device: jax.Device | None = None,
+        log: Callable[[str], None] = _print_stderr,
+    ):
+        self.spec = spec
+        self.config = config
+        self.capacity = config.capacity
+        device = device or jax.devices()[0]
+        self.plan: StoragePlan = plan_storage(
+            slot_bytes(spec) * config.capacity,
+            config.storage,
+            device_free_bytes(device),
+            host_free_bytes(),
+            config.device_fraction,
+        )
+        log(self.plan.describe())
+        storage_cls = DeviceStorage if self.plan.kind == "device" else HostStorage
+        self._storage = storage_cls(spec, config.capacity, device)
+        self._has_successor = np.zeros((config.capacity,), bool)  # host mirror of next_gap > 0
+        self._streams: dict[ActorId, _Streams] = {}
+        self._lock = threading.Lock()
+        self.total_inserted = 0
+        self.num_transitions = 0
+        self.unpaired = 0  # non-first records whose predecessor was unknown, ended or already overwritten
+
+    @property
+    def size(self) -> int:
+        """Records currently stored."""
+        return min(self.total_inserted, self.capacity)
+
+    @property
+    def storage_kind(self) -> str:
+        return self._storage.kind
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "size": self.size,
+            "num_transitions": self.num_transitions,
+            "total_inserted": self.total_inserted,
+            "unpaired": self.unpaired,
+            "streams": sum(int((s.last_seq >= 0).sum()) for s in self._streams.values()),
+        }
+
+    def insert(self, actor_id: ActorId, records: Mapping[str, np.ndarray]) -> None:
+        """Stores one message's records (in stream order within each env) and links them to their streams."""
+        if not isinstance(actor_id, int | str) or isinstance(actor_id, bool):
+            raise ValueError(f"actor_id must be an int or str, got {actor_id!r}")
+        n = self.spec.check(records)
+        if n == 0:
+            return
+        if n > self.capacity:
+            raise ValueError(f"a message of {n} records does not fit a replay of capacity {self.capacity}")
+        with self._lock:
+            self._insert_locked(actor_id, records, n)
+
+    def _insert_locked(self, actor_id: ActorId, records: Mapping[str, np.ndarray], n: int) -> None:
+        env = records["env_index"].astype(np.int64)
+        streams = self._streams.setdefault(actor_id, _Streams.empty())
+        streams.grow(int(env.max()) + 1)
+
+        seq = self.total_inserted + np.arange(n, dtype=np.int64)
+        end_total = self.total_inserted + n
+        ended = records["terminated"] | records["truncated"]
+
+        # Predecessor of each record: the previous row of the same env in this message, else the stream table.
+        order = np.argsort(env, kind="stable")
+        env_sorted = env[order]
+        same_as_before = np.zeros((n,), bool)
+        same_as_before[1:] = env_sorted[1:] == env_sorted[:-1]
+        prev_seq = np.where(same_as_before, np.roll(seq[order], 1), streams.last_seq[env_sorted])
+        prev_ended = np.where(same_as_before, np.roll(ended[order], 1), streams.last_ended[env_sorted])
+        is_first = records["is_first"][order]
+
+        has_prev = (prev_seq >= 0) & ~prev_ended
+        survives = prev_seq >= end_total - self.capacity  # still in the ring once this message is written
+        linked = ~is_first & has_prev & survives
+        self.unpaired += int(np.count_nonzero(~is_first & ~linked))
+
+        last_of_env = np.ones((n,), bool)
+        last_of_env[:-1] = env_sorted[1:] != env_sorted[:-1]
+        streams.last_seq[env_sorted[last_of_env]] = seq[order][last_of_env]
+        streams.last_ended[env_sorted[last_of_env]] = ended[order][last_of_env]
+
+        slots = (seq % self.capacity).astype(np.int32)
+        link_slots = (prev_seq[linked] % self.capacity).astype(np.int32)
+        link_gaps = (seq[order][linked] - prev_seq[linked]).astype(np.int32)
+
+        # Host bookkeeping: rewritten slots lose their links, then the new links count.
+        self.num_transitions -= int(np.count_nonzero(self._has_successor[slots]))
+        self._has_successor[slots] = False
+        self._has_successor[link_slots] = True
+        self.num_transitions += int(link_slots.size)
+        self.total_inserted = end_total
+
+        self._storage.write(*self._padded_write(records, slots, link_slots, link_gaps, n))
+
+    def _padded_write(self, records, slots, link_slots, link_gaps, n):
+        width = _bucket(n)
+        pad = lambda a, fill=0: np.concatenate(
+            [a, np.full((width - a.shape[0], *a.shape[1:]), fill, a.dtype)]
+        )
+        rows = {
+            "obs": {name: pad(records[OBS_PREFIX + name]) for name in self.spec.obs_names},
+            "action": pad(records["action"]),
+            "reward": pad(records["reward"]),
+            "terminated": pad(records["terminated"]),
+        }
+        return (
+            pad(slots, self.capacity),
+            rows,
+            pad(link_slots, self.capacity),
+            pad(link_gaps),
+        )
+
+    def sample(self, key: jax.Array, batch_size: int, num_batches: int = 1) -> Batch:
+        """Uniform transitions, fields shaped [num_batches, batch_size, ...], on the learner's device."""
+        if batch_size < 1 or num_batches < 1:
+            raise ValueError(f"batch_size and num_batches must be >= 1, got {batch_size}, {num_batches}")
+        with self._lock:
+            if self.num_transitions == 0:
+                raise ValueError("the replay holds no complete transition yet; insert more records first")
+            if isinstance(self._storage, DeviceStorage):
+                return _sample_on_device(self._storage.fields, key, num_batches, batch_size)
+            k, j = _sample_slots(self._storage.next_gap, key, num_batches, batch_size)
+            k, j = jax.device_get((k, j))
+            return self._storage.gather(k, j)
+
+    # --- save / restore (for resuming a learner) ---
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Writes every stored field, the links and the stream positions; replaces `directory` at the end."""
+        directory = os.fspath(directory)
+        tmp = directory + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        with self._lock:
+            fields = self._storage.to_numpy()
+            # Files are numbered in spec order: observation names hold "/" ("pixels/front").
+            arrays = {f"obs.{i}": fields["obs"][name] for i, name in enumerate(self.spec.obs_names)}
+            arrays.update({name: fields[name] for name in ("action", "reward", "terminated", "next_gap")})
+            actors = list(self._streams)
+            for i, actor in enumerate(actors):
+                arrays[f"streams.{i}.last_seq"] = self._streams[actor].last_seq
+                arrays[f"streams.{i}.last_ended"] = self._streams[actor].last_ended
+            for name, array in arrays.items():
+                np.save(os.path.join(tmp, name + ".npy"), array, allow_pickle=False)
+            meta = {
+                "format": _SAVE_FORMAT,
+                "spec": {"obs": [list(o) for o in self.spec.obs], "action_dim": self.spec.action_dim},
+                "config": asdict(self.config),
+                "total_inserted": self.total_inserted,
+                "num_transitions": self.num_transitions,
+                "unpaired": self.unpaired,
+                "actors": actors,
+            }
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump(meta, f)
+        old = directory + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        if os.path.exists(directory):
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def restore(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        storage: Literal["auto", "device", "host"] | None = None,
+        device: jax.Device | None = None,
+        log: Callable[[str], None] = _print_stderr,
+    ) -> ReplayBuffer:
+        """Rebuilds a saved replay (same capacity and spec); `storage` may override where the frames live."""
+        directory = os.fspath(directory)
+        meta_path = os.path.join(directory, "meta.json")
+        if not os.path.exists(meta_path):
+            raise ValueError(f"{directory!r} holds no saved replay (no meta.json)")
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if meta.get("format") != _SAVE_FORMAT:
+            raise ValueError(f"saved replay format {meta.get('format')!r} is not {_SAVE_FORMAT}")
+        spec = RecordSpec(
+            obs=tuple((name, tuple(shape), dtype) for name, shape, dtype in meta["spec"]["obs"]),
+            action_dim=int(meta["spec"]["action_dim"]),
+        )
+        config = ReplayConfig(**meta["config"])
+        if storage is not None:
+            config = ReplayConfig(config.capacity, storage, config.device_fraction)
+        replay = cls(spec, config, device=device, log=log)
+        load = lambda name: np.load(os.path.join(directory, name + ".npy"), allow_pickle=False)
+        fields = {
+            "obs": {name: load(f"obs.{i}") for i, name in enumerate(spec.obs_names)},
+            **{name: load(name) for name in ("action", "reward", "terminated", "next_gap")},
+        }
+        replay._storage.load_numpy(fields)
+        replay._has_successor = fields["next_gap"] > 0
+        for i, actor in enumerate(meta["actors"]):
+            replay._streams[actor] = _Streams(load(f"streams.{i}.last_seq"), load(f"streams.{i}.last_ended"))
+        replay.total_inserted = int(meta["total_inserted"])
+        replay.num_transitions = int(meta["num_transitions"])
+        replay.unpaired = int(meta["unpaired"])
+        return replay

@@ -1,0 +1,189 @@
+"""Where the replay's frames live: on the learner's device when they fit, else in host memory.
+
+Both storages hold the same per-slot fields and answer the same two calls: `write` (scatter new records and
+forward links) and `gather` (rebuild a Batch from sampled slots). The sampler in `replay.py` always runs on
+the device; only the frame gather differs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from serl_gs.data.batch import Batch
+from serl_gs.data.records import RecordSpec
+
+StorageKind = Literal["device", "host"]
+
+
+def slot_bytes(spec: RecordSpec) -> int:
+    """Bytes one stored record takes: its obs, action, reward, terminated and the int32 forward link."""
+    obs = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for _, shape, dtype in spec.obs)
+    return obs + 4 * spec.action_dim + 4 + 1 + 4
+
+
+@dataclass(frozen=True)
+class StoragePlan:
+    kind: StorageKind
+    bytes_needed: int
+    device_free: int | None  # None: the device reports no memory figure (CPU: it is host memory)
+    host_free: int
+    reason: str
+
+    def describe(self) -> str:
+        gib = lambda b: f"{b / 2**30:.2f} GiB"
+        device = "n/a" if self.device_free is None else gib(self.device_free)
+        return (
+            f"replay: storing frames in {self.kind} memory, {gib(self.bytes_needed)} "
+            f"(device free {device}, host free {gib(self.host_free)}): {self.reason}"
+        )
+
+
+def host_free_bytes() -> int:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def device_free_bytes(device: jax.Device) -> int | None:
+    stats = device.memory_stats()
+    if not stats or "bytes_limit" not in stats:
+        return None
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+
+
+def plan_storage(
+    bytes_needed: int,
+    requested: Literal["auto", "device", "host"],
+    device_free: int | None,
+    host_free: int,
+    device_fraction: float,
+) -> StoragePlan:
+    """Chooses device storage when it fits in `device_fraction` of the device's free memory."""
+    if requested not in ("auto", "device", "host"):
+        raise ValueError(f"storage must be 'auto', 'device' or 'host', got {requested!r}")
+    if not 0.0 < device_fraction <= 1.0:
+        raise ValueError(f"device_fraction must be in (0, 1], got {device_fraction}")
+    plan = partial(StoragePlan, bytes_needed=bytes_needed, device_free=device_free, host_free=host_free)
+    if requested != "auto":
+        return plan(kind=requested, reason="as configured")
+    if device_free is None:
+        return plan(kind="device", reason="the device shares host memory, sampling stays inside jit")
+    budget = int(device_free * device_fraction)
+    if bytes_needed <= budget:
+        return plan(kind="device", reason=f"fits in {device_fraction:.0%} of free device memory")
+    return plan(kind="host", reason=f"exceeds {device_fraction:.0%} of free device memory")
+
+
+def empty_fields(spec: RecordSpec, capacity: int) -> dict:
+    """Zeroed numpy arrays for every stored field, [capacity, ...]."""
+    return {
+        "obs": {name: np.zeros((capacity, *shape), dtype) for name, shape, dtype in spec.obs},
+        "action": np.zeros((capacity, spec.action_dim), np.float32),
+        "reward": np.zeros((capacity,), np.float32),
+        "terminated": np.zeros((capacity,), bool),
+        "next_gap": np.zeros((capacity,), np.int32),  # slots to the stream's next record; 0 = none yet
+    }
+
+
+def _take_batch(fields: dict, k, j, take) -> Batch:
+    return Batch(
+        obs={name: take(frames, k) for name, frames in fields["obs"].items()},
+        action=take(fields["action"], j),
+        reward=take(fields["reward"], j),
+        terminated=take(fields["terminated"], j),
+        next_obs={name: take(frames, j) for name, frames in fields["obs"].items()},
+    )
+
+
+@partial(jax.jit, donate_argnums=0)
+def _device_write(fields, slots, rows, link_slots, link_gaps):
+    # slots/link_slots are padded with `capacity` (out of range): mode="drop" ignores those rows.
+    set_rows = lambda stored, new: stored.at[slots].set(new, mode="drop")
+    out = {
+        "obs": jax.tree.map(set_rows, fields["obs"], rows["obs"]),
+        "action": set_rows(fields["action"], rows["action"]),
+        "reward": set_rows(fields["reward"], rows["reward"]),
+        "terminated": set_rows(fields["terminated"], rows["terminated"]),
+    }
+    # A rewritten slot starts without a successor; then link the predecessors of this write's records.
+    next_gap = fields["next_gap"].at[slots].set(0, mode="drop")
+    out["next_gap"] = next_gap.at[link_slots].set(link_gaps, mode="drop")
+    return out
+
+
+@jax.jit
+def _link_only(next_gap, slots, link_slots, link_gaps):
+    next_gap = next_gap.at[slots].set(0, mode="drop")
+    return next_gap.at[link_slots].set(link_gaps, mode="drop")
+
+
+class DeviceStorage:
+    """All fields as device arrays; `gather` runs inside the sampler's jit."""
+
+    kind: StorageKind = "device"
+
+    def __init__(self, spec: RecordSpec, capacity: int, device: jax.Device):
+        self.capacity = capacity
+        self.fields = jax.device_put(empty_fields(spec, capacity), device)
+
+    @property
+    def next_gap(self) -> jax.Array:  # [capacity] int32 on the device
+        return self.fields["next_gap"]
+
+    def write(self, slots, rows, link_slots, link_gaps) -> None:
+        self.fields = _device_write(self.fields, slots, rows, link_slots, link_gaps)
+
+    def to_numpy(self) -> dict:
+        return jax.tree.map(np.asarray, self.fields)
+
+    def load_numpy(self, fields: dict) -> None:
+        self.fields = jax.device_put(fields, self.fields["reward"].device)
+
+
+class HostStorage:
+    """Frames in numpy (host memory); only the int32 links are mirrored on the device for the sampler."""
+
+    kind: StorageKind = "host"
+
+    def __init__(self, spec: RecordSpec, capacity: int, device: jax.Device):
+        self.capacity = capacity
+        self.fields = empty_fields(spec, capacity)
+        self._device = device
+        self._next_gap = jax.device_put(self.fields["next_gap"], device)
+
+    @property
+    def next_gap(self) -> jax.Array:
+        return self._next_gap
+
+    def write(self, slots, rows, link_slots, link_gaps) -> None:
+        keep = slots < self.capacity
+        live, live_rows = slots[keep], jax.tree.map(lambda r: r[keep], rows)
+        for name, frames in self.fields["obs"].items():
+            frames[live] = live_rows["obs"][name]
+        for name in ("action", "reward", "terminated"):
+            self.fields[name][live] = live_rows[name]
+        self.fields["next_gap"][live] = 0
+        link_keep = link_slots < self.capacity
+        self.fields["next_gap"][link_slots[link_keep]] = link_gaps[link_keep]
+        self._next_gap = _link_only(self._next_gap, slots, link_slots, link_gaps)
+
+    def gather(self, k: np.ndarray, j: np.ndarray) -> Batch:
+        take = lambda stored, index: np.take(stored, index, axis=0)
+        return jax.device_put(_take_batch(self.fields, k, j, take), self._device)
+
+    def to_numpy(self) -> dict:
+        return self.fields
+
+    def load_numpy(self, fields: dict) -> None:
+        self.fields = fields
+        self._next_gap = jax.device_put(fields["next_gap"], self._device)
+
+
+def gather_on_device(fields: dict, k: jax.Array, j: jax.Array) -> Batch:
+    """Batch from device-resident fields; k: [U, B] slots of obs, j: [U, B] slots of next records."""
+    return _take_batch(fields, k, j, lambda stored, index: jnp.take(stored, index, axis=0))
