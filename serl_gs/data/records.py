@@ -128,7 +128,8 @@ def validate_records(records: Mapping[str, np.ndarray]) -> int:
         elif key[len(OBS_PREFIX) :].startswith(PIXELS_PREFIX) and (
             value.dtype != np.uint8 or value.ndim != 4 or value.shape[-1] != 3
         ):
-            raise ValueError(f"records[{key!r}] is {value.dtype}{list(value.shape)}, expected uint8 [n, H, W, 3]")
+            shape = list(value.shape)
+            raise ValueError(f"records[{key!r}] is {value.dtype}{shape}, expected uint8 [n, H, W, 3]")
     if n is not None and n > 0 and records["env_index"].min() < 0:
         raise ValueError(f"negative env_index {int(records['env_index'].min())}")
     return int(n)

@@ -1,0 +1,1 @@
+"""Records, the frame-once replay, batches and image augmentation for the learner."""
