@@ -1,0 +1,278 @@
+"""Standard 3DGS `.ply` files, read by property name, plus a manifest that binds `.ply` parts to bodies.
+
+Layout (INRIA trainer, gsplat's exporter, SuperSplat's uncompressed export): one `vertex` element with
+float properties x y z, optional nx ny nz, f_dc_0..2, f_rest_0..(3*(K-1)-1) stored channel-major (all of
+red's higher bands, then green's, then blue's), opacity (logit), scale_0..2 (log), rot_0..3 (wxyz).
+serl_gs adds one optional integer property, `body_id`: the MuJoCo body each Gaussian is bound to, its
+means and rotations given in that body's frame. A file without it is bound to the static world (body 0)
+unless the caller says otherwise.
+
+A manifest (JSON) binds whole files to bodies by name, and places captures with a rigid transform + scale:
+
+    {"format": "serl_gs.scene/1",
+     "parts": [{"ply": "lab.ply", "body": "world",
+                "transform": {"rotation_wxyz": [1, 0, 0, 0], "translation": [0, 0, -0.1], "scale": 0.5}},
+               {"ply": "cube.ply", "body": "cube"}]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from serl_gs.render.scene import GaussianScene, concat_scenes
+
+MANIFEST_FORMAT = "serl_gs.scene/1"
+
+_PLY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
+    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
+    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+}  # fmt: skip
+_FORMATS = {"binary_little_endian": "<", "binary_big_endian": ">", "ascii": "ascii"}
+_REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
+             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")  # fmt: skip
+
+
+class _Element:
+    def __init__(self, name: str, count: int):
+        self.name, self.count = name, count
+        self.properties: list[tuple[str, str]] = []  # (name, numpy type code)
+        self.has_list = False
+
+
+def read_ply(path: str | os.PathLike, body_id: int | None = None) -> GaussianScene:
+    """Loads a 3DGS `.ply`. `body_id` binds every Gaussian to that body, overriding any `body_id` column.
+
+    Raises ValueError naming the file and the problem for malformed, truncated or non-3DGS files.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    fmt, elements, body_start = _parse_header(path, data)
+    vertex = next((e for e in elements if e.name == "vertex"), None)
+    if vertex is None:
+        raise ValueError(f"{path}: no 'vertex' element in the header")
+    names = [p for p, _ in vertex.properties]
+    missing = [p for p in _REQUIRED if p not in names]
+    if missing:
+        raise ValueError(f"{path}: not a 3DGS file, vertex element lacks properties {missing}")
+    if vertex.has_list:
+        raise ValueError(f"{path}: list properties in the vertex element are not supported")
+    columns = _read_vertex_columns(path, data, fmt, elements, vertex, body_start)
+
+    rest = sorted((int(m.group(1)), p) for p in names if (m := re.fullmatch(r"f_rest_(\d+)", p)))
+    if [i for i, _ in rest] != list(range(len(rest))):
+        raise ValueError(f"{path}: f_rest_* properties must be numbered 0..M-1, got {[p for _, p in rest]}")
+    if len(rest) % 3:
+        raise ValueError(f"{path}: {len(rest)} f_rest_* properties is not a multiple of 3")
+    n = vertex.count
+    k_rest = len(rest) // 3
+    sh = np.empty((n, 1 + k_rest, 3), np.float32)
+    sh[:, 0] = np.stack([columns[f"f_dc_{c}"] for c in range(3)], -1)
+    if k_rest:
+        rest_values = np.stack([columns[p] for _, p in rest], -1)  # [N, 3 * (K-1)], channel-major
+        sh[:, 1:] = rest_values.reshape(n, 3, k_rest).transpose(0, 2, 1)
+    if body_id is not None:
+        bodies = np.full(n, body_id, np.int32)
+    elif "body_id" in columns:
+        bodies = columns["body_id"].astype(np.int64)
+        if n and (bodies.min() < 0 or bodies.max() > np.iinfo(np.int32).max):
+            raise ValueError(f"{path}: body_id values out of range [{bodies.min()}, {bodies.max()}]")
+    else:
+        bodies = np.zeros(n, np.int32)
+    try:
+        return GaussianScene(
+            means=np.stack([columns[a] for a in "xyz"], -1),
+            quats=np.stack([columns[f"rot_{i}"] for i in range(4)], -1),
+            log_scales=np.stack([columns[f"scale_{i}"] for i in range(3)], -1),
+            opacity_logits=columns["opacity"],
+            sh=sh,
+            body_ids=bodies,
+        )
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+def write_ply(path: str | os.PathLike, scene: GaussianScene) -> None:
+    """Writes `scene` as a binary little-endian 3DGS `.ply` with a `body_id` column. Exact round trip."""
+    n, k = scene.num_gaussians, scene.sh.shape[1]
+    columns = [("x", scene.means[:, 0]), ("y", scene.means[:, 1]), ("z", scene.means[:, 2])]
+    columns += [(f"f_dc_{c}", scene.sh[:, 0, c]) for c in range(3)]
+    rest = scene.sh[:, 1:].transpose(0, 2, 1).reshape(n, 3 * (k - 1))  # channel-major, as INRIA writes it
+    columns += [(f"f_rest_{i}", rest[:, i]) for i in range(rest.shape[1])]
+    columns += [("opacity", scene.opacity_logits)]
+    columns += [(f"scale_{i}", scene.log_scales[:, i]) for i in range(3)]
+    columns += [(f"rot_{i}", scene.quats[:, i]) for i in range(4)]
+    dtype = np.dtype([(name, "<f4") for name, _ in columns] + [("body_id", "<i4")])
+    table = np.empty(n, dtype)
+    for name, values in columns:
+        table[name] = values
+    table["body_id"] = scene.body_ids
+    header = ["ply", "format binary_little_endian 1.0", "comment serl_gs scene, body_id = MuJoCo body",
+              f"element vertex {n}"]  # fmt: skip
+    header += [f"property float {name}" for name, _ in columns] + ["property int body_id", "end_header"]
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(("\n".join(header) + "\n").encode("ascii") + table.tobytes())
+    os.replace(tmp, path)  # readers never see a half-written file (the scene cache relies on it)
+
+
+def load_scene_manifest(path: str | os.PathLike, body_names: dict[str, int] | None = None) -> GaussianScene:
+    """Loads every part of a manifest (see the module docstring), resolving body names via `body_names`.
+
+    `body` may be an integer id or a name; names need `body_names` (e.g. `body_name_to_id(mj_model)`).
+    Paths of parts are relative to the manifest's folder.
+    """
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{path}: expected a JSON object with format {MANIFEST_FORMAT!r}")
+    parts = manifest.get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise ValueError(f"{path}: 'parts' must be a non-empty list")
+    scenes = []
+    for i, part in enumerate(parts):
+        if not isinstance(part, dict) or "ply" not in part or "body" not in part:
+            raise ValueError(f"{path}: part {i} needs 'ply' and 'body', got {part!r}")
+        body = part["body"]
+        if isinstance(body, str):
+            if body_names is None or body not in body_names:
+                known = sorted(body_names) if body_names else "none given"
+                raise ValueError(f"{path}: part {i} names body {body!r}; known bodies: {known}")
+            body = body_names[body]
+        elif not isinstance(body, int) or body < 0:
+            raise ValueError(f"{path}: part {i} body must be a name or an id >= 0, got {body!r}")
+        scene = read_ply(path.parent / part["ply"], body_id=body)
+        transform = part.get("transform", {})
+        unknown = set(transform) - {"rotation_wxyz", "translation", "scale"}
+        if unknown:
+            raise ValueError(f"{path}: part {i} transform has unknown keys {sorted(unknown)}")
+        if transform:
+            scene = scene.transformed(
+                rotation_wxyz=transform.get("rotation_wxyz", (1.0, 0.0, 0.0, 0.0)),
+                translation=transform.get("translation", (0.0, 0.0, 0.0)),
+                scale=float(transform.get("scale", 1.0)),
+            )
+        scenes.append(scene)
+    return concat_scenes(scenes)
+
+
+def save_scene_manifest(folder: str | os.PathLike, scene: GaussianScene, body_names: list[str]) -> Path:
+    """Writes one `.ply` per body (in that body's frame) and a manifest naming the bodies; returns its path.
+
+    `body_names[i]` is body i's name (e.g. `[mj_model.body(i).name for i in range(mj_model.nbody)]`).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for body in np.unique(scene.body_ids):
+        if body >= len(body_names):
+            raise ValueError(
+                f"scene binds Gaussians to body {body}, but only {len(body_names)} names were given"
+            )
+        name = body_names[body] or f"body{body}"
+        file = f"{int(body):03d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.ply"
+        write_ply(folder / file, scene.subset(scene.body_ids == body))
+        parts.append({"ply": file, "body": body_names[body] or int(body)})
+    manifest = folder / "scene.json"
+    manifest.write_text(json.dumps({"format": MANIFEST_FORMAT, "parts": parts}, indent=1) + "\n")
+    return manifest
+
+
+def _parse_header(path: Path, data: bytes) -> tuple[str, list[_Element], int]:
+    if not data.startswith(b"ply"):
+        raise ValueError(f"{path}: not a PLY file (no 'ply' magic at the start)")
+    end = data.find(b"end_header")
+    if end < 0:
+        raise ValueError(f"{path}: PLY header has no 'end_header' line (file truncated or not a PLY)")
+    newline = data.find(b"\n", end)
+    if newline < 0:
+        raise ValueError(f"{path}: file ends right after 'end_header' (truncated)")
+    try:
+        lines = data[:end].decode("ascii").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: PLY header is not ASCII ({err})") from err
+    fmt, elements = None, []
+    for number, line in enumerate(lines[1:], start=2):
+        words = line.split()
+        if not words or words[0] in ("comment", "obj_info"):
+            continue
+        if words[0] == "format":
+            if len(words) != 3 or words[1] not in _FORMATS:
+                raise ValueError(f"{path}: header line {number}: unsupported format {line!r}")
+            fmt = _FORMATS[words[1]]
+        elif words[0] == "element":
+            if len(words) != 3 or not words[2].isdigit():
+                raise ValueError(f"{path}: header line {number}: malformed element line {line!r}")
+            elements.append(_Element(words[1], int(words[2])))
+        elif words[0] == "property":
+            if not elements:
+                raise ValueError(f"{path}: header line {number}: property before any element")
+            if len(words) == 5 and words[1] == "list":
+                elements[-1].has_list = True
+                elements[-1].properties.append((words[4], "list"))
+            elif len(words) == 3 and words[1] in _PLY_TYPES:
+                elements[-1].properties.append((words[2], _PLY_TYPES[words[1]]))
+            else:
+                raise ValueError(f"{path}: header line {number}: malformed property line {line!r}")
+        else:
+            raise ValueError(f"{path}: header line {number}: unknown keyword {words[0]!r}")
+    if fmt is None:
+        raise ValueError(f"{path}: PLY header has no 'format' line")
+    return fmt, elements, newline + 1
+
+
+def _read_vertex_columns(path, data, fmt, elements, vertex, body_start) -> dict[str, np.ndarray]:
+    if fmt == "ascii":
+        return _read_ascii_vertex(path, data[body_start:], elements, vertex)
+    offset = body_start
+    for element in elements:
+        if element is vertex:
+            break
+        if element.has_list:
+            raise ValueError(
+                f"{path}: element {element.name!r} before 'vertex' has list properties (unsupported)"
+            )
+        offset += element.count * np.dtype([(p, fmt + t) for p, t in element.properties]).itemsize
+    dtype = np.dtype([(p, fmt + t) for p, t in vertex.properties])
+    need, have = vertex.count * dtype.itemsize, len(data) - offset
+    if have < need:
+        raise ValueError(
+            f"{path}: truncated: header declares {vertex.count} vertices x {dtype.itemsize} bytes = "
+            f"{need} bytes, but only {max(have, 0)} bytes follow"
+        )
+    table = np.frombuffer(data, dtype, count=vertex.count, offset=offset)
+    return {p: table[p].astype(np.float32 if p != "body_id" else np.int64) for p, _ in vertex.properties}
+
+
+def _read_ascii_vertex(path, body: bytes, elements, vertex) -> dict[str, np.ndarray]:
+    lines = body.decode("ascii", errors="replace").splitlines()
+    skip = 0
+    for element in elements:
+        if element is vertex:
+            break
+        skip += element.count
+    rows = lines[skip : skip + vertex.count]
+    if len(rows) < vertex.count:
+        raise ValueError(
+            f"{path}: truncated: header declares {vertex.count} vertices, found {len(rows)} lines"
+        )
+    width = len(vertex.properties)
+    try:
+        table = np.array([[float(v) for v in row.split()] for row in rows], np.float64).reshape(-1, width)
+    except ValueError as err:
+        raise ValueError(
+            f"{path}: malformed ASCII vertex data, each line needs {width} numbers ({err})"
+        ) from err
+    return {
+        p: table[:, i].astype(np.float32 if p != "body_id" else np.int64)
+        for i, (p, _) in enumerate(vertex.properties)
+    }

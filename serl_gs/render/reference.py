@@ -1,0 +1,283 @@
+"""The reference rasterizer: gsplat's forward maths in pure PyTorch, on any device.
+
+It mirrors `gsplat.rasterization(..., packed=True, rasterize_mode="classic", eps2d=0.3)` step by step:
+EWA projection with the clamped perspective Jacobian and the 0.3 px^2 low-pass, opacity-aware 3-sigma
+bounding boxes, 16x16 tiles, per-tile depth sort, front-to-back compositing that skips alpha < 1/255,
+clamps alpha at 0.999 and stops a pixel (exclusively) once its transmittance would fall to 1e-4, and SH
+colour evaluated from the camera centre (+0.5, clamped at 0). CI and CPU users render with it, and on a
+GPU it is the oracle the gsplat backend is checked against.
+
+Speed on a CPU comes from never forming B x N x H x W tensors: Gaussians are culled by their screen-space
+extent first, only (Gaussian, tile) intersections are expanded, and each tile composites its depth-sorted
+list in chunks of K Gaussians ([tiles, K, 256] tensors), retiring tiles whose pixels are all saturated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from serl_gs.render.config import ALPHA_THRESHOLD, EPS2D, MAX_ALPHA, TRANSMITTANCE_THRESHOLD
+from serl_gs.render.geometry import quat_to_rotmat
+
+_EXTEND = 3.33  # gsplat's bounding-box half-width in standard deviations
+_CHUNK_ELEMENTS = 1 << 22  # tiles x K x pixels per compositing step: bounds peak memory (~16 MB per tensor)
+
+
+def rasterize_reference(
+    means: torch.Tensor,  # [B, N, 3] world
+    quats: torch.Tensor,  # [B, N, 4] wxyz world
+    scales: torch.Tensor,  # [N, 3] activated (exp of log-scales), shared by all envs
+    opacities: torch.Tensor,  # [N] activated (sigmoid), shared by all envs
+    sh: torch.Tensor,  # [N, K, 3] SH coefficients, shared by all envs
+    viewmats: torch.Tensor,  # [B, C, 4, 4] world-to-camera, OpenCV axes
+    ks: torch.Tensor,  # [B, C, 3, 3] pinhole intrinsics
+    width: int,
+    height: int,
+    *,
+    sh_degree: int,
+    near_plane: float,
+    far_plane: float,
+    background: torch.Tensor | None = None,  # [3]
+    with_depth: bool = False,
+    tile_size: int = 16,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Renders B envs x C cameras. Returns colours [B, C, H, W, 3] float32 (not clamped above, like gsplat)
+    and, if asked, expected depth [B, C, H, W] float32 (camera z; 0 where nothing was drawn)."""
+    b, n = means.shape[:2]
+    c = viewmats.shape[1]
+    device = means.device
+    tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    num_tiles = b * c * tiles_x * tiles_y
+
+    proj = _project(means, quats, scales, opacities, viewmats, ks, width, height, near_plane, far_plane)
+    colors = _sh_colors(means, sh, viewmats, proj, sh_degree)  # [S, 3]
+    if with_depth:
+        colors = torch.cat([colors, proj["depth"][:, None]], dim=-1)  # depth rides along as a 4th channel
+    order, counts, offsets = _bin_to_tiles(proj, c, tile_size, tiles_x, tiles_y, num_tiles)
+
+    channels = colors.shape[-1]
+    pixels = tile_size * tile_size
+    out = torch.zeros(num_tiles, pixels, channels, dtype=torch.float32, device=device)
+    trans = torch.ones(num_tiles, pixels, dtype=torch.float32, device=device)
+    _composite(proj, colors, order, counts, offsets, out, trans, tile_size, tiles_x, tiles_y)
+
+    # [B*C*ty*tx, ts*ts, ch] -> [B, C, ty*ts, tx*ts, ch], then crop the partial tiles at the borders.
+    image = out.view(b, c, tiles_y, tiles_x, tile_size, tile_size, channels)
+    image = image.permute(0, 1, 2, 4, 3, 5, 6)
+    image = image.reshape(b, c, tiles_y * tile_size, tiles_x * tile_size, channels)
+    image = image[:, :, :height, :width]
+    trans_img = trans.view(b, c, tiles_y, tiles_x, tile_size, tile_size).permute(0, 1, 2, 4, 3, 5)
+    trans_img = trans_img.reshape(b, c, tiles_y * tile_size, tiles_x * tile_size)[:, :, :height, :width]
+    rgb = image[..., :3]
+    if background is not None:
+        rgb = rgb + trans_img[..., None] * background.to(device=device, dtype=torch.float32)
+    depth = None
+    if with_depth:
+        depth = image[..., 3] / (1.0 - trans_img).clamp_min(1e-10)  # expected depth, as gsplat's "ED"
+    return rgb.contiguous(), depth
+
+
+def _project(means, quats, scales, opacities, viewmats, ks, width, height, near, far) -> dict:
+    """EWA-projects every (env, camera, Gaussian) that can reach the image; returns flat [S] survivors."""
+    b, n = means.shape[:2]
+    c = viewmats.shape[1]
+    rot_w2c, trans_w2c = viewmats[..., :3, :3], viewmats[..., :3, 3]  # [B, C, 3, 3], [B, C, 3]
+    means_c = torch.einsum("bcij,bnj->bcni", rot_w2c, means) + trans_w2c[:, :, None]  # [B, C, N, 3]
+    z = means_c[..., 2]
+    fx, fy = ks[..., 0, 0][..., None], ks[..., 1, 1][..., None]  # [B, C, 1]
+    cx, cy = ks[..., 0, 2][..., None], ks[..., 1, 2][..., None]
+
+    # Conservative pre-cull (exact culling follows): the clamped Jacobian's rows have norm at most
+    # f / z * sqrt(1 + lim^2), so a 3.33-sigma box is at most 3.33 * sqrt((f/z)^2 (1+lim^2) s_max^2 + eps2d).
+    visible_opacity = opacities >= ALPHA_THRESHOLD  # [N]
+    s_max = scales.amax(dim=-1)  # [N]
+    lim_x = torch.maximum(width - cx, cx) / fx + 0.3 * 0.5 * width / fx  # [B, C, 1]
+    lim_y = torch.maximum(height - cy, cy) / fy + 0.3 * 0.5 * height / fy
+    z_safe = z.clamp_min(near)
+    jac_norm = torch.maximum(fx * torch.sqrt(1 + lim_x**2), fy * torch.sqrt(1 + lim_y**2)) / z_safe
+    bound = _EXTEND * torch.sqrt(jac_norm**2 * s_max**2 + EPS2D) + 1.0  # [B, C, N] pixels
+    u = fx * means_c[..., 0] / z_safe + cx
+    v = fy * means_c[..., 1] / z_safe + cy
+    keep = (z >= near) & (z <= far) & visible_opacity
+    keep &= (u + bound > 0) & (u - bound < width) & (v + bound > 0) & (v - bound < height)
+    bi, ci, ni = keep.nonzero(as_tuple=True)
+
+    mean_c = means_c[bi, ci, ni]  # [S, 3]
+    x, y, zz = mean_c.unbind(-1)
+    fx_s, fy_s = ks[bi, ci, 0, 0], ks[bi, ci, 1, 1]
+    cx_s, cy_s = ks[bi, ci, 0, 2], ks[bi, ci, 1, 2]
+
+    # Covariance in camera space: W R S S^T R^T W^T with W the view rotation, R the Gaussian's rotation.
+    m = rot_w2c[bi, ci] @ quat_to_rotmat(quats[bi, ni]) * scales[ni][:, None, :]  # [S, 3, 3]
+    cov_c = m @ m.transpose(-1, -2)
+
+    # gsplat's persp_proj: the Jacobian is evaluated at x/z, y/z clamped to 1.3x the field of view.
+    tan_fovx, tan_fovy = 0.5 * width / fx_s, 0.5 * height / fy_s
+    lim_x_pos, lim_x_neg = (width - cx_s) / fx_s + 0.3 * tan_fovx, cx_s / fx_s + 0.3 * tan_fovx
+    lim_y_pos, lim_y_neg = (height - cy_s) / fy_s + 0.3 * tan_fovy, cy_s / fy_s + 0.3 * tan_fovy
+    rz = 1.0 / zz
+    tx = zz * torch.minimum(lim_x_pos, torch.maximum(-lim_x_neg, x * rz))
+    ty = zz * torch.minimum(lim_y_pos, torch.maximum(-lim_y_neg, y * rz))
+    zero = torch.zeros_like(zz)
+    jac = torch.stack(
+        [fx_s * rz, zero, -fx_s * tx * rz * rz, zero, fy_s * rz, -fy_s * ty * rz * rz], -1
+    ).view(-1, 2, 3)
+    cov2d = jac @ cov_c @ jac.transpose(-1, -2)  # [S, 2, 2]
+    a = cov2d[:, 0, 0] + EPS2D  # the low-pass filter: every splat covers at least ~1 pixel
+    cc = cov2d[:, 1, 1] + EPS2D
+    bb = cov2d[:, 0, 1]
+    det = a * cc - bb * bb
+    mean2d = torch.stack([fx_s * x * rz + cx_s, fy_s * y * rz + cy_s], -1)
+
+    opacity = opacities[ni]
+    extend = torch.clamp(torch.sqrt(2.0 * torch.log(opacity / ALPHA_THRESHOLD)), max=_EXTEND)
+    radius_x = torch.ceil(extend * torch.sqrt(a))
+    radius_y = torch.ceil(extend * torch.sqrt(cc))
+    ok = det > 0
+    ok &= (radius_x > 0) | (radius_y > 0)
+    ok &= (mean2d[:, 0] + radius_x > 0) & (mean2d[:, 0] - radius_x < width)
+    ok &= (mean2d[:, 1] + radius_y > 0) & (mean2d[:, 1] - radius_y < height)
+    det_safe = torch.where(ok, det, torch.ones_like(det))
+    conic = torch.stack([cc / det_safe, -bb / det_safe, a / det_safe], -1)  # inverse of [[a, bb], [bb, cc]]
+    return {
+        "image": (bi * c + ci)[ok],
+        "env": bi[ok],
+        "camera": ci[ok],
+        "gaussian": ni[ok],
+        "mean2d": mean2d[ok],
+        "conic": conic[ok],
+        "opacity": opacity[ok],
+        "depth": zz[ok],
+        "radius": torch.stack([radius_x, radius_y], -1)[ok],
+    }
+
+
+def _sh_colors(means, sh, viewmats, proj, sh_degree: int) -> torch.Tensor:
+    """RGB [S, 3] from SH seen from each camera's centre, +0.5 and clamped at 0 (as gsplat and INRIA)."""
+    coeffs = sh[proj["gaussian"], : (sh_degree + 1) ** 2]  # [S, K, 3]
+    if sh_degree == 0:
+        return torch.clamp_min(_SH_C0 * coeffs[:, 0] + 0.5, 0.0)
+    rot = viewmats[proj["env"], proj["camera"], :3, :3]
+    campos = -(rot.transpose(-1, -2) @ viewmats[proj["env"], proj["camera"], :3, 3:])[..., 0]
+    dirs = means[proj["env"], proj["gaussian"]] - campos
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return torch.clamp_min((sh_basis(sh_degree, dirs)[..., None] * coeffs).sum(dim=1) + 0.5, 0.0)
+
+
+def _bin_to_tiles(proj, c, tile_size, tiles_x, tiles_y, num_tiles):
+    """Expands each projected Gaussian to the tiles its box touches; sorts by (image, tile, depth).
+
+    Returns the Gaussian index of each intersection in that order, and per-tile counts and offsets.
+    """
+    device = proj["depth"].device
+    center = proj["mean2d"] / tile_size
+    radius = proj["radius"] / tile_size
+    lo = torch.floor(center - radius).clamp(min=0)
+    hi = torch.ceil(center + radius)
+    lo_x, lo_y = lo[:, 0].clamp(max=tiles_x).long(), lo[:, 1].clamp(max=tiles_y).long()
+    hi_x, hi_y = hi[:, 0].clamp(0, tiles_x).long(), hi[:, 1].clamp(0, tiles_y).long()
+    span_x = (hi_x - lo_x).clamp_min(0)
+    per_gaussian = span_x * (hi_y - lo_y).clamp_min(0)
+    if int(per_gaussian.sum()) == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, torch.zeros(num_tiles, dtype=torch.long, device=device), torch.zeros_like(empty)
+    # Depth rank first (sorting S values is cheaper than sorting all intersections), then one int64 key.
+    depth_rank = torch.empty_like(proj["depth"], dtype=torch.long)
+    depth_rank[torch.argsort(proj["depth"], stable=True)] = torch.arange(len(depth_rank), device=device)
+    src = torch.repeat_interleave(torch.arange(len(per_gaussian), device=device), per_gaussian)
+    start = torch.cumsum(per_gaussian, 0) - per_gaussian
+    local = torch.arange(len(src), device=device) - start[src]
+    tx = lo_x[src] + local % span_x[src]
+    ty = lo_y[src] + local // span_x[src]
+    tile = (proj["image"][src] * tiles_y + ty) * tiles_x + tx
+    key = tile * len(depth_rank) + depth_rank[src]
+    order = src[torch.argsort(key)]
+    counts = torch.bincount(tile, minlength=num_tiles)
+    offsets = torch.cumsum(counts, 0) - counts
+    return order, counts, offsets
+
+
+def _composite(proj, colors, order, counts, offsets, out, trans, tile_size, tiles_x, tiles_y):
+    """Front-to-back alpha compositing of each tile's depth-sorted list, K Gaussians at a time, in place."""
+    device = out.device
+    active = counts.nonzero(as_tuple=True)[0]
+    if len(active) == 0:
+        return
+    active = active[torch.argsort(counts[active], descending=True)]  # tiles still busy form a prefix
+    active_counts = counts[active]
+    pixels = tile_size * tile_size
+    local = torch.arange(tile_size, device=device, dtype=torch.float32) + 0.5
+    # Pixel centres of every active tile: [T, P] each (gsplat samples at i + 0.5).
+    tile_in_image = active % (tiles_x * tiles_y)
+    px = ((tile_in_image % tiles_x) * tile_size)[:, None].float() + local.repeat(tile_size)[None]
+    py = ((tile_in_image // tiles_x) * tile_size)[:, None].float() + local.repeat_interleave(tile_size)[None]
+    done = torch.zeros(len(active), pixels, dtype=torch.bool, device=device)
+    tile_done = torch.zeros(len(active), dtype=torch.bool, device=device)
+    mean2d, conic, opacity = proj["mean2d"], proj["conic"], proj["opacity"]
+
+    start = 0
+    max_count = int(active_counts[0])
+    while start < max_count:
+        busy = ((active_counts > start) & ~tile_done).nonzero(as_tuple=True)[0]  # rows of `active`
+        if len(busy) == 0:
+            break
+        k = max(8, min(256, _CHUNK_ELEMENTS // (len(busy) * pixels)))
+        slot = start + torch.arange(k, device=device)  # [K]
+        valid = slot[None] < active_counts[busy, None]  # [T, K]
+        idx = order[(offsets[active[busy], None] + slot[None]).clamp(max=len(order) - 1)]  # [T, K]
+        dx = mean2d[idx, 0][..., None] - px[busy, None]  # [T, K, P]
+        dy = mean2d[idx, 1][..., None] - py[busy, None]
+        con = conic[idx]
+        sigma = 0.5 * (con[..., 0, None] * dx * dx + con[..., 2, None] * dy * dy)
+        sigma = sigma + con[..., 1, None] * dx * dy
+        alpha = torch.clamp(opacity[idx][..., None] * torch.exp(-sigma), max=MAX_ALPHA)
+        skip = (sigma < 0) | (alpha < ALPHA_THRESHOLD) | ~valid[..., None]
+        alpha = torch.where(skip, torch.zeros_like(alpha), alpha)
+
+        t_before_chunk = trans[active[busy]]  # [T, P]
+        t_after = t_before_chunk[:, None] * torch.cumprod(1.0 - alpha, dim=1)  # [T, K, P]
+        t_before = torch.cat([t_before_chunk[:, None], t_after[:, :-1]], dim=1)
+        # A pixel takes a Gaussian only while the transmittance after it stays above 1e-4; the first one
+        # that would cross it ends the pixel and is itself excluded. T only falls, so that is a prefix.
+        take = (t_after > TRANSMITTANCE_THRESHOLD) & ~done[busy, None]
+        weight = torch.where(take, alpha * t_before, torch.zeros_like(alpha))
+        out[active[busy]] += torch.einsum("tkp,tkc->tpc", weight, colors[idx])
+        trans[active[busy]] = torch.where(take, t_after, t_before_chunk[:, None]).amin(dim=1)
+        done[busy] |= (~take & (alpha > 0)).any(dim=1)
+        tile_done[busy] = done[busy].all(dim=1)
+        start += k
+
+
+def sh_basis(degree: int, dirs: torch.Tensor) -> torch.Tensor:
+    """Real SH basis [..., (degree+1)^2] at unit directions [..., 3], in the 3DGS/gsplat order and signs."""
+    x, y, z = dirs.unbind(-1)
+    out = [torch.full_like(x, _SH_C0)]
+    if degree >= 1:
+        out += [-0.4886025119029199 * y, 0.4886025119029199 * z, -0.4886025119029199 * x]
+    if degree >= 2:
+        xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+        out += [
+            1.0925484305920792 * xy,
+            -1.0925484305920792 * yz,
+            0.31539156525252005 * (2.0 * zz - xx - yy),
+            -1.0925484305920792 * xz,
+            0.5462742152960396 * (xx - yy),
+        ]
+    if degree >= 3:
+        out += [
+            -0.5900435899266435 * y * (3 * xx - yy),
+            2.890611442640554 * xy * z,
+            -0.4570457994644658 * y * (4 * zz - xx - yy),
+            0.3731763325901154 * z * (2 * zz - 3 * xx - 3 * yy),
+            -0.4570457994644658 * x * (4 * zz - xx - yy),
+            1.445305721320277 * z * (xx - yy),
+            -0.5900435899266435 * x * (xx - 3 * yy),
+        ]
+    if degree > 3:
+        raise ValueError(f"SH degree must be 0-3, got {degree}")
+    return torch.stack(out, -1)
+
+
+_SH_C0 = 0.28209479177387814
