@@ -1,0 +1,97 @@
+"""Typed configuration of the SAC / DrQ agent. Defaults follow SERL's DrQ recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Activation = Literal["relu", "tanh", "silu", "elu"]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Image encoder (used only when observations hold "pixels/<camera>" entries).
+
+    Default: a conv net trained from scratch by the critic (SERL's default, a frozen ImageNet ResNet-10,
+    needs downloaded weights). The actor sees the encoder's output through a stop-gradient.
+    """
+
+    channels: tuple[int, ...] = (32, 32, 32, 32)  # 3x3 convs, the first with stride 2 (DrQ-v2's encoder)
+    first_stride: int = 2
+    latent_dim: int = 50  # image features -> Dense -> LayerNorm -> tanh, as SERL's bottleneck
+    share_across_cameras: bool = True  # one conv net for every camera, or one per camera
+    pretrained_path: str | None = None  # flax-serialized (msgpack) encoder params, see agents.pretrained
+    trainable: bool = (
+        True  # False freezes the encoder (e.g. pretrained weights): gradients stop at its output
+    )
+
+    def __post_init__(self):
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ValueError(f"channels must be positive and non-empty, got {self.channels}")
+        if self.first_stride < 1:
+            raise ValueError(f"first_stride must be >= 1, got {self.first_stride}")
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """SAC on state observations; the same agent is DrQ when observations hold pixels.
+
+    One update = `critic_actor_ratio` critic steps on fresh minibatches; the last of them also updates the
+    actor and the temperature (SERL's high-UTD update). Polyak averaging follows every critic step.
+    """
+
+    # Networks.
+    hidden_dims: tuple[int, ...] = (256, 256)
+    activation: Activation = "tanh"
+    critic_layer_norm: bool = True
+    actor_layer_norm: bool = False
+    critic_ensemble_size: int = 10
+    critic_subsample_size: int | None = 2  # REDQ: target = min over a random subset; None = min over all
+    std_min: float = 1e-5
+    std_max: float = 5.0
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    image_augmentation_pad: int = 4  # random shift (edge padding) on obs and next_obs independently; 0 = off
+
+    # Learning.
+    discount: float = 0.96  # SERL's pick task; long-horizon tasks (e.g. cartpole) want ~0.99
+    tau: float = 0.005
+    backup_entropy: bool = False
+    initial_temperature: float = 0.01
+    target_entropy: float | None = None  # None = -|A| / 2
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    temperature_lr: float = 3e-4
+    batch_size: int = 256
+    critic_actor_ratio: int = 4
+
+    def __post_init__(self):
+        if self.critic_ensemble_size < 1:
+            raise ValueError(f"critic_ensemble_size must be >= 1, got {self.critic_ensemble_size}")
+        if self.critic_subsample_size is not None and not (
+            1 <= self.critic_subsample_size <= self.critic_ensemble_size
+        ):
+            raise ValueError(
+                f"critic_subsample_size {self.critic_subsample_size} must be in "
+                f"[1, critic_ensemble_size={self.critic_ensemble_size}] or None"
+            )
+        if not 0.0 <= self.discount <= 1.0:
+            raise ValueError(f"discount must be in [0, 1], got {self.discount}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if self.initial_temperature <= 0.0:
+            raise ValueError(f"initial_temperature must be > 0, got {self.initial_temperature}")
+        if not 0.0 < self.std_min < self.std_max:
+            raise ValueError(f"need 0 < std_min < std_max, got {self.std_min}, {self.std_max}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.critic_actor_ratio < 1:
+            raise ValueError(f"critic_actor_ratio must be >= 1, got {self.critic_actor_ratio}")
+        if self.image_augmentation_pad < 0:
+            raise ValueError(f"image_augmentation_pad must be >= 0, got {self.image_augmentation_pad}")
+        if self.activation not in ("relu", "tanh", "silu", "elu"):
+            raise ValueError(f"activation must be relu, tanh, silu or elu, got {self.activation!r}")
+
+    def resolved_target_entropy(self, action_dim: int) -> float:
+        return -action_dim / 2 if self.target_entropy is None else self.target_entropy

@@ -1,0 +1,164 @@
+"""The training state and the pure, jitted-once update shared by SAC and DrQ.
+
+`update(state, batch) -> (state, metrics)` takes `critic_actor_ratio` fresh minibatches ([U, B, ...]):
+critic-only steps on the first U - 1 (a `lax.scan`), then a critic step, an actor step and a temperature
+step on the last one. Polyak averaging of the target encoder and critic follows every critic step.
+With pixel observations each minibatch's obs and next_obs are randomly shifted (independently) first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from serl_gs.agents import losses
+from serl_gs.agents.networks import AgentNetworks, Params
+from serl_gs.agents.pretrained import load_encoder_params
+from serl_gs.data.augment import shift_pixels
+from serl_gs.data.batch import Batch
+
+
+@flax.struct.dataclass
+class TrainingState:
+    params: dict[str, Params]  # {"encoder", "critic", "actor", "temperature"}
+    target_params: dict[str, Params]  # {"encoder", "critic"}
+    critic_opt_state: optax.OptState  # over {"encoder", "critic"}
+    actor_opt_state: optax.OptState
+    temperature_opt_state: optax.OptState
+    rng: jax.Array
+    step: jax.Array  # int32 []: updates done (each = critic_actor_ratio critic steps + 1 actor step)
+
+
+@flax.struct.dataclass
+class _Optimizers:
+    critic: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    actor: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    temperature: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+
+def _optimizers(networks: AgentNetworks) -> _Optimizers:
+    config = networks.config
+    return _Optimizers(
+        critic=optax.adam(config.critic_lr),
+        actor=optax.adam(config.actor_lr),
+        temperature=optax.adam(config.temperature_lr),
+    )
+
+
+def _critic_part(params: Mapping[str, Params]) -> dict[str, Params]:
+    return {"encoder": params["encoder"], "critic": params["critic"]}
+
+
+def init_training_state(networks: AgentNetworks, key: jax.Array) -> TrainingState:
+    """Fresh parameters (the encoder from `config.encoder.pretrained_path` when set), targets = copies."""
+    init_key, rng = jax.random.split(key)
+    params = networks.init(init_key)
+    if networks.config.encoder.pretrained_path is not None:
+        if not networks.image_keys:
+            raise ValueError("encoder.pretrained_path is set but the observations hold no pixels")
+        params["encoder"] = load_encoder_params(networks.config.encoder.pretrained_path, params["encoder"])
+    opt = _optimizers(networks)
+    return TrainingState(
+        params=params,
+        target_params=jax.tree.map(jnp.copy, _critic_part(params)),
+        critic_opt_state=opt.critic.init(_critic_part(params)),
+        actor_opt_state=opt.actor.init(params["actor"]),
+        temperature_opt_state=opt.temperature.init(params["temperature"]),
+        rng=rng,
+        step=jnp.zeros((), jnp.int32),
+    )
+
+
+def _augment(networks: AgentNetworks, batch: Batch, key: jax.Array) -> Batch:
+    pad = networks.config.image_augmentation_pad
+    if not networks.image_keys or pad == 0:
+        return batch
+    obs_key, next_key = jax.random.split(key)
+    return batch.replace(
+        obs=shift_pixels(batch.obs, obs_key, pad), next_obs=shift_pixels(batch.next_obs, next_key, pad)
+    )
+
+
+def make_update_fn(networks: AgentNetworks) -> Callable[[TrainingState, Batch], tuple[TrainingState, dict]]:
+    """Returns the jitted `update(state, batch) -> (state, metrics)`; batch leaves are [ratio, B, ...]."""
+    config = networks.config
+    ratio = config.critic_actor_ratio
+    target_entropy = config.resolved_target_entropy(networks.action_dim)
+    opt = _optimizers(networks)
+
+    def critic_step(state: TrainingState, minibatch: Batch) -> tuple[TrainingState, dict, Batch]:
+        """One critic step; also returns the augmented minibatch (the last one's actor step reuses it)."""
+        rng, aug_key, loss_key = jax.random.split(state.rng, 3)
+        minibatch = _augment(networks, minibatch, aug_key)
+        critic_params = _critic_part(state.params)
+        grads, info = jax.grad(losses.critic_loss, argnums=1, has_aux=True)(
+            networks, critic_params, state.target_params, state.params["actor"],
+            state.params["temperature"], minibatch, loss_key,
+        )  # fmt: skip
+        updates, critic_opt_state = opt.critic.update(grads, state.critic_opt_state, critic_params)
+        critic_params = optax.apply_updates(critic_params, updates)
+        target_params = optax.incremental_update(critic_params, state.target_params, config.tau)
+        state = state.replace(
+            params={**state.params, **critic_params},
+            target_params=target_params,
+            critic_opt_state=critic_opt_state,
+            rng=rng,
+        )
+        return state, info, minibatch
+
+    def scanned_critic_step(state: TrainingState, minibatch: Batch) -> tuple[TrainingState, dict]:
+        state, info, _ = critic_step(state, minibatch)
+        return state, info
+
+    def actor_and_temperature_step(state: TrainingState, minibatch: Batch) -> tuple[TrainingState, dict]:
+        rng, actor_key = jax.random.split(state.rng)
+        params = state.params
+        actor_grads, actor_info = jax.grad(losses.actor_loss, argnums=1, has_aux=True)(
+            networks, params["actor"], params["encoder"], params["critic"], params["temperature"],
+            minibatch.obs, actor_key,
+        )  # fmt: skip
+        actor_updates, actor_opt_state = opt.actor.update(actor_grads, state.actor_opt_state, params["actor"])
+        log_probs = actor_info.pop("log_probs")
+        temp_grads, temp_info = jax.grad(losses.temperature_loss, has_aux=True)(
+            params["temperature"], log_probs, target_entropy
+        )
+        temp_updates, temp_opt_state = opt.temperature.update(
+            temp_grads, state.temperature_opt_state, params["temperature"]
+        )
+        state = state.replace(
+            params={
+                **params,
+                "actor": optax.apply_updates(params["actor"], actor_updates),
+                "temperature": optax.apply_updates(params["temperature"], temp_updates),
+            },
+            actor_opt_state=actor_opt_state,
+            temperature_opt_state=temp_opt_state,
+            rng=rng,
+        )
+        return state, {**actor_info, **temp_info}
+
+    def update(state: TrainingState, batch: Batch) -> tuple[TrainingState, dict[str, jax.Array]]:
+        leading = batch.reward.shape[0] if batch.reward.ndim == 2 else None
+        if leading != ratio:
+            raise ValueError(
+                f"update needs batch leaves shaped [critic_actor_ratio={ratio}, B, ...], "
+                f"got reward shape {batch.reward.shape}"
+            )
+        critic_only = jax.tree.map(lambda x: x[:-1], batch)
+        last = jax.tree.map(lambda x: x[-1], batch)
+        critic_infos = []
+        if ratio > 1:
+            state, scanned = jax.lax.scan(scanned_critic_step, state, critic_only)
+            critic_infos.append(scanned)
+        state, last_critic, augmented_last = critic_step(state, last)
+        critic_infos.append(jax.tree.map(lambda x: x[None], last_critic))
+        state, actor_info = actor_and_temperature_step(state, augmented_last)
+        critic_metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs).mean(), *critic_infos)
+        state = state.replace(step=state.step + 1)
+        return state, {**critic_metrics, **actor_info}
+
+    return jax.jit(update)

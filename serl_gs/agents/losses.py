@@ -1,0 +1,100 @@
+"""SAC / DrQ losses as pure functions of parameters and a (possibly augmented) minibatch.
+
+Critic: mean over the ensemble and batch of (Q_i(s, a) - y)^2 with
+    y = r + discount * (1 - terminated) * min_{i in random subset} Q^target_i(s', a'),   a' ~ pi(s')
+(REDQ; `backup_entropy` adds - discount * (1 - terminated) * alpha * log pi(a'|s')). Truncation is not
+termination: truncated transitions bootstrap.
+Actor: mean(alpha * log pi(a|s) - mean_i Q_i(s, a)),  a ~ pi(s), features through a stop-gradient.
+Temperature: alpha * (entropy - target_entropy), entropy = -mean log pi; minimising it raises alpha when the
+policy's entropy falls below the target (alpha as a Lagrange multiplier).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+
+from serl_gs.agents.distributions import sample_tanh_gaussian
+from serl_gs.agents.networks import AgentNetworks, Params, temperature_value
+from serl_gs.data.batch import Batch
+
+
+def redq_min(
+    qs: jax.Array,  # [E, B]
+    key: jax.Array,
+    subset_size: int | None,
+) -> jax.Array:  # [B]
+    """Min over a random subset (without replacement) of ensemble members, the same subset for the batch."""
+    if subset_size is None or subset_size == qs.shape[0]:
+        return qs.min(axis=0)
+    members = jax.random.choice(key, qs.shape[0], (subset_size,), replace=False)
+    return qs[members].min(axis=0)
+
+
+def sample_actions(
+    networks: AgentNetworks,
+    actor_params: Params,
+    features: jax.Array,  # [B, F]
+    key: jax.Array,  # used as-is for the Gaussian noise (see sample_tanh_gaussian)
+) -> tuple[jax.Array, jax.Array]:  # actions [B, A], log_probs [B]
+    mean, std = networks.actor.apply({"params": actor_params}, features)
+    return sample_tanh_gaussian(mean, std, key)
+
+
+def critic_loss(
+    networks: AgentNetworks,
+    critic_params: Mapping[str, Params],  # {"encoder", "critic"}: what this loss trains
+    target_params: Mapping[str, Params],  # {"encoder", "critic"}: Polyak averages
+    actor_params: Params,
+    temperature_params: jax.Array,
+    batch: Batch,  # [B]
+    key: jax.Array,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    config = networks.config
+    next_action_key, subset_key = jax.random.split(key)
+    next_features = jax.lax.stop_gradient(networks.encode(critic_params["encoder"], batch.next_obs))
+    next_actions, next_log_probs = sample_actions(networks, actor_params, next_features, next_action_key)
+    target_features = networks.encode(target_params["encoder"], batch.next_obs)
+    target_qs = networks.critic.apply({"params": target_params["critic"]}, target_features, next_actions)
+    next_q = redq_min(target_qs, subset_key, config.critic_subsample_size)
+    continuing = 1.0 - batch.terminated.astype(jnp.float32)
+    if config.backup_entropy:
+        next_q = next_q - temperature_value(temperature_params) * next_log_probs
+    target = jax.lax.stop_gradient(batch.reward + config.discount * continuing * next_q)
+
+    features = networks.encode(critic_params["encoder"], batch.obs)
+    qs = networks.critic.apply({"params": critic_params["critic"]}, features, batch.action)  # [E, B]
+    loss = jnp.mean((qs - target[None]) ** 2)
+    return loss, {"critic_loss": loss, "q": qs.mean(), "target_q": target.mean()}
+
+
+def actor_loss(
+    networks: AgentNetworks,
+    actor_params: Params,
+    encoder_params: Params,
+    critic_params: Params,
+    temperature_params: jax.Array,
+    obs: Mapping[str, jax.Array],  # [B, ...]
+    key: jax.Array,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    features = jax.lax.stop_gradient(
+        networks.encode(encoder_params, obs)
+    )  # the actor does not train the encoder
+    actions, log_probs = sample_actions(networks, actor_params, features, key)
+    q = networks.critic.apply({"params": critic_params}, features, actions).mean(axis=0)
+    alpha = jax.lax.stop_gradient(temperature_value(temperature_params))
+    loss = jnp.mean(alpha * log_probs - q)
+    return loss, {"actor_loss": loss, "log_probs": log_probs, "entropy": -log_probs.mean()}
+
+
+def temperature_loss(
+    temperature_params: jax.Array,
+    log_probs: jax.Array,  # [B] from the actor step, not differentiated
+    target_entropy: float,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    alpha = temperature_value(temperature_params)
+    entropy = -jnp.mean(jax.lax.stop_gradient(log_probs))
+    loss = alpha * (entropy - target_entropy)
+    return loss, {"temperature_loss": loss, "temperature": alpha}

@@ -1,0 +1,240 @@
+"""Networks of the SAC / DrQ agent (Flax linen) and the inference function shipped to actors.
+
+Parameters are one dict: {"encoder", "critic", "actor", "temperature"}. The encoder turns an observation dict
+into features (conv net + bottleneck per the EncoderConfig for "pixels/<camera>" entries, raw vectors for
+the rest); the critic trains it, the actor sees its output through a stop-gradient. With state-only
+observations the encoder has no parameters and the agent is plain SAC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from serl_gs.agents.config import AgentConfig, EncoderConfig
+from serl_gs.agents.distributions import sample_tanh_gaussian
+from serl_gs.data.records import PIXELS_PREFIX
+
+Params = Any  # a pytree of arrays
+ObsSpec = Mapping[str, jax.ShapeDtypeStruct]  # per-item shapes (no batch dim) by observation name
+
+_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": nn.relu,
+    "tanh": nn.tanh,
+    "silu": nn.silu,
+    "elu": nn.elu,
+}
+
+
+def obs_spec_from_batch(obs: Mapping[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:
+    """Per-item shapes of a batched observation dict ({"state": [B, d], "pixels/cam": [B, H, W, 3]})."""
+    return {name: jax.ShapeDtypeStruct(tuple(x.shape[1:]), x.dtype) for name, x in obs.items()}
+
+
+class MLP(nn.Module):
+    hidden_dims: Sequence[int]
+    activation: str
+    layer_norm: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, F] -> [B, hidden_dims[-1]]
+        for width in self.hidden_dims:
+            x = nn.Dense(width)(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = _ACTIVATIONS[self.activation](x)
+        return x
+
+
+class ConvNet(nn.Module):
+    """3x3 convolutions with ReLU (DrQ-v2's encoder), flattened."""
+
+    channels: Sequence[int]
+    first_stride: int
+
+    @nn.compact
+    def __call__(self, pixels: jax.Array) -> jax.Array:  # [B, H, W, 3] uint8 -> [B, F] float32
+        x = pixels.astype(jnp.float32) / 255.0 - 0.5
+        for i, width in enumerate(self.channels):
+            stride = self.first_stride if i == 0 else 1
+            x = nn.relu(nn.Conv(width, (3, 3), strides=(stride, stride), padding="VALID")(x))
+        return x.reshape(*x.shape[:-3], -1)
+
+
+class ObservationEncoder(nn.Module):
+    """obs dict -> features: cameras through conv nets and a Dense-LayerNorm-tanh bottleneck, then vectors."""
+
+    image_keys: Sequence[str]
+    vector_keys: Sequence[str]
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, obs: Mapping[str, jax.Array]) -> jax.Array:  # -> [B, F] float32
+        parts = []
+        if self.image_keys:
+            cfg = self.config
+            shared = (
+                ConvNet(cfg.channels, cfg.first_stride, name="conv") if cfg.share_across_cameras else None
+            )
+            images = []
+            for key in self.image_keys:
+                net = shared or ConvNet(
+                    cfg.channels, cfg.first_stride, name=f"conv_{key[len(PIXELS_PREFIX) :]}"
+                )
+                images.append(net(obs[key]))
+            x = nn.Dense(cfg.latent_dim, name="bottleneck")(jnp.concatenate(images, axis=-1))
+            parts.append(nn.tanh(nn.LayerNorm(name="bottleneck_norm")(x)))
+        parts += [obs[key].astype(jnp.float32) for key in self.vector_keys]
+        return jnp.concatenate(parts, axis=-1)
+
+
+class Actor(nn.Module):
+    """features -> (mean, std) of the pre-tanh Gaussian."""
+
+    action_dim: int
+    hidden_dims: Sequence[int]
+    activation: str
+    layer_norm: bool
+    std_min: float
+    std_max: float
+
+    @nn.compact
+    def __call__(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:  # [B, F] -> 2 x [B, A]
+        x = MLP(self.hidden_dims, self.activation, self.layer_norm)(features)
+        mean = nn.Dense(self.action_dim, name="mean")(x)
+        log_std = nn.Dense(self.action_dim, name="log_std")(x)
+        return mean, jnp.clip(jnp.exp(log_std), self.std_min, self.std_max)
+
+
+class Critic(nn.Module):
+    hidden_dims: Sequence[int]
+    activation: str
+    layer_norm: bool
+
+    @nn.compact
+    def __call__(self, features: jax.Array, action: jax.Array) -> jax.Array:  # [B, F], [B, A] -> [B]
+        x = MLP(self.hidden_dims, self.activation, self.layer_norm)(jnp.concatenate([features, action], -1))
+        return nn.Dense(1, name="q")(x)[..., 0]
+
+
+def critic_ensemble(ensemble_size: int, **critic_kwargs) -> nn.Module:
+    """`ensemble_size` independent critics evaluated in one vmapped call: -> [E, B]."""
+    ensemble = nn.vmap(
+        Critic,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=None,
+        out_axes=0,
+        axis_size=ensemble_size,
+    )
+    return ensemble(**critic_kwargs)
+
+
+def _inverse_softplus(x: float) -> float:
+    return float(np.log(np.expm1(x)))
+
+
+def temperature_value(temperature_params: jax.Array) -> jax.Array:
+    """The temperature is a Lagrange multiplier kept positive by a softplus."""
+    return jax.nn.softplus(temperature_params)
+
+
+@dataclass(frozen=True)
+class AgentNetworks:
+    """Module definitions plus what they were built for; `init` makes the parameter dict."""
+
+    encoder: ObservationEncoder
+    actor: Actor
+    critic: nn.Module
+    obs_spec: dict[str, jax.ShapeDtypeStruct]
+    action_dim: int
+    config: AgentConfig
+
+    @property
+    def image_keys(self) -> tuple[str, ...]:
+        return tuple(self.encoder.image_keys)
+
+    def encode(self, encoder_params: Params, obs: Mapping[str, jax.Array]) -> jax.Array:  # -> [B, F]
+        features = self.encoder.apply({"params": encoder_params}, obs)
+        return features if self.config.encoder.trainable else jax.lax.stop_gradient(features)
+
+    def init(self, key: jax.Array) -> dict[str, Params]:
+        k_enc, k_actor, k_critic = jax.random.split(key, 3)
+        dummy_obs = {name: jnp.zeros((1, *s.shape), s.dtype) for name, s in self.obs_spec.items()}
+        encoder_params = self.encoder.init(k_enc, dummy_obs).get("params", {})
+        features = self.encoder.apply({"params": encoder_params}, dummy_obs)
+        dummy_action = jnp.zeros((1, self.action_dim), jnp.float32)
+        return {
+            "encoder": encoder_params,
+            "actor": self.actor.init(k_actor, features)["params"],
+            "critic": self.critic.init(k_critic, features, dummy_action)["params"],
+            "temperature": jnp.asarray(_inverse_softplus(self.config.initial_temperature), jnp.float32),
+        }
+
+
+def make_networks(config: AgentConfig, obs_spec: ObsSpec, action_dim: int) -> AgentNetworks:
+    """Builds the agent's modules for observations shaped like `obs_spec` and `action_dim` actions."""
+    if action_dim < 1:
+        raise ValueError(f"action_dim must be >= 1, got {action_dim}")
+    if not obs_spec:
+        raise ValueError("obs_spec is empty: the agent needs at least one observation")
+    image_keys, vector_keys = [], []
+    for name, spec in sorted(obs_spec.items()):
+        if name.startswith(PIXELS_PREFIX):
+            if len(spec.shape) != 3 or spec.shape[-1] != 3 or spec.dtype != jnp.uint8:
+                raise ValueError(
+                    f"observation {name!r} must be uint8 [H, W, 3], got {spec.dtype}{list(spec.shape)}"
+                )
+            image_keys.append(name)
+        else:
+            if len(spec.shape) != 1:
+                raise ValueError(f"vector observation {name!r} must be 1-D per item, got shape {spec.shape}")
+            vector_keys.append(name)
+    mlp = dict(hidden_dims=tuple(config.hidden_dims), activation=config.activation)
+    return AgentNetworks(
+        encoder=ObservationEncoder(tuple(image_keys), tuple(vector_keys), config.encoder),
+        actor=Actor(
+            action_dim,
+            layer_norm=config.actor_layer_norm,
+            std_min=config.std_min,
+            std_max=config.std_max,
+            **mlp,
+        ),
+        critic=critic_ensemble(config.critic_ensemble_size, layer_norm=config.critic_layer_norm, **mlp),
+        obs_spec=dict(obs_spec),
+        action_dim=action_dim,
+        config=config,
+    )
+
+
+def policy_params(params: Mapping[str, Params]) -> dict[str, Params]:
+    """What actors receive: the encoder and the actor, nothing else."""
+    return {"encoder": params["encoder"], "actor": params["actor"]}
+
+
+def make_inference_fn(networks: AgentNetworks) -> Callable[..., jax.Array]:
+    """Returns jitted `policy(policy_params, obs, key, deterministic) -> actions [N, A]` for a batch of envs.
+
+    `policy_params` is `policy_params(state.params)`; `obs` is the env's batched obs dict; `deterministic`
+    (a Python bool) selects tanh(mean) instead of a sample.
+    """
+
+    @partial(jax.jit, static_argnames="deterministic")
+    def policy(
+        params: Mapping[str, Params], obs: Mapping[str, jax.Array], key: jax.Array, deterministic: bool
+    ):
+        features = networks.encoder.apply({"params": params["encoder"]}, obs)
+        mean, std = networks.actor.apply({"params": params["actor"]}, features)
+        if deterministic:
+            return jnp.tanh(mean)
+        action, _ = sample_tanh_gaussian(mean, std, key)
+        return action
+
+    return policy

@@ -1,0 +1,201 @@
+"""The update: compiled once, Polyak after critic steps, encoder trained by the critic only; inference."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from serl_gs.agents import losses
+from serl_gs.agents.config import AgentConfig, EncoderConfig
+from serl_gs.agents.learning import init_training_state, make_update_fn
+from serl_gs.agents.networks import make_inference_fn, make_networks, obs_spec_from_batch, policy_params
+from serl_gs.agents.pretrained import load_encoder_params, save_encoder_params
+from serl_gs.data.augment import random_shift, shift_pixels
+from serl_gs.data.batch import Batch
+
+TINY = dict(hidden_dims=(16,), critic_ensemble_size=3, batch_size=4)
+TINY_ENCODER = EncoderConfig(channels=(4, 4), latent_dim=8)
+
+
+def random_batch(key, obs_spec, action_dim, leading):
+    keys = iter(jax.random.split(key, 16))
+    make = lambda s: (
+        jax.random.randint(next(keys), (*leading, *s.shape), 0, 256).astype(jnp.uint8)
+        if s.dtype == jnp.uint8
+        else jax.random.normal(next(keys), (*leading, *s.shape))
+    )
+    return Batch(
+        obs={name: make(s) for name, s in obs_spec.items()},
+        action=jax.random.uniform(next(keys), (*leading, action_dim), minval=-1, maxval=1),
+        reward=jax.random.normal(next(keys), leading),
+        terminated=jax.random.bernoulli(next(keys), 0.2, leading),
+        next_obs={name: make(s) for name, s in obs_spec.items()},
+    )
+
+
+STATE_SPEC = {"state": jax.ShapeDtypeStruct((3,), jnp.float32)}
+PIXEL_SPEC = {
+    "pixels/front": jax.ShapeDtypeStruct((16, 16, 3), jnp.uint8),
+    "pixels/wrist": jax.ShapeDtypeStruct((16, 16, 3), jnp.uint8),
+    "state": jax.ShapeDtypeStruct((3,), jnp.float32),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("obs_spec", [STATE_SPEC, PIXEL_SPEC], ids=["sac", "drq"])
+def test_update_compiles_once_and_counts_steps(obs_spec):
+    config = AgentConfig(**TINY, encoder=TINY_ENCODER, critic_actor_ratio=3)
+    networks = make_networks(config, obs_spec, action_dim=2)
+    state = init_training_state(networks, jax.random.PRNGKey(0))
+    update = make_update_fn(networks)
+    for i in range(4):
+        batch = random_batch(jax.random.PRNGKey(i), obs_spec, 2, (3, 4))
+        state, metrics = update(state, batch)
+    assert update._cache_size() == 1  # four calls, one trace
+    assert int(state.step) == 4
+    expected = {"critic_loss", "q", "target_q", "actor_loss", "entropy", "temperature_loss", "temperature"}
+    assert set(metrics) == expected
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def test_update_rejects_a_batch_without_the_ratio_leading_dim():
+    networks = make_networks(AgentConfig(**TINY, critic_actor_ratio=2), STATE_SPEC, action_dim=2)
+    state = init_training_state(networks, jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="critic_actor_ratio=2"):
+        make_update_fn(networks)(state, random_batch(jax.random.PRNGKey(0), STATE_SPEC, 2, (3, 4)))
+
+
+def test_targets_follow_the_critic_by_polyak_after_each_critic_step():
+    config = AgentConfig(**TINY, critic_actor_ratio=1, tau=0.25)
+    networks = make_networks(config, STATE_SPEC, action_dim=2)
+    state = init_training_state(networks, jax.random.PRNGKey(0))
+    state = state.replace(target_params=jax.tree.map(jnp.zeros_like, state.target_params))
+    new_state, _ = make_update_fn(networks)(state, random_batch(jax.random.PRNGKey(1), STATE_SPEC, 2, (1, 4)))
+    expected = jax.tree.map(lambda online: 0.25 * online, new_state.params["critic"])  # 0.25 new + 0.75 * 0
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), new_state.target_params["critic"], expected
+    )
+    moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params["actor"], new_state.params["actor"])
+    assert all(jax.tree.leaves(moved))  # the actor step ran too
+
+
+@pytest.mark.slow
+def test_encoder_is_trained_by_the_critic_and_only_seen_by_the_actor():
+    config = AgentConfig(**TINY, encoder=TINY_ENCODER, critic_actor_ratio=1)
+    networks = make_networks(config, PIXEL_SPEC, action_dim=2)
+    state = init_training_state(networks, jax.random.PRNGKey(0))
+    batch = random_batch(jax.random.PRNGKey(1), PIXEL_SPEC, 2, (4,))
+    p = state.params
+    actor_grad = jax.grad(
+        lambda enc: losses.actor_loss(networks, p["actor"], enc, p["critic"], p["temperature"], batch.obs,
+                                      jax.random.PRNGKey(2))[0]
+    )(p["encoder"])  # fmt: skip
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(actor_grad))
+    critic_grad = jax.grad(
+        lambda cp: losses.critic_loss(networks, cp, state.target_params, p["actor"], p["temperature"], batch,
+                                      jax.random.PRNGKey(3))[0]
+    )({"encoder": p["encoder"], "critic": p["critic"]})  # fmt: skip
+    conv_grads = jax.tree.leaves(critic_grad["encoder"]["conv"])
+    assert all(float(jnp.abs(g).max()) > 0.0 for g in conv_grads)
+
+
+@pytest.mark.slow
+def test_frozen_encoder_stays_put():
+    config = AgentConfig(**TINY, encoder=EncoderConfig(channels=(4,), latent_dim=8, trainable=False),
+                         critic_actor_ratio=2)  # fmt: skip
+    networks = make_networks(config, PIXEL_SPEC, action_dim=2)
+    state = init_training_state(networks, jax.random.PRNGKey(0))
+    new_state, _ = make_update_fn(networks)(state, random_batch(jax.random.PRNGKey(1), PIXEL_SPEC, 2, (2, 4)))
+    jax.tree.map(np.testing.assert_array_equal, state.params["encoder"], new_state.params["encoder"])
+
+
+def test_cameras_get_one_shared_conv_net_or_one_each():
+    shared = make_networks(AgentConfig(**TINY, encoder=TINY_ENCODER), PIXEL_SPEC, 2).init(
+        jax.random.PRNGKey(0)
+    )
+    own_config = AgentConfig(
+        **TINY, encoder=EncoderConfig(channels=(4, 4), latent_dim=8, share_across_cameras=False)
+    )
+    own = make_networks(own_config, PIXEL_SPEC, 2).init(jax.random.PRNGKey(0))
+    assert {"conv", "bottleneck", "bottleneck_norm"} == set(shared["encoder"])
+    assert {"conv_front", "conv_wrist", "bottleneck", "bottleneck_norm"} == set(own["encoder"])
+
+
+def test_pretrained_encoder_weights_load_from_a_file_and_mismatches_are_refused(tmp_path):
+    networks = make_networks(AgentConfig(**TINY, encoder=TINY_ENCODER), PIXEL_SPEC, 2)
+    source = init_training_state(networks, jax.random.PRNGKey(7)).params["encoder"]
+    path = tmp_path / "encoder.msgpack"
+    save_encoder_params(path, source)
+    config = AgentConfig(
+        **TINY, encoder=EncoderConfig(channels=(4, 4), latent_dim=8, pretrained_path=str(path))
+    )
+    loaded = init_training_state(make_networks(config, PIXEL_SPEC, 2), jax.random.PRNGKey(0)).params[
+        "encoder"
+    ]
+    jax.tree.map(np.testing.assert_array_equal, source, loaded)
+    other = make_networks(
+        AgentConfig(**TINY, encoder=EncoderConfig(channels=(4, 4), latent_dim=9)), PIXEL_SPEC, 2
+    )
+    with pytest.raises(ValueError, match="does not match"):
+        load_encoder_params(path, other.init(jax.random.PRNGKey(0))["encoder"])
+    with pytest.raises(ValueError, match="does not exist"):
+        load_encoder_params(tmp_path / "missing.msgpack", source)
+
+
+def test_inference_acts_for_all_envs_in_one_call_with_policy_params_only():
+    networks = make_networks(AgentConfig(**TINY, encoder=TINY_ENCODER), PIXEL_SPEC, action_dim=2)
+    state = init_training_state(networks, jax.random.PRNGKey(0))
+    shipped = policy_params(state.params)
+    assert set(shipped) == {"encoder", "actor"}
+    policy = make_inference_fn(networks)
+    obs = random_batch(jax.random.PRNGKey(1), PIXEL_SPEC, 2, (7,)).obs
+    sampled = policy(shipped, obs, jax.random.PRNGKey(2), deterministic=False)
+    assert sampled.shape == (7, 2) and bool(jnp.all(jnp.abs(sampled) < 1))
+    greedy_a = policy(shipped, obs, jax.random.PRNGKey(3), deterministic=True)
+    greedy_b = policy(shipped, obs, jax.random.PRNGKey(4), deterministic=True)
+    np.testing.assert_array_equal(greedy_a, greedy_b)
+    features = networks.encoder.apply({"params": shipped["encoder"]}, obs)
+    mean, _ = networks.actor.apply({"params": shipped["actor"]}, features)
+    np.testing.assert_allclose(greedy_a, jnp.tanh(mean), atol=1e-6)
+
+
+def test_make_networks_validates_observations_and_config():
+    with pytest.raises(ValueError, match="uint8"):
+        make_networks(AgentConfig(), {"pixels/a": jax.ShapeDtypeStruct((8, 8, 3), jnp.float32)}, 2)
+    with pytest.raises(ValueError, match="1-D"):
+        make_networks(AgentConfig(), {"state": jax.ShapeDtypeStruct((2, 3), jnp.float32)}, 2)
+    with pytest.raises(ValueError, match="critic_subsample_size"):
+        AgentConfig(critic_ensemble_size=2, critic_subsample_size=3)
+    with pytest.raises(ValueError, match="discount"):
+        AgentConfig(discount=1.5)
+    assert obs_spec_from_batch({"state": np.zeros((5, 3), np.float32)})["state"].shape == (3,)
+
+
+def test_random_shift_is_an_edge_padded_crop_per_image():
+    images = jax.random.randint(jax.random.PRNGKey(0), (16, 6, 5, 3), 0, 256).astype(jnp.uint8)
+    shifted = np.asarray(random_shift(images, jax.random.PRNGKey(1), pad=2))
+    padded = np.pad(np.asarray(images), ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+    offsets = []
+    for i in range(16):
+        matches = [
+            (y, x)
+            for y in range(5)
+            for x in range(5)
+            if np.array_equal(padded[i, y : y + 6, x : x + 5], shifted[i])
+        ]
+        assert matches, f"image {i} is not a crop of its edge-padded self"
+        offsets.append(matches[0])
+    assert len(set(offsets)) > 1  # each image has its own shift
+    np.testing.assert_array_equal(random_shift(images, jax.random.PRNGKey(1), pad=0), images)
+    with pytest.raises(ValueError, match="pad"):
+        random_shift(images, jax.random.PRNGKey(1), pad=-1)
+
+
+def test_shift_pixels_leaves_state_alone_and_shifts_cameras_independently():
+    image = jnp.arange(8 * 8 * 3, dtype=jnp.int32).reshape(1, 8, 8, 3).astype(jnp.uint8)
+    obs = {"pixels/a": image, "pixels/b": image, "state": jnp.ones((1, 2))}
+    outs = [shift_pixels(obs, jax.random.PRNGKey(k), pad=3) for k in range(8)]
+    assert all(out["state"] is obs["state"] for out in outs)
+    assert any(not np.array_equal(out["pixels/a"], out["pixels/b"]) for out in outs)
