@@ -1,0 +1,89 @@
+"""The network queue between actors and the learner, on ZeroMQ. No pickle anywhere on the wire.
+
+Learner side (binds 127.0.0.1 unless `LearnerTransportConfig.bind` says otherwise)::
+
+    cfg = LearnerTransportConfig(bind="0.0.0.0", auth=AuthConfig(secret_file="~/.serl_gs/secret"))
+    with TransitionServer(cfg) as server, ParamPublisher(cfg) as publisher:
+        publisher.publish(params_to_bytes(params), version=0)
+        while training:
+            batch = server.get(timeout=1.0)          # TransitionBatch(header, arrays) or None
+            if batch is not None:
+                replay.insert(batch.header, batch.arrays)
+            server.set_credits(rate_limiter.credits())   # 0 pauses every actor
+            ...
+            publisher.publish(params_to_bytes(params), version=step)
+            log(server.stats(current_param_version=step), publisher.stats())
+
+Actor side::
+
+    cfg = ActorTransportConfig(actor_id="gpu0", host="learner-host", auth=AuthConfig(secret_file=...))
+    with TransitionClient(cfg) as client, ParamSubscriber(cfg) as subscriber:
+        update = subscriber.wait(timeout=60)         # a late joiner gets the current params at once
+        params = params_from_bytes(template, update.data)
+        while running:
+            client.send(record_arrays, param_version=update.version)   # returns at once (see flow control)
+            if (newer := subscriber.poll()) is not None:                 # latest only, never blocks
+                update, params = newer, params_from_bytes(template, newer.data)
+
+Records: a flat dict of numpy arrays sharing the leading dim n (one record per env), with
+"env_index" int [n] required; names, dtypes (bool, ints, floats) and shapes are otherwise free.
+Each batch header carries actor id, a random per-process session, a sequence number, the param
+version that acted, and `dropped_before` (records dropped under overflow="drop_oldest").
+
+Guarantees:
+- Delivery: each batch reaches `get()` exactly once and in order per (actor_id, session), across
+  network hiccups and learner restarts (the actor resends what the learner never took; the learner
+  drops duplicates). After a learner *crash*, pass the checkpointed `server.positions()` back as
+  `TransitionServer(cfg, resume_positions=...)` to keep exactly-once for batches taken just before it.
+- Flow control: credits bound what each actor has outstanding; a full actor buffer blocks `send()`
+  or drops the oldest batch (counted), per `ActorTransportConfig.overflow`. Nobody deadlocks.
+- Parameters: PUB/SUB with CONFLATE on both ends (a slow actor skips versions) plus a snapshot
+  request for late joiners.
+- Security: `AuthConfig.secret_file` turns on CURVE (encryption + authentication); malformed,
+  oversized, pickled or unauthenticated input is dropped and counted (`stats()["rejected"]`),
+  logged at most every `reject_log_interval_s`, and never crashes the learner.
+- Lifecycle: every socket has timeouts; `close()` joins its thread; threads are daemons, so Ctrl-C
+  and the end of `main` exit promptly; reconnection is automatic.
+
+Public API: TransitionServer, TransitionBatch, BatchHeader, StreamPosition, TransitionClient,
+ParamPublisher, ParamSubscriber, ParamUpdate, params_to_bytes, params_from_bytes,
+fetch_learner_stats, LearnerTransportConfig, ActorTransportConfig, AuthConfig, write_secret_file,
+TransportError, ProtocolMismatch, BatchRejected, PROTOCOL_VERSION.
+"""
+
+from serl_gs.transport.auth import write_secret_file
+from serl_gs.transport.client import TransitionClient
+from serl_gs.transport.config import ActorTransportConfig, AuthConfig, LearnerTransportConfig
+from serl_gs.transport.errors import BatchRejected, ProtocolMismatch, TransportError
+from serl_gs.transport.params import (
+    ParamPublisher,
+    ParamSubscriber,
+    ParamUpdate,
+    params_from_bytes,
+    params_to_bytes,
+)
+from serl_gs.transport.server import BatchHeader, StreamPosition, TransitionBatch, TransitionServer
+from serl_gs.transport.stats_request import fetch_learner_stats
+from serl_gs.transport.wire import PROTOCOL_VERSION
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "ActorTransportConfig",
+    "AuthConfig",
+    "BatchHeader",
+    "BatchRejected",
+    "LearnerTransportConfig",
+    "ParamPublisher",
+    "ParamSubscriber",
+    "ParamUpdate",
+    "ProtocolMismatch",
+    "StreamPosition",
+    "TransitionBatch",
+    "TransitionClient",
+    "TransitionServer",
+    "TransportError",
+    "fetch_learner_stats",
+    "params_from_bytes",
+    "params_to_bytes",
+    "write_secret_file",
+]

@@ -1,0 +1,525 @@
+"""The actor's end of the transition stream: `TransitionClient`.
+
+`send()` validates a batch and hands it to a background I/O thread, which owns one DEALER socket.
+Each batch gets a sequence number when it goes on the wire and stays in memory until the learner
+confirms it took it (a cumulative "delivered" ack). The thread resends, in order:
+- everything unconfirmed when the learner's incarnation changes (a learner restart), and
+- from the learner's "received" mark when an ack shows a batch sent earlier never arrived
+  (it went down with a broken connection), or when no ack came for `ack_timeout_s`.
+The learner drops what it already has, so the stream arrives complete, in order, exactly once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from serl_gs.transport import wire
+from serl_gs.transport._ratelog import RateLimitedLog
+from serl_gs.transport._sockets import WakePipe, close_all, configure_socket
+from serl_gs.transport.auth import load_curve_keys, make_curve_client
+from serl_gs.transport.config import ActorTransportConfig
+from serl_gs.transport.errors import BatchRejected, ProtocolMismatch, TransportError
+
+logger = logging.getLogger(__name__)
+
+_MAX_REPLY_BYTES = 64 << 20  # acks are tiny; a stats reply from a big cluster is the largest
+_MONITOR_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_DISCONNECTED
+)
+_MIN_GO_BACK_INTERVAL_S = 0.01
+
+
+class _Outgoing:
+    __slots__ = (
+        "n",
+        "specs",
+        "buffers",
+        "nbytes",
+        "param_version",
+        "index",
+        "dropped_before",
+        "seq",
+        "last_tx",
+        "sent_at",
+        "received",
+    )
+
+    def __init__(
+        self, n: int, specs: list, buffers: list[np.ndarray], nbytes: int, param_version: int
+    ) -> None:
+        self.n = n
+        self.specs = specs
+        self.buffers = buffers
+        self.nbytes = nbytes
+        self.param_version = param_version
+        self.index = -1
+        self.dropped_before = 0
+        self.seq = -1
+        self.last_tx = -1  # -1: not on the wire yet (or queued for a resend)
+        self.sent_at = 0.0
+        self.received = False  # the current learner incarnation has it
+
+
+class TransitionClient:
+    """Streams record batches to the learner from a background thread. Use as a context manager.
+
+    `send(arrays, param_version)` returns as soon as the batch is queued; see
+    `ActorTransportConfig` for the flow-control policy when the learner falls behind.
+    """
+
+    def __init__(self, config: ActorTransportConfig) -> None:
+        if not isinstance(config, ActorTransportConfig):
+            raise ValueError(f"config must be an ActorTransportConfig, got {type(config).__name__}")
+        self._config = config
+        self._keys = load_curve_keys(config.auth)
+        self._session = secrets.randbits(63)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # pending shrank, a batch was confirmed, or an error
+        self._pending: collections.deque[_Outgoing] = collections.deque()
+        self._unconfirmed = 0  # batches handed to the I/O thread and not yet confirmed delivered
+        self._next_index = 0
+        self._error: TransportError | None = None
+        self._closed = False
+        self._counters = collections.Counter()
+        # Owned by the I/O thread.
+        self._in_flight: dict[int, _Outgoing] = {}  # seq -> batch, in seq order
+        self._to_send: collections.deque[int] = collections.deque()  # seqs awaiting (re)transmission
+        self._next_seq = 0
+        self._next_tx = 0
+        self._incarnation: int | None = None
+        self._credits = 0  # nothing goes out before the learner has answered a ping
+        self._connected = False
+        self._ping_due = True
+        self._last_ping = 0.0
+        self._last_reply = 0.0
+        self._last_go_back = (-1, 0.0)
+        self._reply_log = RateLimitedLog(logger, f"TransitionClient[{config.actor_id}]", 10.0)
+        self._stop = threading.Event()
+        self._wake = WakePipe()
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"serl_gs-transition-client-{config.actor_id}", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            self._wake.close()
+            raise self._start_error
+        atexit.register(self.close)  # a finished actor flushes (up to linger_s) and exits
+
+    # ------------------------------------------------------------------------------------------
+    # Public API (any thread)
+
+    @property
+    def actor_id(self) -> str:
+        return self._config.actor_id
+
+    @property
+    def session(self) -> int:
+        return self._session
+
+    def send(self, arrays: Mapping[str, np.ndarray], param_version: int) -> None:
+        """Queues one batch of records: `arrays[name]` is [n, ...] for every name, with "env_index" [n].
+
+        Blocks only as the flow-control policy says (overflow="block": until the learner takes data,
+        at most block_timeout_s, then TimeoutError). Raises the transport's error if it has one.
+        """
+        cfg = self._config
+        if type(param_version) is not int or not -(1 << 62) <= param_version <= (1 << 62):
+            raise ValueError(f"param_version must be an int, got {param_version!r}")
+        n, specs, buffers = wire.describe_arrays(arrays, copy=cfg.copy_on_send)
+        nbytes = sum(b.nbytes for b in buffers)
+        if nbytes > cfg.max_message_bytes:
+            raise ValueError(
+                f"batch of {nbytes} bytes exceeds max_message_bytes={cfg.max_message_bytes}; send fewer "
+                "envs per batch or raise the limit on both ends"
+            )
+        out = _Outgoing(n, [s.to_wire() for s in specs], buffers, nbytes, param_version)
+        deadline = None if cfg.block_timeout_s is None else time.monotonic() + cfg.block_timeout_s
+        with self._changed:
+            self._raise_if_unusable()
+            while len(self._pending) >= cfg.max_pending_batches:
+                if cfg.overflow == "drop_oldest":
+                    dropped = self._pending.popleft()
+                    heir = self._pending[0] if self._pending else out
+                    heir.dropped_before += dropped.dropped_before + 1
+                    self._counters["dropped_batches"] += 1
+                    self._counters["dropped_transitions"] += dropped.n
+                    continue
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(
+                        f"send() waited block_timeout_s={cfg.block_timeout_s} s: the learner has not taken "
+                        f"data ({len(self._pending)} batches pending, credits={self._credits})"
+                    )
+                self._changed.wait(
+                    cfg.poll_interval_s if remaining is None else min(remaining, cfg.poll_interval_s)
+                )
+                self._raise_if_unusable()
+            out.index = self._next_index
+            self._next_index += 1
+            self._pending.append(out)
+        self._wake.wake()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until the learner has taken every batch sent so far; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while self._pending or self._unconfirmed:
+                if self._error is not None or self._closed:
+                    return False
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                wait = self._config.poll_interval_s
+                self._changed.wait(wait if remaining is None else min(wait, remaining))
+            return True
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "actor_id": self._config.actor_id,
+                "session": self._session,
+                "batches_sent": self._counters["batches_sent"],
+                "transitions_sent": self._counters["transitions_sent"],
+                "bytes_sent": self._counters["bytes_sent"],
+                "batches_confirmed": self._counters["batches_confirmed"],
+                "resent_batches": self._counters["resent_batches"],
+                "dropped_batches": self._counters["dropped_batches"],
+                "dropped_transitions": self._counters["dropped_transitions"],
+                "pending_batches": len(self._pending),
+                "unconfirmed_batches": self._unconfirmed,
+                "credits": self._credits,
+                "connected": self._connected,
+                "learner_restarts": self._counters["learner_restarts"],
+                "handshake_failures": self._counters["handshake_failures"],
+                "bad_replies": self._counters["bad_replies"],
+                "error": None if self._error is None else str(self._error),
+            }
+
+    def close(self, timeout: float | None = None) -> None:
+        """Gives the learner up to `timeout` (default linger_s) to take what is queued, then stops."""
+        with self._lock:
+            if self._closed:
+                return
+        atexit.unregister(self.close)
+        flushed = self.flush(self._config.linger_s if timeout is None else timeout)
+        with self._changed:
+            self._closed = True
+            lost = len(self._pending) + self._unconfirmed
+            self._changed.notify_all()
+        self._stop.set()
+        self._wake.wake()
+        self._thread.join(timeout=self._config.linger_s + 10 * self._config.poll_interval_s + 5.0)
+        if self._thread.is_alive():
+            logger.error("TransitionClient[%s]: I/O thread did not stop in time", self._config.actor_id)
+        else:
+            self._wake.close()
+        if not flushed and lost:
+            logger.warning(
+                "TransitionClient[%s]: closed with %d batches the learner had not taken",
+                self._config.actor_id,
+                lost,
+            )
+
+    def __enter__(self) -> TransitionClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _raise_if_unusable(self) -> None:
+        """Caller holds the lock."""
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise TransportError(f"TransitionClient[{self._config.actor_id}] is closed")
+
+    # ------------------------------------------------------------------------------------------
+    # I/O thread
+
+    def _run(self) -> None:
+        cfg = self._config
+        context = zmq.Context(io_threads=1)
+        sockets: list[zmq.Socket] = []
+        dealer = monitor = None
+        try:
+            dealer = context.socket(zmq.DEALER)
+            sockets.append(dealer)
+            configure_socket(
+                dealer,
+                timeout_s=cfg.socket_timeout_s,
+                heartbeat_s=cfg.heartbeat_s,
+                linger_s=cfg.linger_s,
+                max_message_bytes=_MAX_REPLY_BYTES,
+                reconnect_s=cfg.reconnect_s,
+                reconnect_max_s=cfg.reconnect_max_s,
+            )
+            dealer.setsockopt(zmq.IMMEDIATE, 1)  # no queueing into a dead connection: we resend ourselves
+            make_curve_client(dealer, self._keys)
+            monitor = dealer.get_monitor_socket(_MONITOR_EVENTS)
+            sockets.append(monitor)
+            host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+            if ":" in cfg.host:
+                dealer.setsockopt(zmq.IPV6, 1)
+            dealer.connect(f"tcp://{host}:{cfg.transitions_port}")
+        except BaseException as exc:
+            self._start_error = exc if isinstance(exc, (zmq.ZMQError, ValueError)) else RuntimeError(str(exc))
+            close_all(context, sockets)
+            self._ready.set()
+            return
+        self._ready.set()
+
+        poller = zmq.Poller()
+        poller.register(dealer, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        poller.register(self._wake, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(int(cfg.poll_interval_s * 1000)))
+                if self._wake.fileno() in events:
+                    self._wake.drain()
+                if monitor in events:
+                    self._on_monitor(monitor)
+                if dealer in events:
+                    self._receive_replies(dealer)
+                if self._error is not None:
+                    continue
+                now = time.monotonic()
+                self._check_ack_timeout(now)
+                self._maybe_ping(dealer, now)
+                self._transmit(dealer)
+        except Exception as exc:
+            logger.exception("TransitionClient[%s]: I/O thread failed", cfg.actor_id)
+            self._fail(TransportError(f"transport I/O thread failed: {exc!r}"))
+        finally:
+            if dealer is not None:
+                dealer.disable_monitor()
+            close_all(context, sockets)
+
+    def _on_monitor(self, monitor: zmq.Socket) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._set_connected(True)
+                self._ping_due = True  # learn the learner's state (restart? credits?) at once
+            elif event == zmq.EVENT_DISCONNECTED:
+                self._set_connected(False)
+            else:
+                with self._lock:
+                    self._counters["handshake_failures"] += 1
+                self._reply_log.note(
+                    "handshake_failed",
+                    f"the learner refused the handshake ({zmq.Event(event).name}): check auth.secret_file",
+                )
+
+    def _set_connected(self, connected: bool) -> None:
+        with self._lock:
+            self._connected = connected
+
+    def _receive_replies(self, dealer: zmq.Socket) -> None:
+        while True:
+            try:
+                frames = dealer.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self._on_reply(frames)
+            except wire.WireError as exc:
+                with self._lock:
+                    self._counters["bad_replies"] += 1
+                self._reply_log.note(exc.reason, exc.detail)
+
+    def _on_reply(self, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            raise wire.WireError("malformed", f"reply of {len(frames)} frames")
+        header = wire.unpack_header(frames[0])
+        try:
+            wire.check_version(header, local="this actor", remote="the learner")
+        except ProtocolMismatch as exc:
+            self._fail(exc)
+            return
+        self._last_reply = time.monotonic()
+        kind = wire.get_type(header)
+        if kind == "ack":
+            self._on_ack(header)
+        elif kind == "rejected":
+            if wire.get_int(header, "session") == self._session:
+                reason = header.get("reason")
+                detail = header.get("detail")
+                self._fail(
+                    BatchRejected(f"the learner rejected batch seq={header.get('seq')}: {reason}: {detail}")
+                )
+        elif kind == "refused":
+            self._fail(ProtocolMismatch(str(header.get("reason"))[:500]))
+        else:
+            raise wire.WireError("bad_header", f"unexpected reply type {kind!r}")
+
+    def _on_ack(self, header: dict[str, Any]) -> None:
+        if wire.get_int(header, "session") != self._session:
+            return  # meant for an earlier client that had this socket's routing id
+        incarnation = wire.get_int(header, "incarnation")
+        received = wire.get_int(header, "received")
+        delivered = wire.get_int(header, "delivered")
+        credits = wire.get_int(header, "credits", 0, 1 << 20)
+        tx = wire.get_int(header, "tx", -1)
+        restarted = incarnation != self._incarnation
+        if restarted and self._incarnation is not None:
+            logger.info(
+                "TransitionClient[%s]: learner restarted; resending unconfirmed batches",
+                self._config.actor_id,
+            )
+        freed = freed_transitions = 0
+        while self._in_flight:
+            seq = next(iter(self._in_flight))
+            if seq >= delivered:
+                break
+            freed_transitions += self._in_flight.pop(seq).n
+            freed += 1
+        with self._changed:
+            if restarted and self._incarnation is not None:
+                self._counters["learner_restarts"] += 1
+            self._credits = credits
+            if freed:
+                self._unconfirmed -= freed
+                self._counters["batches_confirmed"] += freed
+                self._counters["transitions_confirmed"] += freed_transitions
+                self._changed.notify_all()
+        self._incarnation = incarnation
+        for seq, out in self._in_flight.items():
+            if seq >= received:
+                break
+            out.received = True
+        if not self._in_flight:
+            return
+        if restarted:  # the new learner has none of it
+            for out in self._in_flight.values():
+                out.received = False
+            self._go_back(next(iter(self._in_flight)), force=True)
+        elif tx >= 0 and received in self._in_flight:
+            # The learner processed message `tx` but still expects `received`: if we sent that batch
+            # before `tx`, it was lost (a broken connection). If we resent it since, wait for it.
+            first_missing = self._in_flight[received]
+            if 0 <= first_missing.last_tx < tx:
+                self._go_back(received)
+
+    def _go_back(self, from_seq: int, *, force: bool = False) -> None:
+        now = time.monotonic()
+        last_seq, last_time = self._last_go_back
+        if not force and last_seq == from_seq and now - last_time < _MIN_GO_BACK_INTERVAL_S:
+            return
+        self._last_go_back = (from_seq, now)
+        self._to_send = collections.deque(seq for seq in self._in_flight if seq >= from_seq)
+        for seq in self._to_send:
+            self._in_flight[seq].last_tx = -1
+
+    def _check_ack_timeout(self, now: float) -> None:
+        for seq, out in self._in_flight.items():
+            if out.received or out.last_tx < 0:
+                continue
+            if now - out.sent_at > self._config.ack_timeout_s:
+                self._go_back(seq, force=True)
+                self._ping_due = True
+            return  # only the oldest unconfirmed batch matters
+
+    def _maybe_ping(self, dealer: zmq.Socket, now: float) -> None:
+        hb = self._config.heartbeat_s
+        if not (self._ping_due or (now - self._last_ping >= hb and now - self._last_reply >= hb)):
+            return
+        ping = {
+            "v": wire.PROTOCOL_VERSION,
+            "type": "ping",
+            "actor": self._config.actor_id,
+            "session": self._session,
+            "base": self._base(),
+            "tx": self._next_tx,
+        }
+        try:
+            dealer.send(wire.pack(ping), zmq.NOBLOCK)
+        except zmq.Again:
+            return  # not connected yet
+        self._next_tx += 1
+        self._ping_due = False
+        self._last_ping = now
+
+    def _base(self) -> int:
+        return next(iter(self._in_flight)) if self._in_flight else self._next_seq
+
+    def _transmit(self, dealer: zmq.Socket) -> None:
+        window = min(self._config.max_in_flight_batches, self._credits)
+        while len(self._in_flight) < window:
+            with self._changed:
+                if not self._pending:
+                    break
+                out = self._pending.popleft()
+                self._unconfirmed += 1
+                self._changed.notify_all()
+            out.seq = self._next_seq
+            self._next_seq += 1
+            self._in_flight[out.seq] = out
+            self._to_send.append(out.seq)
+        while self._to_send:
+            out = self._in_flight.get(self._to_send[0])
+            if out is not None and not self._send_batch(dealer, out):
+                return  # not connected: retry on the next turn
+            self._to_send.popleft()
+
+    def _send_batch(self, dealer: zmq.Socket, out: _Outgoing) -> bool:
+        header = {
+            "v": wire.PROTOCOL_VERSION,
+            "type": "batch",
+            "actor": self._config.actor_id,
+            "session": self._session,
+            "seq": out.seq,
+            "base": self._base(),
+            "tx": self._next_tx,
+            "index": out.index,
+            "dropped_before": out.dropped_before,
+            "param_version": out.param_version,
+            "n": out.n,
+            "arrays": out.specs,
+        }
+        try:
+            dealer.send_multipart([wire.pack(header), *out.buffers], zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        resend = out.sent_at > 0
+        out.last_tx = self._next_tx
+        out.sent_at = time.monotonic()
+        out.received = False
+        self._next_tx += 1
+        with self._lock:
+            self._counters["batches_sent"] += 1
+            self._counters["bytes_sent"] += out.nbytes
+            if resend:
+                self._counters["resent_batches"] += 1
+            else:
+                self._counters["transitions_sent"] += out.n
+        return True
+
+    def _fail(self, error: TransportError) -> None:
+        with self._changed:
+            if self._error is None:
+                self._error = error
+                logger.error("TransitionClient[%s]: %s", self._config.actor_id, error)
+            self._changed.notify_all()

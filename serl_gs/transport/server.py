@@ -1,0 +1,586 @@
+"""The learner's end of the transition stream: `TransitionServer`.
+
+A background I/O thread owns one ROUTER socket. It validates each message (hostile input never
+raises out of it), drops duplicates by (actor, session, seq), and puts accepted batches in a queue
+that `get()` drains. Acks are cumulative and sent when `get()` hands a batch over, so a batch that
+was received but not yet taken is resent by its actor after a learner restart: no loss.
+Flow control is by credits: each actor may have at most `credits` batches that the learner has not
+taken yet; `set_credits` is the learner's rate-limiter hook (0 pauses every actor).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from serl_gs.transport import wire
+from serl_gs.transport._ratelog import RateLimitedLog
+from serl_gs.transport._sockets import WakePipe, bound_port, close_all, configure_socket, endpoint
+from serl_gs.transport.auth import ZapHandler, load_curve_keys, make_curve_server
+from serl_gs.transport.config import LearnerTransportConfig
+
+logger = logging.getLogger(__name__)
+
+_MONITOR_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_DISCONNECTED
+)
+_MAX_MESSAGES_PER_POLL = 256  # then send acks and look at the stop flag again
+
+
+@dataclass(frozen=True)
+class BatchHeader:
+    """Who sent a batch and with which policy. One batch = one record per env for `num_records` envs."""
+
+    actor_id: str
+    session: int  # random per actor process: a restarted actor is a new stream
+    seq: int  # contiguous per (actor_id, session), in delivery order
+    index: int  # the actor's send() count; gaps only if the actor used overflow="drop_oldest"
+    dropped_before: int  # batches the actor dropped right before this one: do not pair records across
+    param_version: int  # the parameter version of the policy that acted
+    num_records: int
+    nbytes: int
+    received_at: float  # time.time() on the learner
+
+
+class TransitionBatch(NamedTuple):
+    header: BatchHeader
+    arrays: dict[str, np.ndarray]  # read-only views, each [num_records, ...]
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    """Where a stream stands: every seq below `next_seq` was handed out by get(). Checkpoint these
+    with the replay and pass them back (`resume_positions`) so a restarted learner drops resends of
+    batches it already has, even after a crash."""
+
+    actor_id: str
+    session: int
+    next_seq: int
+
+
+class _Stream:
+    __slots__ = (
+        "actor_id",
+        "session",
+        "next_seq",
+        "delivered",
+        "undelivered",
+        "routing_id",
+        "last_seen",
+        "batches",
+        "transitions",
+        "bytes",
+        "param_version",
+    )
+
+    def __init__(self, actor_id: str, session: int, start: int) -> None:
+        self.actor_id = actor_id
+        self.session = session
+        self.next_seq = start  # next seq to accept
+        self.delivered = start  # every seq below was handed out by get()
+        self.undelivered = 0
+        self.routing_id: bytes | None = None
+        self.last_seen = time.monotonic()
+        self.batches = 0
+        self.transitions = 0
+        self.bytes = 0
+        self.param_version = -1
+
+
+class _Queued(NamedTuple):
+    stream: _Stream
+    seq: int
+    batch: TransitionBatch
+
+
+class TransitionServer:
+    """Receives transition batches from any number of actors. Thread-safe; use as a context manager.
+
+    `get(timeout)` returns the next `TransitionBatch` (header, arrays) or None on timeout/after close.
+    """
+
+    def __init__(
+        self, config: LearnerTransportConfig, *, resume_positions: Iterable[StreamPosition] = ()
+    ) -> None:
+        if not isinstance(config, LearnerTransportConfig):
+            raise ValueError(f"config must be a LearnerTransportConfig, got {type(config).__name__}")
+        self._config = config
+        self._keys = load_curve_keys(config.auth)
+        self._incarnation = secrets.randbits(63)
+        self._lock = threading.Lock()
+        self._nonempty = threading.Condition(self._lock)
+        self._queue: collections.deque[_Queued] = collections.deque()
+        self._streams: dict[tuple[str, int], _Stream] = {}
+        for pos in resume_positions:
+            if not isinstance(pos, StreamPosition) or pos.next_seq < 0:
+                raise ValueError(f"resume_positions must hold StreamPosition(next_seq >= 0), got {pos!r}")
+            self._streams[(pos.actor_id, pos.session)] = _Stream(pos.actor_id, pos.session, pos.next_seq)
+        self._ack_due: set[tuple[str, int]] = set()
+        self._credit_broadcast = False
+        self._credits = config.credits_per_actor
+        self._counters = collections.Counter()
+        self._rejected = dict.fromkeys(wire.REJECT_REASONS, 0)
+        self._queue_transitions = 0
+        self._queue_bytes = 0
+        self._closed = False
+        self._stop = threading.Event()
+        self._wake = WakePipe()
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._port = 0
+        self._reject_log = RateLimitedLog(logger, "TransitionServer", config.reject_log_interval_s)
+        self._thread = threading.Thread(target=self._run, name="serl_gs-transition-server", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            self._wake.close()
+            raise self._start_error
+
+    # ------------------------------------------------------------------------------------------
+    # Public API (any thread)
+
+    @property
+    def port(self) -> int:
+        """The bound transitions port (differs from the config when it asked for port 0)."""
+        return self._port
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def credits(self) -> int:
+        return self._credits
+
+    def get(self, timeout: float | None = None) -> TransitionBatch | None:
+        """The next batch, in per-actor order; None after `timeout` seconds or once closed.
+
+        Taking a batch acknowledges it: the actor frees it and will not resend it.
+        """
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        with self._nonempty:
+            while not self._queue:
+                if self._closed:
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                # Bounded waits so a closed server is noticed even without a notify.
+                self._nonempty.wait(self._config.poll_interval_s if remaining is None else remaining)
+            if self._closed:
+                return None
+            item = self._queue.popleft()
+            stream = item.stream
+            stream.delivered = item.seq + 1
+            stream.undelivered -= 1
+            self._queue_transitions -= item.batch.header.num_records
+            self._queue_bytes -= item.batch.header.nbytes
+            self._ack_due.add((stream.actor_id, stream.session))
+        self._wake.wake()
+        return item.batch
+
+    def set_credits(self, credits: int) -> None:
+        """Rate-limiter hook: how many untaken batches each actor may have outstanding (0 pauses all).
+
+        Actors hear the new value at once; batches already sent are still accepted.
+        """
+        cap = self._config.max_credits_per_actor
+        if not isinstance(credits, int) or isinstance(credits, bool) or not 0 <= credits <= cap:
+            raise ValueError(f"credits must be an int in [0, max_credits_per_actor={cap}], got {credits!r}")
+        with self._lock:
+            changed = credits != self._credits
+            self._credits = credits
+            self._credit_broadcast = self._credit_broadcast or changed
+        self._wake.wake()
+
+    def positions(self) -> list[StreamPosition]:
+        """Per-stream delivery positions, consistent with what get() has returned so far."""
+        with self._lock:
+            return [StreamPosition(s.actor_id, s.session, s.delivered) for s in self._streams.values()]
+
+    def stats(self, current_param_version: int | None = None) -> dict[str, Any]:
+        """Counters for logging. With `current_param_version`, each actor gets its `param_lag`."""
+        now = time.monotonic()
+        with self._lock:
+            actors: dict[str, dict[str, Any]] = {}
+            for s in self._streams.values():
+                idle_s = round(now - s.last_seen, 3)
+                a = actors.setdefault(
+                    s.actor_id,
+                    {
+                        "sessions": 0,
+                        "batches": 0,
+                        "transitions": 0,
+                        "bytes": 0,
+                        "param_version": -1,
+                        "idle_s": idle_s,
+                    },
+                )
+                a["sessions"] += 1
+                a["batches"] += s.batches
+                a["transitions"] += s.transitions
+                a["bytes"] += s.bytes
+                a["idle_s"] = min(a["idle_s"], idle_s)
+                if s.batches:
+                    a["param_version"] = max(a["param_version"], s.param_version)
+            if current_param_version is not None:
+                for a in actors.values():
+                    a["param_lag"] = (
+                        current_param_version - a["param_version"] if a["param_version"] >= 0 else None
+                    )
+            return {
+                "transitions_in": self._counters["transitions_in"],
+                "batches_in": self._counters["batches_in"],
+                "bytes_in": self._counters["bytes_in"],
+                "duplicates_dropped": self._counters["duplicates_dropped"],
+                "out_of_order": self._counters["out_of_order"],
+                "acks_out": self._counters["acks_out"],
+                "rejected": dict(self._rejected),
+                "rejected_total": sum(self._rejected.values()),
+                "queue_batches": len(self._queue),
+                "queue_transitions": self._queue_transitions,
+                "queue_bytes": self._queue_bytes,
+                "credits": self._credits,
+                "streams": len(self._streams),
+                "connections": self._counters["connections"],
+                "disconnections": self._counters["disconnections"],
+                "actors": actors,
+            }
+
+    def close(self) -> None:
+        """Stops taking batches, flushes pending acks (up to `linger_s`), joins the I/O thread."""
+        with self._nonempty:
+            if self._closed:
+                return
+            self._closed = True  # from here get() hands out nothing, so every delivery gets acked
+            self._nonempty.notify_all()
+        self._stop.set()
+        self._wake.wake()
+        self._thread.join(timeout=self._config.linger_s + 10 * self._config.poll_interval_s + 5.0)
+        if self._thread.is_alive():
+            logger.error("TransitionServer: I/O thread did not stop in time")
+        else:
+            self._wake.close()
+
+    def __enter__(self) -> TransitionServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------
+    # I/O thread
+
+    def _run(self) -> None:
+        cfg = self._config
+        context = zmq.Context(io_threads=1)
+        sockets: list[zmq.Socket] = []
+        zap = None
+        router = monitor = None
+        try:
+            if self._keys is not None:
+                zap = ZapHandler(context, [self._keys.client_public])
+            router = context.socket(zmq.ROUTER)
+            sockets.append(router)
+            configure_socket(
+                router,
+                timeout_s=cfg.socket_timeout_s,
+                heartbeat_s=cfg.heartbeat_s,
+                linger_s=cfg.linger_s,
+                max_message_bytes=cfg.max_message_bytes + wire.MAX_HEADER_BYTES,
+            )
+            make_curve_server(router, self._keys)
+            monitor = router.get_monitor_socket(_MONITOR_EVENTS)
+            sockets.append(monitor)
+            router.bind(endpoint(cfg.bind, cfg.transitions_port, router))
+            self._port = bound_port(router)
+        except BaseException as exc:  # reported to the constructor's thread
+            self._start_error = exc if isinstance(exc, (zmq.ZMQError, ValueError)) else RuntimeError(str(exc))
+            close_all(context, sockets, zap)
+            self._ready.set()
+            return
+        self._ready.set()
+
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        poller.register(self._wake, zmq.POLLIN)
+        if zap is not None:
+            poller.register(zap.socket, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(int(cfg.poll_interval_s * 1000)))
+                if self._wake.fileno() in events:
+                    self._wake.drain()
+                if zap is not None and zap.socket in events:
+                    zap.handle()
+                if monitor in events:
+                    self._on_monitor(monitor)
+                if router in events:
+                    for _ in range(_MAX_MESSAGES_PER_POLL):
+                        try:
+                            frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._on_message_safely(router, frames)
+                self._send_due_acks(router)
+                self._reject_log.maybe_summarize()
+            self._send_due_acks(router)  # the last deliveries must reach their actors
+        except Exception:
+            logger.exception("TransitionServer: I/O thread failed; closing")
+            with self._nonempty:
+                self._closed = True
+                self._nonempty.notify_all()
+        finally:
+            if router is not None:
+                router.disable_monitor()
+            close_all(context, sockets, zap)
+
+    def _on_monitor(self, monitor: zmq.Socket) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._count("connections")
+            elif event == zmq.EVENT_DISCONNECTED:
+                self._count("disconnections")
+            elif event & (
+                zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            ):
+                reason = "unauthenticated" if self._keys is not None else "handshake_failed"
+                self._reject(reason, f"handshake failed ({zmq.Event(event).name})")
+
+    def _on_message_safely(self, router: zmq.Socket, frames: list[zmq.Frame]) -> None:
+        try:
+            self._on_message(router, frames)
+        except wire.WireError as exc:
+            self._reject(exc.reason, exc.detail)
+        except Exception as exc:  # never let input kill the learner; this is our bug, so log it fully
+            with self._lock:
+                self._rejected["internal_error"] += 1
+            logger.exception("TransitionServer: error while handling a message (%s)", exc)
+
+    def _on_message(self, router: zmq.Socket, frames: list[zmq.Frame]) -> None:
+        routing_id = frames[0].bytes
+        body = frames[1:]
+        if not body:
+            raise wire.WireError("malformed", "empty message")
+        header = wire.unpack_header(body[0].buffer)
+        try:
+            wire.check_version(header, local="this learner", remote="the peer")
+        except wire.ProtocolMismatch as exc:
+            self._reply(
+                router,
+                routing_id,
+                {"type": "refused", "reason": str(exc), "server_version": wire.PROTOCOL_VERSION},
+            )
+            raise wire.WireError("version", str(exc)) from None
+        kind = wire.get_type(header)
+        if kind == "batch":
+            self._on_batch(router, routing_id, header, body)
+        elif kind == "ping":
+            self._on_ping(router, routing_id, header)
+        elif kind == "stats":
+            self._reply(router, routing_id, {"type": "stats", "stats": self.stats()})
+        else:
+            raise wire.WireError("bad_header", f"unknown message type {kind!r}")
+
+    def _on_ping(self, router: zmq.Socket, routing_id: bytes, header: dict[str, Any]) -> None:
+        actor_id = wire.get_str(header, "actor")
+        session = wire.get_int(header, "session")
+        base = wire.get_int(header, "base")
+        tx = wire.get_int(header, "tx")
+        with self._lock:
+            stream = self._stream_for(actor_id, session, base, routing_id)
+        if stream is None:
+            self._refuse_stream(router, routing_id, session, -1)
+            return
+        self._send_ack(router, stream, tx)
+
+    def _on_batch(
+        self, router: zmq.Socket, routing_id: bytes, header: dict[str, Any], body: list[zmq.Frame]
+    ) -> None:
+        cfg = self._config
+        fields = wire.parse_batch_fields(header)  # unidentifiable junk: no reply
+        try:
+            data_frames = body[1:]
+            total = sum(len(f) for f in data_frames)
+            if len(data_frames) > wire.MAX_ARRAYS or total > cfg.max_message_bytes:
+                raise wire.WireError(
+                    "oversized",
+                    f"{len(data_frames)} frames, {total} bytes > max_message_bytes={cfg.max_message_bytes}",
+                )
+            specs = wire.parse_specs(header, fields.n)
+            arrays = wire.decode_arrays(specs, [f.buffer for f in data_frames])
+        except wire.WireError as exc:
+            # The sender identified itself: tell it why, so an honest actor can report the error.
+            self._reply(
+                router,
+                routing_id,
+                {
+                    "type": "rejected",
+                    "session": fields.session,
+                    "seq": fields.seq,
+                    "reason": exc.reason,
+                    "detail": exc.detail,
+                },
+            )
+            raise
+        with self._nonempty:
+            stream = self._stream_for(fields.actor_id, fields.session, fields.base, routing_id)
+            if stream is None:
+                outcome = "too_many_actors"
+            elif fields.seq < stream.next_seq:
+                outcome = "duplicate"
+                self._counters["duplicates_dropped"] += 1
+            elif fields.seq > stream.next_seq:
+                outcome = "out_of_order"  # a predecessor was lost; the actor resends from next_seq
+                self._counters["out_of_order"] += 1
+            elif stream.undelivered >= cfg.max_credits_per_actor:
+                outcome = "over_credit"
+            else:
+                outcome = "accepted"
+                batch = TransitionBatch(
+                    BatchHeader(
+                        actor_id=fields.actor_id,
+                        session=fields.session,
+                        seq=fields.seq,
+                        index=fields.index,
+                        dropped_before=fields.dropped_before,
+                        param_version=fields.param_version,
+                        num_records=fields.n,
+                        nbytes=total,
+                        received_at=time.time(),
+                    ),
+                    arrays,
+                )
+                self._queue.append(_Queued(stream, fields.seq, batch))
+                stream.next_seq += 1
+                stream.undelivered += 1
+                stream.batches += 1
+                stream.transitions += fields.n
+                stream.bytes += total
+                stream.param_version = fields.param_version
+                self._queue_transitions += fields.n
+                self._queue_bytes += total
+                self._counters["batches_in"] += 1
+                self._counters["transitions_in"] += fields.n
+                self._counters["bytes_in"] += total
+                self._nonempty.notify()
+        if stream is None:
+            self._refuse_stream(router, routing_id, fields.session, fields.seq)
+            return
+        self._send_ack(router, stream, fields.tx)
+        if outcome == "over_credit":
+            self._reject(
+                "over_credit",
+                f"actor {fields.actor_id!r} exceeded {cfg.max_credits_per_actor} untaken batches",
+            )
+
+    def _stream_for(self, actor_id: str, session: int, base: int, routing_id: bytes) -> _Stream | None:
+        """Finds or creates a stream (caller holds the lock). None when max_actors is reached."""
+        key = (actor_id, session)
+        stream = self._streams.get(key)
+        now = time.monotonic()
+        if stream is None:
+            if len(self._streams) >= self._config.max_actors and not self._forget_idle_stream(now):
+                return None
+            stream = self._streams[key] = _Stream(actor_id, session, base)
+        # The actor vouches that every seq below `base` was delivered (maybe by an earlier learner).
+        if base > stream.delivered:
+            stream.delivered = base
+        if base > stream.next_seq:
+            stream.next_seq = base
+        stream.routing_id = routing_id
+        stream.last_seen = now
+        return stream
+
+    def _forget_idle_stream(self, now: float) -> bool:
+        idle = [
+            (s.last_seen, key)
+            for key, s in self._streams.items()
+            if s.undelivered == 0 and now - s.last_seen >= self._config.stream_forget_s
+        ]
+        if not idle:
+            return False
+        del self._streams[min(idle)[1]]
+        return True
+
+    def _refuse_stream(self, router: zmq.Socket, routing_id: bytes, session: int, seq: int) -> None:
+        detail = f"the learner already tracks max_actors={self._config.max_actors} actor streams"
+        self._reply(
+            router,
+            routing_id,
+            {
+                "type": "rejected",
+                "session": session,
+                "seq": seq,
+                "reason": "too_many_actors",
+                "detail": detail,
+            },
+        )
+        self._reject("too_many_actors", detail)
+
+    def _send_due_acks(self, router: zmq.Socket) -> None:
+        with self._lock:
+            if self._credit_broadcast:
+                due = list(self._streams.values())
+                self._credit_broadcast = False
+            else:
+                due = [self._streams[k] for k in self._ack_due if k in self._streams]
+            self._ack_due.clear()
+        for stream in due:
+            if stream.routing_id is not None:
+                self._send_ack(router, stream, -1)
+
+    def _send_ack(self, router: zmq.Socket, stream: _Stream, tx: int) -> None:
+        with self._lock:
+            ack = {
+                "type": "ack",
+                "session": stream.session,
+                "incarnation": self._incarnation,
+                "received": stream.next_seq,
+                "delivered": stream.delivered,
+                "credits": self._credits,
+                "tx": tx,  # -1: unsolicited (a delivery or a credit change)
+            }
+            routing_id = stream.routing_id
+        if routing_id is not None:
+            self._reply(router, routing_id, ack)
+            self._count("acks_out")
+
+    def _reply(self, router: zmq.Socket, routing_id: bytes, message: dict[str, Any]) -> None:
+        message = {"v": wire.PROTOCOL_VERSION, **message}
+        try:
+            # ROUTER drops messages to unknown or full peers without blocking; acks are cumulative.
+            router.send_multipart([routing_id, wire.pack(message)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            logger.debug("TransitionServer: reply dropped (%s)", exc)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counters[name] += n
+
+    def _reject(self, reason: str, detail: str) -> None:
+        with self._lock:
+            self._rejected[reason] += 1
+        self._reject_log.note(reason, detail)
