@@ -20,8 +20,8 @@ from serl_gs.transport import (
     TransitionServer,
     TransportError,
     fetch_learner_stats,
+    wire,
 )
-from serl_gs.transport import wire
 
 FAST = {"poll_interval_s": 0.01, "linger_s": 0.5}
 
@@ -33,7 +33,12 @@ def learner_config(**changes) -> LearnerTransportConfig:
 
 
 def actor_config(server: TransitionServer, actor_id: str = "a0", **changes) -> ActorTransportConfig:
-    base = {"actor_id": actor_id, "transitions_port": server.port, "reconnect_s": 0.02, "reconnect_max_s": 0.1}
+    base = {
+        "actor_id": actor_id,
+        "transitions_port": server.port,
+        "reconnect_s": 0.02,
+        "reconnect_max_s": 0.1,
+    }
     base.update(FAST)
     base.update(changes)
     return ActorTransportConfig(**base)
@@ -229,17 +234,23 @@ def test_a_batch_the_learner_refuses_surfaces_as_an_error_on_the_actor():
 
 
 def test_too_many_actors_is_refused_with_a_reason():
-    with TransitionServer(learner_config(max_actors=1)) as server:
-        with TransitionClient(actor_config(server, "first")) as first:
-            first.send(records(0), 0)
-            assert server.get(timeout=5) is not None
-            with TransitionClient(actor_config(server, "second")) as second:
-                deadline = time.monotonic() + 5
-                while second.stats()["error"] is None and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                assert "too_many_actors" in second.stats()["error"]
-                with pytest.raises(BatchRejected):
-                    second.send(records(0), 0)
+    server = TransitionServer(learner_config(max_actors=1))
+    first = TransitionClient(actor_config(server, "first"))
+    second = None
+    try:
+        first.send(records(0), 0)
+        assert server.get(timeout=5) is not None
+        second = TransitionClient(actor_config(server, "second"))
+        deadline = time.monotonic() + 5
+        while second.stats()["error"] is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "too_many_actors" in second.stats()["error"]
+        with pytest.raises(BatchRejected):
+            second.send(records(0), 0)
+    finally:
+        for node in (second, first, server):
+            if node is not None:
+                node.close()
 
 
 def test_a_peer_with_another_protocol_version_is_refused_naming_both():
@@ -252,7 +263,10 @@ def test_a_peer_with_another_protocol_version_is_refused_naming_both():
         sock.send(msgpack.packb({"v": PROTOCOL_VERSION + 1, "type": "ping"}))
         reply = msgpack.unpackb(sock.recv())
         assert reply["type"] == "refused"
-        assert f"version {PROTOCOL_VERSION + 1}" in reply["reason"] and f"version {PROTOCOL_VERSION}" in reply["reason"]
+        assert (
+            f"version {PROTOCOL_VERSION + 1}" in reply["reason"]
+            and f"version {PROTOCOL_VERSION}" in reply["reason"]
+        )
         sock.close()
         ctx.term()
         assert server.stats()["rejected"]["version"] == 1
@@ -272,7 +286,9 @@ def test_an_actor_talking_to_a_newer_learner_raises_protocol_mismatch():
         deadline = time.monotonic() + 5
         while client.stats()["error"] is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        with pytest.raises(ProtocolMismatch, match=f"version {PROTOCOL_VERSION + 1}.*version {PROTOCOL_VERSION}"):
+        with pytest.raises(
+            ProtocolMismatch, match=f"version {PROTOCOL_VERSION + 1}.*version {PROTOCOL_VERSION}"
+        ):
             client.send(records(0), 0)
     finally:
         client.close(timeout=0)
@@ -315,9 +331,8 @@ def test_constructors_reject_wrong_config_types_and_busy_ports():
         TransitionServer(ActorTransportConfig(actor_id="x"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ActorTransportConfig"):
         TransitionClient(LearnerTransportConfig())  # type: ignore[arg-type]
-    with TransitionServer(learner_config()) as server:
-        with pytest.raises(zmq.ZMQError):
-            TransitionServer(learner_config(transitions_port=server.port))
+    with TransitionServer(learner_config()) as server, pytest.raises(zmq.ZMQError):
+        TransitionServer(learner_config(transitions_port=server.port))
     with TransitionServer(learner_config()) as server, TransitionClient(actor_config(server)) as client:
         with pytest.raises(ValueError, match="param_version"):
             client.send(records(0), param_version="3")  # type: ignore[arg-type]

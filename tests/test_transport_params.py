@@ -18,8 +18,8 @@ from serl_gs.transport import (
     TransportError,
     params_from_bytes,
     params_to_bytes,
+    wire,
 )
-from serl_gs.transport import wire
 
 FAST = {"poll_interval_s": 0.01, "linger_s": 0.2}
 
@@ -62,27 +62,31 @@ def test_a_late_joiner_gets_the_current_params_at_once():
 
 def test_a_slow_actor_skips_versions_instead_of_queueing_them():
     payload = np.random.default_rng(0).bytes(1 << 20)
-    with ParamPublisher(learner_config()) as publisher:
-        with ParamSubscriber(actor_config(publisher)) as subscriber:
-            publisher.publish(b"first", version=0)
-            assert subscriber.wait(timeout=5).version == 0
-            for version in range(1, 51):  # 50 MB of parameters while the actor is busy stepping
-                publisher.publish(payload + version.to_bytes(4, "little"), version=version)
-                time.sleep(0.002)
-            time.sleep(0.5)
-            seen = []
-            deadline = time.monotonic() + 5
-            while (not seen or seen[-1] != 50) and time.monotonic() < deadline:
-                update = subscriber.wait(timeout=0.2)  # the slow actor finally looks
-                if update is not None:
-                    assert update.data[-4:] == update.version.to_bytes(4, "little")
-                    seen.append(update.version)
-                time.sleep(0.3)  # ...and is slow again
-            assert seen[-1] == 50 and seen == sorted(seen)
-            received = subscriber.stats()
-            # CONFLATE kept at most one message queued: the backlog of stale versions never formed.
-            assert received["updates_received"] + received["snapshots_received"] <= 4, received
-            assert publisher.stats()["published"] == 51
+    publisher = ParamPublisher(learner_config())
+    subscriber = ParamSubscriber(actor_config(publisher))
+    try:
+        publisher.publish(b"first", version=0)
+        assert subscriber.wait(timeout=5).version == 0
+        for version in range(1, 51):  # 50 MB of parameters while the actor is busy stepping
+            publisher.publish(payload + version.to_bytes(4, "little"), version=version)
+            time.sleep(0.002)
+        time.sleep(0.5)
+        seen = []
+        deadline = time.monotonic() + 5
+        while (not seen or seen[-1] != 50) and time.monotonic() < deadline:
+            update = subscriber.wait(timeout=0.2)  # the slow actor finally looks
+            if update is not None:
+                assert update.data[-4:] == update.version.to_bytes(4, "little")
+                seen.append(update.version)
+            time.sleep(0.3)  # ...and is slow again
+        assert seen[-1] == 50 and seen == sorted(seen)
+        received = subscriber.stats()
+        # CONFLATE kept at most one message queued: the backlog of stale versions never formed.
+        assert received["updates_received"] + received["snapshots_received"] <= 4, received
+        assert publisher.stats()["published"] == 51
+    finally:
+        subscriber.close()
+        publisher.close()
 
 
 def test_a_restarted_learner_is_followed_even_with_lower_versions():
@@ -121,8 +125,14 @@ def test_publish_validates_its_arguments():
 
 
 def test_flax_params_round_trip_through_the_broadcast():
-    params = {"encoder": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)}, "log_alpha": np.float32(-1.5)}
-    with ParamPublisher(learner_config()) as publisher, ParamSubscriber(actor_config(publisher)) as subscriber:
+    params = {
+        "encoder": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)},
+        "log_alpha": np.float32(-1.5),
+    }
+    with (
+        ParamPublisher(learner_config()) as publisher,
+        ParamSubscriber(actor_config(publisher)) as subscriber,
+    ):
         publisher.publish(params_to_bytes(params), version=1)
         update = subscriber.wait(timeout=5)
         template = {"encoder": {"kernel": np.zeros((2, 3), np.float32)}, "log_alpha": np.float32(0)}
@@ -148,9 +158,13 @@ def test_a_learner_speaking_another_protocol_is_refused_naming_both_versions():
             while not snapshot.poll(10) and time.monotonic() < deadline:
                 assert subscriber.poll() is None  # the subscriber works inside poll()/wait()
             routing_id, _ = snapshot.recv_multipart()
-            future = wire.encode_param_message({"v": PROTOCOL_VERSION + 1, "type": "params", "version": 1}, b"")
+            future = wire.encode_param_message(
+                {"v": PROTOCOL_VERSION + 1, "type": "params", "version": 1}, b""
+            )
             snapshot.send_multipart([routing_id, future])
-            with pytest.raises(ProtocolMismatch, match=f"version {PROTOCOL_VERSION + 1}.*version {PROTOCOL_VERSION}"):
+            with pytest.raises(
+                ProtocolMismatch, match=f"version {PROTOCOL_VERSION + 1}.*version {PROTOCOL_VERSION}"
+            ):
                 subscriber.wait(timeout=5)
     finally:
         pub.close()
