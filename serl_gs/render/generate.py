@@ -103,8 +103,11 @@ def _sample_geom(mj_model, geom, config: SceneConfig, rng):
     kind = mujoco.mjtGeom(int(mj_model.geom_type[geom]))  # numpy ints do not match enums with `in`
     size = np.array(mj_model.geom_size[geom], np.float64)
 
-    def count(area: float) -> int:
-        return int(np.clip(round(area * config.density), config.min_per_geom, config.max_per_geom))
+    def count(area: float, feature: float = math.inf) -> int:
+        # Spacing at most half the geom's smallest feature (a finger, a capsule's radius), so small
+        # parts stay sharp when a camera comes close; caps keep tiny and huge geoms affordable.
+        wanted = max(area * config.density, area / (0.5 * feature) ** 2)
+        return int(np.clip(round(wanted), config.min_per_geom, config.max_per_geom))
 
     if kind == _GT.mjGEOM_PLANE:
         hx = size[0] if size[0] > 0 else config.plane_extent
@@ -114,7 +117,7 @@ def _sample_geom(mj_model, geom, config: SceneConfig, rng):
         return pts, nrm, math.sqrt(4 * hx * hy / n)
     if kind == _GT.mjGEOM_BOX:
         area = 8 * (size[0] * size[1] + size[1] * size[2] + size[0] * size[2])
-        n = count(area)
+        n = count(area, size.min())
         pts, nrm = [], []
         for axis in range(3):
             u, v = (axis + 1) % 3, (axis + 2) % 3
@@ -130,14 +133,14 @@ def _sample_geom(mj_model, geom, config: SceneConfig, rng):
         pts, nrm = np.concatenate(pts), np.concatenate(nrm)
         return pts, nrm, math.sqrt(area / len(pts))
     if kind == _GT.mjGEOM_SPHERE:
-        n = count(4 * math.pi * size[0] ** 2)
+        n = count(4 * math.pi * size[0] ** 2, size[0])
         d = _fibonacci_sphere(n)
         return size[0] * d, d, math.sqrt(4 * math.pi / n) * size[0]
     if kind == _GT.mjGEOM_ELLIPSOID:
         a, b, c = size
         p = 1.6075  # Knud Thomsen's approximation of the ellipsoid's area
         area = 4 * math.pi * (((a * b) ** p + (a * c) ** p + (b * c) ** p) / 3) ** (1 / p)
-        n = count(area)
+        n = count(area, size.min())
         d = _fibonacci_sphere(n)
         normals = d / size
         return d * size, normals / np.linalg.norm(normals, axis=1, keepdims=True), math.sqrt(area / n)
@@ -145,7 +148,7 @@ def _sample_geom(mj_model, geom, config: SceneConfig, rng):
         r, h = size[0], size[1]
         side_area = 2 * math.pi * r * 2 * h
         end_area = 4 * math.pi * r * r if kind == _GT.mjGEOM_CAPSULE else 2 * math.pi * r * r
-        n = count(side_area + end_area)
+        n = count(side_area + end_area, r)
         n_side = round(n * side_area / (side_area + end_area))
         pts, nrm = [], []
         if n_side > 0:
@@ -177,7 +180,7 @@ def _sample_geom(mj_model, geom, config: SceneConfig, rng):
         tri, cross, areas = tri[keep], cross[keep], areas[keep]
         if len(tri) == 0:
             return None
-        n = count(float(areas.sum()))
+        n = count(float(areas.sum()), float(np.ptp(verts, axis=0).min()) / 2)
         face = rng.choice(len(tri), size=n, p=areas / areas.sum())
         r1, r2 = rng.random(n), rng.random(n)
         s = np.sqrt(r1)

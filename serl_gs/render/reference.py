@@ -55,7 +55,7 @@ def rasterize_reference(
     colors = _sh_colors(means, sh, viewmats, proj, sh_degree)  # [S, 3]
     if with_depth:
         colors = torch.cat([colors, proj["depth"][:, None]], dim=-1)  # depth rides along as a 4th channel
-    order, counts, offsets = _bin_to_tiles(proj, c, tile_size, tiles_x, tiles_y, num_tiles)
+    order, counts, offsets = _bin_to_tiles(proj, tile_size, tiles_x, tiles_y, num_tiles)
 
     channels = colors.shape[-1]
     pixels = tile_size * tile_size
@@ -166,85 +166,103 @@ def _sh_colors(means, sh, viewmats, proj, sh_degree: int) -> torch.Tensor:
     return torch.clamp_min((sh_basis(sh_degree, dirs)[..., None] * coeffs).sum(dim=1) + 0.5, 0.0)
 
 
-def _bin_to_tiles(proj, c, tile_size, tiles_x, tiles_y, num_tiles):
-    """Expands each projected Gaussian to the tiles its box touches; sorts by (image, tile, depth).
+def _bin_to_tiles(proj, tile_size, tiles_x, tiles_y, num_tiles):
+    """Expands each projected Gaussian to the tiles its box touches, ordered by (image, tile, depth).
 
     Returns the Gaussian index of each intersection in that order, and per-tile counts and offsets.
     """
     device = proj["depth"].device
-    center = proj["mean2d"] / tile_size
-    radius = proj["radius"] / tile_size
+    by_depth = torch.argsort(proj["depth"])  # sort S Gaussians once, then stable-sort the tiles
+    center = proj["mean2d"][by_depth] / tile_size
+    radius = proj["radius"][by_depth] / tile_size
     lo = torch.floor(center - radius).clamp(min=0)
     hi = torch.ceil(center + radius)
     lo_x, lo_y = lo[:, 0].clamp(max=tiles_x).long(), lo[:, 1].clamp(max=tiles_y).long()
-    hi_x, hi_y = hi[:, 0].clamp(0, tiles_x).long(), hi[:, 1].clamp(0, tiles_y).long()
-    span_x = (hi_x - lo_x).clamp_min(0)
-    per_gaussian = span_x * (hi_y - lo_y).clamp_min(0)
-    if int(per_gaussian.sum()) == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return empty, torch.zeros(num_tiles, dtype=torch.long, device=device), torch.zeros_like(empty)
-    # Depth rank first (sorting S values is cheaper than sorting all intersections), then one int64 key.
-    depth_rank = torch.empty_like(proj["depth"], dtype=torch.long)
-    depth_rank[torch.argsort(proj["depth"], stable=True)] = torch.arange(len(depth_rank), device=device)
-    src = torch.repeat_interleave(torch.arange(len(per_gaussian), device=device), per_gaussian)
-    start = torch.cumsum(per_gaussian, 0) - per_gaussian
-    local = torch.arange(len(src), device=device) - start[src]
-    tx = lo_x[src] + local % span_x[src]
-    ty = lo_y[src] + local // span_x[src]
+    span_x = (hi[:, 0].clamp(0, tiles_x).long() - lo_x).clamp_min(0)
+    span_y = (hi[:, 1].clamp(0, tiles_y).long() - lo_y).clamp_min(0)
+    per_gaussian = span_x * span_y
+    src = torch.repeat_interleave(by_depth, per_gaussian)  # Gaussian ids, nearest first
+    row = torch.repeat_interleave(torch.arange(len(by_depth), device=device), per_gaussian)
+    local = torch.arange(len(src), device=device) - (torch.cumsum(per_gaussian, 0) - per_gaussian)[row]
+    tx = lo_x[row] + local % span_x[row]
+    ty = lo_y[row] + local // span_x[row]
     tile = (proj["image"][src] * tiles_y + ty) * tiles_x + tx
-    key = tile * len(depth_rank) + depth_rank[src]
-    order = src[torch.argsort(key)]
-    counts = torch.bincount(tile, minlength=num_tiles)
+    key = tile.int() if num_tiles < 2**31 else tile  # int32 sorts several times faster on a CPU
+    tile_sorted, perm = torch.sort(key, stable=True)  # stable: depth order survives within a tile
+    counts = torch.bincount(tile_sorted.long(), minlength=num_tiles)
     offsets = torch.cumsum(counts, 0) - counts
-    return order, counts, offsets
+    return src[perm], counts, offsets
 
 
 def _composite(proj, colors, order, counts, offsets, out, trans, tile_size, tiles_x, tiles_y):
-    """Front-to-back alpha compositing of each tile's depth-sorted list, K Gaussians at a time, in place."""
+    """Front-to-back alpha compositing of each tile's depth-sorted list, K Gaussians at a time, in place.
+
+    out [tiles, P, ch] and trans [tiles, P] (P = tile_size^2 pixels, row-major) are updated for every tile.
+    """
     device = out.device
     active = counts.nonzero(as_tuple=True)[0]
     if len(active) == 0:
         return
-    active = active[torch.argsort(counts[active], descending=True)]  # tiles still busy form a prefix
+    active = active[torch.argsort(counts[active], descending=True)]
     active_counts = counts[active]
-    pixels = tile_size * tile_size
-    local = torch.arange(tile_size, device=device, dtype=torch.float32) + 0.5
-    # Pixel centres of every active tile: [T, P] each (gsplat samples at i + 0.5).
-    tile_in_image = active % (tiles_x * tiles_y)
-    px = ((tile_in_image % tiles_x) * tile_size)[:, None].float() + local.repeat(tile_size)[None]
-    py = ((tile_in_image // tiles_x) * tile_size)[:, None].float() + local.repeat_interleave(tile_size)[None]
-    done = torch.zeros(len(active), pixels, dtype=torch.bool, device=device)
-    tile_done = torch.zeros(len(active), dtype=torch.bool, device=device)
-    mean2d, conic, opacity = proj["mean2d"], proj["conic"], proj["opacity"]
+    ts = tile_size
+    # Per intersection (in tile, depth order): mean x, mean y, the conic as sigma = a dx^2 + b dx dy +
+    # c dy^2 (halves folded in), -log(opacity) folded into the per-row term, colour. The extra last row
+    # is a null Gaussian (alpha 0) that pads each tile's last chunk.
+    feat = torch.cat(
+        [
+            proj["mean2d"],
+            0.5 * proj["conic"][:, :1],
+            proj["conic"][:, 1:2],
+            0.5 * proj["conic"][:, 2:3],
+            -torch.log(proj["opacity"])[:, None],
+            colors,
+        ],
+        dim=1,
+    )[order]
+    null = torch.zeros(1, feat.shape[1], device=device)
+    null[0, 5] = float("inf")  # -log(0): exp(-inf) = 0
+    feat = torch.cat([feat, null])
+    pad_row = len(feat) - 1
 
-    start = 0
-    max_count = int(active_counts[0])
+    centre = torch.arange(ts, device=device, dtype=torch.float32) + 0.5
+    tile_in_image = active % (tiles_x * tiles_y)
+    col0 = ((tile_in_image % tiles_x) * ts).float()  # [T] pixel x of each tile's first column
+    row0 = ((tile_in_image // tiles_x) * ts).float()
+    done = torch.zeros(len(active), ts * ts, dtype=torch.bool, device=device)
+    tile_done = torch.zeros(len(active), dtype=torch.bool, device=device)
+
+    start, max_count = 0, int(active_counts[0])
     while start < max_count:
         busy = ((active_counts > start) & ~tile_done).nonzero(as_tuple=True)[0]  # rows of `active`
         if len(busy) == 0:
             break
-        k = max(8, min(256, _CHUNK_ELEMENTS // (len(busy) * pixels)))
+        tiles = active[busy]
+        k = max(8, min(256, _CHUNK_ELEMENTS // (len(busy) * ts * ts)))
         slot = start + torch.arange(k, device=device)  # [K]
-        valid = slot[None] < active_counts[busy, None]  # [T, K]
-        idx = order[(offsets[active[busy], None] + slot[None]).clamp(max=len(order) - 1)]  # [T, K]
-        dx = mean2d[idx, 0][..., None] - px[busy, None]  # [T, K, P]
-        dy = mean2d[idx, 1][..., None] - py[busy, None]
-        con = conic[idx]
-        sigma = 0.5 * (con[..., 0, None] * dx * dx + con[..., 2, None] * dy * dy)
-        sigma = sigma + con[..., 1, None] * dx * dy
-        alpha = torch.clamp(opacity[idx][..., None] * torch.exp(-sigma), max=MAX_ALPHA)
-        skip = (sigma < 0) | (alpha < ALPHA_THRESHOLD) | ~valid[..., None]
-        alpha = torch.where(skip, torch.zeros_like(alpha), alpha)
+        rows = offsets[tiles, None] + slot[None]  # [T, K]
+        rows = torch.where(slot[None] < active_counts[busy, None], rows, pad_row)
+        f = feat[rows]  # [T, K, F]
+        # The tile's pixels split into columns (dx) and rows (dy): the quadratic form is built from
+        # [T, K, ts] pieces and only broadcast to [T, K, ts, ts] where it must be.
+        dx = f[..., 0, None] - (col0[busy, None, None] + centre)  # [T, K, ts]
+        dy = f[..., 1, None] - (row0[busy, None, None] + centre)
+        sigma = (f[..., 3, None] * dy)[..., :, None] * dx[..., None, :]  # [T, K, ts (y), ts (x)]
+        sigma = sigma + (f[..., 2, None] * dx * dx)[..., None, :]
+        sigma = sigma + (f[..., 4, None] * dy * dy + f[..., 5, None])[..., :, None]  # now sigma - log(op)
+        alpha = torch.exp(-sigma).clamp_(max=MAX_ALPHA).flatten(2)  # [T, K, P]
+        alpha = alpha * (alpha >= ALPHA_THRESHOLD)
 
-        t_before_chunk = trans[active[busy]]  # [T, P]
-        t_after = t_before_chunk[:, None] * torch.cumprod(1.0 - alpha, dim=1)  # [T, K, P]
-        t_before = torch.cat([t_before_chunk[:, None], t_after[:, :-1]], dim=1)
+        t0 = trans[tiles] * ~done[busy]  # a finished pixel composites nothing more
+        one_minus = 1.0 - alpha
+        t_after = t0[:, None] * torch.cumprod(one_minus, dim=1)  # [T, K, P]
         # A pixel takes a Gaussian only while the transmittance after it stays above 1e-4; the first one
         # that would cross it ends the pixel and is itself excluded. T only falls, so that is a prefix.
-        take = (t_after > TRANSMITTANCE_THRESHOLD) & ~done[busy, None]
-        weight = torch.where(take, alpha * t_before, torch.zeros_like(alpha))
-        out[active[busy]] += torch.einsum("tkp,tkc->tpc", weight, colors[idx])
-        trans[active[busy]] = torch.where(take, t_after, t_before_chunk[:, None]).amin(dim=1)
+        take = t_after > TRANSMITTANCE_THRESHOLD
+        weight = alpha * (t_after / one_minus) * take  # alpha * T_before
+        out[tiles] += torch.bmm(weight.transpose(1, 2), f[..., 6:])  # [T, P, ch]
+        last_taken = torch.where(take, t_after, torch.inf).amin(dim=1)
+        trans[tiles] = torch.where(last_taken < torch.inf, last_taken, trans[tiles])
         done[busy] |= (~take & (alpha > 0)).any(dim=1)
         tile_done[busy] = done[busy].all(dim=1)
         start += k
