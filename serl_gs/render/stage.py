@@ -146,7 +146,7 @@ class RenderStage:
                 far_plane=self.config.far_plane,
                 background=self._background,
                 with_depth=with_depth,
-                tile_size=self.config.tile_size,
+                tile_size=self.config.reference_tile_size if self.backend == "reference" else 16,
             )
             images = to_uint8(rgb)
         outputs = [images] + ([depth] if with_depth else [])
