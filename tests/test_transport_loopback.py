@@ -341,3 +341,30 @@ def test_constructors_reject_wrong_config_types_and_busy_ports():
             with TransitionClient(big) as small_client:
                 small_client.send(records(0, frame=32), 0)
     assert wire.PROTOCOL_VERSION == PROTOCOL_VERSION
+
+
+def test_manual_ack_holds_credits_until_the_learner_has_stored_the_batch():
+    server = TransitionServer(learner_config(credits_per_actor=2))
+    client = TransitionClient(actor_config(server))
+    try:
+        for step in range(4):
+            client.send(records(step), param_version=0)
+        first, second = server.get(timeout=5, ack=False), server.get(timeout=5, ack=False)
+        assert [step_of(first), step_of(second)] == [0, 1]
+        time.sleep(0.3)
+        assert server.get(timeout=0.2) is None  # both credits still held by unacked batches
+        assert client.stats()["unconfirmed_batches"] == 2
+        assert [(p.actor_id, p.next_seq) for p in server.positions()] == [("a0", 0)]
+        server.ack(second.header)  # cumulative: acknowledges the first one too
+        got = drain(server, 2)
+        assert [step_of(b) for b in got] == [2, 3]
+        assert client.flush(timeout=5)
+        assert [(p.actor_id, p.next_seq) for p in server.positions()] == [("a0", 4)]
+        with pytest.raises(ValueError, match="BatchHeader"):
+            server.ack(got[0])  # type: ignore[arg-type]
+        forged = got[0].header.__class__(**{**got[0].header.__dict__, "seq": 99})
+        with pytest.raises(ValueError, match="never delivered"):
+            server.ack(forged)
+    finally:
+        client.close()
+        server.close()

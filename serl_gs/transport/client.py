@@ -272,7 +272,8 @@ class TransitionClient:
                 reconnect_s=cfg.reconnect_s,
                 reconnect_max_s=cfg.reconnect_max_s,
             )
-            dealer.setsockopt(zmq.IMMEDIATE, 1)  # no queueing into a dead connection: we resend ourselves
+            # IMMEDIATE stays 0: the pipe then survives reconnects, so the learner's last acks before a
+            # disconnect are still read (with 1, libzmq drops them and we would resend delivered data).
             make_curve_client(dealer, self._keys)
             monitor = dealer.get_monitor_socket(_MONITOR_EVENTS)
             sockets.append(monitor)
@@ -434,6 +435,8 @@ class TransitionClient:
             self._in_flight[seq].last_tx = -1
 
     def _check_ack_timeout(self, now: float) -> None:
+        if not self._connected:
+            return  # resending into a dead connection only queues copies; the reconnect ping reconciles
         for seq, out in self._in_flight.items():
             if out.received or out.last_tx < 0:
                 continue
@@ -444,6 +447,8 @@ class TransitionClient:
 
     def _maybe_ping(self, dealer: zmq.Socket, now: float) -> None:
         hb = self._config.heartbeat_s
+        if not self._connected:
+            return  # a ping goes out as soon as the handshake succeeds
         if not (self._ping_due or (now - self._last_ping >= hb and now - self._last_reply >= hb)):
             return
         ping = {

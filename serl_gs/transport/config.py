@@ -62,7 +62,7 @@ def _check_int(name: str, value: int, low: int, high: int) -> None:
 class LearnerTransportConfig:
     """The learner's side: where to bind and how much to accept.
 
-    Memory bound: each actor stream holds at most `max_credits_per_actor` undelivered batches at the
+    Memory bound: each actor stream holds at most `max_credits_per_actor` unacknowledged batches at the
     learner, and at most `max_actors` streams are tracked, so the receive queue never exceeds
     max_actors * max_credits_per_actor batches of at most `max_message_bytes` each.
     """
@@ -74,7 +74,7 @@ class LearnerTransportConfig:
     auth: AuthConfig = AuthConfig()
     max_message_bytes: int = 256 * MIB  # one transition batch, all frames together
     max_param_bytes: int = 1024 * MIB
-    credits_per_actor: int = 8  # initial flow-control window: undelivered batches an actor may have out
+    credits_per_actor: int = 8  # initial flow-control window: unacknowledged batches per actor
     max_credits_per_actor: int = 64  # hard cap; `set_credits` cannot exceed it
     max_actors: int = 1024  # streams tracked at once (an actor restart starts a new stream)
     stream_forget_s: float = 600.0  # an idle stream with nothing queued may be forgotten after this

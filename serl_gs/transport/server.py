@@ -63,7 +63,7 @@ class TransitionBatch(NamedTuple):
 
 @dataclass(frozen=True)
 class StreamPosition:
-    """Where a stream stands: every seq below `next_seq` was handed out by get(). Checkpoint these
+    """Where a stream stands: every seq below `next_seq` was acknowledged. Checkpoint these
     with the replay and pass them back (`resume_positions`) so a restarted learner drops resends of
     batches it already has, even after a crash."""
 
@@ -78,7 +78,7 @@ class _Stream:
         "session",
         "next_seq",
         "delivered",
-        "undelivered",
+        "unacked",
         "routing_id",
         "last_seen",
         "batches",
@@ -91,8 +91,8 @@ class _Stream:
         self.actor_id = actor_id
         self.session = session
         self.next_seq = start  # next seq to accept
-        self.delivered = start  # every seq below was handed out by get()
-        self.undelivered = 0
+        self.delivered = start  # every seq below was acknowledged (taken by get(), or ack())
+        self.unacked = 0  # received and not acknowledged yet: queued, or taken with ack=False
         self.routing_id: bytes | None = None
         self.last_seen = time.monotonic()
         self.batches = 0
@@ -167,10 +167,13 @@ class TransitionServer:
     def credits(self) -> int:
         return self._credits
 
-    def get(self, timeout: float | None = None) -> TransitionBatch | None:
+    def get(self, timeout: float | None = None, *, ack: bool = True) -> TransitionBatch | None:
         """The next batch, in per-actor order; None after `timeout` seconds or once closed.
 
-        Taking a batch acknowledges it: the actor frees it and will not resend it.
+        With ack=True, taking a batch acknowledges it: the actor frees it and will not resend it.
+        With ack=False, call `ack(batch.header)` once the batch is stored (e.g. in the replay): if the
+        learner dies before that, the actor resends it to the next learner. Unacknowledged batches
+        count against the actor's credits.
         """
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with self._nonempty:
@@ -185,17 +188,37 @@ class TransitionServer:
             if self._closed:
                 return None
             item = self._queue.popleft()
-            stream = item.stream
-            stream.delivered = item.seq + 1
-            stream.undelivered -= 1
             self._queue_transitions -= item.batch.header.num_records
             self._queue_bytes -= item.batch.header.nbytes
-            self._ack_due.add((stream.actor_id, stream.session))
-        self._wake.wake()
+            if ack:
+                self._acknowledge(item.stream, item.seq)
+        if ack:
+            self._wake.wake()
         return item.batch
 
+    def ack(self, header: BatchHeader) -> None:
+        """Acknowledges a batch taken with get(ack=False), and every earlier one of its stream."""
+        if not isinstance(header, BatchHeader):
+            raise ValueError(f"ack() takes a BatchHeader (batch.header), got {type(header).__name__}")
+        with self._lock:
+            stream = self._streams.get((header.actor_id, header.session))
+            if stream is None or header.seq >= stream.next_seq:
+                raise ValueError(
+                    f"ack() of a batch this server never delivered: {header.actor_id} seq {header.seq}"
+                )
+            self._acknowledge(stream, header.seq)
+        self._wake.wake()
+
+    def _acknowledge(self, stream: _Stream, seq: int) -> None:
+        """Caller holds the lock. Acks are cumulative per stream, like the actor's view of them."""
+        if seq < stream.delivered:
+            return
+        stream.unacked -= seq + 1 - stream.delivered
+        stream.delivered = seq + 1
+        self._ack_due.add((stream.actor_id, stream.session))
+
     def set_credits(self, credits: int) -> None:
-        """Rate-limiter hook: how many untaken batches each actor may have outstanding (0 pauses all).
+        """Rate-limiter hook: how many unacknowledged batches each actor may have out (0 pauses all).
 
         Actors hear the new value at once; batches already sent are still accepted.
         """
@@ -209,7 +232,7 @@ class TransitionServer:
         self._wake.wake()
 
     def positions(self) -> list[StreamPosition]:
-        """Per-stream delivery positions, consistent with what get() has returned so far."""
+        """Per-stream acknowledged positions: checkpoint them with the replay they describe."""
         with self._lock:
             return [StreamPosition(s.actor_id, s.session, s.delivered) for s in self._streams.values()]
 
@@ -455,7 +478,7 @@ class TransitionServer:
             elif fields.seq > stream.next_seq:
                 outcome = "out_of_order"  # a predecessor was lost; the actor resends from next_seq
                 self._counters["out_of_order"] += 1
-            elif stream.undelivered >= cfg.max_credits_per_actor:
+            elif stream.unacked >= cfg.max_credits_per_actor:
                 outcome = "over_credit"
             else:
                 outcome = "accepted"
@@ -475,7 +498,7 @@ class TransitionServer:
                 )
                 self._queue.append(_Queued(stream, fields.seq, batch))
                 stream.next_seq += 1
-                stream.undelivered += 1
+                stream.unacked += 1
                 stream.batches += 1
                 stream.transitions += fields.n
                 stream.bytes += total
@@ -493,7 +516,7 @@ class TransitionServer:
         if outcome == "over_credit":
             self._reject(
                 "over_credit",
-                f"actor {fields.actor_id!r} exceeded {cfg.max_credits_per_actor} untaken batches",
+                f"actor {fields.actor_id!r} exceeded {cfg.max_credits_per_actor} unacknowledged batches",
             )
 
     def _stream_for(self, actor_id: str, session: int, base: int, routing_id: bytes) -> _Stream | None:
@@ -518,7 +541,7 @@ class TransitionServer:
         idle = [
             (s.last_seen, key)
             for key, s in self._streams.items()
-            if s.undelivered == 0 and now - s.last_seen >= self._config.stream_forget_s
+            if s.unacked == 0 and now - s.last_seen >= self._config.stream_forget_s
         ]
         if not idle:
             return False

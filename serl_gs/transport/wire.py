@@ -69,7 +69,7 @@ REJECT_REASONS = (
     "bad_header",  # msgpack, but fields missing, of the wrong type, or out of range
     "version",  # another protocol version
     "bad_arrays",  # array specs that do not match the frames, or unknown dtypes
-    "over_credit",  # an actor exceeded max_credits_per_actor undelivered batches
+    "over_credit",  # an actor exceeded max_credits_per_actor unacknowledged batches
     "too_many_actors",  # max_actors streams already tracked
     "unauthenticated",  # CURVE handshake refused (wrong or missing key)
     "handshake_failed",  # ZMTP handshake failed (not a ZeroMQ peer, or a protocol mismatch)
