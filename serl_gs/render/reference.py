@@ -172,7 +172,10 @@ def _bin_to_tiles(proj, tile_size, tiles_x, tiles_y, num_tiles):
     Returns the Gaussian index of each intersection in that order, and per-tile counts and offsets.
     """
     device = proj["depth"].device
-    by_depth = torch.argsort(proj["depth"])  # sort S Gaussians once, then stable-sort the tiles
+    # Sort the S Gaussians by depth once, then stable-sort the intersections by tile. Stable both times,
+    # so Gaussians at equal depth (a plane facing the camera) keep (image, Gaussian id) order, as gsplat's
+    # radix sort does: the image of one env does not depend on what else is in the batch.
+    by_depth = torch.argsort(proj["depth"], stable=True)
     center = proj["mean2d"][by_depth] / tile_size
     radius = proj["radius"][by_depth] / tile_size
     lo = torch.floor(center - radius).clamp(min=0)
