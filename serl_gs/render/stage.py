@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 
 import mujoco
-import numpy as np
 import torch
 
 from serl_gs.render import bridge
@@ -161,14 +160,3 @@ def to_uint8(rgb: torch.Tensor) -> torch.Tensor:
     """float colours (any range) -> uint8, clamped to [0, 1] and rounded to the nearest level."""
     return torch.round(rgb.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
 
-
-def render_model_preview(
-    mj_model: mujoco.MjModel, config: RenderConfig, scene: GaussianScene | None = None, qpos=None
-) -> np.ndarray:
-    """Renders one env of `mj_model` at `qpos` (default qpos0) with CPU MuJoCo: uint8 [C, H, W, 3]."""
-    data = mujoco.MjData(mj_model)
-    if qpos is not None:
-        data.qpos[:] = qpos
-    mujoco.mj_forward(mj_model, data)
-    stage = RenderStage(mj_model, config, scene)
-    return stage.render(data.xpos[None], data.xquat[None], data.cam_xpos[None], data.cam_xmat[None])[0]
