@@ -60,19 +60,34 @@ def test_every_allowed_dtype_round_trips(dtype):
 def test_big_endian_and_strided_inputs_are_sent_little_endian_contiguous():
     big = np.arange(6, dtype=">f4").reshape(3, 2)
     strided = np.arange(12, dtype=np.int16).reshape(3, 4)[:, ::2]
-    n, specs, buffers = wire.describe_arrays({"env_index": np.arange(3), "big": big, "s": strided}, copy=False)
+    n, specs, buffers = wire.describe_arrays(
+        {"env_index": np.arange(3), "big": big, "s": strided}, copy=False
+    )
     assert buffers[1].dtype.byteorder in "<=" and buffers[2].flags.c_contiguous
     out = roundtrip({"env_index": np.arange(3), "big": big, "s": strided})
     np.testing.assert_array_equal(out["big"], big)
     np.testing.assert_array_equal(out["s"], strided)
 
 
+def test_without_copy_owned_arrays_are_frozen_and_writeable_views_copied():
+    owned = np.zeros((2, 3), np.float32)
+    base = np.zeros((4, 3), np.float32)
+    view = base[:2]
+    frozen = np.zeros(2, np.int32)
+    frozen.flags.writeable = False
+    _, _, sent = wire.describe_arrays({"env_index": frozen, "owned": owned, "view": view}, copy=False)
+    assert np.shares_memory(sent[0], frozen) and np.shares_memory(sent[1], owned)  # zero-copy
+    with pytest.raises(ValueError, match="read-only"):
+        owned[0, 0] = 1.0  # a write would have changed a batch in flight: it fails instead
+    base[:] = 7.0
+    assert sent[2].max() == 0.0 and base.flags.writeable  # the view was copied, its owner untouched
+
+
 def test_copy_on_send_decouples_from_the_callers_buffer():
     state = np.zeros((2, 3), np.float32)
     _, _, copied = wire.describe_arrays({"env_index": np.arange(2), "s": state}, copy=True)
-    _, _, shared = wire.describe_arrays({"env_index": np.arange(2), "s": state}, copy=False)
     state[:] = 5.0
-    assert copied[1].max() == 0.0 and shared[1].max() == 5.0
+    assert copied[1].max() == 0.0 and state.flags.writeable
 
 
 @pytest.mark.parametrize(

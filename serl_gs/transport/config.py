@@ -133,7 +133,9 @@ class ActorTransportConfig:
     max_in_flight_batches: int = 64  # further capped by the learner's credits
     overflow: OverflowPolicy = "block"
     block_timeout_s: float | None = None  # None: block until the learner takes the data (or close())
-    copy_on_send: bool = True  # False: send() takes the arrays as they are; do not write into them after
+    # False: arrays that own their memory are sent without a copy and marked read-only (writing into
+    # one later raises); views are copied. True: always copy (costs a fresh allocation per batch).
+    copy_on_send: bool = False
     ack_timeout_s: float = 5.0  # resend a batch the learner has not confirmed receiving after this
     socket_timeout_s: float = 5.0
     poll_interval_s: float = 0.05

@@ -113,6 +113,10 @@ def describe_arrays(
 ) -> tuple[int, list[ArraySpec], list[np.ndarray]]:
     """Checks a record batch and returns (n, specs, contiguous little-endian arrays in spec order).
 
+    The batch refers to the arrays until the learner confirms it, so without `copy` (arrays already in
+    wire layout): read-only arrays (e.g. from jax.device_get) are sent as they are; arrays that own
+    their memory are sent as they are and marked read-only, so a later write fails loudly instead of
+    changing data in flight; writeable views are copied (their owner could still write).
     Raises ValueError naming the first bad key, dtype or shape.
     """
     if not isinstance(arrays, Mapping):
@@ -148,8 +152,11 @@ def describe_arrays(
             )
         wire_dtype = DTYPES[value.dtype.name]
         converted = np.ascontiguousarray(value, dtype=wire_dtype)
-        if copy and np.shares_memory(converted, value):
-            converted = converted.copy()
+        if np.may_share_memory(converted, value):  # no conversion happened: still the caller's memory
+            if copy or (value.flags.writeable and value.base is not None):
+                converted = converted.copy()
+            elif value.flags.writeable:
+                value.flags.writeable = False
         specs.append(ArraySpec(name, value.dtype.name, tuple(int(d) for d in value.shape)))
         buffers.append(converted)
     if not 1 <= n <= MAX_RECORDS:
