@@ -51,7 +51,8 @@ def test_update_compiles_once_and_counts_steps(obs_spec):
     state = init_training_state(networks, jax.random.PRNGKey(0))
     update = make_update_fn(networks)
     for i in range(4):
-        batch = random_batch(jax.random.PRNGKey(i), obs_spec, 2, (3, 4))
+        # Committed to the device like the replay's batches: jit caches committed arguments apart.
+        batch = jax.device_put(random_batch(jax.random.PRNGKey(i), obs_spec, 2, (3, 4)), jax.devices()[0])
         state, metrics = update(state, batch)
     assert update._cache_size() == 1  # four calls, one trace
     assert int(state.step) == 4
@@ -67,6 +68,7 @@ def test_update_rejects_a_batch_without_the_ratio_leading_dim():
         make_update_fn(networks)(state, random_batch(jax.random.PRNGKey(0), STATE_SPEC, 2, (3, 4)))
 
 
+@pytest.mark.slow
 def test_targets_follow_the_critic_by_polyak_after_each_critic_step():
     config = AgentConfig(**TINY, critic_actor_ratio=1, tau=0.25)
     networks = make_networks(config, STATE_SPEC, action_dim=2)

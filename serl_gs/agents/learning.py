@@ -1,9 +1,10 @@
 """The training state and the pure, jitted-once update shared by SAC and DrQ.
 
 `update(state, batch) -> (state, metrics)` takes `critic_actor_ratio` fresh minibatches ([U, B, ...]):
-critic-only steps on the first U - 1 (a `lax.scan`), then a critic step, an actor step and a temperature
-step on the last one. Polyak averaging of the target encoder and critic follows every critic step.
-With pixel observations each minibatch's obs and next_obs are randomly shifted (independently) first.
+U critic steps (a `lax.scan`), then an actor step and a temperature step on the last minibatch (SERL's
+U - 1 critic-only updates followed by one critic + actor + temperature update). Polyak averaging of the
+target encoder and critic follows every critic step. With pixel observations each minibatch's obs and
+next_obs are randomly shifted (independently) first.
 """
 
 from __future__ import annotations
@@ -53,8 +54,15 @@ def _critic_part(params: Mapping[str, Params]) -> dict[str, Params]:
     return {"encoder": params["encoder"], "critic": params["critic"]}
 
 
-def init_training_state(networks: AgentNetworks, key: jax.Array) -> TrainingState:
-    """Fresh parameters (the encoder from `config.encoder.pretrained_path` when set), targets = copies."""
+def init_training_state(
+    networks: AgentNetworks, key: jax.Array, device: jax.Device | None = None
+) -> TrainingState:
+    """Fresh parameters (the encoder from `config.encoder.pretrained_path` when set), targets = copies.
+
+    The state is placed on `device` (default: the first device) explicitly: jit caches committed and
+    uncommitted arguments separately, so an uncommitted first state would cost a second compile as soon
+    as it meets the replay's (committed) batches.
+    """
     init_key, rng = jax.random.split(key)
     params = networks.init(init_key)
     if networks.config.encoder.pretrained_path is not None:
@@ -62,7 +70,7 @@ def init_training_state(networks: AgentNetworks, key: jax.Array) -> TrainingStat
             raise ValueError("encoder.pretrained_path is set but the observations hold no pixels")
         params["encoder"] = load_encoder_params(networks.config.encoder.pretrained_path, params["encoder"])
     opt = _optimizers(networks)
-    return TrainingState(
+    state = TrainingState(
         params=params,
         target_params=jax.tree.map(jnp.copy, _critic_part(params)),
         critic_opt_state=opt.critic.init(_critic_part(params)),
@@ -71,6 +79,7 @@ def init_training_state(networks: AgentNetworks, key: jax.Array) -> TrainingStat
         rng=rng,
         step=jnp.zeros((), jnp.int32),
     )
+    return jax.device_put(state, device or jax.devices()[0])
 
 
 def _augment(networks: AgentNetworks, batch: Batch, key: jax.Array) -> Batch:
@@ -110,9 +119,11 @@ def make_update_fn(networks: AgentNetworks) -> Callable[[TrainingState, Batch], 
         )
         return state, info, minibatch
 
-    def scanned_critic_step(state: TrainingState, minibatch: Batch) -> tuple[TrainingState, dict]:
-        state, info, _ = critic_step(state, minibatch)
-        return state, info
+    def scanned_critic_step(carry: tuple[TrainingState, Batch], minibatch: Batch):
+        # The carry keeps the latest augmented minibatch: the actor step after the scan reuses it, so the
+        # critic step is traced once for all `ratio` steps.
+        state, info, augmented = critic_step(carry[0], minibatch)
+        return (state, augmented), info
 
     def actor_and_temperature_step(state: TrainingState, minibatch: Batch) -> tuple[TrainingState, dict]:
         rng, actor_key = jax.random.split(state.rng)
@@ -148,16 +159,10 @@ def make_update_fn(networks: AgentNetworks) -> Callable[[TrainingState, Batch], 
                 f"update needs batch leaves shaped [critic_actor_ratio={ratio}, B, ...], "
                 f"got reward shape {batch.reward.shape}"
             )
-        critic_only = jax.tree.map(lambda x: x[:-1], batch)
-        last = jax.tree.map(lambda x: x[-1], batch)
-        critic_infos = []
-        if ratio > 1:
-            state, scanned = jax.lax.scan(scanned_critic_step, state, critic_only)
-            critic_infos.append(scanned)
-        state, last_critic, augmented_last = critic_step(state, last)
-        critic_infos.append(jax.tree.map(lambda x: x[None], last_critic))
+        placeholder = jax.tree.map(lambda x: x[0], batch)  # same shapes as an augmented minibatch
+        (state, augmented_last), critic_info = jax.lax.scan(scanned_critic_step, (state, placeholder), batch)
         state, actor_info = actor_and_temperature_step(state, augmented_last)
-        critic_metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs).mean(), *critic_infos)
+        critic_metrics = jax.tree.map(jnp.mean, critic_info)
         state = state.replace(step=state.step + 1)
         return state, {**critic_metrics, **actor_info}
 
