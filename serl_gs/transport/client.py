@@ -175,8 +175,10 @@ class TransitionClient:
                 self._raise_if_unusable()
             out.index = self._next_index
             self._next_index += 1
+            wake = not self._pending  # otherwise the I/O thread has work and will look again
             self._pending.append(out)
-        self._wake.wake()
+        if wake:
+            self._wake.wake()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until the learner has taken every batch sent so far; False on timeout."""

@@ -79,6 +79,7 @@ class _Stream:
         "next_seq",
         "delivered",
         "unacked",
+        "ack_tx",
         "routing_id",
         "last_seen",
         "batches",
@@ -93,6 +94,7 @@ class _Stream:
         self.next_seq = start  # next seq to accept
         self.delivered = start  # every seq below was acknowledged (taken by get(), or ack())
         self.unacked = 0  # received and not acknowledged yet: queued, or taken with ack=False
+        self.ack_tx = -1  # highest tx handled since the last ack we sent (-1: none)
         self.routing_id: bytes | None = None
         self.last_seen = time.monotonic()
         self.batches = 0
@@ -190,9 +192,8 @@ class TransitionServer:
             item = self._queue.popleft()
             self._queue_transitions -= item.batch.header.num_records
             self._queue_bytes -= item.batch.header.nbytes
-            if ack:
-                self._acknowledge(item.stream, item.seq)
-        if ack:
+            wake = ack and self._acknowledge(item.stream, item.seq)
+        if wake:
             self._wake.wake()
         return item.batch
 
@@ -206,16 +207,23 @@ class TransitionServer:
                 raise ValueError(
                     f"ack() of a batch this server never delivered: {header.actor_id} seq {header.seq}"
                 )
-            self._acknowledge(stream, header.seq)
-        self._wake.wake()
+            wake = self._acknowledge(stream, header.seq)
+        if wake:
+            self._wake.wake()
 
-    def _acknowledge(self, stream: _Stream, seq: int) -> None:
-        """Caller holds the lock. Acks are cumulative per stream, like the actor's view of them."""
+    def _acknowledge(self, stream: _Stream, seq: int) -> bool:
+        """Caller holds the lock. Acks are cumulative per stream, like the actor's view of them.
+
+        True when the I/O thread must be woken: if acks were already due, a wake-up is pending or
+        the I/O thread has not sent them yet (it sends every due ack at the end of each turn).
+        """
         if seq < stream.delivered:
-            return
+            return False
         stream.unacked -= seq + 1 - stream.delivered
         stream.delivered = seq + 1
+        wake = not self._ack_due
         self._ack_due.add((stream.actor_id, stream.session))
+        return wake
 
     def set_credits(self, credits: int) -> None:
         """Rate-limiter hook: how many unacknowledged batches each actor may have out (0 pauses all).
@@ -437,7 +445,7 @@ class TransitionServer:
         if stream is None:
             self._refuse_stream(router, routing_id, session, -1)
             return
-        self._send_ack(router, stream, tx)
+        self._ack_later(stream, tx)
 
     def _on_batch(
         self, router: zmq.Socket, routing_id: bytes, header: dict[str, Any], body: list[zmq.Frame]
@@ -512,7 +520,7 @@ class TransitionServer:
         if stream is None:
             self._refuse_stream(router, routing_id, fields.session, fields.seq)
             return
-        self._send_ack(router, stream, fields.tx)
+        self._ack_later(stream, fields.tx)
         if outcome == "over_credit":
             self._reject(
                 "over_credit",
@@ -563,7 +571,14 @@ class TransitionServer:
         )
         self._reject("too_many_actors", detail)
 
+    def _ack_later(self, stream: _Stream, tx: int) -> None:
+        """One ack per stream per turn of the I/O loop answers every message of that turn."""
+        with self._lock:
+            stream.ack_tx = max(stream.ack_tx, tx)
+            self._ack_due.add((stream.actor_id, stream.session))
+
     def _send_due_acks(self, router: zmq.Socket) -> None:
+        acks = []
         with self._lock:
             if self._credit_broadcast:
                 due = list(self._streams.values())
@@ -571,25 +586,25 @@ class TransitionServer:
             else:
                 due = [self._streams[k] for k in self._ack_due if k in self._streams]
             self._ack_due.clear()
-        for stream in due:
-            if stream.routing_id is not None:
-                self._send_ack(router, stream, -1)
-
-    def _send_ack(self, router: zmq.Socket, stream: _Stream, tx: int) -> None:
-        with self._lock:
-            ack = {
-                "type": "ack",
-                "session": stream.session,
-                "incarnation": self._incarnation,
-                "received": stream.next_seq,
-                "delivered": stream.delivered,
-                "credits": self._credits,
-                "tx": tx,  # -1: unsolicited (a delivery or a credit change)
-            }
-            routing_id = stream.routing_id
-        if routing_id is not None:
+            for stream in due:
+                if stream.routing_id is None:
+                    continue
+                ack = {
+                    "type": "ack",
+                    "session": stream.session,
+                    "incarnation": self._incarnation,
+                    "received": stream.next_seq,
+                    "delivered": stream.delivered,
+                    "credits": self._credits,
+                    # The newest message handled since the last ack (-1: none, e.g. a delivery or
+                    # a credit change): the actor checks its older messages against `received`.
+                    "tx": stream.ack_tx,
+                }
+                stream.ack_tx = -1
+                acks.append((stream.routing_id, ack))
+            self._counters["acks_out"] += len(acks)
+        for routing_id, ack in acks:
             self._reply(router, routing_id, ack)
-            self._count("acks_out")
 
     def _reply(self, router: zmq.Socket, routing_id: bytes, message: dict[str, Any]) -> None:
         message = {"v": wire.PROTOCOL_VERSION, **message}

@@ -59,6 +59,9 @@ DTYPES: dict[str, np.dtype] = {
     )
 }
 
+# (kind, itemsize) -> name: numpy's dtype.name is slow Python code, and send() checks every array.
+_NAME_OF: dict[tuple[str, int], str] = {(dt.kind, dt.itemsize): name for name, dt in DTYPES.items()}
+
 # Reasons a message is rejected; each is a counter on the receiving side.
 REJECT_REASONS = (
     "oversized",  # bigger than max_message_bytes / MAX_HEADER_BYTES, or too many frames
@@ -138,7 +141,8 @@ def describe_arrays(
                 f"arrays[{name!r}] must be a numpy array (use np.asarray / jax.device_get), "
                 f"got {type(value).__name__}"
             )
-        if value.dtype.name not in DTYPES:
+        dtype_name = _NAME_OF.get((value.dtype.kind, value.dtype.itemsize))
+        if dtype_name is None:
             raise ValueError(f"arrays[{name!r}] has dtype {value.dtype}; allowed: {sorted(DTYPES)}")
         if not 1 <= value.ndim <= MAX_NDIM:
             raise ValueError(
@@ -150,14 +154,14 @@ def describe_arrays(
             raise ValueError(
                 f"arrays['env_index'] must be an integer vector [n], got {value.dtype} {value.shape}"
             )
-        wire_dtype = DTYPES[value.dtype.name]
+        wire_dtype = DTYPES[dtype_name]
         converted = np.ascontiguousarray(value, dtype=wire_dtype)
         if np.may_share_memory(converted, value):  # no conversion happened: still the caller's memory
             if copy or (value.flags.writeable and value.base is not None):
                 converted = converted.copy()
             elif value.flags.writeable:
                 value.flags.writeable = False
-        specs.append(ArraySpec(name, value.dtype.name, tuple(int(d) for d in value.shape)))
+        specs.append(ArraySpec(name, dtype_name, tuple(int(d) for d in value.shape)))
         buffers.append(converted)
     if not 1 <= n <= MAX_RECORDS:
         raise ValueError(f"a batch must hold 1 to {MAX_RECORDS} records, got n={n}")
