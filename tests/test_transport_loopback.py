@@ -368,3 +368,53 @@ def test_manual_ack_holds_credits_until_the_learner_has_stored_the_batch():
     finally:
         client.close()
         server.close()
+
+
+def test_two_actors_with_the_same_id_are_separate_streams():
+    # agentlace shared one delivery counter per store name: the second actor's data never arrived.
+    with TransitionServer(learner_config()) as server:
+        twins = [TransitionClient(actor_config(server, "same-name")) for _ in range(2)]
+        try:
+            for step in range(10):
+                for twin in twins:
+                    twin.send(records(step), param_version=0)
+            got = drain(server, 20)
+            assert len(got) == 20 and server.get(timeout=0.3) is None
+            for twin in twins:
+                mine = [b for b in got if b.header.session == twin.session]
+                assert [step_of(b) for b in mine] == list(range(10))
+            assert server.stats()["actors"]["same-name"]["sessions"] == 2
+        finally:
+            for twin in twins:
+                twin.close()
+
+
+def _non_loopback_address() -> str | None:
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.254", 9))  # no packet is sent: this only picks the outgoing interface
+        address = probe.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return None if address.startswith("127.") else address
+
+
+@pytest.mark.parametrize("bind, reachable", [("127.0.0.1", False), ("0.0.0.0", True)])
+def test_the_learner_listens_on_loopback_unless_told_otherwise(bind, reachable):
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    with TransitionServer(learner_config(bind=bind)) as server:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(f"tcp://{address}:{server.port}")
+        sock.send(msgpack.packb({"v": PROTOCOL_VERSION, "type": "stats"}))
+        answered = bool(sock.poll(1000))
+        sock.close()
+        ctx.term()
+    assert answered == reachable
