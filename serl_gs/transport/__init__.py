@@ -6,10 +6,11 @@ Learner side (binds 127.0.0.1 unless `LearnerTransportConfig.bind` says otherwis
     with TransitionServer(cfg) as server, ParamPublisher(cfg) as publisher:
         publisher.publish(params_to_bytes(params), version=0)
         while training:
-            batch = server.get(timeout=1.0)          # TransitionBatch(header, arrays) or None
+            batch = server.get(timeout=1.0, ack=False)   # TransitionBatch(header, arrays) or None
             if batch is not None:
                 replay.insert(batch.header, batch.arrays)
-            server.set_credits(rate_limiter.credits())   # 0 pauses every actor
+                server.ack(batch.header)                  # stored: the actor may forget it
+            server.set_credits(rate_limiter.credits())    # 0 pauses every actor
             ...
             publisher.publish(params_to_bytes(params), version=step)
             log(server.stats(current_param_version=step), publisher.stats())
@@ -29,12 +30,18 @@ Records: a flat dict of numpy arrays sharing the leading dim n (one record per e
 "env_index" int [n] required; names, dtypes (bool, ints, floats) and shapes are otherwise free.
 Each batch header carries actor id, a random per-process session, a sequence number, the param
 version that acted, and `dropped_before` (records dropped under overflow="drop_oldest").
+`send()` does not copy: read-only arrays (jax.device_get) go as they are, arrays that own their
+memory go as they are and become read-only (writing into one later raises instead of changing a
+batch in flight), views are copied; `copy_on_send=True` always copies. On the learner, arrays are
+read-only views of the received frames.
 
 Guarantees:
 - Delivery: each batch reaches `get()` exactly once and in order per (actor_id, session), across
-  network hiccups and learner restarts (the actor resends what the learner never took; the learner
-  drops duplicates). After a learner *crash*, pass the checkpointed `server.positions()` back as
-  `TransitionServer(cfg, resume_positions=...)` to keep exactly-once for batches taken just before it.
+  network hiccups and learner restarts: an actor keeps every batch until the learner acknowledges
+  it (at `get()`, or at `ack()` with `get(ack=False)`), resends unacknowledged ones after a restart,
+  and the learner drops duplicates by sequence number. After a learner *crash*, pass the positions
+  saved with its replay (`server.positions()`) back as `TransitionServer(cfg, resume_positions=...)`
+  so batches it stored but had not acknowledged yet are not taken twice.
 - Flow control: credits bound what each actor has outstanding; a full actor buffer blocks `send()`
   or drops the oldest batch (counted), per `ActorTransportConfig.overflow`. Nobody deadlocks.
 - Parameters: PUB/SUB with CONFLATE on both ends (a slow actor skips versions) plus a snapshot
@@ -44,6 +51,11 @@ Guarantees:
   logged at most every `reject_log_interval_s`, and never crashes the learner.
 - Lifecycle: every socket has timeouts; `close()` joins its thread; threads are daemons, so Ctrl-C
   and the end of `main` exit promptly; reconnection is automatic.
+
+Counters for logging: `TransitionServer.stats(current_param_version)` (transitions, batches and
+bytes in, duplicates dropped, rejected by reason, queue depth, credits, per-actor param lag),
+`TransitionClient.stats()`, `ParamPublisher.stats()`, `ParamSubscriber.stats()`, and
+`fetch_learner_stats(actor_config)` to ask a running learner over the network.
 
 Public API: TransitionServer, TransitionBatch, BatchHeader, StreamPosition, TransitionClient,
 ParamPublisher, ParamSubscriber, ParamUpdate, params_to_bytes, params_from_bytes,
