@@ -81,9 +81,9 @@ class SceneConfig:
     cache_dir: where generated scenes are kept as .ply (None: in memory only).
     """
 
-    density: float = 2_500.0
+    density: float = 1_500.0
     min_per_geom: int = 64
-    max_per_geom: int = 4_000
+    max_per_geom: int = 2_500
     plane_extent: float = 1.5
     texture: float = 0.12
     shading: float = 0.5
