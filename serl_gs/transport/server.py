@@ -419,12 +419,13 @@ class TransitionServer:
         try:
             wire.check_version(header, local="this learner", remote="the peer")
         except wire.ProtocolMismatch as exc:
+            self._reject("version", str(exc))  # counted before the peer hears of it
             self._reply(
                 router,
                 routing_id,
                 {"type": "refused", "reason": str(exc), "server_version": wire.PROTOCOL_VERSION},
             )
-            raise wire.WireError("version", str(exc)) from None
+            return
         kind = wire.get_type(header)
         if kind == "batch":
             self._on_batch(router, routing_id, header, body)
@@ -464,6 +465,7 @@ class TransitionServer:
             arrays = wire.decode_arrays(specs, [f.buffer for f in data_frames])
         except wire.WireError as exc:
             # The sender identified itself: tell it why, so an honest actor can report the error.
+            self._reject(exc.reason, exc.detail)
             self._reply(
                 router,
                 routing_id,
@@ -475,7 +477,7 @@ class TransitionServer:
                     "detail": exc.detail,
                 },
             )
-            raise
+            return
         with self._nonempty:
             stream = self._stream_for(fields.actor_id, fields.session, fields.base, routing_id)
             if stream is None:
@@ -558,6 +560,7 @@ class TransitionServer:
 
     def _refuse_stream(self, router: zmq.Socket, routing_id: bytes, session: int, seq: int) -> None:
         detail = f"the learner already tracks max_actors={self._config.max_actors} actor streams"
+        self._reject("too_many_actors", detail)
         self._reply(
             router,
             routing_id,
@@ -569,7 +572,6 @@ class TransitionServer:
                 "detail": detail,
             },
         )
-        self._reject("too_many_actors", detail)
 
     def _ack_later(self, stream: _Stream, tx: int) -> None:
         """One ack per stream per turn of the I/O loop answers every message of that turn."""
