@@ -1,0 +1,109 @@
+"""Env throughput: our batched vector env (MJX and/or CPU MuJoCo physics) against the seed project's design,
+`gymnasium.vector.SyncVectorEnv` over single CPU-MuJoCo envs stepped one at a time, in the same run.
+
+    python -m benchmarks.bench_env --quick            # < 1 min on a 2-core CPU
+    python -m benchmarks.bench_env --physics mjx --num_envs 1024,4096,16384 --baseline_max_envs 64   # a GPU
+
+One JSON line per (task, physics, num_envs): env steps/s (all envs together), with the baseline at the same
+num_envs (up to --baseline_max_envs; beyond it the baseline's rate at its largest measured size is used, which
+only flatters the baseline since it does not scale with num_envs) and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import envs  # noqa: F401  (registers the tasks)
+from benchmarks._report import emit, log
+
+BASELINE = "sync_vector_env_cpu_mujoco"
+
+
+def _rate(vec, steps: int, actions) -> float:
+    """Env steps/s of `vec` over `steps` steps, after two warm-up steps (compilation)."""
+    vec.reset(seed=0)
+    for i in range(2):
+        vec.step(actions[i % len(actions)])
+    start = time.perf_counter()
+    for i in range(steps):
+        obs, *_ = vec.step(actions[i % len(actions)])
+    jax.block_until_ready(obs)
+    return steps * vec.num_envs / (time.perf_counter() - start)
+
+
+def ours(env_id: str, physics: str, num_envs: int, steps: int) -> float:
+    vec = gym.make_vec(env_id, num_envs=num_envs, physics=physics)
+    shape = (8, *vec.action_space.shape)
+    actions = list(jax.random.uniform(jax.random.PRNGKey(0), shape, jnp.float32, -1.0, 1.0))
+    try:
+        return _rate(vec, steps, actions)
+    finally:
+        vec.close()
+
+
+def baseline(env_id: str, num_envs: int, steps: int) -> float:
+    fns = [lambda: gym.make(env_id, physics="mujoco", disable_env_checker=True) for _ in range(num_envs)]
+    vec = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    rng = np.random.default_rng(0)
+    actions = [rng.uniform(-1, 1, vec.action_space.shape).astype(np.float32) for _ in range(8)]
+    try:
+        return _rate(vec, steps, actions)
+    finally:
+        vec.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute on 2 CPU cores")
+    parser.add_argument("--tasks", default="PandaPickCube-v0,CartpoleBalance-v0")
+    parser.add_argument(
+        "--physics", default=None, help="comma list of mjx,mujoco (default: both; quick: mujoco)"
+    )
+    parser.add_argument("--num_envs", default=None, help="comma list (default quick: 1,16,64; full: 1..1024)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per figure")
+    parser.add_argument("--baseline_max_envs", type=int, default=256)
+    args = parser.parse_args()
+
+    physics_paths = (args.physics or ("mujoco" if args.quick else "mujoco,mjx")).split(",")
+    sizes = [int(n) for n in (args.num_envs or ("1,16,64" if args.quick else "1,16,64,256,1024")).split(",")]
+    steps = args.steps or (20 if args.quick else 100)
+    for name in args.tasks.split(","):
+        env_id = f"serl_gs/{name}"
+        base_rates: dict[int, float] = {}
+        for n in sizes:
+            n_base = min(n, args.baseline_max_envs)
+            if n_base not in base_rates:
+                log(f"{name}: baseline SyncVectorEnv x{n_base} ...")
+                base_rates[n_base] = baseline(env_id, n_base, max(4, steps // 2))
+            for physics in physics_paths:
+                log(f"{name}: {physics} x{n} ...")
+                value = ours(env_id, physics, n, steps)
+                emit(
+                    "env",
+                    "env_steps_per_s",
+                    value,
+                    "1/s",
+                    baseline=BASELINE,
+                    baseline_value=base_rates[n_base],
+                    config={
+                        "task": name,
+                        "physics": physics,
+                        "num_envs": n,
+                        "baseline_num_envs": n_base,
+                        "steps": steps,
+                        "jax_backend": jax.default_backend(),
+                    },
+                    quick=args.quick,
+                )
+
+
+if __name__ == "__main__":
+    main()
