@@ -434,6 +434,7 @@ class ParamSubscriber:
                 # later in case a publish raced with our subscription reaching the learner.
                 now = time.monotonic()
                 self._snapshot_due_at = [now, now + self._config.heartbeat_s]
+                self._awaiting_snapshot_since = 0.0  # a request to a previous learner is moot
             else:
                 self._counters["handshake_failures"] += 1
                 self._log.note("handshake_failed", f"learner refused the handshake ({zmq.Event(event).name})")
