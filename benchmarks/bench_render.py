@@ -10,6 +10,7 @@ One JSON line per figure on stdout (benchmarks/_report.py); progress on stderr.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -35,6 +36,21 @@ def timed(fn, min_seconds: float, sync=lambda: None) -> float:
         sync()
         calls += 1
     return (time.perf_counter() - start) / calls
+
+
+def paired_medians(fn_a, fn_b, rounds: int, sync=lambda: None) -> tuple[float, float]:
+    """Median seconds per call of two functions timed in alternation (a, b, a, b, ...), so both see the same
+    machine: on a shared CPU the load changes by the second, and a ratio of two separate runs is noise."""
+    fn_a(), fn_b()
+    sync()
+    times_a, times_b = [], []
+    for _ in range(rounds):
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            start = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times_a), statistics.median(times_b)
 
 
 def batched_poses(model: mujoco.MjModel, num_envs: int, seed: int = 0) -> list[np.ndarray]:
@@ -77,31 +93,38 @@ def env_step_seconds(num_envs: int, min_seconds: float) -> tuple[float, str] | N
         env.close()
 
 
-def batched_and_loop(stage: RenderStage, poses, min_seconds: float, sync, with_loop: bool):
-    """Seconds per render of all envs: in one batched call, and as a Python loop of one-env calls."""
+def batched_and_loop(stage: RenderStage, poses, rounds: int, sync, with_loop: bool):
+    """Seconds per render of all envs in one batched call and, if asked, as a Python loop of one-env calls."""
     num_envs = len(poses[0])
+
+    def batched():
+        stage.render(*poses)
 
     def loop():
         for b in range(num_envs):
             stage.render(*(a[b : b + 1] for a in poses))
 
-    per_batch = timed(lambda: stage.render(*poses), min_seconds, sync)
-    return per_batch, (timed(loop, min_seconds, sync) if with_loop else None)
+    if not with_loop:
+        return timed(batched, 0.0, sync), None
+    return paired_medians(batched, loop, rounds, sync)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="64x64, up to 8 envs: < 1 min on 2 cores")
     parser.add_argument("--backends", default="", help="comma list (default: reference, + gsplat on CUDA)")
-    parser.add_argument("--min_seconds", type=float, default=0.0, help="timing window per figure")
+    parser.add_argument("--rounds", type=int, default=0, help="timed rounds per figure (default 3, quick 3)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args(argv)
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
     backends = [b for b in args.backends.split(",") if b]
     backends = backends or (["gsplat", "reference"] if cuda else ["reference"])
-    min_seconds = args.min_seconds or (0.2 if args.quick else 2.0)
+    rounds = args.rounds or (3 if args.quick else 5)
     sizes = [64] if args.quick else [64, 128, 256]
     model = mujoco.MjModel.from_xml_path(str(ASSET))
     scene_config = SceneConfig(cache_dir=None)
@@ -110,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         on_gpu = backend == "gsplat" or (cuda and backend == "reference")
         sync = torch.cuda.synchronize if on_gpu else (lambda: None)
         if args.quick:
-            batches = [1, 4, 8]
+            batches = [1, 8]
         elif backend == "gsplat":
             batches = [1, 16, 256, 1024, 4096]
         else:
@@ -123,11 +146,12 @@ def main(argv: list[str] | None = None) -> int:
                 poses = batched_poses(model, num_envs)
                 if on_gpu:
                     poses = [torch.as_tensor(p, device="cuda") for p in poses]
-                with_loop = num_envs <= (64 if on_gpu else 16)  # the loop is the slow baseline: cap it
-                per_batch, per_loop = batched_and_loop(stage, poses, min_seconds, sync, with_loop)
+                with_loop = 1 < num_envs <= (64 if on_gpu else 16)  # the loop is the slow baseline: cap it
+                per_batch, per_loop = batched_and_loop(stage, poses, rounds, sync, with_loop)
                 images = num_envs * len(stage.camera_names)
                 cfg = {
                     "backend": backend,
+                    "torch_threads": torch.get_num_threads() if not on_gpu else None,
                     "image_size": size,
                     "num_envs": num_envs,
                     "cameras": list(stage.camera_names),
@@ -140,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                     emit("render", "images_per_s", images / per_batch, "1/s", config=cfg, quick=args.quick,
                          baseline="python_loop_over_envs", baseline_value=images / per_loop)  # fmt: skip
                 if size == 64:
-                    measured = env_step_seconds(num_envs, min_seconds)
+                    measured = env_step_seconds(num_envs, 0.2 if args.quick else 1.0)
                     if measured is not None:
                         step, physics = measured
                         share = per_batch / (per_batch + step)
