@@ -246,3 +246,16 @@ def test_quaternion_helpers_agree_with_mujoco():
         res = np.zeros(4)
         mujoco.mju_mulQuat(res, a, b)
         np.testing.assert_allclose(quat_multiply(a, b), res, atol=1e-12)
+
+
+def test_torch_posing_rotates_like_rotation_matrices():
+    from serl_gs.render.geometry import pose_gaussians, quat_to_rotmat
+
+    g = torch.Generator().manual_seed(0)
+    means, quats = torch.randn(5, 3, generator=g), torch.randn(5, 4, generator=g)
+    body_ids = torch.tensor([0, 1, 1, 2, 0])
+    xpos, xquat = torch.randn(2, 3, 3, generator=g), torch.randn(2, 3, 4, generator=g)
+    means_w, quats_w = pose_gaussians(means, quats, body_ids, xpos, xquat)
+    rot = quat_to_rotmat(xquat)[:, body_ids]  # [2, 5, 3, 3]
+    torch.testing.assert_close(means_w, (rot @ means[None, :, :, None])[..., 0] + xpos[:, body_ids])
+    torch.testing.assert_close(quat_to_rotmat(quats_w), rot @ quat_to_rotmat(quats)[None])

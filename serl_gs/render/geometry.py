@@ -34,6 +34,13 @@ def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     )
 
 
+def quat_rotate(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Rotates vectors v [..., 3] by unit wxyz quaternions q [..., 4]: v + 2w (u x v) + 2 u x (u x v)."""
+    w, u = q[..., :1], q[..., 1:]
+    uv = torch.linalg.cross(u, v, dim=-1)
+    return v + 2.0 * (w * uv + torch.linalg.cross(u, uv, dim=-1))
+
+
 def pose_gaussians(
     means: torch.Tensor,  # [N, 3] body frame
     quats: torch.Tensor,  # [N, 4] wxyz, body frame
@@ -41,11 +48,14 @@ def pose_gaussians(
     body_xpos: torch.Tensor,  # [B, nbody, 3] world
     body_xquat: torch.Tensor,  # [B, nbody, 4] wxyz world
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """World means [B, N, 3] and rotations [B, N, 4]: mean_w = R(xquat) mean + xpos, rot_w = xquat * rot."""
-    rot = quat_to_rotmat(body_xquat)[:, body_ids]  # [B, N, 3, 3]
-    means_w = torch.einsum("bnij,nj->bni", rot, means) + body_xpos[:, body_ids]
-    quats_w = quat_multiply(body_xquat[:, body_ids], quats[None])
-    return means_w, quats_w
+    """World means [B, N, 3] and rotations [B, N, 4]: mean_w = R(xquat) mean + xpos, rot_w = xquat * rot.
+
+    Works on quaternions, never on [B, N, 3, 3] matrices: with thousands of envs that is the memory bound.
+    """
+    body_q = body_xquat / body_xquat.norm(dim=-1, keepdim=True)
+    q = body_q[:, body_ids]  # [B, N, 4]
+    means_w = quat_rotate(q, means.expand_as(q[..., 1:])) + body_xpos[:, body_ids]
+    return means_w, quat_multiply(q, quats[None])
 
 
 def viewmats_from_mujoco(
