@@ -45,7 +45,7 @@ ALL_GEOMS = """
 </mujoco>
 """
 
-FLAT = SceneConfig(texture=0.0, shading=0.0, cache_dir=None, density=20_000.0)
+FLAT = SceneConfig(texture=0.0, shading=0.0, cache_dir=None, density=20_000.0, max_per_geom=20_000)
 
 
 @pytest.fixture(scope="module")
