@@ -2,7 +2,8 @@
 `gymnasium.vector.SyncVectorEnv` over single CPU-MuJoCo envs stepped one at a time, in the same run.
 
     python -m benchmarks.bench_env --quick            # < 1 min on a 2-core CPU
-    python -m benchmarks.bench_env --physics mjx --num_envs 1024,4096,16384 --baseline_max_envs 64   # a GPU
+    python -m benchmarks.bench_env --cases PandaPickCube-v0:mjx --num_envs 1024,16384 \
+        --baseline_max_envs 64   # on a GPU
 
 One JSON line per (task, physics, num_envs): env steps/s (all envs together), with the baseline at the same
 num_envs (up to --baseline_max_envs; beyond it the baseline's rate at its largest measured size is used, which
@@ -63,19 +64,27 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute on 2 CPU cores")
-    parser.add_argument("--tasks", default="PandaPickCube-v0,CartpoleBalance-v0")
     parser.add_argument(
-        "--physics", default=None, help="comma list of mjx,mujoco (default: both; quick: mujoco)"
+        "--cases",
+        default=None,
+        help="comma list of task:physics (default: every task on mjx and mujoco; quick: MJX only for cartpole, "
+        "since the Panda's MJX step takes minutes to compile on a CPU)",
     )
     parser.add_argument("--num_envs", default=None, help="comma list (default quick: 1,16,64; full: 1..1024)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per figure")
     parser.add_argument("--baseline_max_envs", type=int, default=256)
     args = parser.parse_args()
 
-    physics_paths = (args.physics or ("mujoco" if args.quick else "mujoco,mjx")).split(",")
+    default_cases = "PandaPickCube-v0:mujoco,CartpoleBalance-v0:mujoco,CartpoleBalance-v0:mjx"
+    if not args.quick:
+        default_cases += ",PandaPickCube-v0:mjx"
+    cases: dict[str, list[str]] = {}
+    for case in (args.cases or default_cases).split(","):
+        name, physics = case.split(":")
+        cases.setdefault(name, []).append(physics)
     sizes = [int(n) for n in (args.num_envs or ("1,16,64" if args.quick else "1,16,64,256,1024")).split(",")]
     steps = args.steps or (20 if args.quick else 100)
-    for name in args.tasks.split(","):
+    for name, physics_paths in cases.items():
         env_id = f"serl_gs/{name}"
         base_rates: dict[int, float] = {}
         for n in sizes:

@@ -52,14 +52,22 @@ class PhysicsState:
 class Task(abc.ABC):
     """The maths of one task: MJCF, episode start, action -> control, observation, reward.
 
-    Subclasses set `mj_model`, `n_substeps` (physics steps per control step), `episode_length` (control
-    steps) and `action_size` in `__init__`, and implement the four pure methods below over unbatched arrays.
+    Subclasses set `config`, `mj_model`, `n_substeps` (physics steps per control step), `episode_length`
+    (control steps) and `action_size` in `__init__`, and implement the four pure methods below (unbatched).
     """
 
+    config: Any  # a frozen dataclass: tasks with equal type and config are interchangeable
     mj_model: mujoco.MjModel
     n_substeps: int
     episode_length: int
     action_size: int
+
+    # Equal tasks share compiled programs (see serl_gs.vec_env), so a process builds each program once.
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.config == self.config
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.config))
 
     @abc.abstractmethod
     def init(self, rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, Info]:

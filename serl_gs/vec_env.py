@@ -11,6 +11,7 @@ Arrays stay on the JAX device by default (`array_backend="jax"`); `array_backend
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -67,18 +68,43 @@ def _reset_finished(start: Callable[[jax.Array], State], state: State) -> State:
     return jax.lax.cond(jnp.any(done), lambda s: _where(done, start(s.info["rng"]), s), lambda s: s, state)
 
 
+@functools.lru_cache(maxsize=16)
+def _mjx_programs(task: Task) -> tuple[Callable, Callable]:
+    """Jitted (reset, step) of a task's MJX batch; cached so equal tasks compile once per process."""
+    env = MjxEnv(task)
+    reset = jax.vmap(env.reset)
+
+    def step(state: State, action: jax.Array) -> tuple[State, State]:
+        stepped = jax.vmap(env.step)(state, action)
+        return _reset_finished(reset, stepped), stepped
+
+    return jax.jit(reset), jax.jit(step)
+
+
+@functools.lru_cache(maxsize=16)
+def _cpu_programs(task: Task) -> tuple[Callable, Callable, Callable]:
+    """Jitted (start, control, finish) around CPU MuJoCo physics; cached like `_mjx_programs`."""
+
+    def start_one(rng: jax.Array) -> State:
+        qpos, qvel, _, info, obs, metrics = task.start(rng)
+        zero = jnp.zeros((), jnp.float32)
+        return State(PhysicsState(qpos, qvel), obs, zero, zero > 0, zero > 0, metrics, info)
+
+    start = jax.vmap(start_one)
+
+    def finish(state: State, qpos: jax.Array, qvel: jax.Array, action: jax.Array) -> tuple[State, State]:
+        obs, reward, term, trunc, metrics, info = jax.vmap(task.evaluate)(qpos, qvel, state.info, action)
+        stepped = State(PhysicsState(qpos, qvel), obs, reward, term, trunc, metrics, info)
+        return _reset_finished(start, stepped), stepped
+
+    return jax.jit(start), jax.jit(jax.vmap(task.control)), jax.jit(finish)
+
+
 class _MjxBatch:
     """All envs in one MJX program: one jitted call per step (physics, reward, autoreset)."""
 
     def __init__(self, task: Task, num_envs: int):
-        self.env = MjxEnv(task)
-        self._reset = jax.jit(jax.vmap(self.env.reset))
-
-        def step(state: State, action: jax.Array) -> tuple[State, State]:
-            stepped = jax.vmap(self.env.step)(state, action)
-            return _reset_finished(jax.vmap(self.env.reset), stepped), stepped
-
-        self._step = jax.jit(step)
+        self._reset, self._step = _mjx_programs(task)
 
     def reset(self, keys: jax.Array) -> State:
         return self._reset(keys)
@@ -97,30 +123,15 @@ class _CpuBatch:
     def __init__(self, task: Task, num_envs: int):
         from serl_gs.cpu_physics import CpuBatchedPhysics
 
-        self.task = task
         self.physics = CpuBatchedPhysics(task.mj_model, num_envs, task.n_substeps)
-        start = jax.vmap(self._start)
-        self._start_batch = jax.jit(start)
-        self._control = jax.jit(jax.vmap(task.control))
-
-        def finish(state: State, qpos, qvel, action) -> tuple[State, State]:
-            obs, reward, term, trunc, metrics, info = jax.vmap(task.evaluate)(qpos, qvel, state.info, action)
-            stepped = State(PhysicsState(qpos, qvel), obs, reward, term, trunc, metrics, info)
-            return _reset_finished(start, stepped), stepped
-
-        self._finish = jax.jit(finish)
-
-    def _start(self, rng: jax.Array) -> State:
-        qpos, qvel, _, info, obs, metrics = self.task.start(rng)
-        zero = jnp.zeros((), jnp.float32)
-        return State(PhysicsState(qpos, qvel), obs, zero, zero > 0, zero > 0, metrics, info)
+        self._start, self._control, self._finish = _cpu_programs(task)
 
     def _load(self, env_ids: np.ndarray, state: State) -> None:
         qpos, qvel = np.asarray(state.data.qpos), np.asarray(state.data.qvel)
         self.physics.set_state(env_ids, qpos[env_ids], qvel[env_ids])
 
     def reset(self, keys: jax.Array) -> State:
-        state = self._start_batch(keys)
+        state = self._start(keys)
         self._load(np.arange(self.physics.num_envs), state)
         return state
 
