@@ -349,3 +349,13 @@ def test_unusable_secret_files_raise_value_error(tmp_path):
         load_curve_keys(AuthConfig(secret_file=str(short)))
     with pytest.raises(ValueError, match="cannot be read"):
         load_curve_keys(AuthConfig(secret_file=str(tmp_path / "missing")))
+
+
+def test_the_secret_entry_point_writes_a_private_file(tmp_path, capsys):
+    from serl_gs.transport import secret
+
+    path = tmp_path / "node.secret"
+    secret.main([str(path)])
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and len(path.read_text().strip()) == 64
+    assert "wrote" in capsys.readouterr().out
+    assert load_curve_keys(AuthConfig(secret_file=str(path))) is not None
