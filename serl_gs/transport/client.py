@@ -278,6 +278,7 @@ class TransitionClient:
             # disconnect are still read (with 1, libzmq drops them and we would resend delivered data).
             make_curve_client(dealer, self._keys)
             monitor = dealer.get_monitor_socket(_MONITOR_EVENTS)
+            monitor.linger = 0
             sockets.append(monitor)
             host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
             if ":" in cfg.host:

@@ -311,6 +311,7 @@ class ParamSubscriber:
             self._sub.setsockopt(zmq.CONFLATE, 1)  # before connect(): keep only the newest message
             self._sub.setsockopt(zmq.SUBSCRIBE, b"")
             self._monitor = self._sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | _HANDSHAKE_FAILED)
+            self._monitor.linger = 0
             self._sockets.append(self._monitor)
             self._sub.connect(f"tcp://{host}:{config.params_port}")
             self._snapshot = self._socket(

@@ -337,6 +337,7 @@ class TransitionServer:
             )
             make_curve_server(router, self._keys)
             monitor = router.get_monitor_socket(_MONITOR_EVENTS)
+            monitor.linger = 0
             sockets.append(monitor)
             router.bind(endpoint(cfg.bind, cfg.transitions_port, router))
             self._port = bound_port(router)
