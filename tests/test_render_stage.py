@@ -259,3 +259,13 @@ def test_torch_posing_rotates_like_rotation_matrices():
     rot = quat_to_rotmat(xquat)[:, body_ids]  # [2, 5, 3, 3]
     torch.testing.assert_close(means_w, (rot @ means[None, :, :, None])[..., 0] + xpos[:, body_ids])
     torch.testing.assert_close(quat_to_rotmat(quats_w), rot @ quat_to_rotmat(quats)[None])
+
+
+def test_poses_from_qpos_match_mj_forward(model):
+    from serl_gs.render.poses import poses_from_qpos
+
+    rows = [qpos(model, hand=(0.1, -0.2, 0.3), box_pos=(0.2, 0.1, 0.5), box_quat=(0.8, 0.6, 0, 0)), qpos(model)]
+    for got, want in zip(poses_from_qpos(model, np.stack(rows)), poses(model, rows), strict=True):
+        np.testing.assert_allclose(got, want.reshape(got.shape), atol=1e-12)
+    with pytest.raises(ValueError, match=r"qpos must have shape \[B, 10\]"):
+        poses_from_qpos(model, np.zeros(10))

@@ -19,6 +19,20 @@ def is_jax_array(x) -> bool:
     return jax is not None and isinstance(x, jax.Array)
 
 
+def array_kind(x) -> str:
+    """"jax", "torch" or "numpy": the kind of array the caller gave, so results come back the same kind."""
+    if is_jax_array(x):
+        return "jax"
+    return "torch" if isinstance(x, torch.Tensor) else "numpy"
+
+
+def from_torch(t: torch.Tensor, kind: str):
+    """A result tensor as the caller's kind of array (JAX via DLPack, numpy via the host)."""
+    if kind == "jax":
+        return to_jax(t)
+    return to_numpy(t) if kind == "numpy" else t
+
+
 def to_torch(x, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A JAX array (via DLPack), numpy array or tensor as a torch tensor on `device`.
 

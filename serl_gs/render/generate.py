@@ -26,10 +26,11 @@ from serl_gs.render.scene import GaussianScene, concat_scenes, quat_to_matrix, r
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1  # bump when the generated Gaussians change, so disk caches are not reused
+GENERATOR_VERSION = 2  # bump when the generated Gaussians change, so disk caches are not reused
 _GT = mujoco.mjtGeom
 _DEFAULT_RGBA = np.array([0.5, 0.5, 0.5, 1.0])
 _LIGHT_DIR = np.array([0.3, -0.4, 1.0]) / np.linalg.norm([0.3, -0.4, 1.0])  # key light, from above
+_MIN_SPACING = 0.003  # metres
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 _MEMORY_CACHE: dict[str, GaussianScene] = {}
 _CACHE_LOCK = threading.Lock()
@@ -104,9 +105,11 @@ def _sample_geom(mj_model, geom, config: SceneConfig, rng):
     size = np.array(mj_model.geom_size[geom], np.float64)
 
     def count(area: float, feature: float = math.inf) -> int:
-        # Spacing at most half the geom's smallest feature (a finger, a capsule's radius), so small
-        # parts stay sharp when a camera comes close; caps keep tiny and huge geoms affordable.
-        wanted = max(area * config.density, area / (0.5 * feature) ** 2)
+        # Spacing at most a quarter of the geom's feature size (a cube's half-size, a capsule's radius) but
+        # not below 3 mm, so small parts stay sharp when a wrist camera comes close without thousands of
+        # Gaussians on a fingertip; the caps keep huge geoms affordable.
+        spacing = max(0.25 * feature, _MIN_SPACING)
+        wanted = max(area * config.density, area / spacing**2)
         return int(np.clip(round(wanted), config.min_per_geom, config.max_per_geom))
 
     if kind == _GT.mjGEOM_PLANE:
@@ -117,7 +120,7 @@ def _sample_geom(mj_model, geom, config: SceneConfig, rng):
         return pts, nrm, math.sqrt(4 * hx * hy / n)
     if kind == _GT.mjGEOM_BOX:
         area = 8 * (size[0] * size[1] + size[1] * size[2] + size[0] * size[2])
-        n = count(area, size.min())
+        n = count(area, float(np.median(size)))  # a thin plate is sampled by its faces, not its edge
         pts, nrm = [], []
         for axis in range(3):
             u, v = (axis + 1) % 3, (axis + 2) % 3
@@ -140,7 +143,7 @@ def _sample_geom(mj_model, geom, config: SceneConfig, rng):
         a, b, c = size
         p = 1.6075  # Knud Thomsen's approximation of the ellipsoid's area
         area = 4 * math.pi * (((a * b) ** p + (a * c) ** p + (b * c) ** p) / 3) ** (1 / p)
-        n = count(area, size.min())
+        n = count(area, float(np.median(size)))
         d = _fibonacci_sphere(n)
         normals = d / size
         return d * size, normals / np.linalg.norm(normals, axis=1, keepdims=True), math.sqrt(area / n)

@@ -105,10 +105,7 @@ class RenderStage:
         return self._render(body_xpos, body_xquat, cam_xpos, cam_xmat, with_depth=True)
 
     def _render(self, body_xpos, body_xquat, cam_xpos, cam_xmat, with_depth: bool):
-        if bridge.is_jax_array(body_xpos):
-            out_kind = "jax"
-        else:
-            out_kind = "torch" if torch.is_tensor(body_xpos) else "numpy"
+        out_kind = bridge.array_kind(body_xpos)
         dev = self.device
         xpos = bridge.to_torch(body_xpos, dev)
         xquat = bridge.to_torch(body_xquat, dev)
@@ -149,11 +146,7 @@ class RenderStage:
             )
             images = to_uint8(rgb)
         outputs = [images] + ([depth] if with_depth else [])
-        if out_kind == "jax":
-            outputs = [bridge.to_jax(t) for t in outputs]
-        elif out_kind == "numpy":
-            outputs = [bridge.to_numpy(t) for t in outputs]
-        return tuple(outputs)
+        return tuple(bridge.from_torch(t, out_kind) for t in outputs)
 
 
 def to_uint8(rgb: torch.Tensor) -> torch.Tensor:
