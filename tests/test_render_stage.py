@@ -217,6 +217,7 @@ def test_auto_backend_falls_back_to_reference_and_says_why():
         select_backend("gsplat")
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: ~5 s
 def test_cpu_path_never_imports_gsplat_and_the_package_import_is_light():
     code = (
         "import sys, serl_gs.render as r\n"

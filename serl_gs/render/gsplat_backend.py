@@ -9,19 +9,36 @@ with the env batch as the leading `...` dimension.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from serl_gs.render.config import EPS2D
 
 
+@functools.lru_cache(maxsize=1)
 def gsplat_available() -> tuple[bool, str]:
-    """(True, version) when CUDA is present and gsplat imports; else (False, the reason)."""
+    """(True, version) when CUDA is present and gsplat imports and renders; else (False, the reason).
+
+    The probe draws one Gaussian, so a missing or broken CUDA toolchain shows up here (once per process,
+    the first call may compile gsplat's kernels for minutes) and "auto" can fall back to the reference.
+    """
     if not torch.cuda.is_available():
         return False, "torch sees no CUDA device"
     try:
         import gsplat
-    except Exception as err:  # an ImportError, or a broken CUDA toolchain raising anything else
-        return False, f"gsplat failed to import: {type(err).__name__}: {err}"
+
+        eye = torch.eye(4, device="cuda")[None, None]
+        k = torch.tensor([[[[8.0, 0, 8], [0, 8.0, 8], [0, 0, 1]]]], device="cuda")
+        one = torch.ones(1, 1, device="cuda")
+        rasterize_gsplat(
+            torch.tensor([[[0.0, 0.0, 2.0]]], device="cuda"), torch.tensor([[[1.0, 0, 0, 0]]], device="cuda"),
+            0.1 * one.expand(1, 3), 0.9 * one[0], torch.zeros(1, 1, 3, device="cuda"), eye, k, 16, 16,
+            sh_degree=0, near_plane=0.01, far_plane=100.0,
+        )  # fmt: skip
+        torch.cuda.synchronize()
+    except Exception as err:  # ImportError, a compiler error, a driver mismatch: all mean "not usable here"
+        return False, f"gsplat unusable: {type(err).__name__}: {err}"
     return True, f"gsplat {getattr(gsplat, '__version__', '?')}"
 
 
