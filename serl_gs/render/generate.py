@@ -52,9 +52,12 @@ def scene_for_model(mj_model: mujoco.MjModel, config: SceneConfig = SceneConfig(
     if scene is None:
         scene = generate_scene(mj_model, config)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_ply(path, scene)
-            log.info("generated %d Gaussians, cached at %s", scene.num_gaussians, path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_ply(path, scene)
+                log.info("generated %d Gaussians, cached at %s", scene.num_gaussians, path)
+            except OSError as err:  # a read-only home still renders; it just regenerates next time
+                log.warning("could not cache the scene at %s: %s", path, err)
     with _CACHE_LOCK:
         _MEMORY_CACHE[key] = scene
     return scene

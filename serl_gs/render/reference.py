@@ -1,15 +1,19 @@
 """The reference rasterizer: gsplat's forward maths in pure PyTorch, on any device.
 
 It mirrors `gsplat.rasterization(..., packed=True, rasterize_mode="classic", eps2d=0.3)` step by step:
-EWA projection with the clamped perspective Jacobian and the 0.3 px^2 low-pass, opacity-aware 3-sigma
-bounding boxes, 16x16 tiles, per-tile depth sort, front-to-back compositing that skips alpha < 1/255,
-clamps alpha at 0.999 and stops a pixel (exclusively) once its transmittance would fall to 1e-4, and SH
-colour evaluated from the camera centre (+0.5, clamped at 0). CI and CPU users render with it, and on a
-GPU it is the oracle the gsplat backend is checked against.
+EWA projection with the clamped perspective Jacobian and the 0.3 px^2 low-pass, opacity-aware 3.33-sigma
+bounding boxes, tiles, a stable depth sort, front-to-back compositing that skips alpha < 1/255, clamps
+alpha at 0.999 and stops a pixel (exclusively) once its transmittance would fall to 1e-4, and SH colour
+evaluated from the camera centre (+0.5, clamped at 0). CI and CPU users render with it, and on a GPU it
+is the oracle the gsplat backend is checked against.
+
+Two differences that do not change images: the tile side is a parameter (outside a Gaussian's box its
+alpha is below 1/255, so which tiles a pixel shares with it does not matter; small tiles waste less work
+on a CPU), and gsplat's `sigma < 0` skip is not needed since the conic is positive definite.
 
 Speed on a CPU comes from never forming B x N x H x W tensors: Gaussians are culled by their screen-space
 extent first, only (Gaussian, tile) intersections are expanded, and each tile composites its depth-sorted
-list in chunks of K Gaussians ([tiles, K, 256] tensors), retiring tiles whose pixels are all saturated.
+list in chunks of K Gaussians ([tiles, K, tile pixels] tensors), retiring tiles whose pixels are all done.
 """
 
 from __future__ import annotations
