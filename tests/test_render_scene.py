@@ -4,6 +4,7 @@ rgba, deterministic, cached on disk by a hash of the model and the settings."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import mujoco
@@ -181,3 +182,36 @@ def test_every_task_model_has_a_scene(path):
     assert scene.num_gaussians > 1000
     bodies_with_geoms = {int(model.geom_bodyid[g]) for g in range(model.ngeom) if model.geom_group[g] < 3}
     assert bodies_with_geoms <= set(np.unique(scene.body_ids).tolist())
+
+
+PANDA = Path(__file__).resolve().parents[1] / "envs" / "assets" / "panda_pick_cube.xml"
+
+
+@pytest.mark.skipif(not PANDA.exists(), reason="envs/assets/panda_pick_cube.xml not present")
+def test_front_camera_shows_the_cube_table_and_arm():
+    from serl_gs.render.config import RenderConfig
+    from serl_gs.render.stage import RenderStage
+
+    model = mujoco.MjModel.from_xml_path(str(PANDA))
+    data = mujoco.MjData(model)
+    mujoco.mj_resetDataKeyframe(model, data, 0)
+    mujoco.mj_forward(model, data)
+    stage = RenderStage(
+        model,
+        RenderConfig(backend="reference", image_size=64, cameras=("front",)),
+        scene_config=SceneConfig(cache_dir=None),  # the default look: texture and baked light
+    )
+    image = stage.render(data.xpos[None], data.xquat[None], data.cam_xpos[None], data.cam_xmat[None])[0, 0]
+    cam = model.camera("front").id
+    rot, focal = data.cam_xmat[cam].reshape(3, 3), 32 / math.tan(math.radians(model.cam_fovy[cam]) / 2)
+
+    def pixel(point):  # MuJoCo camera: looks along -z, +y up
+        x, y, z = rot.T @ (np.asarray(point) - data.cam_xpos[cam])
+        return image[int(32 - focal * y / -z), int(32 + focal * x / -z)].astype(int)
+
+    r, g, b = pixel(data.xpos[model.body("cube").id])
+    assert r > 120 and g < 60 and b < 60  # the red cube
+    r, g, b = pixel([0.7, 0.25, 0.0])
+    assert r > g > b and r > 100  # the wooden table top
+    r, g, b = pixel(data.xpos[model.body("link1").id] - [0.0, 0.0, 0.1])
+    assert min(r, g, b) > 120 and max(r, g, b) - min(r, g, b) < 30  # the light grey arm
