@@ -3,7 +3,8 @@
 `import envs` registers every task as `serl_gs/<Name>-v0`, so
 `gymnasium.make_vec("serl_gs/PandaPickCube-v0", num_envs=N, ...)` gives a batched `SerlVectorEnv` and
 `gymnasium.make("serl_gs/PandaPickCube-v0")` a single `gym.Env`. Keyword arguments other than the vector
-env's own (`physics`, `array_backend`, `seed`) go to the task's config dataclass.
+env's own (VecEnvConfig: `physics`, `array_backend`, `seed`, `obs_mode`, `render_backend`, `image_size`,
+`cameras`) go to the task's config dataclass.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ TASKS: dict[str, tuple[type[Task], type]] = {
     "PandaPickCube-v0": (PandaPickCube, PandaPickCubeConfig),
     "CartpoleBalance-v0": (CartpoleBalance, CartpoleConfig),
 }
+# Task options that change when the policy sees pixels: with images, the cube's position is for it to find.
+PIXEL_DEFAULTS: dict[str, dict[str, Any]] = {"PandaPickCube-v0": {"cube_in_state": False}}
 _VEC_KEYS = {f.name for f in dataclasses.fields(VecEnvConfig)} - {"num_envs"}
 
 
@@ -48,7 +51,11 @@ def make_vector_env(name: str, num_envs: int = 1, **kwargs: Any) -> SerlVectorEn
     """The vector entry point: vector-env options go to VecEnvConfig, the rest to the task config."""
     kwargs.pop("max_episode_steps", None)  # gymnasium adds it; episode_length is the task's own option
     vec_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _VEC_KEYS}
+    if "cameras" in vec_kwargs:
+        vec_kwargs["cameras"] = tuple(vec_kwargs["cameras"])
     config = VecEnvConfig(num_envs=num_envs, **vec_kwargs)
+    if config.obs_mode == "pixels":
+        kwargs = {**PIXEL_DEFAULTS.get(name.removeprefix(f"{NAMESPACE}/"), {}), **kwargs}
     return SerlVectorEnv(make_task(name, **kwargs), config)
 
 

@@ -80,18 +80,20 @@ class CpuBatchedPhysics:
         )
         self._state[:] = self._out[:, -1]
 
-    def poses(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Body and camera world poses for rendering: xpos [B, nbody, 3], xquat [B, nbody, 4],
-        cam_xpos [B, ncam, 3], cam_xmat [B, ncam, 3, 3]."""
-        m, d, n = self.model, self._scratch, self.num_envs
+    def poses(self, env_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Body and camera world poses of envs `env_ids` [k] (default: all) for rendering:
+        xpos [k, nbody, 3], xquat [k, nbody, 4], cam_xpos [k, ncam, 3], cam_xmat [k, ncam, 3, 3]."""
+        m, d = self.model, self._scratch
+        ids = np.arange(self.num_envs) if env_ids is None else np.asarray(env_ids)
+        n = len(ids)
         xpos, xquat = np.empty((n, m.nbody, 3)), np.empty((n, m.nbody, 4))
         cam_xpos, cam_xmat = np.empty((n, m.ncam, 3)), np.empty((n, m.ncam, 3, 3))
-        for i in range(n):
+        for row, i in enumerate(ids):
             mujoco.mj_setState(m, d, self._state[i], _STATE_SPEC)
             mujoco.mj_kinematics(m, d)
             mujoco.mj_camlight(m, d)
-            xpos[i], xquat[i] = d.xpos, d.xquat
-            cam_xpos[i], cam_xmat[i] = d.cam_xpos, d.cam_xmat.reshape(m.ncam, 3, 3)
+            xpos[row], xquat[row] = d.xpos, d.xquat
+            cam_xpos[row], cam_xmat[row] = d.cam_xpos, d.cam_xmat.reshape(m.ncam, 3, 3)
         return xpos, xquat, cam_xpos, cam_xmat
 
     def close(self) -> None:

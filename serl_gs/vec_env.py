@@ -26,8 +26,10 @@ from serl_gs.mjx_env import MjxEnv, PhysicsState, State, Task, check_action
 
 PhysicsPath = Literal["auto", "mjx", "mujoco"]
 ArrayBackend = Literal["jax", "numpy"]
+ObsMode = Literal["state", "pixels"]
 PHYSICS_PATHS = ("auto", "mjx", "mujoco")
 ARRAY_BACKENDS = ("jax", "numpy")
+OBS_MODES = ("state", "pixels")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +38,10 @@ class VecEnvConfig:
     physics: PhysicsPath = "auto"  # auto: MJX when JAX runs on a GPU, else CPU MuJoCo (faster there)
     array_backend: ArrayBackend = "jax"
     seed: int | None = None  # default seed of the first reset() without one
+    obs_mode: ObsMode = "state"  # "pixels" adds "pixels/<camera>" uint8 [H, W, 3] to the state observation
+    render_backend: str = "auto"  # pixels only: "auto" | "gsplat" | "reference" (serl_gs.render)
+    image_size: int = 64  # pixels only: square images
+    cameras: tuple[str, ...] = ()  # pixels only: MJCF camera names; empty = every camera of the task
 
     def __post_init__(self):
         if not isinstance(self.num_envs, int) or self.num_envs <= 0:
@@ -44,6 +50,10 @@ class VecEnvConfig:
             raise ValueError(f"physics must be one of {PHYSICS_PATHS}, got {self.physics!r}")
         if self.array_backend not in ARRAY_BACKENDS:
             raise ValueError(f"array_backend must be one of {ARRAY_BACKENDS}, got {self.array_backend!r}")
+        if self.obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
+        if isinstance(self.cameras, str):
+            raise ValueError(f"cameras must be a tuple of camera names, got the string {self.cameras!r}")
 
 
 def resolve_physics(physics: PhysicsPath) -> Literal["mjx", "mujoco"]:
@@ -100,18 +110,39 @@ def _cpu_programs(task: Task) -> tuple[Callable, Callable, Callable]:
     return jax.jit(start), jax.jit(jax.vmap(task.control)), jax.jit(finish)
 
 
+Poses = tuple[Any, Any, Any, Any]  # body xpos [k, nbody, 3], xquat [k, nbody, 4], cam_xpos [k, ncam, 3], cam_xmat
+
+
+@dataclasses.dataclass
+class _Step:
+    state: State  # after autoreset
+    stepped: State  # before it: holds the final obs of finished episodes
+    done_ids: np.ndarray  # [k] envs whose episode ended this step
+    final_poses: Poses | None  # their poses at the end (only when the batch renders)
+
+
 class _MjxBatch:
     """All envs in one MJX program: one jitted call per step (physics, reward, autoreset)."""
 
-    def __init__(self, task: Task, num_envs: int):
+    def __init__(self, task: Task, num_envs: int, renders: bool):
         self._reset, self._step = _mjx_programs(task)
+        self._renders = renders
 
     def reset(self, keys: jax.Array) -> State:
         return self._reset(keys)
 
-    def step(self, state: State, action: jax.Array) -> tuple[State, State]:
-        """(state after autoreset, state before it: holds the final obs of finished episodes)."""
-        return self._step(state, action)
+    def step(self, state: State, action: jax.Array) -> _Step:
+        new, stepped = self._step(state, action)
+        if not self._renders:  # no host sync needed: the caller reads done flags when it wants them
+            return _Step(new, stepped, np.zeros(0, np.int64), None)
+        done_ids = np.flatnonzero(np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated)))
+        final = self.poses(stepped, done_ids) if len(done_ids) else None
+        return _Step(new, stepped, done_ids, final)
+
+    def poses(self, state: State, env_ids: np.ndarray | None = None) -> Poses:
+        d = state.data
+        poses = (d.xpos, d.xquat, d.cam_xpos, d.cam_xmat)
+        return poses if env_ids is None else tuple(x[jnp.asarray(env_ids)] for x in poses)
 
     def close(self) -> None:
         pass
@@ -120,11 +151,12 @@ class _MjxBatch:
 class _CpuBatch:
     """CPU MuJoCo steps the physics; the task's pure JAX maths runs jitted before and after it."""
 
-    def __init__(self, task: Task, num_envs: int):
+    def __init__(self, task: Task, num_envs: int, renders: bool):
         from serl_gs.cpu_physics import CpuBatchedPhysics
 
         self.physics = CpuBatchedPhysics(task.mj_model, num_envs, task.n_substeps)
         self._start, self._control, self._finish = _cpu_programs(task)
+        self._renders = renders
 
     def _load(self, env_ids: np.ndarray, state: State) -> None:
         qpos, qvel = np.asarray(state.data.qpos), np.asarray(state.data.qvel)
@@ -135,16 +167,22 @@ class _CpuBatch:
         self._load(np.arange(self.physics.num_envs), state)
         return state
 
-    def step(self, state: State, action: jax.Array) -> tuple[State, State]:
+    def step(self, state: State, action: jax.Array) -> _Step:
         ctrl, info = self._control(state.data.qpos, state.data.qvel, state.info, action)
         self.physics.step(np.asarray(ctrl))
         qpos = jnp.asarray(self.physics.qpos, jnp.float32)
         qvel = jnp.asarray(self.physics.qvel, jnp.float32)
         new, stepped = self._finish(state.replace(info=info), qpos, qvel, action)
-        done = np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated))
-        if done.any():
-            self._load(np.flatnonzero(done), new)
-        return new, stepped
+        done_ids = np.flatnonzero(np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated)))
+        final = None
+        if len(done_ids):
+            if self._renders:  # the last frame must be drawn before the physics moves on to new episodes
+                final = self.physics.poses(done_ids)
+            self._load(done_ids, new)
+        return _Step(new, stepped, done_ids, final)
+
+    def poses(self, state: State, env_ids: np.ndarray | None = None) -> Poses:
+        return self.physics.poses(env_ids)  # the physics holds `state`: the batch's current one
 
     def close(self) -> None:
         self.physics.close()
@@ -160,44 +198,68 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.config = config
         self.num_envs = config.num_envs
         self.physics = resolve_physics(config.physics)
-        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config.num_envs)
+        renders = config.obs_mode == "pixels"
+        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config.num_envs, renders)
+        self.renderer = self._make_renderer() if renders else None
 
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (task.action_size,), np.float32)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        shapes = task.observation_shapes()
-        self.single_observation_space = gym.spaces.Dict(
-            {k: gym.spaces.Box(-np.inf, np.inf, s.shape, np.dtype(s.dtype)) for k, s in shapes.items()}
-        )
+        spaces = {
+            k: gym.spaces.Box(-np.inf, np.inf, s.shape, np.dtype(s.dtype)) for k, s in task.observation_shapes().items()
+        }
+        if self.renderer is not None:
+            h, w = self.renderer.image_shape
+            for name in self.renderer.camera_names:
+                spaces[f"pixels/{name}"] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+        self.single_observation_space = gym.spaces.Dict(spaces)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._state: State | None = None
+        self._obs: dict[str, Any] = {}
         self._default_seed = config.seed
+
+    def _make_renderer(self):
+        from serl_gs.render import RenderConfig, RenderStage  # torch loads only when pixels are asked for
+
+        c = self.config
+        render_config = RenderConfig(backend=c.render_backend, image_size=c.image_size, cameras=tuple(c.cameras))
+        return RenderStage(self.task.mj_model, render_config)
 
     # ---- gymnasium API ----------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is None:
-            seed = (
-                self._default_seed
-                if self._default_seed is not None
-                else int(np.random.SeedSequence().entropy % 2**31)
-            )
+            seed = self._default_seed
+            if seed is None:
+                seed = int(np.random.SeedSequence().entropy % 2**31)
             self._default_seed = None
         base = jax.random.PRNGKey(seed)
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(self.num_envs))
         self._state = self._batch.reset(keys)
-        return self._out(self._state.obs), self._infos(self._state, None)
+        self._obs = self._observation(self._state)
+        return self._out(self._obs), {}
 
     def step(self, actions):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         check_action(actions, self.task.action_size, self.num_envs)
-        actions = jnp.asarray(actions, jnp.float32)
-        self._state, stepped = self._batch.step(self._state, actions)
+        out = self._batch.step(self._state, jnp.asarray(actions, jnp.float32))
+        self._state, stepped = out.state, out.stepped
+        self._obs = self._observation(out.state)
+        final_obs = dict(stepped.obs)
+        if self.renderer is not None:
+            # Rows of finished envs get their true last frame; the others keep this step's (they are masked).
+            final_pixels = self._pixels(out.final_poses) if out.final_poses is not None else {}
+            for key, pixels in self._obs.items():
+                if key.startswith("pixels/"):
+                    final_obs[key] = pixels.at[out.done_ids].set(final_pixels[key]) if key in final_pixels else pixels
+        done = jnp.logical_or(stepped.terminated, stepped.truncated)
+        infos: dict[str, Any] = {"final_obs": final_obs, "_final_obs": done, **stepped.metrics}
+        infos["episode_step"] = stepped.info["step"]
         return (
-            self._out(self._state.obs),
+            self._out(self._obs),
             self._out(stepped.reward),
             self._out(stepped.terminated),
             self._out(stepped.truncated),
-            self._infos(self._state, stepped),
+            self._out(infos),
         )
 
     def close(self, **kwargs) -> None:
@@ -212,10 +274,13 @@ class SerlVectorEnv(gym.vector.VectorEnv):
     def _out(self, tree):
         return jax.tree.map(np.asarray, tree) if self.config.array_backend == "numpy" else tree
 
-    def _infos(self, state: State, stepped: State | None) -> dict[str, Any]:
-        if stepped is None:
-            return {}
-        done = jnp.logical_or(stepped.terminated, stepped.truncated)
-        infos: dict[str, Any] = {"final_obs": stepped.obs, "_final_obs": done, **stepped.metrics}
-        infos["episode_step"] = stepped.info["step"]
-        return self._out(infos)
+    def _observation(self, state: State) -> dict[str, Any]:
+        obs = dict(state.obs)
+        if self.renderer is not None:
+            obs.update(self._pixels(self._batch.poses(state)))
+        return obs
+
+    def _pixels(self, poses: Poses) -> dict[str, jax.Array]:
+        """The render stage, between physics and policy: {"pixels/<camera>": uint8 [k, H, W, 3]} as JAX arrays."""
+        images = jnp.asarray(self.renderer.render(*poses))  # [k, C, H, W, 3]; DLPack, no copy, for JAX poses
+        return {f"pixels/{name}": images[:, i] for i, name in enumerate(self.renderer.camera_names)}

@@ -199,3 +199,42 @@ def test_bad_arguments_raise_errors_that_name_the_value():
     with pytest.raises(ValueError, match=r"action has shape \(2, 3\), expected \(2, 1\)"):
         vec.step(np.zeros((2, 3), np.float32))
     vec.close()
+
+
+def test_pixel_observations_and_the_true_final_frame():
+    kwargs = dict(num_envs=2, physics="mujoco", obs_mode="pixels", render_backend="reference", image_size=24)
+    short = gym.make_vec("serl_gs/PandaPickCube-v0", episode_length=3, **kwargs)
+    long = gym.make_vec("serl_gs/PandaPickCube-v0", episode_length=100, **kwargs)
+    assert set(short.single_observation_space) == {"state", "pixels/front", "pixels/wrist"}
+    assert short.single_observation_space["state"].shape == (7,), "with pixels the cube is not in the state"
+    obs_s, _ = short.reset(seed=5)
+    obs_l, _ = long.reset(seed=5)
+    assert short.observation_space.contains(jax.tree.map(np.asarray, obs_s))
+    first_wrist = np.asarray(obs_s["pixels/wrist"])
+    push = np.tile(np.array([1.0, 0.0, -1.0, 1.0], np.float32), (2, 1))
+    for _ in range(3):
+        obs_s, _, _, truncated, infos = short.step(push)
+        obs_l, *_ = long.step(push)
+    assert np.asarray(truncated).all()
+    for cam in ("pixels/front", "pixels/wrist"):
+        # Same seed and actions: the short env's true final frame is the long env's current frame.
+        np.testing.assert_array_equal(np.asarray(infos["final_obs"][cam]), np.asarray(obs_l[cam]))
+    moved = np.abs(np.asarray(infos["final_obs"]["pixels/wrist"], np.int32) - first_wrist).mean()
+    assert moved > 2.0, "the hand moved, so the final wrist frame differs from the first"
+    assert obs_s["pixels/front"].dtype == jnp.uint8 and obs_s["pixels/front"].shape == (2, 24, 24, 3)
+    short.close()
+    long.close()
+
+
+def test_mjx_pixel_path_renders_every_camera():
+    vec = gym.make_vec(
+        "serl_gs/CartpoleBalance-v0", num_envs=2, physics="mjx", obs_mode="pixels", image_size=16, episode_length=2
+    )
+    obs, _ = vec.reset(seed=0)
+    for _ in range(2):
+        obs, _, _, truncated, infos = vec.step(np.ones((2, 1), np.float32))
+    assert np.asarray(truncated).all()
+    assert isinstance(obs["pixels/fixed"], jax.Array) and obs["pixels/fixed"].shape == (2, 16, 16, 3)
+    assert np.asarray(obs["pixels/fixed"]).std() > 1.0, "the image shows something"
+    assert not np.array_equal(np.asarray(infos["final_obs"]["pixels/fixed"]), np.asarray(obs["pixels/fixed"]))
+    vec.close()
