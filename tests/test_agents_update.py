@@ -46,19 +46,34 @@ PIXEL_SPEC = {
 @pytest.mark.slow
 @pytest.mark.parametrize("obs_spec", [STATE_SPEC, PIXEL_SPEC], ids=["sac", "drq"])
 def test_update_compiles_once_and_counts_steps(obs_spec):
-    config = AgentConfig(**TINY, encoder=TINY_ENCODER, critic_actor_ratio=3)
+    config = AgentConfig(**TINY, encoder=TINY_ENCODER, critic_actor_ratio=2)
     networks = make_networks(config, obs_spec, action_dim=2)
     state = init_training_state(networks, jax.random.PRNGKey(0))
     update = make_update_fn(networks)
     for i in range(4):
         # Committed to the device like the replay's batches: jit caches committed arguments apart.
-        batch = jax.device_put(random_batch(jax.random.PRNGKey(i), obs_spec, 2, (3, 4)), jax.devices()[0])
+        batch = jax.device_put(random_batch(jax.random.PRNGKey(i), obs_spec, 2, (2, 4)), jax.devices()[0])
         state, metrics = update(state, batch)
     assert update._cache_size() == 1  # four calls, one trace
     assert int(state.step) == 4
     expected = {"critic_loss", "q", "target_q", "actor_loss", "entropy", "temperature_loss", "temperature"}
     assert set(metrics) == expected
     assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+@pytest.mark.slow
+def test_scanned_and_unrolled_critic_steps_compute_the_same_update():
+    batch = jax.device_put(random_batch(jax.random.PRNGKey(1), STATE_SPEC, 2, (3, 4)), jax.devices()[0])
+    results = []
+    for unroll in ("never", "always"):
+        networks = make_networks(AgentConfig(**TINY, critic_actor_ratio=3, scan_unroll=unroll), STATE_SPEC, 2)
+        state = init_training_state(networks, jax.random.PRNGKey(0))
+        results.append(make_update_fn(networks)(state, batch))
+    (scanned, scanned_metrics), (unrolled, unrolled_metrics) = results
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    jax.tree.map(close, scanned.params, unrolled.params)
+    jax.tree.map(close, scanned.target_params, unrolled.target_params)
+    jax.tree.map(close, scanned_metrics, unrolled_metrics)
 
 
 def test_update_rejects_a_batch_without_the_ratio_leading_dim():

@@ -65,6 +65,9 @@ class AgentConfig:
     temperature_lr: float = 3e-4
     batch_size: int = 256
     critic_actor_ratio: int = 4
+    # The critic steps run in lax.scan. XLA:CPU runs convolutions inside loop bodies many times slower
+    # (jax-ml/jax#12868; measured 15x here), so "auto" unrolls the scan for pixel agents on the CPU backend.
+    scan_unroll: Literal["auto", "always", "never"] = "auto"
 
     def __post_init__(self):
         if self.critic_ensemble_size < 1:
@@ -90,6 +93,8 @@ class AgentConfig:
             raise ValueError(f"critic_actor_ratio must be >= 1, got {self.critic_actor_ratio}")
         if self.image_augmentation_pad < 0:
             raise ValueError(f"image_augmentation_pad must be >= 0, got {self.image_augmentation_pad}")
+        if self.scan_unroll not in ("auto", "always", "never"):
+            raise ValueError(f"scan_unroll must be auto, always or never, got {self.scan_unroll!r}")
         if self.activation not in ("relu", "tanh", "silu", "elu"):
             raise ValueError(f"activation must be relu, tanh, silu or elu, got {self.activation!r}")
 

@@ -4,7 +4,8 @@
 U critic steps (a `lax.scan`), then an actor step and a temperature step on the last minibatch (SERL's
 U - 1 critic-only updates followed by one critic + actor + temperature update). Polyak averaging of the
 target encoder and critic follows every critic step. With pixel observations each minibatch's obs and
-next_obs are randomly shifted (independently) first.
+next_obs are randomly shifted (independently) first. On the CPU backend, pixel agents unroll the critic
+steps instead (see AgentConfig.scan_unroll); both paths compute the same update.
 """
 
 from __future__ import annotations
@@ -54,9 +55,7 @@ def _critic_part(params: Mapping[str, Params]) -> dict[str, Params]:
     return {"encoder": params["encoder"], "critic": params["critic"]}
 
 
-def init_training_state(
-    networks: AgentNetworks, key: jax.Array, device: jax.Device | None = None
-) -> TrainingState:
+def init_training_state(networks: AgentNetworks, key: jax.Array, device: jax.Device | None = None) -> TrainingState:
     """Fresh parameters (the encoder from `config.encoder.pretrained_path` when set), targets = copies.
 
     The state is placed on `device` (default: the first device) explicitly: jit caches committed and
@@ -98,6 +97,10 @@ def make_update_fn(networks: AgentNetworks) -> Callable[[TrainingState, Batch], 
     ratio = config.critic_actor_ratio
     target_entropy = config.resolved_target_entropy(networks.action_dim)
     opt = _optimizers(networks)
+    if config.scan_unroll == "auto":
+        unroll = bool(networks.image_keys) and jax.default_backend() == "cpu"
+    else:
+        unroll = config.scan_unroll == "always"
 
     def critic_step(state: TrainingState, minibatch: Batch) -> tuple[TrainingState, dict, Batch]:
         """One critic step; also returns the augmented minibatch (the last one's actor step reuses it)."""
@@ -160,7 +163,14 @@ def make_update_fn(networks: AgentNetworks) -> Callable[[TrainingState, Batch], 
                 f"got reward shape {batch.reward.shape}"
             )
         placeholder = jax.tree.map(lambda x: x[0], batch)  # same shapes as an augmented minibatch
-        (state, augmented_last), critic_info = jax.lax.scan(scanned_critic_step, (state, placeholder), batch)
+        if unroll or ratio == 1:  # XLA keeps even a one-step scan as a loop; unrolled, there is none
+            carry, infos = (state, placeholder), []
+            for i in range(ratio):
+                carry, info = scanned_critic_step(carry, jax.tree.map(lambda x, i=i: x[i], batch))
+                infos.append(info)
+            (state, augmented_last), critic_info = carry, jax.tree.map(lambda *xs: jnp.stack(xs), *infos)
+        else:
+            (state, augmented_last), critic_info = jax.lax.scan(scanned_critic_step, (state, placeholder), batch)
         state, actor_info = actor_and_temperature_step(state, augmented_last)
         critic_metrics = jax.tree.map(jnp.mean, critic_info)
         state = state.replace(step=state.step + 1)
