@@ -9,7 +9,8 @@ Importing this package is cheap (no torch, no gsplat); the names below load thei
 Modules: config (RenderConfig, SceneConfig), scene (GaussianScene), ply (.ply + manifest I/O),
 generate (scenes from MJCF geoms, cached), cameras (MJCF cameras, intrinsics), geometry (posing, view
 matrices), reference (pure-PyTorch rasterizer), gsplat_backend (CUDA, lazy), bridge (JAX <-> torch via
-DLPack), stage (RenderStage), preview (command line: a PNG grid of every env's cameras).
+DLPack), poses (body/camera poses from qpos), stage (RenderStage), preview (command line: a PNG grid
+of every env's cameras).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _EXPORTS = {
     "generate_scene": "generate",
     "scene_for_model": "generate",
     "RenderStage": "stage",
+    "poses_from_qpos": "poses",
     "select_backend": "stage",
 }
 
