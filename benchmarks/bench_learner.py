@@ -1,0 +1,188 @@
+"""Learner throughput: updates/s and sampled transitions/s for SAC (state) and DrQ (64², 128², 1-2 cameras).
+
+One JSON line per figure (benchmarks/_report.py). For each agent:
+  updates_per_s              update(state, batch): critic_actor_ratio critic steps + 1 actor/temperature step,
+                             SERL's default networks (10 critics, 256x2 MLPs); baseline: the previous result
+                             recorded under benchmarks/results/ for the same config and device, if any
+  sampled_transitions_per_s  replay.sample with frames on the device; baseline: frames in host memory
+  learner_steps_per_s        sample + update, what the learner loop does (the DrQ-v2 anchor, ~25 updates/s
+                             including env and rendering on one GPU, is a whole-system figure, not this one)
+
+    python benchmarks/bench_learner.py --quick     # < 1 min on a 2-core CPU: SAC and DrQ 64² 1 camera,
+                                                   # batch 32, few iterations (compiling dominates)
+    python benchmarks/bench_learner.py             # batch 256, every case
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks._report import device_name, emit, log  # noqa: E402
+from serl_gs.agents.config import AgentConfig  # noqa: E402
+from serl_gs.agents.learning import init_training_state, make_update_fn  # noqa: E402
+from serl_gs.agents.networks import make_networks  # noqa: E402
+from serl_gs.data.records import RecordSpec  # noqa: E402
+from serl_gs.data.replay import ReplayBuffer, ReplayConfig  # noqa: E402
+
+BENCH = "learner"
+STATE_DIM = 16
+ACTION_DIM = 4
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    image_size: int  # 0 = state only (SAC)
+    cameras: int
+
+
+CASES = [
+    Case("sac_state", 0, 0),
+    Case("drq_64_1cam", 64, 1),
+    Case("drq_64_2cam", 64, 2),
+    Case("drq_128_1cam", 128, 1),
+    Case("drq_128_2cam", 128, 2),
+]
+QUICK_CASES = ["sac_state", "drq_64_1cam"]
+
+
+def record_spec(case: Case) -> RecordSpec:
+    obs = [("state", (STATE_DIM,), "float32")]
+    obs += [(f"pixels/cam{i}", (case.image_size, case.image_size, 3), "uint8") for i in range(case.cameras)]
+    return RecordSpec(obs=tuple(sorted(obs)), action_dim=ACTION_DIM)
+
+
+def fill(replay: ReplayBuffer, spec: RecordSpec, num_records: int, num_envs: int, seed: int) -> None:
+    """Inserts `num_records` synthetic records from `num_envs` streams, episodes of 50 steps."""
+    rng = np.random.default_rng(seed)
+    step = 0
+    while replay.total_inserted < num_records:
+        n = min(num_envs, num_records - replay.total_inserted)
+        records = {
+            "env_index": np.arange(n, dtype=np.int32),
+            "action": rng.uniform(-1, 1, (n, ACTION_DIM)).astype(np.float32),
+            "reward": rng.standard_normal(n).astype(np.float32),
+            "terminated": np.zeros(n, bool),
+            "truncated": np.full(n, step % 50 == 49),
+            "is_first": np.full(n, step % 50 == 0),
+        }
+        for name, shape, dtype in spec.obs:
+            if dtype == "uint8":
+                records["obs/" + name] = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+            else:
+                records["obs/" + name] = rng.standard_normal((n, *shape)).astype(np.float32)
+        replay.insert(0, records)
+        step += 1
+
+
+def rate(fn, iterations: int) -> float:
+    """Calls per second of `fn` (which returns something to block on), after one warm-up call."""
+    jax.block_until_ready(fn())
+    start = time.perf_counter()
+    for _ in range(iterations):
+        out = fn()
+    jax.block_until_ready(out)
+    return iterations / (time.perf_counter() - start)
+
+
+def previous_result(metric: str, config: dict, device: str, quick: bool) -> float | None:
+    """The latest recorded value of this figure on this device (benchmarks/results/learner-*.jsonl)."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    value = None
+    for path in sorted(glob.glob(os.path.join(folder, f"{BENCH}-*.jsonl"))):
+        with open(path) as f:
+            for line in f:
+                row = json.loads(line)
+                same = (row.get("metric"), row.get("config"), row.get("device"), row.get("quick"))
+                if same == (metric, config, device, quick):
+                    value = row["value"]
+    return value
+
+
+def run_case(case: Case, args, device: str) -> None:
+    batch_size = args.batch_size
+    agent_config = AgentConfig(batch_size=batch_size)
+    ratio = agent_config.critic_actor_ratio
+    spec = record_spec(case)
+    config = {
+        "agent": case.name,
+        "image": [case.image_size, case.image_size, 3] if case.cameras else None,
+        "cameras": case.cameras,
+        "batch": batch_size,
+        "critic_actor_ratio": ratio,
+        "ensemble": agent_config.critic_ensemble_size,
+        "capacity": args.capacity,
+    }
+    replays = {
+        kind: ReplayBuffer(spec, ReplayConfig(capacity=args.capacity, storage=kind), log=log)
+        for kind in ("device", "host")
+    }
+    for replay in replays.values():
+        fill(replay, spec, args.capacity, num_envs=64, seed=0)
+
+    key = jax.random.PRNGKey(0)
+    sample = {kind: (lambda r=replay: r.sample(key, batch_size, ratio)) for kind, replay in replays.items()}
+    sample_rates = {kind: rate(fn, args.sample_iterations) * batch_size * ratio for kind, fn in sample.items()}
+    emit(BENCH, "sampled_transitions_per_s", sample_rates["device"], "1/s", config=config, quick=args.quick,
+         baseline="host_storage", baseline_value=sample_rates["host"], device=device)  # fmt: skip
+
+    obs_spec = {name: jax.ShapeDtypeStruct(shape, dtype) for name, shape, dtype in spec.obs}
+    networks = make_networks(agent_config, obs_spec, ACTION_DIM)
+    update = make_update_fn(networks)
+    holder = {"state": init_training_state(networks, jax.random.PRNGKey(1))}
+    batch = sample["device"]()
+
+    def one_update():
+        holder["state"], metrics = update(holder["state"], batch)
+        return metrics
+
+    updates = rate(one_update, args.update_iterations)
+    previous = previous_result("updates_per_s", config, device, args.quick)
+    emit(BENCH, "updates_per_s", updates, "1/s", config=config, quick=args.quick,
+         baseline="previous_recorded" if previous else None, baseline_value=previous, device=device)  # fmt: skip
+
+    keys = iter(jax.random.split(jax.random.PRNGKey(2), args.update_iterations + 1))
+
+    def learner_step():
+        fresh = replays["device"].sample(next(keys), batch_size, ratio)
+        holder["state"], metrics = update(holder["state"], fresh)
+        return metrics
+
+    emit(BENCH, "learner_steps_per_s", rate(learner_step, args.update_iterations), "1/s", config=config,
+         quick=args.quick, device=device)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute on a 2-core CPU")
+    parser.add_argument("--batch_size", type=int, default=None, help="default: 32 with --quick, else 256")
+    parser.add_argument("--capacity", type=int, default=None, help="replay records; default 1000 / 100000")
+    parser.add_argument("--cases", nargs="*", default=None, choices=[c.name for c in CASES],
+                        help=f"default: all, or {QUICK_CASES} with --quick")  # fmt: skip
+    args = parser.parse_args()
+    args.batch_size = args.batch_size or (32 if args.quick else 256)
+    args.capacity = args.capacity or (1_000 if args.quick else 100_000)
+    args.sample_iterations = 5 if args.quick else 50
+    args.update_iterations = 2 if args.quick else 20
+    device = device_name()
+    log(f"bench_learner on {device}, jax backend {jax.default_backend()}")
+    chosen = args.cases or (QUICK_CASES if args.quick else [c.name for c in CASES])
+    for case in CASES:
+        if case.name in chosen:
+            log(f"-- {case.name}")
+            run_case(case, args, device)
+
+
+if __name__ == "__main__":
+    main()
