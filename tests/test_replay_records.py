@@ -85,9 +85,7 @@ def test_records_of_a_same_step_autoreset_run_pair_into_true_transitions():
     replay.insert("a", reset_records(obs_of([1, 2, 3]), 1))
     replay.insert(
         "a",
-        step_records(
-            obs_of([11, 12, 13]), np.ones((3, 1)), np.ones(3), np.zeros(3, bool), np.zeros(3, bool), {}
-        ),
+        step_records(obs_of([11, 12, 13]), np.ones((3, 1)), np.ones(3), np.zeros(3, bool), np.zeros(3, bool), {}),
     )
     # env 2 truncates: its final obs is 23, its new episode starts at 50.
     replay.insert(
@@ -103,14 +101,47 @@ def test_records_of_a_same_step_autoreset_run_pair_into_true_transitions():
     )
     replay.insert(
         "a",
-        step_records(
-            obs_of([31, 32, 51]), np.ones((3, 1)), np.full(3, 3.0), np.zeros(3, bool), np.zeros(3, bool), {}
-        ),
+        step_records(obs_of([31, 32, 51]), np.ones((3, 1)), np.full(3, 3.0), np.zeros(3, bool), np.zeros(3, bool), {}),
     )
     assert replay.num_transitions == 9
     batch = jax.device_get(replay.sample(jax.random.PRNGKey(0), 256))
-    pairs = set(
-        zip(batch.obs["state"][0, :, 0].tolist(), batch.next_obs["state"][0, :, 0].tolist(), strict=True)
-    )
+    pairs = set(zip(batch.obs["state"][0, :, 0].tolist(), batch.next_obs["state"][0, :, 0].tolist(), strict=True))
     assert pairs == {(1, 11), (2, 12), (3, 13), (11, 21), (12, 22), (13, 23), (21, 31), (22, 32), (50, 51)}
     assert not batch.terminated.any()  # truncation is not termination
+
+
+def test_records_from_the_real_vector_env_pair_into_its_exact_transitions():
+    """CartpoleBalance with 3-step episodes: every stored pair is (obs, true next obs) as the env gave them."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the serl_gs/ ids)
+
+    num_envs, steps = 4, 12
+    vec = gym.make_vec("serl_gs/CartpoleBalance-v0", num_envs=num_envs, array_backend="numpy", episode_length=3)
+    obs, _ = vec.reset(seed=0)
+    first = reset_records(obs, action_dim=1)
+    replay = ReplayBuffer(RecordSpec.from_records(first), ReplayConfig(capacity=256), log=lambda m: None)
+    replay.insert("a", first)
+    expected, ended = set(), 0
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        action = rng.uniform(-1, 1, (num_envs, 1)).astype(np.float32)
+        next_obs, reward, terminated, truncated, infos = vec.step(action)
+        for i in range(num_envs):
+            done = bool(terminated[i] or truncated[i])
+            true_next = infos["final_obs"]["state"][i] if done else next_obs["state"][i]
+            expected.add(
+                (tuple(obs["state"][i].tolist()), tuple(true_next.tolist()), float(reward[i]), bool(terminated[i]))
+            )
+            ended += done
+        replay.insert("a", step_records(next_obs, action, reward, terminated, truncated, infos))
+        obs = next_obs
+    vec.close()
+    assert ended == num_envs * (steps // 3)  # episode ends were crossed, with autoreset
+    assert replay.num_transitions == num_envs * steps
+    b = jax.device_get(replay.sample(jax.random.PRNGKey(0), 1024))
+    sampled = {
+        (tuple(o.tolist()), tuple(n.tolist()), float(r), bool(t))
+        for o, n, r, t in zip(b.obs["state"][0], b.next_obs["state"][0], b.reward[0], b.terminated[0], strict=True)
+    }
+    assert sampled == expected
