@@ -242,6 +242,8 @@ def test_insert_validates_records():
     bad = dict(records, **{"obs/state": records["obs/state"][:, :3]})
     with pytest.raises(ValueError, match="obs/state"):
         replay.insert(0, bad)
+    with pytest.raises(ValueError, match="env_index"):
+        replay.insert(0, dict(records, env_index=np.full_like(records["env_index"], 1 << 30)))
     with pytest.raises(ValueError, match="actor_id"):
         replay.insert(1.5, records)
     with pytest.raises(ValueError, match="capacity"):

@@ -43,6 +43,7 @@ from serl_gs.data.storage import (
 )
 
 _SAVE_FORMAT = 1
+MAX_ENVS_PER_ACTOR = 1 << 20  # stream tables are dense per actor: a bad env_index must not allocate gigabytes
 ActorId = int | str
 
 
@@ -50,9 +51,7 @@ ActorId = int | str
 class ReplayConfig:
     capacity: int = 1_000_000  # records (≈ transitions, see module doc)
     storage: Literal["auto", "device", "host"] = "auto"
-    device_fraction: float = (
-        0.5  # "auto" keeps frames on the device if they fit in this share of its free memory
-    )
+    device_fraction: float = 0.5  # "auto" keeps frames on the device if they fit in this share of its free memory
 
     def __post_init__(self):
         if not isinstance(self.capacity, int) or self.capacity < 2:
@@ -169,6 +168,11 @@ class ReplayBuffer:
             return
         if n > self.capacity:
             raise ValueError(f"a message of {n} records does not fit a replay of capacity {self.capacity}")
+        if int(records["env_index"].max()) >= MAX_ENVS_PER_ACTOR:
+            raise ValueError(
+                f"env_index {int(records['env_index'].max())} >= {MAX_ENVS_PER_ACTOR}, "
+                "the limit of the per-actor stream table"
+            )
         with self._lock:
             self._insert_locked(actor_id, records, n)
 
@@ -215,9 +219,7 @@ class ReplayBuffer:
 
     def _padded_write(self, records, slots, link_slots, link_gaps, n):
         width = _bucket(n)
-        pad = lambda a, fill=0: np.concatenate(
-            [a, np.full((width - a.shape[0], *a.shape[1:]), fill, a.dtype)]
-        )
+        pad = lambda a, fill=0: np.concatenate([a, np.full((width - a.shape[0], *a.shape[1:]), fill, a.dtype)])
         rows = {
             "obs": {name: pad(records[OBS_PREFIX + name]) for name in self.spec.obs_names},
             "action": pad(records["action"]),
@@ -252,8 +254,8 @@ class ReplayBuffer:
         tmp = directory + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
-        with self._lock:
-            fields = self._storage.to_numpy()
+        with self._lock:  # inserts wait while the replay is written: the files must be one consistent state
+            fields = self._storage.fields
             # Files are numbered in spec order: observation names hold "/" ("pixels/front").
             arrays = {f"obs.{i}": fields["obs"][name] for i, name in enumerate(self.spec.obs_names)}
             arrays.update({name: fields[name] for name in ("action", "reward", "terminated", "next_gap")})
@@ -261,8 +263,8 @@ class ReplayBuffer:
             for i, actor in enumerate(actors):
                 arrays[f"streams.{i}.last_seq"] = self._streams[actor].last_seq
                 arrays[f"streams.{i}.last_ended"] = self._streams[actor].last_ended
-            for name, array in arrays.items():
-                np.save(os.path.join(tmp, name + ".npy"), array, allow_pickle=False)
+            for name, array in arrays.items():  # one field at a time on the host, not the whole replay
+                np.save(os.path.join(tmp, name + ".npy"), np.asarray(array), allow_pickle=False)
             meta = {
                 "format": _SAVE_FORMAT,
                 "spec": {"obs": [list(o) for o in self.spec.obs], "action_dim": self.spec.action_dim},

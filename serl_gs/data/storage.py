@@ -138,9 +138,6 @@ class DeviceStorage:
     def write(self, slots, rows, link_slots, link_gaps) -> None:
         self.fields = _device_write(self.fields, slots, rows, link_slots, link_gaps)
 
-    def to_numpy(self) -> dict:
-        return jax.tree.map(np.asarray, self.fields)
-
     def load_numpy(self, fields: dict) -> None:
         self.fields = jax.device_put(fields, self.fields["reward"].device)
 
@@ -175,9 +172,6 @@ class HostStorage:
     def gather(self, k: np.ndarray, j: np.ndarray) -> Batch:
         take = lambda stored, index: np.take(stored, index, axis=0)
         return jax.device_put(_take_batch(self.fields, k, j, take), self._device)
-
-    def to_numpy(self) -> dict:
-        return self.fields
 
     def load_numpy(self, fields: dict) -> None:
         self.fields = fields
