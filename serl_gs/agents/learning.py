@@ -11,6 +11,7 @@ steps instead (see AgentConfig.scan_unroll); both paths compute the same update.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import flax.struct
 import jax
@@ -35,11 +36,11 @@ class TrainingState:
     step: jax.Array  # int32 []: updates done (each = critic_actor_ratio critic steps + 1 actor step)
 
 
-@flax.struct.dataclass
+@dataclass(frozen=True)
 class _Optimizers:
-    critic: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-    actor: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-    temperature: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    critic: optax.GradientTransformation
+    actor: optax.GradientTransformation
+    temperature: optax.GradientTransformation
 
 
 def _optimizers(networks: AgentNetworks) -> _Optimizers:

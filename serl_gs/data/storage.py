@@ -79,14 +79,14 @@ def plan_storage(
     return plan(kind="host", reason=f"exceeds {device_fraction:.0%} of free device memory")
 
 
-def empty_fields(spec: RecordSpec, capacity: int) -> dict:
-    """Zeroed numpy arrays for every stored field, [capacity, ...]."""
+def empty_fields(spec: RecordSpec, capacity: int, zeros=np.zeros) -> dict:
+    """Zeroed arrays for every stored field, [capacity, ...]; `zeros(shape, dtype)` makes each one."""
     return {
-        "obs": {name: np.zeros((capacity, *shape), dtype) for name, shape, dtype in spec.obs},
-        "action": np.zeros((capacity, spec.action_dim), np.float32),
-        "reward": np.zeros((capacity,), np.float32),
-        "terminated": np.zeros((capacity,), bool),
-        "next_gap": np.zeros((capacity,), np.int32),  # slots to the stream's next record; 0 = none yet
+        "obs": {name: zeros((capacity, *shape), np.dtype(dtype)) for name, shape, dtype in spec.obs},
+        "action": zeros((capacity, spec.action_dim), np.dtype(np.float32)),
+        "reward": zeros((capacity,), np.dtype(np.float32)),
+        "terminated": zeros((capacity,), np.dtype(bool)),
+        "next_gap": zeros((capacity,), np.dtype(np.int32)),  # slots to the stream's next record; 0 = none yet
     }
 
 
@@ -129,7 +129,8 @@ class DeviceStorage:
 
     def __init__(self, spec: RecordSpec, capacity: int, device: jax.Device):
         self.capacity = capacity
-        self.fields = jax.device_put(empty_fields(spec, capacity), device)
+        # Allocated on the device directly: no host copy of a buffer that may be tens of GiB.
+        self.fields = empty_fields(spec, capacity, lambda shape, dtype: jnp.zeros(shape, dtype, device=device))
 
     @property
     def next_gap(self) -> jax.Array:  # [capacity] int32 on the device
