@@ -20,4 +20,3 @@ source "$_venv/bin/activate"
 # JAX and PyTorch share one GPU: neither may grab all of its memory up front.
 export XLA_PYTHON_CLIENT_PREALLOCATE="${XLA_PYTHON_CLIENT_PREALLOCATE:-false}"
 export PYTHONPATH="$_root${PYTHONPATH:+:$PYTHONPATH}"
-cd "$_root"

@@ -266,6 +266,13 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self._batch.close()
 
     # ---- helpers ----------------------------------------------------------------------------------------
+    def body_poses(self) -> Poses:
+        """World poses of every env's bodies and cameras now (xpos, xquat, cam_xpos, cam_xmat), for renderers
+        outside the env (e.g. eval videos of a state-only policy)."""
+        if self._state is None:
+            raise RuntimeError("call reset() before body_poses()")
+        return self._batch.poses(self._state)
+
     @property
     def state(self) -> State | None:
         """The batched env state (after autoreset); for tests and tools."""

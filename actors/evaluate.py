@@ -1,0 +1,57 @@
+"""Evaluates a checkpoint with the deterministic policy: success rate, return statistics, JSON and video.
+
+./run_eval.sh --checkpoint runs/pick --num_envs 8 --episodes 32
+"""
+
+from __future__ import annotations
+
+from serl_gs.nodes.evaluation import EvalConfig, evaluate
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags
+
+    f = flags.FLAGS
+    if len(argv) > 1:
+        raise ValueError(f"unexpected positional arguments {argv[1:]}")
+    if not f.checkpoint:
+        raise ValueError("--checkpoint is required: a run directory or a checkpoint step folder")
+    config = EvalConfig(
+        checkpoint=f.checkpoint,
+        num_envs=f.num_envs,
+        episodes=f.episodes,
+        seed=f.seed,
+        physics=f.physics,
+        render_backend=f.render_backend,
+        video_episodes=min(f.video_episodes, f.num_envs),
+        video_size=f.video_size,
+        out_dir=f.out_dir or None,
+    )
+    s = evaluate(config)
+    rate = f"success {s['success_rate']:.1%} (±{s['success_ci95']:.1%}), " if "success_rate" in s else ""
+    print(
+        f"[eval] step {s['step']}: {s['episodes']} episodes, {rate}return {s['return_mean']:.2f} "
+        f"± {s['return_std']:.2f} (95% CI ±{s['return_ci95']:.2f})",
+        flush=True,
+    )
+    print(f"[eval] summary: {s['summary_json']}" + (f"  video: {s['video']}" if "video" in s else ""), flush=True)
+
+
+def define_flags() -> None:
+    from absl import flags
+
+    flags.DEFINE_string("checkpoint", "", "A run directory (newest checkpoint) or a checkpoint step folder.")
+    flags.DEFINE_integer("num_envs", 8, "Envs evaluated in one batch.")
+    flags.DEFINE_integer("episodes", 16, "Episodes to evaluate.")
+    flags.DEFINE_integer("seed", 12345, "Seed of the eval envs.")
+    flags.DEFINE_enum("physics", "auto", ["auto", "mjx", "mujoco"], "Physics path.")
+    flags.DEFINE_enum("render_backend", "auto", ["auto", "gsplat", "reference"], "3DGS backend (pixels, video).")
+    flags.DEFINE_integer("video_episodes", 2, "Episodes recorded into the video (0 = none).")
+    flags.DEFINE_integer("video_size", 128, "Video frame side in pixels.")
+    flags.DEFINE_string("out_dir", "", "Where summary.json and eval.mp4 go; default <run_dir>/eval/<step>.")
+
+
+if __name__ == "__main__":
+    from serl_gs.nodes.cli import run
+
+    run(main, define_flags)

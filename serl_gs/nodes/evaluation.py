@@ -1,0 +1,139 @@
+"""Evaluates a checkpoint: N episodes with the deterministic policy, success and return statistics, a video.
+
+Works on the checkpoint of a learner that is still running: checkpoints are finished folders (orbax writes
+to a temporary folder and renames it), and this only reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from serl_gs.nodes.checkpoint import Checkpointer, checkpoint_root
+from serl_gs.nodes.experiment import EnvSpec, agent_config_from_dict, check_obs_spec, obs_spec_of
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    checkpoint: str  # a run directory (newest checkpoint) or one checkpoint step folder
+    num_envs: int = 8
+    episodes: int = 16
+    seed: int = 12345
+    physics: str = "auto"
+    render_backend: str = "auto"
+    video_episodes: int = 2  # envs recorded (their first episode each); 0 = no video
+    video_size: int = 128
+    video_camera: str = ""  # empty: the task's first camera
+    out_dir: str | None = None  # default: <run dir>/eval/<step>
+
+    def __post_init__(self):
+        if self.num_envs <= 0 or self.episodes <= 0:
+            raise ValueError(f"num_envs and episodes must be positive, got {self.num_envs}, {self.episodes}")
+        if self.video_episodes < 0 or self.video_episodes > self.num_envs:
+            raise ValueError(f"video_episodes must be in [0, num_envs={self.num_envs}], got {self.video_episodes}")
+
+
+def summarize(returns: list[float], successes: list[float]) -> dict[str, float]:
+    r = np.asarray(returns, np.float64)
+    n = len(r)
+    std = float(r.std(ddof=1)) if n > 1 else 0.0
+    out = {
+        "episodes": n,
+        "return_mean": float(r.mean()),
+        "return_std": std,
+        "return_ci95": 1.96 * std / math.sqrt(n) if n > 1 else 0.0,
+        "return_min": float(r.min()),
+        "return_max": float(r.max()),
+    }
+    if successes:
+        s = np.asarray(successes, np.float64)
+        out["success_rate"] = float(s.mean())
+        out["success_ci95"] = 1.96 * math.sqrt(out["success_rate"] * (1 - out["success_rate"]) / n)
+    return out
+
+
+def evaluate(config: EvalConfig) -> dict[str, Any]:
+    from serl_gs.agents.learning import init_training_state
+    from serl_gs.agents.networks import make_inference_fn, make_networks, policy_params
+
+    root, step = checkpoint_root(config.checkpoint)
+    checkpoints = Checkpointer(root, read_only=True)
+    step, meta = checkpoints.restore_meta(step)
+    env_spec = EnvSpec(**{**meta["env"], "cameras": tuple(meta["env"]["cameras"])})
+    env_spec = dataclasses.replace(env_spec, physics=config.physics, render_backend=config.render_backend)
+    vec = env_spec.make_vec(config.num_envs, seed=config.seed)
+    obs_spec = obs_spec_of(vec)
+    check_obs_spec(meta["obs_spec"], obs_spec, "eval")
+    networks = make_networks(agent_config_from_dict(meta["agent_config"]), obs_spec, int(meta["action_dim"]))
+    template = init_training_state(networks, jax.random.PRNGKey(0))
+    _, state, _ = checkpoints.restore(template, step)
+    checkpoints.close()
+    params = policy_params(state.params)
+    policy = make_inference_fn(networks)
+
+    renderer = None
+    if config.video_episodes:
+        from serl_gs.render import RenderConfig, RenderStage
+
+        camera = config.video_camera or vec.task.mj_model.camera(0).name
+        render_config = RenderConfig(backend=config.render_backend, image_size=config.video_size, cameras=(camera,))
+        renderer = RenderStage(vec.task.mj_model, render_config)
+    frames: list[np.ndarray] = []
+    recording = np.zeros(config.num_envs, bool)
+    recording[: config.video_episodes] = True
+
+    def record() -> None:
+        if renderer is not None and recording.any():
+            poses = [np.asarray(x)[: config.video_episodes] for x in vec.body_poses()]
+            images = renderer.render(*poses)[:, 0]  # [k, H, W, 3]
+            images[~recording[: config.video_episodes]] //= 3  # finished envs fade out
+            frames.append(np.concatenate(list(images), axis=1))
+
+    returns, successes = [], []
+    running = np.zeros(config.num_envs)
+    succeeded = np.zeros(config.num_envs)
+    obs, _ = vec.reset(seed=config.seed)
+    record()
+    key = jax.random.PRNGKey(config.seed)
+    while len(returns) < config.episodes:
+        actions = policy(params, obs, key, True)
+        obs, reward, terminated, truncated, infos = vec.step(actions)
+        running += np.asarray(reward)
+        if "success" in infos:
+            succeeded = np.maximum(succeeded, np.asarray(infos["success"]))
+        done = np.asarray(terminated) | np.asarray(truncated)
+        for i in np.flatnonzero(done):
+            if len(returns) < config.episodes:
+                returns.append(float(running[i]))
+                if "success" in infos:
+                    successes.append(float(succeeded[i]))
+        running[done], succeeded[done] = 0.0, 0.0
+        recording[done] = False
+        record()
+    vec.close()
+
+    out_dir = Path(config.out_dir) if config.out_dir else root.parent / "eval" / str(step)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {
+        "checkpoint": str(root / str(step)),
+        "step": step,
+        "env": env_spec.env,
+        "obs_mode": env_spec.obs_mode,
+        "deterministic": True,
+        **summarize(returns, successes),
+    }
+    if frames:
+        import imageio.v2 as imageio
+
+        video = out_dir / "eval.mp4"
+        imageio.mimwrite(video, frames, fps=25, macro_block_size=1)
+        summary["video"] = str(video)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary["summary_json"] = str(out_dir / "summary.json")
+    return summary
