@@ -1,7 +1,40 @@
 #!/usr/bin/env bash
-# The README's main job. Until the learner/actor nodes land it runs a batched scripted rollout and prints its
-# success rate and throughput. Arguments are forwarded (see: ./run_demo.sh --help).
+# The README's main job: a learner and one local actor on localhost with CPU defaults train state-based SAC on
+# PandaPickCube-v0 for a bounded time, then the eval runs on the checkpoint the learner wrote.
+#   ./run_demo.sh                         # ~10 minutes of training on a 2-core CPU
+#   TRAIN_SECONDS=120 ./run_demo.sh       # shorter
+#   ./run_demo.sh --num_envs 64           # extra flags go to the actor (./run_actor.sh --help)
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/scripts/venv.sh"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$root/scripts/venv.sh"
 
-exec python -m envs.demo "$@"
+run_dir="${RUN_DIR:-runs/demo-$(date +%Y%m%d-%H%M%S)}"
+train_seconds="${TRAIN_SECONDS:-540}"
+port="${PORT:-5588}"
+env_id="serl_gs/PandaPickCube-v0"
+
+learner_args=(
+  --env "$env_id" --run_dir "$run_dir" --port "$port" --max_seconds "$train_seconds"
+  --training_starts 2000 --utd 0.5 --hidden_dims 128,128 --critic_ensemble_size 4 --batch_size 128
+  --critic_actor_ratio 2 --lr 1e-3 --checkpoint_every 2000 --publish_every 10 --log_every_s 30
+)
+actor_args=(
+  --env "$env_id" --learner_host 127.0.0.1 --port "$port" --num_envs 16 --random_steps 2000
+  --run_dir "$run_dir" --log_every_s 30 "$@"
+)
+eval_args=(--checkpoint "$run_dir" --num_envs 16 --episodes 32 --video_episodes 4)
+
+echo "[demo] training for ${train_seconds}s; run directory: $run_dir"
+python -m learners.learner "${learner_args[@]}" &
+learner_pid=$!
+python -m actors.actor "${actor_args[@]}" &
+actor_pid=$!
+trap 'kill "$actor_pid" "$learner_pid" 2>/dev/null || true' EXIT
+
+wait "$learner_pid"            # the learner stops itself after --max_seconds, with a final checkpoint
+kill -INT "$actor_pid" 2>/dev/null || true
+wait "$actor_pid" || true
+trap - EXIT
+
+echo "[demo] evaluating the final checkpoint (deterministic policy)"
+python -m actors.evaluate "${eval_args[@]}"

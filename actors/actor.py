@@ -11,6 +11,7 @@ acting with the parameters it has and its sender resends what the learner did no
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 import threading
 import time
@@ -141,10 +142,7 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
     counters: dict[str, float] = {}
     with TransitionClient(transport) as client, ParamSubscriber(transport) as params:
         obs, _ = vec.reset(seed=config.seed)
-        client.send(
-            _with_info(reset_records(obs, action_dim), config.num_envs, *[np.zeros(config.num_envs, np.float32)] * 2),
-            -1,
-        )
+        client.send(reset_records(obs, action_dim), -1)
         while not stop.is_set() and (config.max_steps == 0 or steps < config.max_steps):
             update = params.poll()
             if update is not None:
@@ -177,10 +175,12 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
                     log.log(env_steps, counters)
                 last_log = now
         client.flush(timeout=10.0)
+        sent = client.stats()
     vec.close()
     if log is not None:
         log.close()
-    counters.update(env_steps=env_steps, param_version=policy.version)
+    counters.update(env_steps=env_steps, param_version=policy.version, records_sent=sent["transitions_sent"])
+    print(f"[actor {config.actor_id}] final: {json.dumps(counters)}", flush=True)
     return counters
 
 

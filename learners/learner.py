@@ -99,13 +99,16 @@ class Learner:
         step = self.checkpoints.latest_step()
         if step is not None:
             step, self.state, meta = self.checkpoints.restore(self.state, step)
-            self.counters.update({k: int(v) for k, v in meta["counters"].items()})
+            for name, value in meta["counters"].items():  # assignment: Counter.update would add
+                self.counters[name] = int(value)
             self.key = jax.random.PRNGKey(int(meta["key_seed"]))
             print(f"[learner] resumed from checkpoint {step}: {dict(self.counters)}", flush=True)
         if step is not None and replay_dir is not None and c.save_replay:
             self.replay = ReplayBuffer.restore(replay_dir)
             positions = _load_positions(replay_dir / "transport_positions.json")
-            self.counters["inserted"] = int(json.loads((replay_dir / "learner_counters.json").read_text())["inserted"])
+            # The data counters were saved with the replay they describe (the orbax meta may be a save older).
+            for name, value in json.loads((replay_dir / "learner_counters.json").read_text()).items():
+                self.counters[name] = int(value)
             print(f"[learner] resumed replay: {self.replay.stats()}", flush=True)
         else:
             self.replay = ReplayBuffer(spec, ReplayConfig(c.replay_capacity, c.replay_storage))
@@ -151,6 +154,7 @@ class Learner:
             self.server.ack(header)
             n = len(records["env_index"])
             self.counters["records"] += n
+            self.counters[f"records/{header.actor_id}"] += n
             self.counters["inserted"] += int((~records["is_first"]).sum())
             got += n
             wait = 0.0
@@ -170,7 +174,8 @@ class Learner:
             replay_dir = self.run_dir / "replay"
             self.replay.save(replay_dir)
             _save_positions(self.server.positions(), replay_dir / "transport_positions.json")
-            (replay_dir / "learner_counters.json").write_text(json.dumps({"inserted": int(self.counters["inserted"])}))
+            data_counters = {k: int(v) for k, v in self.counters.items() if k != "updates"}
+            (replay_dir / "learner_counters.json").write_text(json.dumps(data_counters))
         meta = {
             "counters": {k: int(v) for k, v in self.counters.items()},
             "key_seed": key_seed,

@@ -4,7 +4,8 @@
 set -euo pipefail
 _root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _venv="${SERL_GS_VENV:-$_root/.venv}"
-_want="$(sha256sum "$_root/requirements.txt" "$_root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+# Contents only (not paths), so the same checkout anywhere gets the same key.
+_want="$(cat "$_root/requirements.txt" "$_root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 _have="$(cat "$_venv/.serl_gs_requirements" 2>/dev/null || true)"
 if [[ "$_want" != "$_have" ]]; then
   echo "[serl_gs] setting up $_venv from requirements.txt (first use or requirements changed)..." >&2

@@ -1,0 +1,128 @@
+"""The whole system for a fixed time: a learner and an actor as separate processes on localhost.
+
+    python -m benchmarks.bench_e2e --quick                   # one size, ~1 minute on 2 CPU cores
+    python -m benchmarks.bench_e2e --num_envs 1,4,16,64      # the scaling table
+    python -m benchmarks.bench_e2e --num_envs 1024,4096 --obs_mode pixels --image_size 64   # on a GPU
+
+Per --num_envs, one JSON line each for: env steps/s at the actor, updates/s at the learner, and the learner's
+idle fraction (time waiting for data / time in its loop). Rates are taken from the nodes' own metric logs over
+the measurement window, after a warm-up (compilation, random steps, training_starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks._report import emit, log
+
+
+def _port_base() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1] if s.getsockname()[1] < 65000 else 20000
+
+
+def _rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _window_rate(rows: list[dict], key: str, since: float) -> float | None:
+    """Mean rate of counter `key` per second over rows logged after `since` (wall-clock)."""
+    rows = [r for r in rows if r["time"] >= since and key in r]
+    if len(rows) < 2:
+        return None
+    return (rows[-1][key] - rows[0][key]) / (rows[-1]["time"] - rows[0]["time"])
+
+
+def run_once(args: argparse.Namespace, num_envs: int, workdir: Path) -> dict[str, float]:
+    run_dir = workdir / f"e2e-{num_envs}"
+    port = _port_base()
+    common = ["--env", args.env, "--obs_mode", args.obs_mode, "--image_size", str(args.image_size)]
+    learner_cmd = [
+        sys.executable, "-m", "learners.learner", *common, "--run_dir", str(run_dir), "--port", str(port),
+        "--training_starts", str(args.training_starts), "--utd", str(args.utd), "--log_every_s", "2",
+        "--hidden_dims", "128,128", "--critic_ensemble_size", "4", "--batch_size", "128",
+        "--critic_actor_ratio", "2", "--checkpoint_every", "1000000", "--save_replay=false",
+        "--max_seconds", str(args.warmup + args.seconds + 10),
+    ]  # fmt: skip
+    actor_cmd = [
+        sys.executable, "-m", "actors.actor", *common, "--port", str(port), "--num_envs", str(num_envs),
+        "--random_steps", "0", "--run_dir", str(run_dir), "--log_every_s", "2",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(workdir / f"learner-{num_envs}.log", "w") as llog, open(workdir / f"actor-{num_envs}.log", "w") as alog:
+        learner = subprocess.Popen(learner_cmd, stdout=llog, stderr=subprocess.STDOUT, env=env)
+        actor = subprocess.Popen(actor_cmd, stdout=alog, stderr=subprocess.STDOUT, env=env)
+        try:
+            start = time.time()
+            # The window opens once the learner trains (compiled, past training_starts) plus the warm-up.
+            while time.time() - start < args.timeout:
+                rows = _rows(run_dir / "learner_metrics.jsonl")
+                if rows and rows[-1].get("updates", 0) > 0:
+                    break
+                if learner.poll() is not None or actor.poll() is not None:
+                    raise RuntimeError(f"a node exited early; see {workdir}")
+                time.sleep(1.0)
+            time.sleep(args.warmup)
+            window_start = time.time()
+            time.sleep(args.seconds)
+        finally:
+            actor.send_signal(signal.SIGINT)
+            learner.send_signal(signal.SIGINT)
+            for p in (actor, learner):
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    learner_rows = [r for r in _rows(run_dir / "learner_metrics.jsonl") if r["time"] >= window_start]
+    actor_rows = _rows(run_dir / "actor_actor0_metrics.jsonl")
+    idle = [r["idle_fraction"] for r in learner_rows if "idle_fraction" in r]
+    return {
+        "env_steps_per_s": _window_rate(actor_rows, "env_steps", window_start) or 0.0,
+        "updates_per_s": _window_rate(learner_rows, "updates", window_start) or 0.0,
+        "learner_idle_fraction": sum(idle) / len(idle) if idle else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one size (16 envs), short window")
+    parser.add_argument("--num_envs", default=None, help="comma list (default 1,4,16,64; quick: 16)")
+    parser.add_argument("--env", default="serl_gs/PandaPickCube-v0")
+    parser.add_argument("--obs_mode", default="state", choices=["state", "pixels"])
+    parser.add_argument("--image_size", type=int, default=64)
+    parser.add_argument("--utd", type=float, default=0.5)
+    parser.add_argument("--training_starts", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=None, help="measurement window (default 20; quick 10)")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--timeout", type=float, default=300.0, help="max wait for the learner's first update")
+    args = parser.parse_args()
+    sizes = [int(n) for n in (args.num_envs or ("16" if args.quick else "1,4,16,64")).split(",")]
+    args.seconds = args.seconds or (10.0 if args.quick else 20.0)
+    with tempfile.TemporaryDirectory(prefix="serl_gs_e2e_") as tmp:
+        for n in sizes:
+            log(f"e2e: {args.env} {args.obs_mode} num_envs={n} ...")
+            figures = run_once(args, n, Path(tmp))
+            config = {"env": args.env, "obs_mode": args.obs_mode, "num_envs": n, "utd": args.utd,
+                      "window_s": args.seconds}  # fmt: skip
+            if args.obs_mode == "pixels":
+                config["image_size"] = args.image_size
+            emit("e2e", "env_steps_per_s", figures["env_steps_per_s"], "1/s", config=config, quick=args.quick)
+            emit("e2e", "updates_per_s", figures["updates_per_s"], "1/s", config=config, quick=args.quick)
+            emit("e2e", "learner_idle_fraction", figures["learner_idle_fraction"], "fraction", config=config,
+                 quick=args.quick)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
