@@ -31,10 +31,14 @@ python -m actors.actor "${actor_args[@]}" &
 actor_pid=$!
 trap 'kill "$actor_pid" "$learner_pid" 2>/dev/null || true' EXIT
 
-wait "$learner_pid"            # the learner stops itself after --max_seconds, with a final checkpoint
+learner_status=0
+wait "$learner_pid" || learner_status=$?   # the learner stops itself after --max_seconds, with a final checkpoint
 kill -INT "$actor_pid" 2>/dev/null || true
 wait "$actor_pid" || true
 trap - EXIT
+if [[ "$learner_status" -ne 0 ]]; then
+  echo "[demo] the learner exited with status $learner_status; evaluating its newest checkpoint anyway" >&2
+fi
 
 echo "[demo] evaluating the final checkpoint (deterministic policy)"
 python -m actors.evaluate "${eval_args[@]}"

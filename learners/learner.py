@@ -128,13 +128,19 @@ class Learner:
         self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0})
         self._metrics: dict[str, Any] = {}
         self._credits = c.credits_per_actor
+        self._published_version: int | None = None
         self.publish()
 
     # ---- pieces of the loop -----------------------------------------------------------------------------
     def publish(self) -> None:
+        """Broadcasts the policy, versioned by the update count (once per version: versions must increase)."""
+        version = int(self.counters["updates"])
+        if version == self._published_version:
+            return
         params = self._policy_params(self.state.params)
         data = pack_policy(self.config.agent, self.obs_spec, self.action_dim, params)
-        self.publisher.publish(data, version=int(self.counters["updates"]))
+        self.publisher.publish(data, version=version)
+        self._published_version = version
 
     def receive(self, timeout: float) -> int:
         """Inserts every batch that arrives within `timeout` s (then whatever is queued); returns records."""
