@@ -45,9 +45,12 @@ class EnvSpec:
     def make_vec(self, num_envs: int, seed: int | None = None):
         import gymnasium as gym
 
-        import envs  # noqa: F401  (registers the tasks)
+        import envs  # (registers the tasks)
 
-        return gym.make_vec(self.env, num_envs=num_envs, seed=seed, **self.make_kwargs())
+        try:
+            return gym.make_vec(self.env, num_envs=num_envs, seed=seed, **self.make_kwargs())
+        except gym.error.Error as e:  # unknown ids: say which, and what exists
+            raise ValueError(f"cannot make env {self.env!r} ({e}); registered: {envs.task_names()}") from e
 
 
 def obs_spec_of(vec_env) -> dict[str, jax.ShapeDtypeStruct]:
