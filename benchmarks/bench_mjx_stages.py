@@ -16,11 +16,13 @@ import time
 import jax
 import jax.numpy as jnp
 import mujoco
-from mujoco import mjx
-from mujoco.mjx._src import collision_driver, constraint, forward, passive, smooth, solver
 
 from benchmarks._report import emit, log
 from envs.panda_pick_cube import ASSET
+from serl_gs.mjx_env import import_mjx
+
+mjx = import_mjx()
+from mujoco.mjx._src import collision_driver, constraint, forward, passive, smooth, solver  # noqa: E402
 
 STAGES = {
     "kinematics": smooth.kinematics,

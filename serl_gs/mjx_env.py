@@ -129,14 +129,24 @@ def check_action(action: jax.Array | np.ndarray, action_size: int, batch: int | 
         raise ValueError(f"action has shape {tuple(np.shape(action))}, expected {want}")
 
 
+def import_mjx():
+    """`mujoco.mjx`, imported on first use (it pulls in more JAX than `import serl_gs` should). Its import
+    prints notes about optional backends (warp) on stdout; they go to stderr so stdout stays clean for
+    tools that print JSON lines."""
+    import contextlib
+    import sys
+
+    with contextlib.redirect_stdout(sys.stderr):
+        from mujoco import mjx
+    return mjx
+
+
 class MjxEnv:
     """Pure `reset`/`step` of one task on MJX. Vmappable and deterministic given the key."""
 
     def __init__(self, task: Task):
-        from mujoco import mjx  # imported here: mjx pulls in more JAX than a bare `import serl_gs` should
-
         self.task = task
-        self._mjx = mjx
+        self._mjx = mjx = import_mjx()
         self.mjx_model = mjx.put_model(task.mj_model)
 
     def _data(self, qpos: jax.Array, qvel: jax.Array, ctrl: jax.Array):
