@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -21,10 +20,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from serl_gs.nodes.experiment import EnvSpec, check_obs_spec, obs_spec_of, unpack_policy
+from serl_gs.nodes.experiment import INFO_PREFIX, EnvSpec, check_obs_spec, obs_spec_of, unpack_policy
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
-
-INFO_PREFIX = "info/"  # record fields the learner logs and strips before the replay
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +39,13 @@ class ActorConfig:
     max_steps: int = 0  # batched steps to run; 0 = until stopped (SIGINT/SIGTERM)
     run_dir: str | None = None  # where to write actor metrics (JSONL, TensorBoard); None = console only
     log_every_s: float = 10.0
+    # While the learner is away (or holds back credit): "block" pauses stepping once the send buffer is full and
+    # loses nothing; "drop_oldest" keeps stepping and drops the oldest unsent batches (counted).
+    overflow: str = "block"
 
     def __post_init__(self):
+        if self.overflow not in ("block", "drop_oldest"):
+            raise ValueError(f"overflow must be 'block' or 'drop_oldest', got {self.overflow!r}")
         if self.num_envs <= 0:
             raise ValueError(f"num_envs must be positive, got {self.num_envs}")
         if self.random_steps < 0 or self.max_steps < 0:
@@ -118,6 +120,18 @@ def _with_info(records: dict, n_env: int, **per_env: np.ndarray | None) -> dict:
     return records
 
 
+def _send(client, records: dict, version: int, stop: threading.Event) -> bool:
+    """Hands records to the background sender, waiting for the learner's credit in short slices so that a
+    stop request is heard even while the learner is away; False if stopped before the batch was taken."""
+    while True:
+        try:
+            client.send(records, version)
+            return True
+        except TimeoutError:
+            if stop.is_set():
+                return False
+
+
 def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[str, float]:
     """Acts until `max_steps` or `stop`; returns final counters."""
     from serl_gs.data.records import reset_records, step_records
@@ -133,6 +147,8 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
         params_port=config.params_port,
         params_snapshot_port=config.params_snapshot_port,
         auth=AuthConfig(secret_file=config.auth_secret_file),
+        overflow=config.overflow,
+        block_timeout_s=0.5,  # short waits, so a stop request is heard while the learner is away
     )
     log = MetricsLog(Path(config.run_dir), f"actor_{config.actor_id}") if config.run_dir else None
     policy = _Policy(obs_spec, action_dim)
@@ -142,7 +158,7 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
     counters: dict[str, float] = {}
     with TransitionClient(transport) as client, ParamSubscriber(transport) as params:
         obs, _ = vec.reset(seed=config.seed)
-        client.send(reset_records(obs, action_dim), -1)
+        _send(client, reset_records(obs, action_dim), -1, stop)
         while not stop.is_set() and (config.max_steps == 0 or steps < config.max_steps):
             update = params.poll()
             if update is not None:
@@ -159,7 +175,8 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
             episode_return = tracker.step(reward_np, done, success)
             records = step_records(obs, actions, reward, terminated, truncated, infos)
             records = _with_info(records, config.num_envs, episode_return=episode_return, success=success)
-            client.send(records, policy.version)
+            if not _send(client, records, policy.version, stop):
+                break
             env_steps += config.num_envs
             steps += 1
             now = time.monotonic()
@@ -184,29 +201,16 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
     return counters
 
 
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
 # ---- entry point: flags are parsed here and nowhere else --------------------------------------------------
 def main(argv: list[str]) -> None:
     from absl import flags
 
+    from serl_gs.nodes.cli import env_spec_from_flags, stop_on_signals
+
     f = flags.FLAGS
     if len(argv) > 1:
         raise ValueError(f"unexpected positional arguments {argv[1:]}")
-    env = EnvSpec(
-        env=f.env,
-        obs_mode=f.obs_mode,
-        image_size=f.image_size,
-        cameras=tuple(c for c in f.cameras.split(",") if c),
-        render_backend=f.render_backend,
-        physics=f.physics,
-        episode_length=f.episode_length or None,
-    )
+    env = env_spec_from_flags(render_backend=f.render_backend, physics=f.physics)
     config = ActorConfig(
         env=env,
         num_envs=f.num_envs,
@@ -221,21 +225,20 @@ def main(argv: list[str]) -> None:
         max_steps=f.max_steps,
         run_dir=f.run_dir or None,
         log_every_s=f.log_every_s,
+        overflow=f.overflow,
     )
     print(f"[actor {config.actor_id}] {config}", flush=True)
-    run_actor(config, _stop_on_signals())
+    run_actor(config, stop_on_signals())
 
 
 def define_flags() -> None:
     from absl import flags
 
-    flags.DEFINE_string("env", "serl_gs/PandaPickCube-v0", "Registered env id.")
-    flags.DEFINE_enum("obs_mode", "state", ["state", "pixels"], "State observations, or pixels (+ proprio state).")
-    flags.DEFINE_integer("image_size", 64, "Square image side for pixel observations.")
-    flags.DEFINE_string("cameras", "", "Comma-separated MJCF camera names (pixels); empty = all cameras.")
+    from serl_gs.nodes.cli import define_env_flags
+
+    define_env_flags()
     flags.DEFINE_enum("render_backend", "auto", ["auto", "gsplat", "reference"], "3DGS render backend (pixels).")
     flags.DEFINE_enum("physics", "auto", ["auto", "mjx", "mujoco"], "Physics path; auto = MJX on GPU, else MuJoCo C.")
-    flags.DEFINE_integer("episode_length", 0, "Override the task's episode length (0 = the task's default).")
     flags.DEFINE_integer("num_envs", 16, "Envs stepped together in one batch.")
     flags.DEFINE_string("actor_id", "actor0", "This actor's name; several actors feed one learner.")
     flags.DEFINE_string("learner_host", "127.0.0.1", "Host name or address of the learner.")
@@ -246,6 +249,11 @@ def define_flags() -> None:
     flags.DEFINE_integer("max_steps", 0, "Batched steps to run before exiting; 0 = until Ctrl-C.")
     flags.DEFINE_string("run_dir", "", "Directory for this actor's metric logs; empty = console only.")
     flags.DEFINE_float("log_every_s", 10.0, "Seconds between progress lines.")
+    flags.DEFINE_enum(
+        "overflow", "block", ["block", "drop_oldest"],
+        "While the learner is away: pause when the send buffer is full (lose nothing), or keep acting and drop "
+        "the oldest unsent batches.",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

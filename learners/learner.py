@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-import signal
 import threading
 import time
 from pathlib import Path
@@ -22,10 +21,16 @@ from typing import Any
 import jax
 import numpy as np
 
-from actors.actor import INFO_PREFIX
 from serl_gs.agents.config import AgentConfig
 from serl_gs.nodes.checkpoint import Checkpointer, existing_directory
-from serl_gs.nodes.experiment import EnvSpec, agent_config_to_dict, obs_spec_of, pack_policy, spec_to_jsonable
+from serl_gs.nodes.experiment import (
+    INFO_PREFIX,
+    EnvSpec,
+    agent_config_to_dict,
+    obs_spec_of,
+    pack_policy,
+    spec_to_jsonable,
+)
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
 from serl_gs.nodes.rate_limiter import RateLimiter, RateLimiterConfig
 from serl_gs.nodes.run_dir import write_run_info
@@ -289,29 +294,17 @@ def _load_positions(path: Path):
     return [StreamPosition(**p) for p in json.loads(path.read_text())]
 
 
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
 # ---- entry point: flags are parsed here and nowhere else --------------------------------------------------
 def main(argv: list[str]) -> None:
     from absl import flags
 
+    from serl_gs.nodes.cli import env_spec_from_flags, stop_on_signals
+
     f = flags.FLAGS
     if len(argv) > 1:
         raise ValueError(f"unexpected positional arguments {argv[1:]}")
-    env = EnvSpec(
-        env=f.env,
-        obs_mode=f.obs_mode,
-        image_size=f.image_size,
-        cameras=tuple(x for x in f.cameras.split(",") if x),
-        render_backend="reference",  # the learner only reads the observation spec; it never renders
-        physics="mujoco",
-        episode_length=f.episode_length or None,
-    )
+    # The learner only reads the observation spec from its env: it never renders nor steps physics.
+    env = env_spec_from_flags(render_backend="reference", physics="mujoco")
     agent = AgentConfig(
         hidden_dims=tuple(int(h) for h in f.hidden_dims.split(",")),
         critic_ensemble_size=f.critic_ensemble_size,
@@ -345,7 +338,7 @@ def main(argv: list[str]) -> None:
     print(f"[learner] {config}", flush=True)
     learner = Learner(config)
     try:
-        final = learner.run(_stop_on_signals())
+        final = learner.run(stop_on_signals())
     finally:
         learner.close()
     print(f"[learner] done: {final}", flush=True)
@@ -354,11 +347,9 @@ def main(argv: list[str]) -> None:
 def define_flags() -> None:
     from absl import flags
 
-    flags.DEFINE_string("env", "serl_gs/PandaPickCube-v0", "Registered env id (must match the actors').")
-    flags.DEFINE_enum("obs_mode", "state", ["state", "pixels"], "Observation mode (must match the actors').")
-    flags.DEFINE_integer("image_size", 64, "Image side for pixel observations (must match the actors').")
-    flags.DEFINE_string("cameras", "", "Comma-separated camera names (pixels; must match the actors').")
-    flags.DEFINE_integer("episode_length", 0, "The task's episode length override (0 = default).")
+    from serl_gs.nodes.cli import define_env_flags
+
+    define_env_flags()
     flags.DEFINE_string("run_dir", "runs/default", "Checkpoints, logs, config and git revision go here.")
     flags.DEFINE_integer("replay_capacity", 200_000, "Replay capacity in transitions.")
     flags.DEFINE_integer("training_starts", 1000, "Transitions in the replay before the first update.")

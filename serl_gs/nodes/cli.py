@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from typing import Any
 
 
 def run(main: Callable[[list[str]], None], define_flags: Callable[[], None]) -> None:
@@ -16,6 +19,9 @@ def run(main: Callable[[list[str]], None], define_flags: Callable[[], None]) -> 
         main_module = sys.modules["__main__"]
         print((main_module.__doc__ or "").strip() + "\n")
         print(flags.FLAGS.main_module_help())
+        shared = flags.FLAGS.flags_by_module_dict().get(__name__)
+        if shared:  # the env flags, defined here for every node
+            print(flags.FLAGS.module_help(__name__))
         sys.exit(0)
 
     def guarded(argv: list[str]) -> None:
@@ -29,3 +35,39 @@ def run(main: Callable[[list[str]], None], define_flags: Callable[[], None]) -> 
             sys.exit(2)
 
     app.run(guarded)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by Ctrl-C or SIGTERM, so a node's loop ends cleanly (final checkpoint, flushed sends)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def define_env_flags() -> None:
+    """The flags that say which env and observations a node works with (they must match across nodes)."""
+    from absl import flags
+
+    flags.DEFINE_string("env", "serl_gs/PandaPickCube-v0", "Registered env id (the same on every node).")
+    flags.DEFINE_enum("obs_mode", "state", ["state", "pixels"], "State observations, or pixels (+ proprio state).")
+    flags.DEFINE_integer("image_size", 64, "Square image side for pixel observations.")
+    flags.DEFINE_string("cameras", "", "Comma-separated MJCF camera names (pixels); empty = all cameras.")
+    flags.DEFINE_integer("episode_length", 0, "Override the task's episode length (0 = the task's default).")
+
+
+def env_spec_from_flags(**overrides: Any):
+    """The EnvSpec the env flags describe; `overrides` set the fields a node decides itself."""
+    from absl import flags
+
+    from serl_gs.nodes.experiment import EnvSpec
+
+    f = flags.FLAGS
+    fields = dict(
+        env=f.env,
+        obs_mode=f.obs_mode,
+        image_size=f.image_size,
+        cameras=tuple(c for c in f.cameras.split(",") if c),
+        episode_length=f.episode_length or None,
+    )
+    return EnvSpec(**{**fields, **overrides})

@@ -20,6 +20,9 @@ from serl_gs.agents.config import AgentConfig, EncoderConfig
 from serl_gs.nodes.run_dir import to_jsonable
 
 PAYLOAD_FORMAT = "serl_gs.policy.v1"
+# Record fields an actor adds for the learner's logs (episode return so far, success); the learner reads them at
+# episode ends and strips them before the replay, which stores only the record contract's fields.
+INFO_PREFIX = "info/"
 
 
 @dataclasses.dataclass(frozen=True)
