@@ -54,7 +54,7 @@ def run_once(args: argparse.Namespace, num_envs: int, workdir: Path) -> dict[str
         "--training_starts", str(args.training_starts), "--utd", str(args.utd), "--log_every_s", "2",
         "--hidden_dims", "128,128", "--critic_ensemble_size", "4", "--batch_size", "128",
         "--critic_actor_ratio", "2", "--checkpoint_every", "1000000", "--save_replay=false",
-        "--max_seconds", str(args.warmup + args.seconds + 10),
+        "--max_seconds", str(args.timeout + args.warmup + args.seconds + 60),  # a safety net: stopped by SIGINT
     ]  # fmt: skip
     actor_cmd = [
         sys.executable, "-m", "actors.actor", *common, "--port", str(port), "--num_envs", str(num_envs),
