@@ -150,6 +150,19 @@ def test_learner_two_actors_kills_resume_and_eval(tmp_path):
         after_restart = [r for r in _rows(run_dir / "learner_metrics.jsonl") if r["time"] > restarted_at]
         assert after_restart and min(r["updates"] for r in after_restart) >= checkpointed  # continued, not reset
 
+        # Eval on the run directory while the learner is still running (and checkpointing): JSON and a video.
+        out = tmp_path / "eval"
+        ev = subprocess.run(
+            [str(ROOT / "run_eval.sh"), "--checkpoint", str(run_dir), "--num_envs", "2", "--episodes", "2",
+             "--video_episodes", "1", "--video_size", "32", "--out_dir", str(out)],
+            capture_output=True, text=True, timeout=300, cwd=ROOT,
+        )  # fmt: skip
+        assert ev.returncode == 0, ev.stdout[-2000:] + ev.stderr[-2000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["episodes"] == 2 and summary["step"] >= checkpointed
+        assert (out / "eval.mp4").stat().st_size > 1000
+        assert "[eval] step" in ev.stdout
+
         # Graceful stops: the actor flushes, the learner writes a final checkpoint.
         a0.send_signal(signal.SIGINT)
         assert a0.wait(60) == 0, logs["a0"].read_text()[-2000:]
@@ -162,19 +175,6 @@ def test_learner_two_actors_kills_resume_and_eval(tmp_path):
         # Every record a0 sent was stored exactly once, across the learner's crash and restart.
         assert meta["counters"]["records/a0"] == sent, (meta["counters"], sent)
         assert meta["counters"]["updates"] == final_step > checkpointed
-
-        # Eval on the run directory: JSON summary and a video.
-        out = tmp_path / "eval"
-        ev = subprocess.run(
-            [str(ROOT / "run_eval.sh"), "--checkpoint", str(run_dir), "--num_envs", "2", "--episodes", "2",
-             "--video_episodes", "1", "--video_size", "32", "--out_dir", str(out)],
-            capture_output=True, text=True, timeout=300, cwd=ROOT,
-        )  # fmt: skip
-        assert ev.returncode == 0, ev.stdout[-2000:] + ev.stderr[-2000:]
-        summary = json.loads((out / "summary.json").read_text())
-        assert summary["episodes"] == 2 and summary["step"] == final_step
-        assert (out / "eval.mp4").stat().st_size > 1000
-        assert "[eval] step" in ev.stdout
     finally:
         for p in procs:
             if p.poll() is None:

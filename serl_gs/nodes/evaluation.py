@@ -58,22 +58,42 @@ def summarize(returns: list[float], successes: list[float]) -> dict[str, float]:
     return out
 
 
-def evaluate(config: EvalConfig) -> dict[str, Any]:
-    from serl_gs.agents.learning import init_training_state
-    from serl_gs.agents.networks import make_inference_fn, make_networks, policy_params
+def _load_newest(root: Path, requested: int | None, attempts: int = 3):
+    """(step, meta, networks, training state) of checkpoint `requested`, default the newest.
 
-    root, step = checkpoint_root(config.checkpoint)
+    Reads the state right after its meta, before anything slow: a running learner keeps only its last K
+    checkpoints and may delete the one being read; then the newest is tried again.
+    """
+    from serl_gs.agents.learning import init_training_state
+    from serl_gs.agents.networks import make_networks
+
     checkpoints = Checkpointer(root, read_only=True)
-    step, meta = checkpoints.restore_meta(step)
+    try:
+        for attempt in range(attempts):
+            step, meta = checkpoints.restore_meta(requested)
+            obs_spec = {k: jax.ShapeDtypeStruct(tuple(shape), dtype) for k, (shape, dtype) in meta["obs_spec"].items()}
+            networks = make_networks(agent_config_from_dict(meta["agent_config"]), obs_spec, int(meta["action_dim"]))
+            template = init_training_state(networks, jax.random.PRNGKey(0))
+            try:
+                _, state, _ = checkpoints.restore(template, step)
+                return step, meta, networks, state
+            except (FileNotFoundError, OSError, ValueError):
+                if requested is not None or attempt == attempts - 1:
+                    raise
+    finally:
+        checkpoints.close()
+    raise AssertionError("unreachable")
+
+
+def evaluate(config: EvalConfig) -> dict[str, Any]:
+    from serl_gs.agents.networks import make_inference_fn, policy_params
+
+    root, requested = checkpoint_root(config.checkpoint)
+    step, meta, networks, state = _load_newest(root, requested)
     env_spec = EnvSpec(**{**meta["env"], "cameras": tuple(meta["env"]["cameras"])})
     env_spec = dataclasses.replace(env_spec, physics=config.physics, render_backend=config.render_backend)
     vec = env_spec.make_vec(config.num_envs, seed=config.seed)
-    obs_spec = obs_spec_of(vec)
-    check_obs_spec(meta["obs_spec"], obs_spec, "eval")
-    networks = make_networks(agent_config_from_dict(meta["agent_config"]), obs_spec, int(meta["action_dim"]))
-    template = init_training_state(networks, jax.random.PRNGKey(0))
-    _, state, _ = checkpoints.restore(template, step)
-    checkpoints.close()
+    check_obs_spec(meta["obs_spec"], obs_spec_of(vec), "eval")
     params = policy_params(state.params)
     policy = make_inference_fn(networks)
 
