@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from serl_gs.nodes.experiment import (
 )
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
 from serl_gs.nodes.rate_limiter import RateLimiter, RateLimiterConfig
+from serl_gs.nodes.receive_log import ReceiveLog
 from serl_gs.nodes.run_dir import write_run_info
 
 
@@ -78,7 +80,13 @@ class Learner:
         from serl_gs.agents.networks import make_networks, policy_params
         from serl_gs.data.records import RecordSpec
         from serl_gs.data.replay import ReplayBuffer, ReplayConfig
-        from serl_gs.transport import AuthConfig, LearnerTransportConfig, ParamPublisher, TransitionServer
+        from serl_gs.transport import (
+            AuthConfig,
+            LearnerTransportConfig,
+            ParamPublisher,
+            StreamPosition,
+            TransitionServer,
+        )
 
         self.config = c = config
         self.run_dir = Path(c.run_dir)
@@ -108,15 +116,26 @@ class Learner:
                 self.counters[name] = int(value)
             self.key = jax.random.PRNGKey(int(meta["key_seed"]))
             print(f"[learner] resumed from checkpoint {step}: {dict(self.counters)}", flush=True)
+        replay_state = None
         if step is not None and replay_dir is not None and c.save_replay:
             self.replay = ReplayBuffer.restore(replay_dir)
-            positions = _load_positions(replay_dir / "transport_positions.json")
+            replay_state = _load_replay_state(self.run_dir, self.replay.total_inserted)
+        if replay_state is not None:
+            positions = [StreamPosition(**p) for p in replay_state["positions"]]
             # The data counters were saved with the replay they describe (the orbax meta may be a save older).
-            for name, value in json.loads((replay_dir / "learner_counters.json").read_text()).items():
+            for name, value in replay_state["counters"].items():
                 self.counters[name] = int(value)
             print(f"[learner] resumed replay: {self.replay.stats()}", flush=True)
         else:
             self.replay = ReplayBuffer(spec, ReplayConfig(c.replay_capacity, c.replay_storage))
+
+        # Batches acknowledged since the last checkpoint live in a write-ahead log until the next one.
+        self.receive_log = ReceiveLog(self.run_dir / "receive_log") if c.save_replay else None
+        if self.receive_log is not None:
+            if replay_state is None:
+                self.receive_log.clear()  # nothing to add them to: a fresh run
+            else:
+                positions = self._replay_receive_log(positions or [])
 
         transport = LearnerTransportConfig(
             bind=c.bind,
@@ -135,6 +154,31 @@ class Learner:
         self._credits = c.credits_per_actor
         self._published_version: int | None = None
         self.publish()
+
+    def _replay_receive_log(self, positions: list) -> list:
+        """Re-inserts logged batches past the checkpointed positions; returns the positions moved past them."""
+        from serl_gs.transport import StreamPosition
+
+        next_seq = {(p.actor_id, p.session): p.next_seq for p in positions}
+        replayed = 0
+        for batch in self.receive_log:
+            key = (batch.actor_id, batch.session)
+            if batch.seq < next_seq.get(key, 0):
+                continue  # already in the checkpointed replay
+            self._store(batch.actor_id, batch.session, batch.records)
+            next_seq[key] = batch.seq + 1
+            replayed += 1
+        if replayed:
+            print(f"[learner] re-inserted {replayed} batches received after the checkpoint", flush=True)
+        return [StreamPosition(actor, session, seq) for (actor, session), seq in next_seq.items()]
+
+    def _store(self, actor_id: str, session: int, records: dict) -> int:
+        self.replay.insert(f"{actor_id}:{session}", records)
+        n = len(records["env_index"])
+        self.counters["records"] += n
+        self.counters[f"records/{actor_id}"] += n
+        self.counters["inserted"] += int((~records["is_first"]).sum())
+        return n
 
     # ---- pieces of the loop -----------------------------------------------------------------------------
     def publish(self) -> None:
@@ -161,12 +205,10 @@ class Learner:
                 if name in info and ended.any():
                     self._episodes[name].extend(np.asarray(info[name])[ended].tolist())
             header = batch.header
-            self.replay.insert(f"{header.actor_id}:{header.session}", records)
-            self.server.ack(header)
-            n = len(records["env_index"])
-            self.counters["records"] += n
-            self.counters[f"records/{header.actor_id}"] += n
-            self.counters["inserted"] += int((~records["is_first"]).sum())
+            n = self._store(header.actor_id, header.session, records)
+            if self.receive_log is not None:
+                self.receive_log.append(header.actor_id, header.session, header.seq, records)
+            self.server.ack(header)  # only now may the actor forget it
             got += n
             wait = 0.0
 
@@ -182,11 +224,7 @@ class Learner:
         key_seed = int(jax.random.randint(self.key, (), 0, 2**31 - 1))
         self.key = jax.random.PRNGKey(key_seed)
         if self.config.save_replay:
-            replay_dir = self.run_dir / "replay"
-            self.replay.save(replay_dir)
-            _save_positions(self.server.positions(), replay_dir / "transport_positions.json")
-            data_counters = {k: int(v) for k, v in self.counters.items() if k != "updates"}
-            (replay_dir / "learner_counters.json").write_text(json.dumps(data_counters))
+            self._save_replay()
         meta = {
             "counters": {k: int(v) for k, v in self.counters.items()},
             "key_seed": key_seed,
@@ -196,6 +234,24 @@ class Learner:
             "action_dim": self.action_dim,
         }
         self.checkpoints.save(updates, self.state, meta)
+
+    def _save_replay(self) -> None:
+        """The replay, and beside it the transport positions and data counters that describe it.
+
+        The state file is written first under a pending name stamped with the replay's insert count, then the
+        replay (atomic rename), then the state file is renamed: whichever of the two state files matches the
+        replay on disk is the right one, wherever a crash falls. Then the receive log is spent.
+        """
+        state = {
+            "total_inserted": int(self.replay.total_inserted),
+            "positions": [dataclasses.asdict(p) for p in self.server.positions()],
+            "counters": {k: int(v) for k, v in self.counters.items() if k != "updates"},
+        }
+        pending = self.run_dir / _REPLAY_STATE_PENDING
+        pending.write_text(json.dumps(state))
+        self.replay.save(self.run_dir / "replay")
+        os.replace(pending, self.run_dir / _REPLAY_STATE)
+        self.receive_log.clear()
 
     def step(self) -> None:
         c, counters = self.config, self.counters
@@ -282,16 +338,19 @@ class Learner:
         self.log.close()
 
 
-def _save_positions(positions, path: Path) -> None:
-    path.write_text(json.dumps([dataclasses.asdict(p) for p in positions]))
+_REPLAY_STATE = "replay_state.json"
+_REPLAY_STATE_PENDING = "replay_state.pending.json"
 
 
-def _load_positions(path: Path):
-    from serl_gs.transport import StreamPosition
-
-    if not path.exists():
-        return None
-    return [StreamPosition(**p) for p in json.loads(path.read_text())]
+def _load_replay_state(run_dir: Path, total_inserted: int) -> dict | None:
+    """The saved transport positions and counters that match a restored replay (see `_save_replay`)."""
+    for name in (_REPLAY_STATE_PENDING, _REPLAY_STATE):
+        path = run_dir / name
+        if path.exists():
+            state = json.loads(path.read_text())
+            if state["total_inserted"] == total_inserted:
+                return state
+    return None
 
 
 # ---- entry point: flags are parsed here and nowhere else --------------------------------------------------

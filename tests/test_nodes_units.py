@@ -1,0 +1,104 @@
+"""Unit tests of the node pieces: rate limiter, receive log, replay state, checkpoints, eval statistics, payloads."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from serl_gs.agents.config import AgentConfig
+from serl_gs.nodes.checkpoint import Checkpointer, CheckpointNotFoundError, checkpoint_root
+from serl_gs.nodes.evaluation import summarize
+from serl_gs.nodes.experiment import check_obs_spec, pack_policy, unpack_policy
+from serl_gs.nodes.rate_limiter import RateLimiter, RateLimiterConfig
+from serl_gs.nodes.receive_log import ReceiveLog
+
+
+def test_rate_limiter_holds_the_ratio_and_never_blocks_both_sides():
+    limiter = RateLimiter(RateLimiterConfig(utd=0.5, min_inserts=100, tolerance=10))
+    assert not limiter.can_update(99, 0) and limiter.can_insert(99, 0)
+    for inserted in range(0, 2000, 7):
+        for updates in range(0, 1000, 13):
+            assert limiter.can_update(inserted, updates) or limiter.can_insert(inserted, updates)
+    # Far behind the data: the learner may update, actors must wait; far ahead: the reverse.
+    assert limiter.can_update(1100, 100) and not limiter.can_insert(1100, 100)
+    assert not limiter.can_update(200, 100) and limiter.can_insert(200, 100)
+    with pytest.raises(ValueError, match="tolerance must be >= 0.5"):
+        RateLimiterConfig(tolerance=0.1)
+
+
+def test_receive_log_round_trips_batches_in_order_and_clears(tmp_path):
+    log = ReceiveLog(tmp_path / "log")
+    batches = []
+    for seq in range(3):
+        records = {
+            "env_index": np.arange(2, dtype=np.int32),
+            "obs/state": np.random.default_rng(seq).normal(size=(2, 5)).astype(np.float32),
+            "obs/pixels/front": np.full((2, 4, 4, 3), seq, np.uint8),
+            "is_first": np.array([seq == 0, False]),
+        }
+        log.append("a0", 7, seq, records)
+        batches.append(records)
+    reopened = ReceiveLog(tmp_path / "log")  # as after a crash
+    got = list(reopened)
+    assert [(b.actor_id, b.session, b.seq) for b in got] == [("a0", 7, 0), ("a0", 7, 1), ("a0", 7, 2)]
+    for logged, sent in zip(got, batches, strict=True):
+        assert logged.records.keys() == sent.keys()
+        for key in sent:
+            np.testing.assert_array_equal(logged.records[key], sent[key])
+            assert logged.records[key].dtype == sent[key].dtype
+    reopened.append("a1", 1, 0, batches[0])  # numbering continues after the existing entries
+    assert len(list(ReceiveLog(tmp_path / "log"))) == 4
+    reopened.clear()
+    assert list(ReceiveLog(tmp_path / "log")) == []
+
+
+def test_replay_state_file_matching_the_replay_wins(tmp_path):
+    from learners.learner import _load_replay_state
+
+    (tmp_path / "replay_state.json").write_text(json.dumps({"total_inserted": 10, "positions": [], "counters": {}}))
+    pending = {"total_inserted": 20, "positions": [], "counters": {"records": 20}}
+    (tmp_path / "replay_state.pending.json").write_text(json.dumps(pending))
+    assert _load_replay_state(tmp_path, 20)["counters"] == {"records": 20}  # crash after the replay's rename
+    assert _load_replay_state(tmp_path, 10)["total_inserted"] == 10  # crash before it
+    assert _load_replay_state(tmp_path, 30) is None
+
+
+def test_checkpointer_keeps_the_last_k_and_restores(tmp_path):
+    ckpt = Checkpointer(tmp_path / "run" / "checkpoints", keep=2)
+    tree = {"w": jax.numpy.arange(3.0), "step": jax.numpy.int32(0)}
+    for step in (1, 2, 3):
+        ckpt.save(step, {**tree, "step": jax.numpy.int32(step)}, {"counters": {"updates": step}})
+    assert ckpt.steps() == [2, 3]
+    step, state, meta = ckpt.restore(tree)
+    assert step == 3 and int(state["step"]) == 3 and meta["counters"]["updates"] == 3
+    ckpt.close()
+    assert checkpoint_root(tmp_path / "run") == ((tmp_path / "run" / "checkpoints").resolve(), None)
+    assert checkpoint_root(tmp_path / "run" / "checkpoints" / "2")[1] == 2
+    with pytest.raises(CheckpointNotFoundError, match="does not exist"):
+        checkpoint_root(tmp_path / "nope")
+    with pytest.raises(CheckpointNotFoundError, match="no checkpoint for step 1"):
+        Checkpointer(tmp_path / "run" / "checkpoints", read_only=True).restore(tree, 1)
+
+
+def test_eval_summary_statistics():
+    s = summarize([1.0, 2.0, 3.0, 4.0], [1.0, 0.0, 1.0, 1.0])
+    assert s["episodes"] == 4 and s["return_mean"] == 2.5 and s["success_rate"] == 0.75
+    np.testing.assert_allclose(s["return_std"], np.std([1, 2, 3, 4], ddof=1))
+    np.testing.assert_allclose(s["return_ci95"], 1.96 * np.std([1, 2, 3, 4], ddof=1) / 2)
+
+
+def test_policy_payload_carries_the_architecture_and_refuses_other_bytes():
+    config = AgentConfig(hidden_dims=(8, 8), critic_ensemble_size=2)
+    spec = {"state": jax.ShapeDtypeStruct((5,), np.float32)}
+    params = {"actor": {"w": np.ones((5, 2), np.float32)}, "encoder": {}}
+    payload = unpack_policy(pack_policy(config, spec, 1, params))
+    assert payload.agent_config == config and payload.action_dim == 1
+    np.testing.assert_array_equal(payload.params["actor"]["w"], params["actor"]["w"])
+    check_obs_spec(payload.obs_spec, spec, "test")
+    with pytest.raises(ValueError, match="differ from the policy's"):
+        check_obs_spec(payload.obs_spec, {"state": jax.ShapeDtypeStruct((7,), np.float32)}, "test")
+    with pytest.raises(ValueError, match="not a serl_gs policy message"):
+        unpack_policy(b"\x80\x04not msgpack")
