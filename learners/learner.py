@@ -120,6 +120,12 @@ class Learner:
         if step is not None and replay_dir is not None and c.save_replay:
             self.replay = ReplayBuffer.restore(replay_dir)
             replay_state = _load_replay_state(self.run_dir, self.replay.total_inserted)
+            if replay_state is None:
+                print(
+                    f"[learner] warning: the saved replay ({self.replay.total_inserted} records) matches no saved "
+                    "transport state; starting with an empty replay",
+                    flush=True,
+                )
         if replay_state is not None:
             positions = [StreamPosition(**p) for p in replay_state["positions"]]
             # The data counters were saved with the replay they describe (the orbax meta may be a save older).
