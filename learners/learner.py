@@ -297,9 +297,14 @@ class Learner:
                 metrics[name] = float(np.mean(values))
         self._episodes = {k: [] for k in self._episodes}
         stats = self.server.stats(current_param_version=int(c["updates"]))
-        for actor, lag in (stats.get("param_lag") or {}).items():
-            metrics[f"param_lag/{actor}"] = lag
-        metrics["rejected"] = sum((stats.get("rejected") or {}).values())
+        for actor, actor_stats in stats["actors"].items():
+            if actor_stats.get("param_lag") is not None:
+                metrics[f"param_lag/{actor}"] = actor_stats["param_lag"]
+        metrics.update(
+            rejected=stats["rejected_total"],
+            duplicates_dropped=stats["duplicates_dropped"],
+            queue_batches=stats["queue_batches"],
+        )
         self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0})
         return metrics
 

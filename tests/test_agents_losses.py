@@ -140,9 +140,7 @@ def test_backup_entropy_subtracts_the_discounted_entropy_bonus():
         batch,
     )
     plain = losses.critic_loss(linear_networks(discount=0.5), *args, key)[1]["target_q"]
-    with_bonus = losses.critic_loss(linear_networks(discount=0.5, backup_entropy=True), *args, key)[1][
-        "target_q"
-    ]
+    with_bonus = losses.critic_loss(linear_networks(discount=0.5, backup_entropy=True), *args, key)[1]["target_q"]
     next_key = jax.random.split(key)[0]  # the loss draws the next action with the first half of its key
     eps = float(jax.random.normal(next_key, (1, 1))[0, 0])
     log_prob = -0.5 * eps**2 - 0.5 * math.log(2 * math.pi) - math.log(1 - math.tanh(eps) ** 2)

@@ -91,9 +91,7 @@ def test_targets_follow_the_critic_by_polyak_after_each_critic_step():
     state = state.replace(target_params=jax.tree.map(jnp.zeros_like, state.target_params))
     new_state, _ = make_update_fn(networks)(state, random_batch(jax.random.PRNGKey(1), STATE_SPEC, 2, (1, 4)))
     expected = jax.tree.map(lambda online: 0.25 * online, new_state.params["critic"])  # 0.25 new + 0.75 * 0
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), new_state.target_params["critic"], expected
-    )
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), new_state.target_params["critic"], expected)
     moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params["actor"], new_state.params["actor"])
     assert all(jax.tree.leaves(moved))  # the actor step ran too
 
@@ -129,12 +127,8 @@ def test_frozen_encoder_stays_put():
 
 
 def test_cameras_get_one_shared_conv_net_or_one_each():
-    shared = make_networks(AgentConfig(**TINY, encoder=TINY_ENCODER), PIXEL_SPEC, 2).init(
-        jax.random.PRNGKey(0)
-    )
-    own_config = AgentConfig(
-        **TINY, encoder=EncoderConfig(channels=(4, 4), latent_dim=8, share_across_cameras=False)
-    )
+    shared = make_networks(AgentConfig(**TINY, encoder=TINY_ENCODER), PIXEL_SPEC, 2).init(jax.random.PRNGKey(0))
+    own_config = AgentConfig(**TINY, encoder=EncoderConfig(channels=(4, 4), latent_dim=8, share_across_cameras=False))
     own = make_networks(own_config, PIXEL_SPEC, 2).init(jax.random.PRNGKey(0))
     assert {"conv", "bottleneck", "bottleneck_norm"} == set(shared["encoder"])
     assert {"conv_front", "conv_wrist", "bottleneck", "bottleneck_norm"} == set(own["encoder"])
@@ -145,16 +139,10 @@ def test_pretrained_encoder_weights_load_from_a_file_and_mismatches_are_refused(
     source = init_training_state(networks, jax.random.PRNGKey(7)).params["encoder"]
     path = tmp_path / "encoder.msgpack"
     save_encoder_params(path, source)
-    config = AgentConfig(
-        **TINY, encoder=EncoderConfig(channels=(4, 4), latent_dim=8, pretrained_path=str(path))
-    )
-    loaded = init_training_state(make_networks(config, PIXEL_SPEC, 2), jax.random.PRNGKey(0)).params[
-        "encoder"
-    ]
+    config = AgentConfig(**TINY, encoder=EncoderConfig(channels=(4, 4), latent_dim=8, pretrained_path=str(path)))
+    loaded = init_training_state(make_networks(config, PIXEL_SPEC, 2), jax.random.PRNGKey(0)).params["encoder"]
     jax.tree.map(np.testing.assert_array_equal, source, loaded)
-    other = make_networks(
-        AgentConfig(**TINY, encoder=EncoderConfig(channels=(4, 4), latent_dim=9)), PIXEL_SPEC, 2
-    )
+    other = make_networks(AgentConfig(**TINY, encoder=EncoderConfig(channels=(4, 4), latent_dim=9)), PIXEL_SPEC, 2)
     with pytest.raises(ValueError, match="does not match"):
         load_encoder_params(path, other.init(jax.random.PRNGKey(0))["encoder"])
     with pytest.raises(ValueError, match="does not exist"):
@@ -197,10 +185,7 @@ def test_random_shift_is_an_edge_padded_crop_per_image():
     offsets = []
     for i in range(16):
         matches = [
-            (y, x)
-            for y in range(5)
-            for x in range(5)
-            if np.array_equal(padded[i, y : y + 6, x : x + 5], shifted[i])
+            (y, x) for y in range(5) for x in range(5) if np.array_equal(padded[i, y : y + 6, x : x + 5], shifted[i])
         ]
         assert matches, f"image {i} is not a crop of its edge-padded self"
         offsets.append(matches[0])

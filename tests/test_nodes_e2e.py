@@ -125,6 +125,7 @@ def test_learner_two_actors_kills_resume_and_eval(tmp_path):
         _wait_for(lambda: _updates(run_dir) >= 60, 240, "60 updates", *watch)
         _wait_for(lambda: min(_actor_version(run_dir, "a0"), _actor_version(run_dir, "a1")) > 0, 120,
                   "both actors to act with published parameters", *watch)  # fmt: skip
+        assert any("param_lag/a0" in r for r in _rows(run_dir / "learner_metrics.jsonl")), "version lag per actor"
 
         # kill -9 one actor: the learner keeps training on the other.
         a1.send_signal(signal.SIGKILL)

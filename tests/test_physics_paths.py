@@ -14,9 +14,7 @@ import envs  # noqa: F401
 
 
 def _trajectory(env_id: str, physics: str, actions: np.ndarray, **task_kwargs) -> np.ndarray:
-    vec = gym.make_vec(
-        env_id, num_envs=actions.shape[1], physics=physics, array_backend="numpy", **task_kwargs
-    )
+    vec = gym.make_vec(env_id, num_envs=actions.shape[1], physics=physics, array_backend="numpy", **task_kwargs)
     obs, _ = vec.reset(seed=11)
     states = [obs["state"]]
     for a in actions:

@@ -21,9 +21,7 @@ from serl_gs.render.stage import RenderStage, to_uint8
 
 pytestmark = pytest.mark.gpu
 
-SPHERE = (
-    '<mujoco><worldbody><camera name="c" pos="0 0 1"/><geom type="sphere" size="0.1"/></worldbody></mujoco>'
-)
+SPHERE = '<mujoco><worldbody><camera name="c" pos="0 0 1"/><geom type="sphere" size="0.1"/></worldbody></mujoco>'
 TASK_ASSETS = sorted((Path(__file__).resolve().parents[1] / "envs" / "assets").glob("*.xml"))
 MAX_MAE = 0.5  # uint8 levels, averaged over every pixel and channel
 MIN_PSNR = 40.0  # dB on uint8 images
@@ -47,9 +45,7 @@ def both_backends(means, quats, scales, opacities, sh, viewmats, ks, size, sh_de
 @pytest.mark.parametrize("path", TASK_ASSETS, ids=[p.stem for p in TASK_ASSETS])
 def test_gsplat_matches_reference_on_task_scenes(path):
     model = mujoco.MjModel.from_xml_path(str(path))
-    stage = RenderStage(
-        model, RenderConfig(backend="gsplat", image_size=64), scene_config=SceneConfig(cache_dir=None)
-    )
+    stage = RenderStage(model, RenderConfig(backend="gsplat", image_size=64), scene_config=SceneConfig(cache_dir=None))
     data = mujoco.MjData(model)
     rng = np.random.default_rng(0)
     hinge_or_slide = [
@@ -95,17 +91,13 @@ def test_gsplat_matches_reference_on_a_random_scene_with_sh_degree_3():
     ks = torch.tensor([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]], device="cuda").expand(b, 2, 3, 3)
     (rgb_g, _), (rgb_r, _) = both_backends(means, quats, scales, opacities, sh, viewmats, ks, size, 3)
     mae, psnr = compare(rgb_g, rgb_r)
-    print(
-        f"\nrandom scene ({n} Gaussians, SH 3): gsplat vs reference: MAE {mae:.4f} levels, PSNR {psnr:.2f} dB"
-    )
+    print(f"\nrandom scene ({n} Gaussians, SH 3): gsplat vs reference: MAE {mae:.4f} levels, PSNR {psnr:.2f} dB")
     assert mae <= MAX_MAE and psnr >= MIN_PSNR
 
 
 def test_auto_picks_gsplat_when_cuda_and_gsplat_work():
     model = mujoco.MjModel.from_xml_string(SPHERE)
-    stage = RenderStage(
-        model, RenderConfig(backend="auto", image_size=16), scene_config=SceneConfig(cache_dir=None)
-    )
+    stage = RenderStage(model, RenderConfig(backend="auto", image_size=16), scene_config=SceneConfig(cache_dir=None))
     assert stage.backend == "gsplat", stage.backend_reason
 
 
@@ -118,15 +110,10 @@ def test_render_stage_never_copies_through_the_host():
         pytest.skip("JAX has no GPU here")
     path = next((p for p in TASK_ASSETS if p.stem == "panda_pick_cube"), None)
     model = mujoco.MjModel.from_xml_path(str(path)) if path else mujoco.MjModel.from_xml_string(SPHERE)
-    stage = RenderStage(
-        model, RenderConfig(backend="auto", image_size=64), scene_config=SceneConfig(cache_dir=None)
-    )
+    stage = RenderStage(model, RenderConfig(backend="auto", image_size=64), scene_config=SceneConfig(cache_dir=None))
     data = mujoco.MjData(model)
     mujoco.mj_forward(model, data)
-    host = [
-        np.repeat(a[None], 8, 0).astype(np.float32)
-        for a in (data.xpos, data.xquat, data.cam_xpos, data.cam_xmat)
-    ]
+    host = [np.repeat(a[None], 8, 0).astype(np.float32) for a in (data.xpos, data.xquat, data.cam_xpos, data.cam_xmat)]
     on_gpu = [jax.device_put(a, gpus[0]) for a in host]
     jax.block_until_ready(on_gpu)
     with jax.transfer_guard("disallow"):

@@ -48,9 +48,7 @@ def fake_rasterization(means, quats, scales, opacities, colors, viewmats, Ks, wi
     c = viewmats.shape[-3]
     assert quats.shape == (b, n, 4) and scales.shape == (b, n, 3) and opacities.shape == (b, n)
     assert viewmats.shape == (b, c, 4, 4) and Ks.shape == (b, c, 3, 3)
-    assert (
-        colors.shape[:2] == (b, n) and colors.shape[-1] == 3 and (kw["sh_degree"] + 1) ** 2 <= colors.shape[2]
-    )
+    assert colors.shape[:2] == (b, n) and colors.shape[-1] == 3 and (kw["sh_degree"] + 1) ** 2 <= colors.shape[2]
     assert kw["backgrounds"] is None or kw["backgrounds"].shape == (b, c, 3)
     assert kw["eps2d"] == 0.3 and kw["rasterize_mode"] == "classic" and kw["packed"] is True
     with_depth = kw["render_mode"] == "RGB+ED"

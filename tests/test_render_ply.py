@@ -53,9 +53,7 @@ def write_tool_ply(path, scene: GaussianScene, *, normals: bool, fmt="binary_lit
 
 
 def assert_same(a: GaussianScene, b: GaussianScene, check_bodies=True):
-    for name in ("means", "quats", "log_scales", "opacity_logits", "sh") + (
-        ("body_ids",) if check_bodies else ()
-    ):
+    for name in ("means", "quats", "log_scales", "opacity_logits", "sh") + (("body_ids",) if check_bodies else ()):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 

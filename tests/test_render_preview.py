@@ -51,9 +51,7 @@ def test_preview_command_writes_a_png_of_every_camera(tmp_path):
     top_view = png[:, 50:].astype(int)
     red = (top_view[..., 0] > 150) & (top_view[..., 1] < 80)
     assert red[16:32, 16:32].mean() > 0.8  # the red box, centred under camera b
-    bad = subprocess.run(
-        cmd[:-2] + ["--keyframe", "nope", "--out", str(out)], cwd=ROOT, capture_output=True, text=True
-    )
+    bad = subprocess.run(cmd[:-2] + ["--keyframe", "nope", "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown keyframe 'nope'" in bad.stderr
 
 

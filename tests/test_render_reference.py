@@ -93,18 +93,14 @@ def test_nearer_gaussian_occludes_farther_whatever_the_memory_order():
 
 
 def test_depth_is_the_expected_camera_z():
-    _, depth = render(
-        [[0.0, 0.0, 2.5]], [[1.0, 0, 0, 0]], [[0.3] * 3], [0.99], [(1.0, 1.0, 1.0)], with_depth=True
-    )
+    _, depth = render([[0.0, 0.0, 2.5]], [[1.0, 0, 0, 0]], [[0.3] * 3], [0.99], [(1.0, 1.0, 1.0)], with_depth=True)
     assert depth[0, 0, H // 2, W // 2] == pytest.approx(2.5, rel=1e-5)
     assert depth[0, 0, 0, 0] == 0.0  # nothing drawn in the corner: depth 0, as gsplat's "ED"
 
 
 def test_background_fills_by_remaining_transmittance():
     bg = torch.tensor([0.2, 0.3, 0.4])
-    image, _ = render(
-        [[5.0, 5.0, 1.0]], [[1.0, 0, 0, 0]], [[0.01] * 3], [0.5], [(1.0, 1.0, 1.0)], background=bg
-    )
+    image, _ = render([[5.0, 5.0, 1.0]], [[1.0, 0, 0, 0]], [[0.01] * 3], [0.5], [(1.0, 1.0, 1.0)], background=bg)
     np.testing.assert_allclose(image[0, 0, 0, 0].numpy(), bg.numpy(), atol=1e-7)  # nothing drawn there
 
 
@@ -121,9 +117,7 @@ def test_gaussians_behind_the_camera_or_off_screen_draw_nothing():
 
 def random_scene(n, seed, batch=1):
     g = torch.Generator().manual_seed(seed)
-    means = torch.rand(batch, n, 3, generator=g) * torch.tensor([2.0, 2.0, 3.0]) + torch.tensor(
-        [-1.0, -1.0, 1.0]
-    )
+    means = torch.rand(batch, n, 3, generator=g) * torch.tensor([2.0, 2.0, 3.0]) + torch.tensor([-1.0, -1.0, 1.0])
     quats = torch.randn(batch, n, 4, generator=g)
     scales = torch.exp(torch.rand(n, 3, generator=g) * 2.5 - 4.5)
     opacities = torch.sigmoid(torch.randn(n, generator=g) * 2 + 1)
@@ -261,6 +255,4 @@ def test_sh_colour_depends_on_view_direction_like_gsplat():
     row = image[0, 0, H // 2]
     red_over_green = (row[:, 0] / row[:, 1].clamp_min(1e-6))[row[:, 1] > 0.1]
     dir_x = -0.3 / math.sqrt(0.3**2 + 1.0)
-    assert red_over_green.mean().item() == pytest.approx(
-        (0.5 - 0.4886025119029199 * 0.5 * dir_x) / 0.5, rel=1e-4
-    )
+    assert red_over_green.mean().item() == pytest.approx((0.5 - 0.4886025119029199 * 0.5 * dir_x) / 0.5, rel=1e-4)

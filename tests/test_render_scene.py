@@ -115,16 +115,12 @@ def test_colours_come_from_rgba_and_material(model, scene):
         return SH_C0 * scene.sh[scene.body_ids == body, 0] + 0.5
 
     np.testing.assert_allclose(rgb("b_box"), np.broadcast_to([0.9, 0.1, 0.1], rgb("b_box").shape), atol=1e-6)
-    np.testing.assert_allclose(
-        rgb("b_mesh"), np.broadcast_to([0.1, 0.8, 0.2], rgb("b_mesh").shape), atol=1e-6
-    )
+    np.testing.assert_allclose(rgb("b_mesh"), np.broadcast_to([0.1, 0.8, 0.2], rgb("b_mesh").shape), atol=1e-6)
     textured = generate.generate_scene(model, dataclasses.replace(FLAT, texture=0.3, shading=0.5))
     body = model.body("b_box").id
     varied = SH_C0 * textured.sh[textured.body_ids == body, 0] + 0.5
     assert varied.std(axis=0).min() > 0.005  # the texture varies across the surface
-    np.testing.assert_allclose(
-        varied.mean(axis=0) / varied.mean(axis=0)[0], [1.0, 0.1 / 0.9, 0.1 / 0.9], atol=0.05
-    )
+    np.testing.assert_allclose(varied.mean(axis=0) / varied.mean(axis=0)[0], [1.0, 0.1 / 0.9, 0.1 / 0.9], atol=0.05)
 
 
 def test_generation_is_deterministic_and_seeded(model):

@@ -98,9 +98,7 @@ def project_top(point, fovy=60.0, size=SIZE, cam_height=2.0):
 
 
 def stage(model, scene, cameras=("top",), **kw):
-    return RenderStage(
-        model, RenderConfig(backend="reference", image_size=SIZE, cameras=cameras, **kw), scene
-    )
+    return RenderStage(model, RenderConfig(backend="reference", image_size=SIZE, cameras=cameras, **kw), scene)
 
 
 def test_mujoco_camera_convention_right_is_x_up_is_y(model):
@@ -197,9 +195,7 @@ def test_bad_inputs_raise_value_errors_naming_them(model):
         st.render(xpos[0], xquat, cam_xpos, cam_xmat)
     with pytest.raises(ValueError, match=r"cam_xpos must have shape \[B, 2, 3\]"):
         st.render(xpos, xquat, cam_xpos[:, :1], cam_xmat)
-    with pytest.raises(
-        ValueError, match=r"unknown camera 'side'; the model's cameras are \['top', 'wrist'\]"
-    ):
+    with pytest.raises(ValueError, match=r"unknown camera 'side'; the model's cameras are \['top', 'wrist'\]"):
         stage(model, one_gaussian(0), cameras=("side",))
     with pytest.raises(ValueError, match="body 7"):
         stage(model, one_gaussian(7))

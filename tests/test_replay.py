@@ -91,11 +91,7 @@ def spec() -> RecordSpec:
 def expected_transitions(world: StreamWorld, inserted_ids: list[int], capacity: int) -> set[tuple[int, int]]:
     """(obs id, next id) pairs whose both frames are among the last `capacity` records inserted."""
     in_ring = set(inserted_ids[-capacity:])
-    return {
-        (world.predecessor[i], i)
-        for i in in_ring
-        if i in world.predecessor and world.predecessor[i] in in_ring
-    }
+    return {(world.predecessor[i], i) for i in in_ring if i in world.predecessor and world.predecessor[i] in in_ring}
 
 
 def check_batch(world: StreamWorld, batch, expected: set[tuple[int, int]]) -> set[tuple[int, int]]:
@@ -130,9 +126,7 @@ def test_pairing_is_exact_under_interleaving_episode_ends_and_wraparound(storage
     all_seen: set[tuple[int, int]] = set()
     for step in range(120):
         actor = list(envs)[int(rng.integers(len(envs)))]
-        chosen = sorted(
-            rng.choice(envs[actor], size=int(rng.integers(1, envs[actor] + 1)), replace=False).tolist()
-        )
+        chosen = sorted(rng.choice(envs[actor], size=int(rng.integers(1, envs[actor] + 1)), replace=False).tolist())
         records, ids = world.message(actor, chosen)
         replay.insert(actor, records)
         inserted += ids

@@ -263,10 +263,7 @@ def test_a_peer_with_another_protocol_version_is_refused_naming_both():
         sock.send(msgpack.packb({"v": PROTOCOL_VERSION + 1, "type": "ping"}))
         reply = msgpack.unpackb(sock.recv())
         assert reply["type"] == "refused"
-        assert (
-            f"version {PROTOCOL_VERSION + 1}" in reply["reason"]
-            and f"version {PROTOCOL_VERSION}" in reply["reason"]
-        )
+        assert f"version {PROTOCOL_VERSION + 1}" in reply["reason"] and f"version {PROTOCOL_VERSION}" in reply["reason"]
         sock.close()
         ctx.term()
         assert server.stats()["rejected"]["version"] == 1
@@ -286,9 +283,7 @@ def test_an_actor_talking_to_a_newer_learner_raises_protocol_mismatch():
         deadline = time.monotonic() + 5
         while client.stats()["error"] is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        with pytest.raises(
-            ProtocolMismatch, match=f"version {PROTOCOL_VERSION + 1}.*version {PROTOCOL_VERSION}"
-        ):
+        with pytest.raises(ProtocolMismatch, match=f"version {PROTOCOL_VERSION + 1}.*version {PROTOCOL_VERSION}"):
             client.send(records(0), 0)
     finally:
         client.close(timeout=0)

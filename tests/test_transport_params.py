@@ -158,13 +158,9 @@ def test_a_learner_speaking_another_protocol_is_refused_naming_both_versions():
             while not snapshot.poll(10) and time.monotonic() < deadline:
                 assert subscriber.poll() is None  # the subscriber works inside poll()/wait()
             routing_id, _ = snapshot.recv_multipart()
-            future = wire.encode_param_message(
-                {"v": PROTOCOL_VERSION + 1, "type": "params", "version": 1}, b""
-            )
+            future = wire.encode_param_message({"v": PROTOCOL_VERSION + 1, "type": "params", "version": 1}, b"")
             snapshot.send_multipart([routing_id, future])
-            with pytest.raises(
-                ProtocolMismatch, match=f"version {PROTOCOL_VERSION + 1}.*version {PROTOCOL_VERSION}"
-            ):
+            with pytest.raises(ProtocolMismatch, match=f"version {PROTOCOL_VERSION + 1}.*version {PROTOCOL_VERSION}"):
                 subscriber.wait(timeout=5)
     finally:
         pub.close()

@@ -163,9 +163,7 @@ def test_kill_9_of_the_learner_then_restart_loses_and_duplicates_nothing(tmp_pat
 
         def run(client: TransitionClient) -> None:
             for step in range(per_actor):
-                client.send(
-                    {"env_index": np.arange(2, dtype=np.int32), "step": np.full(2, step, np.int64)}, 0
-                )
+                client.send({"env_index": np.arange(2, dtype=np.int32), "step": np.full(2, step, np.int64)}, 0)
                 time.sleep(0.002)
 
         senders = [threading.Thread(target=run, args=(c,)) for c in clients]

@@ -60,9 +60,7 @@ def test_every_allowed_dtype_round_trips(dtype):
 def test_big_endian_and_strided_inputs_are_sent_little_endian_contiguous():
     big = np.arange(6, dtype=">f4").reshape(3, 2)
     strided = np.arange(12, dtype=np.int16).reshape(3, 4)[:, ::2]
-    n, specs, buffers = wire.describe_arrays(
-        {"env_index": np.arange(3), "big": big, "s": strided}, copy=False
-    )
+    n, specs, buffers = wire.describe_arrays({"env_index": np.arange(3), "big": big, "s": strided}, copy=False)
     assert buffers[1].dtype.byteorder in "<=" and buffers[2].flags.c_contiguous
     out = roundtrip({"env_index": np.arange(3), "big": big, "s": strided})
     np.testing.assert_array_equal(out["big"], big)
