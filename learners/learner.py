@@ -89,7 +89,7 @@ class Learner:
         )
 
         self.config = c = config
-        self.run_dir = Path(c.run_dir)
+        self.run_dir = Path(c.run_dir).expanduser().resolve()
         write_run_info(self.run_dir, "learner", c)
         probe = c.env.make_vec(1, seed=0)
         self.obs_spec, self.action_dim = obs_spec_of(probe), probe.single_action_space.shape[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -66,8 +67,9 @@ def test_replay_state_file_matching_the_replay_wins(tmp_path):
     assert _load_replay_state(tmp_path, 30) is None
 
 
-def test_checkpointer_keeps_the_last_k_and_restores(tmp_path):
-    ckpt = Checkpointer(tmp_path / "run" / "checkpoints", keep=2)
+def test_checkpointer_keeps_the_last_k_and_restores(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative run directory, as users type it (orbax wants absolute paths)
+    ckpt = Checkpointer(Path("run") / "checkpoints", keep=2)
     tree = {"w": jax.numpy.arange(3.0), "step": jax.numpy.int32(0)}
     for step in (1, 2, 3):
         ckpt.save(step, {**tree, "step": jax.numpy.int32(step)}, {"counters": {"updates": step}})

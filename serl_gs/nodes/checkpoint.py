@@ -40,7 +40,7 @@ class Checkpointer:
     def __init__(self, directory: Path, keep: int = 3, read_only: bool = False):
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
-        self.directory = Path(directory)
+        self.directory = Path(directory).expanduser().resolve()  # orbax refuses relative paths
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=not read_only, read_only=read_only, enable_async_checkpointing=False
         )
