@@ -47,14 +47,14 @@ def _free_port_base() -> int:
     raise RuntimeError("no three consecutive free ports")
 
 
-def _start(script: str, args: list[str], log: Path) -> subprocess.Popen:
+def _start(script: str, args: list[str], log: Path, cwd: Path = ROOT) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [str(ROOT / script), *args],
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
         env=env,
-        cwd=ROOT,  # noqa: SIM115
+        cwd=cwd,  # noqa: SIM115
     )
 
 
@@ -187,7 +187,9 @@ def test_pixel_path_end_to_end_at_32px(tmp_path):
     run_dir, port = tmp_path / "run", _free_port_base()
     pixels = ["--obs_mode", "pixels", "--image_size", "32"]
     logs = [tmp_path / "learner.log", tmp_path / "actor.log"]
-    learner = _start("run_learner.sh", _learner_args(run_dir, port, *pixels, "--max_updates", "20"), logs[0])
+    # A relative --run_dir, as users type it, from another working directory than the repository.
+    learner_args = _learner_args(Path("run"), port, *pixels, "--max_updates", "20")
+    learner = _start("run_learner.sh", learner_args, logs[0], cwd=tmp_path)
     actor = _start("run_actor.sh", _actor_args("px", run_dir, port, *pixels, "--render_backend", "reference"), logs[1])
     try:
         assert learner.wait(420) == 0, logs[0].read_text()[-3000:]
