@@ -25,8 +25,9 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from serl_gs.transport import wire
+from serl_gs.transport._io_thread import IoThread
 from serl_gs.transport._ratelog import RateLimitedLog
-from serl_gs.transport._sockets import WakePipe, close_all, configure_socket
+from serl_gs.transport._sockets import configure_socket
 from serl_gs.transport.auth import load_curve_keys, make_curve_client
 from serl_gs.transport.config import ActorTransportConfig
 from serl_gs.transport.errors import BatchRejected, ProtocolMismatch, TransportError
@@ -59,9 +60,7 @@ class _Outgoing:
         "received",
     )
 
-    def __init__(
-        self, n: int, specs: list, buffers: list[np.ndarray], nbytes: int, param_version: int
-    ) -> None:
+    def __init__(self, n: int, specs: list, buffers: list[np.ndarray], nbytes: int, param_version: int) -> None:
         self.n = n
         self.specs = specs
         self.buffers = buffers
@@ -109,19 +108,13 @@ class TransitionClient:
         self._last_reply = 0.0
         self._last_go_back = (-1, 0.0)
         self._reply_log = RateLimitedLog(logger, f"TransitionClient[{config.actor_id}]", 10.0)
-        self._stop = threading.Event()
-        self._wake = WakePipe()
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"serl_gs-transition-client-{config.actor_id}", daemon=True
+        self._io = IoThread(
+            f"transition-client-{config.actor_id}",
+            open_sockets=self._open_sockets,
+            turn=self._turn,
+            poll_interval_s=config.poll_interval_s,
+            on_failure=lambda exc: self._fail(TransportError(f"transport I/O thread failed: {exc!r}")),
         )
-        self._thread.start()
-        self._ready.wait()
-        if self._start_error is not None:
-            self._thread.join()
-            self._wake.close()
-            raise self._start_error
         atexit.register(self.close)  # a finished actor flushes (up to linger_s) and exits
 
     # ------------------------------------------------------------------------------------------
@@ -169,16 +162,14 @@ class TransitionClient:
                         f"send() waited block_timeout_s={cfg.block_timeout_s} s: the learner has not taken "
                         f"data ({len(self._pending)} batches pending, credits={self._credits})"
                     )
-                self._changed.wait(
-                    cfg.poll_interval_s if remaining is None else min(remaining, cfg.poll_interval_s)
-                )
+                self._changed.wait(cfg.poll_interval_s if remaining is None else min(remaining, cfg.poll_interval_s))
                 self._raise_if_unusable()
             out.index = self._next_index
             self._next_index += 1
             wake = not self._pending  # otherwise the I/O thread has work and will look again
             self._pending.append(out)
         if wake:
-            self._wake.wake()
+            self._io.wake()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until the learner has taken every batch sent so far; False on timeout."""
@@ -227,13 +218,7 @@ class TransitionClient:
             self._closed = True
             lost = len(self._pending) + self._unconfirmed
             self._changed.notify_all()
-        self._stop.set()
-        self._wake.wake()
-        self._thread.join(timeout=self._config.linger_s + 10 * self._config.poll_interval_s + 5.0)
-        if self._thread.is_alive():
-            logger.error("TransitionClient[%s]: I/O thread did not stop in time", self._config.actor_id)
-        else:
-            self._wake.close()
+        self._io.stop(timeout=self._config.linger_s + 10 * self._config.poll_interval_s + 5.0)
         if not flushed and lost:
             logger.warning(
                 "TransitionClient[%s]: closed with %d batches the learner had not taken",
@@ -257,66 +242,39 @@ class TransitionClient:
     # ------------------------------------------------------------------------------------------
     # I/O thread
 
-    def _run(self) -> None:
+    def _open_sockets(self, io: IoThread) -> list[zmq.Socket]:
         cfg = self._config
-        context = zmq.Context(io_threads=1)
-        sockets: list[zmq.Socket] = []
-        dealer = monitor = None
-        try:
-            dealer = context.socket(zmq.DEALER)
-            sockets.append(dealer)
-            configure_socket(
-                dealer,
-                timeout_s=cfg.socket_timeout_s,
-                heartbeat_s=cfg.heartbeat_s,
-                linger_s=cfg.linger_s,
-                max_message_bytes=_MAX_REPLY_BYTES,
-                reconnect_s=cfg.reconnect_s,
-                reconnect_max_s=cfg.reconnect_max_s,
-            )
-            # IMMEDIATE stays 0: the pipe then survives reconnects, so the learner's last acks before a
-            # disconnect are still read (with 1, libzmq drops them and we would resend delivered data).
-            make_curve_client(dealer, self._keys)
-            monitor = dealer.get_monitor_socket(_MONITOR_EVENTS)
-            monitor.linger = 0
-            sockets.append(monitor)
-            host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-            if ":" in cfg.host:
-                dealer.setsockopt(zmq.IPV6, 1)
-            dealer.connect(f"tcp://{host}:{cfg.transitions_port}")
-        except BaseException as exc:
-            self._start_error = exc if isinstance(exc, (zmq.ZMQError, ValueError)) else RuntimeError(str(exc))
-            close_all(context, sockets)
-            self._ready.set()
-            return
-        self._ready.set()
+        self._dealer = dealer = io.socket(zmq.DEALER)
+        configure_socket(
+            dealer,
+            timeout_s=cfg.socket_timeout_s,
+            heartbeat_s=cfg.heartbeat_s,
+            linger_s=cfg.linger_s,
+            max_message_bytes=_MAX_REPLY_BYTES,
+            reconnect_s=cfg.reconnect_s,
+            reconnect_max_s=cfg.reconnect_max_s,
+        )
+        # IMMEDIATE stays 0: the pipe then survives reconnects, so the learner's last acks before a
+        # disconnect are still read (with 1, libzmq drops them and we would resend delivered data).
+        make_curve_client(dealer, self._keys)
+        self._monitor = io.monitor(dealer, _MONITOR_EVENTS)
+        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        if ":" in cfg.host:
+            dealer.setsockopt(zmq.IPV6, 1)
+        dealer.connect(f"tcp://{host}:{cfg.transitions_port}")
+        return [dealer, self._monitor]
 
-        poller = zmq.Poller()
-        poller.register(dealer, zmq.POLLIN)
-        poller.register(monitor, zmq.POLLIN)
-        poller.register(self._wake, zmq.POLLIN)
-        try:
-            while not self._stop.is_set():
-                events = dict(poller.poll(int(cfg.poll_interval_s * 1000)))
-                if self._wake.fileno() in events:
-                    self._wake.drain()
-                if monitor in events:
-                    self._on_monitor(monitor)
-                if dealer in events:
-                    self._receive_replies(dealer)
-                if self._error is not None:
-                    continue
-                now = time.monotonic()
-                self._check_ack_timeout(now)
-                self._maybe_ping(dealer, now)
-                self._transmit(dealer)
-        except Exception as exc:
-            logger.exception("TransitionClient[%s]: I/O thread failed", cfg.actor_id)
-            self._fail(TransportError(f"transport I/O thread failed: {exc!r}"))
-        finally:
-            if dealer is not None:
-                dealer.disable_monitor()
-            close_all(context, sockets)
+    def _turn(self, events: dict) -> None:
+        if self._monitor in events:
+            self._on_monitor(self._monitor)
+        if self._dealer in events:
+            self._receive_replies(self._dealer)
+        if self._error is not None:
+            return
+        now = time.monotonic()
+        self._check_ack_timeout(now)
+        self._maybe_ping(self._dealer, now)
+        self._transmit(self._dealer)
 
     def _on_monitor(self, monitor: zmq.Socket) -> None:
         while True:
@@ -371,9 +329,7 @@ class TransitionClient:
             if wire.get_int(header, "session") == self._session:
                 reason = header.get("reason")
                 detail = header.get("detail")
-                self._fail(
-                    BatchRejected(f"the learner rejected batch seq={header.get('seq')}: {reason}: {detail}")
-                )
+                self._fail(BatchRejected(f"the learner rejected batch seq={header.get('seq')}: {reason}: {detail}"))
         elif kind == "refused":
             self._fail(ProtocolMismatch(str(header.get("reason"))[:500]))
         else:

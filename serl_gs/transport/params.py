@@ -23,9 +23,10 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from serl_gs.transport import wire
+from serl_gs.transport._io_thread import IoThread
 from serl_gs.transport._ratelog import RateLimitedLog
-from serl_gs.transport._sockets import WakePipe, bound_port, close_all, configure_socket, endpoint
-from serl_gs.transport.auth import ZapHandler, load_curve_keys, make_curve_client, make_curve_server
+from serl_gs.transport._sockets import bound_port, close_all, configure_socket, endpoint
+from serl_gs.transport.auth import load_curve_keys, make_curve_client, make_curve_server
 from serl_gs.transport.config import ActorTransportConfig, LearnerTransportConfig
 from serl_gs.transport.errors import ProtocolMismatch, TransportError
 
@@ -33,9 +34,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_REQUEST_BYTES = 4096
 _HANDSHAKE_FAILED = (
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
 
 
@@ -80,18 +79,13 @@ class ParamPublisher:
         self._rejected = dict.fromkeys(wire.REJECT_REASONS, 0)
         self._reject_log = RateLimitedLog(logger, "ParamPublisher", config.reject_log_interval_s)
         self._closed = False
-        self._stop = threading.Event()
-        self._wake = WakePipe()
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
         self._port = self._snapshot_port = 0
-        self._thread = threading.Thread(target=self._run, name="serl_gs-param-publisher", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._start_error is not None:
-            self._thread.join()
-            self._wake.close()
-            raise self._start_error
+        self._io = IoThread(
+            "param-publisher",
+            open_sockets=self._open_sockets,
+            turn=self._turn,
+            poll_interval_s=config.poll_interval_s,
+        )
 
     @property
     def port(self) -> int:
@@ -132,7 +126,7 @@ class ParamPublisher:
                 raise ValueError(f"version must increase: got {version} after {self._latest[0]}")
             self._latest = (version, message)
             self._counters["published"] += 1
-        self._wake.wake()
+        self._io.wake()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -152,11 +146,7 @@ class ParamPublisher:
             if self._closed:
                 return
             self._closed = True
-        self._stop.set()
-        self._wake.wake()
-        self._thread.join(timeout=self._config.linger_s + 10 * self._config.poll_interval_s + 5.0)
-        if not self._thread.is_alive():
-            self._wake.close()
+        self._io.stop(timeout=self._config.linger_s + 10 * self._config.poll_interval_s + 5.0)
 
     def __enter__(self) -> ParamPublisher:
         return self
@@ -164,59 +154,33 @@ class ParamPublisher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _run(self) -> None:
+    def _open_sockets(self, io: IoThread) -> list[zmq.Socket]:
         cfg = self._config
-        context = zmq.Context(io_threads=1)
-        sockets: list[zmq.Socket] = []
-        zap = None
-        try:
-            if self._keys is not None:
-                zap = ZapHandler(context, [self._keys.client_public])
-            pub = context.socket(zmq.PUB)
-            sockets.append(pub)
-            configure_socket(pub, timeout_s=cfg.socket_timeout_s, heartbeat_s=cfg.heartbeat_s, linger_s=0)
-            pub.setsockopt(zmq.CONFLATE, 1)  # per subscriber: keep only the newest unsent message
-            make_curve_server(pub, self._keys)
-            pub.bind(endpoint(cfg.bind, cfg.params_port, pub))
-            snapshot = context.socket(zmq.ROUTER)
-            sockets.append(snapshot)
-            configure_socket(
-                snapshot,
-                timeout_s=cfg.socket_timeout_s,
-                heartbeat_s=cfg.heartbeat_s,
-                linger_s=0,
-                max_message_bytes=_MAX_REQUEST_BYTES,
-            )
-            make_curve_server(snapshot, self._keys)
-            snapshot.bind(endpoint(cfg.bind, cfg.params_snapshot_port, snapshot))
-            self._port, self._snapshot_port = bound_port(pub), bound_port(snapshot)
-        except BaseException as exc:
-            self._start_error = exc if isinstance(exc, (zmq.ZMQError, ValueError)) else RuntimeError(str(exc))
-            close_all(context, sockets, zap)
-            self._ready.set()
-            return
-        self._ready.set()
+        if self._keys is not None:
+            io.serve_zap([self._keys.client_public])
+        self._pub = pub = io.socket(zmq.PUB)
+        configure_socket(pub, timeout_s=cfg.socket_timeout_s, heartbeat_s=cfg.heartbeat_s, linger_s=0)
+        pub.setsockopt(zmq.CONFLATE, 1)  # per subscriber: keep only the newest unsent message
+        make_curve_server(pub, self._keys)
+        pub.bind(endpoint(cfg.bind, cfg.params_port, pub))
+        self._snapshot = snapshot = io.socket(zmq.ROUTER)
+        configure_socket(
+            snapshot,
+            timeout_s=cfg.socket_timeout_s,
+            heartbeat_s=cfg.heartbeat_s,
+            linger_s=0,
+            max_message_bytes=_MAX_REQUEST_BYTES,
+        )
+        make_curve_server(snapshot, self._keys)
+        snapshot.bind(endpoint(cfg.bind, cfg.params_snapshot_port, snapshot))
+        self._port, self._snapshot_port = bound_port(pub), bound_port(snapshot)
+        return [snapshot]
 
-        poller = zmq.Poller()
-        poller.register(snapshot, zmq.POLLIN)
-        poller.register(self._wake, zmq.POLLIN)
-        if zap is not None:
-            poller.register(zap.socket, zmq.POLLIN)
-        try:
-            while not self._stop.is_set():
-                events = dict(poller.poll(int(cfg.poll_interval_s * 1000)))
-                if self._wake.fileno() in events:
-                    self._wake.drain()
-                if zap is not None and zap.socket in events:
-                    zap.handle()
-                if snapshot in events:
-                    self._serve_snapshots(snapshot)
-                self._broadcast_latest(pub)
-                self._reject_log.maybe_summarize()
-        except Exception:
-            logger.exception("ParamPublisher: I/O thread failed")
-        finally:
-            close_all(context, sockets, zap)
+    def _turn(self, events: dict) -> None:
+        if self._snapshot in events:
+            self._serve_snapshots(self._snapshot)
+        self._broadcast_latest(self._pub)
+        self._reject_log.maybe_summarize()
 
     def _broadcast_latest(self, pub: zmq.Socket) -> None:
         with self._lock:
@@ -305,9 +269,7 @@ class ParamSubscriber:
         self._sockets: list[zmq.Socket] = []
         try:
             host = f"[{config.host}]" if ":" in config.host else config.host
-            self._sub = self._socket(
-                zmq.SUB, keys, max_bytes=config.max_param_bytes + 2 * wire.MAX_HEADER_BYTES
-            )
+            self._sub = self._socket(zmq.SUB, keys, max_bytes=config.max_param_bytes + 2 * wire.MAX_HEADER_BYTES)
             self._sub.setsockopt(zmq.CONFLATE, 1)  # before connect(): keep only the newest message
             self._sub.setsockopt(zmq.SUBSCRIBE, b"")
             self._monitor = self._sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | _HANDSHAKE_FAILED)
@@ -482,9 +444,7 @@ class ParamSubscriber:
             version = wire.get_int(header, "version")
             incarnation = wire.get_int(header, "incarnation")
             if wire.get_int(header, "nbytes") != payload.nbytes:
-                raise wire.WireError(
-                    "bad_header", f"nbytes={header.get('nbytes')} but {payload.nbytes} payload bytes"
-                )
+                raise wire.WireError("bad_header", f"nbytes={header.get('nbytes')} but {payload.nbytes} payload bytes")
         except wire.WireError as exc:
             self._counters["bad_messages"] += 1
             self._log.note(exc.reason, exc.detail)

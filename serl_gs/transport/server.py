@@ -24,9 +24,10 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from serl_gs.transport import wire
+from serl_gs.transport._io_thread import IoThread
 from serl_gs.transport._ratelog import RateLimitedLog
-from serl_gs.transport._sockets import WakePipe, bound_port, close_all, configure_socket, endpoint
-from serl_gs.transport.auth import ZapHandler, load_curve_keys, make_curve_server
+from serl_gs.transport._sockets import bound_port, configure_socket, endpoint
+from serl_gs.transport.auth import load_curve_keys, make_curve_server
 from serl_gs.transport.config import LearnerTransportConfig
 
 logger = logging.getLogger(__name__)
@@ -115,9 +116,7 @@ class TransitionServer:
     `get(timeout)` returns the next `TransitionBatch` (header, arrays) or None on timeout/after close.
     """
 
-    def __init__(
-        self, config: LearnerTransportConfig, *, resume_positions: Iterable[StreamPosition] = ()
-    ) -> None:
+    def __init__(self, config: LearnerTransportConfig, *, resume_positions: Iterable[StreamPosition] = ()) -> None:
         if not isinstance(config, LearnerTransportConfig):
             raise ValueError(f"config must be a LearnerTransportConfig, got {type(config).__name__}")
         self._config = config
@@ -139,19 +138,16 @@ class TransitionServer:
         self._queue_transitions = 0
         self._queue_bytes = 0
         self._closed = False
-        self._stop = threading.Event()
-        self._wake = WakePipe()
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
         self._port = 0
         self._reject_log = RateLimitedLog(logger, "TransitionServer", config.reject_log_interval_s)
-        self._thread = threading.Thread(target=self._run, name="serl_gs-transition-server", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._start_error is not None:
-            self._thread.join()
-            self._wake.close()
-            raise self._start_error
+        self._io = IoThread(
+            "transition-server",
+            open_sockets=self._open_sockets,
+            turn=self._turn,
+            poll_interval_s=config.poll_interval_s,
+            finish=lambda: self._send_due_acks(self._router),  # the last deliveries must reach their actors
+            on_failure=self._on_io_failure,
+        )
 
     # ------------------------------------------------------------------------------------------
     # Public API (any thread)
@@ -194,7 +190,7 @@ class TransitionServer:
             self._queue_bytes -= item.batch.header.nbytes
             wake = ack and self._acknowledge(item.stream, item.seq)
         if wake:
-            self._wake.wake()
+            self._io.wake()
         return item.batch
 
     def ack(self, header: BatchHeader) -> None:
@@ -204,12 +200,10 @@ class TransitionServer:
         with self._lock:
             stream = self._streams.get((header.actor_id, header.session))
             if stream is None or header.seq >= stream.next_seq:
-                raise ValueError(
-                    f"ack() of a batch this server never delivered: {header.actor_id} seq {header.seq}"
-                )
+                raise ValueError(f"ack() of a batch this server never delivered: {header.actor_id} seq {header.seq}")
             wake = self._acknowledge(stream, header.seq)
         if wake:
-            self._wake.wake()
+            self._io.wake()
 
     def _acknowledge(self, stream: _Stream, seq: int) -> bool:
         """Caller holds the lock. Acks are cumulative per stream, like the actor's view of them.
@@ -237,7 +231,7 @@ class TransitionServer:
             changed = credits != self._credits
             self._credits = credits
             self._credit_broadcast = self._credit_broadcast or changed
-        self._wake.wake()
+        self._io.wake()
 
     def positions(self) -> list[StreamPosition]:
         """Per-stream acknowledged positions: checkpoint them with the replay they describe."""
@@ -271,9 +265,7 @@ class TransitionServer:
                     a["param_version"] = max(a["param_version"], s.param_version)
             if current_param_version is not None:
                 for a in actors.values():
-                    a["param_lag"] = (
-                        current_param_version - a["param_version"] if a["param_version"] >= 0 else None
-                    )
+                    a["param_lag"] = current_param_version - a["param_version"] if a["param_version"] >= 0 else None
             return {
                 "transitions_in": self._counters["transitions_in"],
                 "batches_in": self._counters["batches_in"],
@@ -300,13 +292,7 @@ class TransitionServer:
                 return
             self._closed = True  # from here get() hands out nothing, so every delivery gets acked
             self._nonempty.notify_all()
-        self._stop.set()
-        self._wake.wake()
-        self._thread.join(timeout=self._config.linger_s + 10 * self._config.poll_interval_s + 5.0)
-        if self._thread.is_alive():
-            logger.error("TransitionServer: I/O thread did not stop in time")
-        else:
-            self._wake.close()
+        self._io.stop(timeout=self._config.linger_s + 10 * self._config.poll_interval_s + 5.0)
 
     def __enter__(self) -> TransitionServer:
         return self
@@ -317,71 +303,42 @@ class TransitionServer:
     # ------------------------------------------------------------------------------------------
     # I/O thread
 
-    def _run(self) -> None:
+    def _open_sockets(self, io: IoThread) -> list[zmq.Socket]:
         cfg = self._config
-        context = zmq.Context(io_threads=1)
-        sockets: list[zmq.Socket] = []
-        zap = None
-        router = monitor = None
-        try:
-            if self._keys is not None:
-                zap = ZapHandler(context, [self._keys.client_public])
-            router = context.socket(zmq.ROUTER)
-            sockets.append(router)
-            configure_socket(
-                router,
-                timeout_s=cfg.socket_timeout_s,
-                heartbeat_s=cfg.heartbeat_s,
-                linger_s=cfg.linger_s,
-                max_message_bytes=cfg.max_message_bytes + wire.MAX_HEADER_BYTES,
-            )
-            make_curve_server(router, self._keys)
-            monitor = router.get_monitor_socket(_MONITOR_EVENTS)
-            monitor.linger = 0
-            sockets.append(monitor)
-            router.bind(endpoint(cfg.bind, cfg.transitions_port, router))
-            self._port = bound_port(router)
-        except BaseException as exc:  # reported to the constructor's thread
-            self._start_error = exc if isinstance(exc, (zmq.ZMQError, ValueError)) else RuntimeError(str(exc))
-            close_all(context, sockets, zap)
-            self._ready.set()
-            return
-        self._ready.set()
+        if self._keys is not None:
+            io.serve_zap([self._keys.client_public])
+        router = io.socket(zmq.ROUTER)
+        configure_socket(
+            router,
+            timeout_s=cfg.socket_timeout_s,
+            heartbeat_s=cfg.heartbeat_s,
+            linger_s=cfg.linger_s,
+            max_message_bytes=cfg.max_message_bytes + wire.MAX_HEADER_BYTES,
+        )
+        make_curve_server(router, self._keys)
+        self._monitor = io.monitor(router, _MONITOR_EVENTS)
+        router.bind(endpoint(cfg.bind, cfg.transitions_port, router))
+        self._port = bound_port(router)
+        self._router = router
+        return [router, self._monitor]
 
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(monitor, zmq.POLLIN)
-        poller.register(self._wake, zmq.POLLIN)
-        if zap is not None:
-            poller.register(zap.socket, zmq.POLLIN)
-        try:
-            while not self._stop.is_set():
-                events = dict(poller.poll(int(cfg.poll_interval_s * 1000)))
-                if self._wake.fileno() in events:
-                    self._wake.drain()
-                if zap is not None and zap.socket in events:
-                    zap.handle()
-                if monitor in events:
-                    self._on_monitor(monitor)
-                if router in events:
-                    for _ in range(_MAX_MESSAGES_PER_POLL):
-                        try:
-                            frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self._on_message_safely(router, frames)
-                self._send_due_acks(router)
-                self._reject_log.maybe_summarize()
-            self._send_due_acks(router)  # the last deliveries must reach their actors
-        except Exception:
-            logger.exception("TransitionServer: I/O thread failed; closing")
-            with self._nonempty:
-                self._closed = True
-                self._nonempty.notify_all()
-        finally:
-            if router is not None:
-                router.disable_monitor()
-            close_all(context, sockets, zap)
+    def _turn(self, events: dict) -> None:
+        if self._monitor in events:
+            self._on_monitor(self._monitor)
+        if self._router in events:
+            for _ in range(_MAX_MESSAGES_PER_POLL):
+                try:
+                    frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._on_message_safely(self._router, frames)
+        self._send_due_acks(self._router)
+        self._reject_log.maybe_summarize()
+
+    def _on_io_failure(self, exc: Exception) -> None:
+        with self._nonempty:
+            self._closed = True
+            self._nonempty.notify_all()
 
     def _on_monitor(self, monitor: zmq.Socket) -> None:
         while True:
@@ -449,9 +406,7 @@ class TransitionServer:
             return
         self._ack_later(stream, tx)
 
-    def _on_batch(
-        self, router: zmq.Socket, routing_id: bytes, header: dict[str, Any], body: list[zmq.Frame]
-    ) -> None:
+    def _on_batch(self, router: zmq.Socket, routing_id: bytes, header: dict[str, Any], body: list[zmq.Frame]) -> None:
         cfg = self._config
         fields = wire.parse_batch_fields(header)  # unidentifiable junk: no reply
         try:
