@@ -39,8 +39,11 @@ class ActorConfig:
     max_steps: int = 0  # batched steps to run; 0 = until stopped (SIGINT/SIGTERM)
     run_dir: str | None = None  # where to write actor metrics (JSONL, TensorBoard); None = console only
     log_every_s: float = 10.0
-    # While the learner is away (or holds back credit): "block" pauses stepping once the send buffer is full and
-    # loses nothing; "drop_oldest" keeps stepping and drops the oldest unsent batches (counted).
+    # While the learner is unreachable the actor keeps acting into a buffer of this many MiB; the learner gets the
+    # backlog when it returns.
+    away_buffer_mb: int = 256
+    # When the send buffer is full (the learner holds back credit, or stays away longer than the buffer lasts):
+    # "block" pauses stepping and loses nothing; "drop_oldest" keeps stepping and drops the oldest unsent batches.
     overflow: str = "block"
 
     def __post_init__(self):
@@ -48,6 +51,8 @@ class ActorConfig:
             raise ValueError(f"overflow must be 'block' or 'drop_oldest', got {self.overflow!r}")
         if self.num_envs <= 0:
             raise ValueError(f"num_envs must be positive, got {self.num_envs}")
+        if self.away_buffer_mb < 0:
+            raise ValueError(f"away_buffer_mb must be >= 0, got {self.away_buffer_mb}")
         if self.random_steps < 0 or self.max_steps < 0:
             raise ValueError(f"random_steps and max_steps must be >= 0, got {self.random_steps}, {self.max_steps}")
         if not self.actor_id:
@@ -148,6 +153,7 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
         params_snapshot_port=config.params_snapshot_port,
         auth=AuthConfig(secret_file=config.auth_secret_file),
         overflow=config.overflow,
+        away_buffer_bytes=config.away_buffer_mb * 2**20,
         block_timeout_s=0.5,  # short waits, so a stop request is heard while the learner is away
     )
     log = MetricsLog(Path(config.run_dir), f"actor_{config.actor_id}") if config.run_dir else None
@@ -225,6 +231,7 @@ def main(argv: list[str]) -> None:
         max_steps=f.max_steps,
         run_dir=f.run_dir or None,
         log_every_s=f.log_every_s,
+        away_buffer_mb=f.away_buffer_mb,
         overflow=f.overflow,
     )
     print(f"[actor {config.actor_id}] {config}", flush=True)
@@ -249,10 +256,14 @@ def define_flags() -> None:
     flags.DEFINE_integer("max_steps", 0, "Batched steps to run before exiting; 0 = until Ctrl-C.")
     flags.DEFINE_string("run_dir", "", "Directory for this actor's metric logs; empty = console only.")
     flags.DEFINE_float("log_every_s", 10.0, "Seconds between progress lines.")
+    flags.DEFINE_integer(
+        "away_buffer_mb", 256,
+        "While the learner is unreachable, keep acting and buffer up to this many MiB of transitions for it.",
+    )  # fmt: skip
     flags.DEFINE_enum(
         "overflow", "block", ["block", "drop_oldest"],
-        "While the learner is away: pause when the send buffer is full (lose nothing), or keep acting and drop "
-        "the oldest unsent batches.",
+        "When the send buffer is full (the learner holds back credit, or stays away past --away_buffer_mb): "
+        "pause acting (lose nothing), or keep acting and drop the oldest unsent batches.",
     )  # fmt: skip
 
 

@@ -239,7 +239,12 @@ class Learner:
             "obs_spec": spec_to_jsonable(self.obs_spec),
             "action_dim": self.action_dim,
         }
-        self.checkpoints.save(updates, self.state, meta)
+        if self.checkpoints.latest_step() == updates:
+            # No update since that save (e.g. a stop right after a periodic checkpoint): the training state is
+            # the saved one; only the data counters and the key moved on, and they live in the meta.
+            self.checkpoints.replace_meta(updates, meta)
+        else:
+            self.checkpoints.save(updates, self.state, meta)
 
     def _save_replay(self) -> None:
         """The replay, and beside it the transport positions and data counters that describe it.

@@ -106,6 +106,11 @@ def _checkpoint_steps(run_dir: Path) -> list[int]:
     return [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
 
 
+def _actor_steps(run_dir: Path, actor_id: str) -> int:
+    rows = _rows(run_dir / f"actor_{actor_id}_metrics.jsonl")
+    return int(rows[-1]["env_steps"]) if rows else 0
+
+
 def _actor_version(run_dir: Path, actor_id: str) -> int:
     rows = _rows(run_dir / f"actor_{actor_id}_metrics.jsonl")
     return int(rows[-1].get("param_version", -1)) if rows else -1
@@ -132,7 +137,9 @@ def test_learner_two_actors_kills_resume_and_eval(tmp_path):
         _wait_for(lambda: _updates(run_dir) >= 60, 240, "60 updates", *watch)
         _wait_for(lambda: min(_actor_version(run_dir, "a0"), _actor_version(run_dir, "a1")) > 0, 120,
                   "both actors to act with published parameters", *watch)  # fmt: skip
-        assert any("param_lag/a0" in r for r in _rows(run_dir / "learner_metrics.jsonl")), "version lag per actor"
+        # The learner logs an actor's lag once a batch acted with published parameters has reached it.
+        _wait_for(lambda: any("param_lag/a0" in r for r in _rows(run_dir / "learner_metrics.jsonl")), 60,
+                  "the learner to log the parameter version lag per actor", *watch)  # fmt: skip
 
         # kill -9 one actor: the learner keeps training on the other.
         a1.send_signal(signal.SIGKILL)
@@ -146,7 +153,9 @@ def test_learner_two_actors_kills_resume_and_eval(tmp_path):
         learner.send_signal(signal.SIGKILL)
         learner.wait(10)
         checkpointed = max(_checkpoint_steps(run_dir))
-        time.sleep(2.0)  # the actor keeps acting while the learner is away
+        away_from = _actor_steps(run_dir, "a0")
+        _wait_for(lambda: _actor_steps(run_dir, "a0") >= away_from + 100, 60,
+                  "the actor to keep acting while the learner is away", [a0], [logs["a0"]])  # fmt: skip
         restarted_at = time.time()
         learner = _start("run_learner.sh", _learner_args(run_dir, port), logs["learner2"])
         procs = [learner, a0]

@@ -85,6 +85,21 @@ def test_checkpointer_keeps_the_last_k_and_restores(tmp_path, monkeypatch):
         Checkpointer(tmp_path / "run" / "checkpoints", read_only=True).restore(tree, 1)
 
 
+def test_a_second_save_of_a_step_updates_its_meta_only(tmp_path):
+    # A learner stopped right after a periodic checkpoint saves the same update count again: orbax refuses a
+    # step twice, so only the meta (data counters, key) is rewritten; the restored state is the saved one.
+    ckpt = Checkpointer(tmp_path / "checkpoints", keep=2)
+    tree = {"w": jax.numpy.arange(3.0)}
+    ckpt.save(5, tree, {"counters": {"inserted": 10}})
+    ckpt.replace_meta(5, {"counters": {"inserted": 12}})
+    step, state, meta = ckpt.restore(tree)
+    assert step == 5 and meta["counters"]["inserted"] == 12
+    assert ckpt.restore_meta(5)[1] == meta and (state["w"] == tree["w"]).all()
+    with pytest.raises(CheckpointNotFoundError, match="step 6"):
+        ckpt.replace_meta(6, meta)
+    ckpt.close()
+
+
 def test_eval_summary_statistics():
     s = summarize([1.0, 2.0, 3.0, 4.0], [1.0, 0.0, 1.0, 1.0])
     assert s["episodes"] == 4 and s["return_mean"] == 2.5 and s["success_rate"] == 0.75

@@ -76,6 +76,14 @@ def drain(server: TransitionServer, count: int, timeout: float = 20.0) -> list:
     return got
 
 
+def wait_connected(client: TransitionClient, timeout: float = 10.0) -> None:
+    """Until the handshake is done: before it, send() may fill the away buffer instead of blocking."""
+    deadline = time.monotonic() + timeout
+    while not client.stats()["connected"]:
+        assert time.monotonic() < deadline, "the client never connected"
+        time.sleep(0.01)
+
+
 def test_every_env_dtype_and_shape_round_trips():
     rng = np.random.default_rng(1)
     n = 3
@@ -144,6 +152,7 @@ def test_credits_bound_the_learner_queue_and_zero_credits_pause_actors():
     with TransitionServer(learner_config(credits_per_actor=2)) as server:
         cfg = actor_config(server, max_pending_batches=3, block_timeout_s=0.5)
         with TransitionClient(cfg) as client:
+            wait_connected(client)
             for step in range(5):  # 2 in flight (credits) + 3 pending
                 client.send(records(step), param_version=0)
             time.sleep(0.3)
@@ -166,6 +175,7 @@ def test_drop_oldest_counts_drops_and_marks_the_hole():
     with TransitionServer(learner_config(credits_per_actor=0)) as server:
         cfg = actor_config(server, max_pending_batches=2, overflow="drop_oldest")
         with TransitionClient(cfg) as client:
+            wait_connected(client)
             for step in range(6):  # never blocks; keeps the newest two
                 client.send(records(step), param_version=0)
             stats = client.stats()
@@ -176,6 +186,24 @@ def test_drop_oldest_counts_drops_and_marks_the_hole():
             assert [b.header.index for b in got] == [4, 5]
             assert [b.header.dropped_before for b in got] == [4, 0]
             assert [b.header.seq for b in got] == [0, 1]  # transport seqs stay contiguous
+
+
+def test_actor_keeps_sending_while_the_learner_is_away_and_the_backlog_arrives_when_it_comes():
+    absent = TransitionServer(learner_config())
+    port = absent.port
+    absent.close()  # nobody listens on `port` now
+    batch_bytes = sum(a.nbytes for a in records(0).values())
+    cfg = actor_config(absent, max_pending_batches=2, block_timeout_s=0.2, away_buffer_bytes=20 * batch_bytes)
+    with TransitionClient(cfg) as client:
+        for step in range(20):  # far past max_pending_batches, none blocks: the learner is away
+            client.send(records(step), param_version=0)
+        assert client.stats()["pending_batches"] == 20
+        with pytest.raises(TimeoutError, match="block_timeout_s"):  # the away buffer is bounded too
+            client.send(records(20), param_version=0)
+        with TransitionServer(learner_config(transitions_port=port)) as server:
+            got = drain(server, 20)
+            assert [step_of(b) for b in got] == list(range(20))
+            assert client.flush(timeout=5) and client.stats()["pending_bytes"] == 0
 
 
 def test_learner_restart_on_the_same_port_loses_and_duplicates_nothing():

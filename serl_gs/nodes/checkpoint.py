@@ -9,6 +9,7 @@ Layout of a run directory:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,15 @@ class Checkpointer:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         self._manager.save(step, args=args, force=True)
         self._manager.wait_until_finished()
+
+    def replace_meta(self, step: int, meta: dict[str, Any]) -> None:
+        """Rewrites the meta of an existing step in place (atomically: a new file, then a rename)."""
+        path = self.directory / str(step) / "meta" / "metadata"
+        if not path.is_file():
+            raise CheckpointNotFoundError(f"no checkpoint meta for step {step} at {str(path)!r}")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, path)
 
     def restore(self, template: Any, step: int | None = None) -> tuple[int, Any, dict[str, Any]]:
         """(step, state shaped like `template`, meta) of `step`, default the newest."""

@@ -90,6 +90,7 @@ class TransitionClient:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # pending shrank, a batch was confirmed, or an error
         self._pending: collections.deque[_Outgoing] = collections.deque()
+        self._pending_bytes = 0
         self._unconfirmed = 0  # batches handed to the I/O thread and not yet confirmed delivered
         self._next_index = 0
         self._error: TransportError | None = None
@@ -148,9 +149,10 @@ class TransitionClient:
         deadline = None if cfg.block_timeout_s is None else time.monotonic() + cfg.block_timeout_s
         with self._changed:
             self._raise_if_unusable()
-            while len(self._pending) >= cfg.max_pending_batches:
+            while self._buffer_full(nbytes):
                 if cfg.overflow == "drop_oldest":
                     dropped = self._pending.popleft()
+                    self._pending_bytes -= dropped.nbytes
                     heir = self._pending[0] if self._pending else out
                     heir.dropped_before += dropped.dropped_before + 1
                     self._counters["dropped_batches"] += 1
@@ -168,8 +170,16 @@ class TransitionClient:
             self._next_index += 1
             wake = not self._pending  # otherwise the I/O thread has work and will look again
             self._pending.append(out)
+            self._pending_bytes += nbytes
         if wake:
             self._io.wake()
+
+    def _buffer_full(self, nbytes: int) -> bool:
+        """Caller holds the lock. While the learner is unreachable the buffer grows up to away_buffer_bytes,
+        so the actor keeps acting through a learner restart; while connected, credits pace it."""
+        if len(self._pending) < self._config.max_pending_batches:
+            return False
+        return self._connected or self._pending_bytes + nbytes > self._config.away_buffer_bytes
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until the learner has taken every batch sent so far; False on timeout."""
@@ -198,6 +208,7 @@ class TransitionClient:
                 "dropped_batches": self._counters["dropped_batches"],
                 "dropped_transitions": self._counters["dropped_transitions"],
                 "pending_batches": len(self._pending),
+                "pending_bytes": self._pending_bytes,
                 "unconfirmed_batches": self._unconfirmed,
                 "credits": self._credits,
                 "connected": self._connected,
@@ -296,8 +307,9 @@ class TransitionClient:
                 )
 
     def _set_connected(self, connected: bool) -> None:
-        with self._lock:
+        with self._changed:
             self._connected = connected
+            self._changed.notify_all()  # a blocked send() may go on into the away buffer
 
     def _receive_replies(self, dealer: zmq.Socket) -> None:
         while True:
@@ -436,6 +448,7 @@ class TransitionClient:
                 if not self._pending:
                     break
                 out = self._pending.popleft()
+                self._pending_bytes -= out.nbytes
                 self._unconfirmed += 1
                 self._changed.notify_all()
             out.seq = self._next_seq

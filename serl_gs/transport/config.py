@@ -118,7 +118,10 @@ class ActorTransportConfig:
     `overflow="block"` makes `send()` wait (at most `block_timeout_s`, then `TimeoutError`), and
     `overflow="drop_oldest"` drops the oldest pending batch, counts it and marks the next batch's
     header with `dropped_before` so the replay does not pair records across the hole.
-    Memory bound: (max_pending_batches + max_in_flight_batches) batches.
+    While the learner is unreachable (not started yet, restarting, network down), the buffer holds up to
+    `away_buffer_bytes` instead, so the actor keeps acting and the learner gets the backlog when it returns;
+    while connected, the learner's credits pace the actor through the small buffer.
+    Memory bound: max(max_pending_batches batches, away_buffer_bytes) + max_in_flight_batches batches.
     """
 
     actor_id: str
@@ -130,6 +133,7 @@ class ActorTransportConfig:
     max_message_bytes: int = 256 * MIB
     max_param_bytes: int = 1024 * MIB
     max_pending_batches: int = 8
+    away_buffer_bytes: int = 256 * MIB  # 0: block (or drop) after max_pending_batches even while away
     max_in_flight_batches: int = 64  # further capped by the learner's credits
     overflow: OverflowPolicy = "block"
     block_timeout_s: float | None = None  # None: block until the learner takes the data (or close())
@@ -160,6 +164,7 @@ class ActorTransportConfig:
         _check_int("max_message_bytes", self.max_message_bytes, 1024, 1 << 40)
         _check_int("max_param_bytes", self.max_param_bytes, 1024, 1 << 40)
         _check_int("max_pending_batches", self.max_pending_batches, 1, 1 << 20)
+        _check_int("away_buffer_bytes", self.away_buffer_bytes, 0, 1 << 44)
         _check_int("max_in_flight_batches", self.max_in_flight_batches, 1, 1 << 20)
         if self.overflow not in ("block", "drop_oldest"):
             raise ValueError(f"overflow must be 'block' or 'drop_oldest', got {self.overflow!r}")
