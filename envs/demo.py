@@ -2,8 +2,8 @@
 
     python -m envs.demo --num_envs 64 --episodes 2 --physics auto
 
-This is the README's main job until the learner/actor nodes land: it shows that the task is solvable and
-how fast a batch of envs steps on this machine.
+No learning involved: it shows that the task is solvable and how fast a batch of envs steps on this machine
+(the README's main job, `./run_demo.sh`, trains a policy instead).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,11 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         import imageio.v2 as imageio
 
         video = out_dir / "eval.mp4"
-        imageio.mimwrite(video, frames, fps=25, macro_block_size=1)
+        with warnings.catch_warnings():
+            # imageio starts ffmpeg with subprocess (fork + exec at once): JAX's warning about os.fork() in a
+            # multithreaded process does not apply to it.
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            imageio.mimwrite(video, frames, fps=25, macro_block_size=1)
         summary["video"] = str(video)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     summary["summary_json"] = str(out_dir / "summary.json")
