@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main job: a learner and one local actor on localhost with CPU defaults train state-based SAC on
 # PandaPickCube-v0 for a bounded time, then the eval runs on the checkpoint the learner wrote.
-#   ./run_demo.sh                         # 7 minutes of training, ~10 minutes in all on a 2-core CPU
+#   ./run_demo.sh                         # 10 minutes of training, ~12 minutes in all on a 2-core CPU
 #   TRAIN_SECONDS=120 ./run_demo.sh       # shorter
 #   ./run_demo.sh --num_envs 64           # extra flags go to the actor (./run_actor.sh --help)
 set -euo pipefail
@@ -9,7 +9,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$root/scripts/venv.sh"
 
 run_dir="${RUN_DIR:-runs/demo-$(date +%Y%m%d-%H%M%S)}"
-train_seconds="${TRAIN_SECONDS:-420}"
+train_seconds="${TRAIN_SECONDS:-600}"
 port="${PORT:-5588}"
 env_id="serl_gs/PandaPickCube-v0"
 
