@@ -12,7 +12,6 @@ the measurement window, after a warm-up (compilation, random steps, training_sta
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -23,18 +22,13 @@ import time
 from pathlib import Path
 
 from benchmarks._report import emit, log
+from serl_gs.nodes.metrics_log import read_metrics
 
 
 def _port_base() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1] if s.getsockname()[1] < 65000 else 20000
-
-
-def _rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _window_rate(rows: list[dict], key: str, since: float) -> float | None:
@@ -68,7 +62,7 @@ def run_once(args: argparse.Namespace, num_envs: int, workdir: Path) -> dict[str
             start = time.time()
             # The window opens once the learner trains (compiled, past training_starts) plus the warm-up.
             while time.time() - start < args.timeout:
-                rows = _rows(run_dir / "learner_metrics.jsonl")
+                rows = read_metrics(run_dir / "learner_metrics.jsonl")
                 if rows and rows[-1].get("updates", 0) > 0:
                     break
                 if learner.poll() is not None or actor.poll() is not None:
@@ -85,8 +79,8 @@ def run_once(args: argparse.Namespace, num_envs: int, workdir: Path) -> dict[str
                     p.wait(60)
                 except subprocess.TimeoutExpired:
                     p.kill()
-    learner_rows = [r for r in _rows(run_dir / "learner_metrics.jsonl") if r["time"] >= window_start]
-    actor_rows = _rows(run_dir / "actor_actor0_metrics.jsonl")
+    learner_rows = [r for r in read_metrics(run_dir / "learner_metrics.jsonl") if r["time"] >= window_start]
+    actor_rows = read_metrics(run_dir / "actor_actor0_metrics.jsonl")
     idle = [r["idle_fraction"] for r in learner_rows if "idle_fraction" in r]
     return {
         "env_steps_per_s": _window_rate(actor_rows, "env_steps", window_start) or 0.0,

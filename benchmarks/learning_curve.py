@@ -18,14 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._report import device_name
+from serl_gs.nodes.metrics_log import read_metrics
 
 CURVE_KEYS = ("updates", "inserted", "updates_per_s", "episode_return", "success")
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} does not exist: is this a learner's run directory?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _newest_eval(run_dir: Path) -> dict[str, Any] | None:
@@ -34,7 +29,10 @@ def _newest_eval(run_dir: Path) -> dict[str, Any] | None:
 
 
 def learning_curve(run_dir: Path) -> dict[str, Any]:
-    rows = _rows(run_dir / "learner_metrics.jsonl")
+    metrics = run_dir / "learner_metrics.jsonl"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{str(metrics)!r} does not exist: is this a learner's run directory?")
+    rows = read_metrics(metrics)
     start = (run_dir / "learner_config.json").stat().st_mtime
     curve = [
         {"wall_s": round(row["time"] - start, 1), **{k: row[k] for k in CURVE_KEYS if k in row}}

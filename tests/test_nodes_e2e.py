@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from serl_gs.nodes.metrics_log import read_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = "serl_gs/CartpoleBalance-v0"
 TINY_AGENT = [
@@ -58,12 +60,6 @@ def _start(script: str, args: list[str], log: Path, cwd: Path = ROOT) -> subproc
     )
 
 
-def _rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _wait_for(predicate, timeout: float, what: str, procs: list[subprocess.Popen], logs: list[Path]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -96,7 +92,7 @@ def _actor_args(actor_id: str, run_dir: Path, port: int, *extra: str) -> list[st
 
 def _updates(run_dir: Path, since: float = 0.0) -> int:
     """The learner's newest logged update count, from rows written after `since` (a time.time())."""
-    rows = [r for r in _rows(run_dir / "learner_metrics.jsonl") if r["time"] > since]
+    rows = [r for r in read_metrics(run_dir / "learner_metrics.jsonl") if r["time"] > since]
     return int(rows[-1]["updates"]) if rows else 0
 
 
@@ -107,12 +103,12 @@ def _checkpoint_steps(run_dir: Path) -> list[int]:
 
 
 def _actor_steps(run_dir: Path, actor_id: str) -> int:
-    rows = _rows(run_dir / f"actor_{actor_id}_metrics.jsonl")
+    rows = read_metrics(run_dir / f"actor_{actor_id}_metrics.jsonl")
     return int(rows[-1]["env_steps"]) if rows else 0
 
 
 def _actor_version(run_dir: Path, actor_id: str) -> int:
-    rows = _rows(run_dir / f"actor_{actor_id}_metrics.jsonl")
+    rows = read_metrics(run_dir / f"actor_{actor_id}_metrics.jsonl")
     return int(rows[-1].get("param_version", -1)) if rows else -1
 
 
@@ -138,7 +134,7 @@ def test_learner_two_actors_kills_resume_and_eval(tmp_path):
         _wait_for(lambda: min(_actor_version(run_dir, "a0"), _actor_version(run_dir, "a1")) > 0, 120,
                   "both actors to act with published parameters", *watch)  # fmt: skip
         # The learner logs an actor's lag once a batch acted with published parameters has reached it.
-        _wait_for(lambda: any("param_lag/a0" in r for r in _rows(run_dir / "learner_metrics.jsonl")), 60,
+        _wait_for(lambda: any("param_lag/a0" in r for r in read_metrics(run_dir / "learner_metrics.jsonl")), 60,
                   "the learner to log the parameter version lag per actor", *watch)  # fmt: skip
 
         # kill -9 one actor: the learner keeps training on the other.
@@ -165,7 +161,7 @@ def test_learner_two_actors_kills_resume_and_eval(tmp_path):
         # Only the restarted learner's rows count: the killed one may have logged past checkpointed + 20.
         _wait_for(lambda: _updates(run_dir, since=restarted_at) >= checkpointed + 20, 180,
                   "updates after the restart", *watch)  # fmt: skip
-        after_restart = [r for r in _rows(run_dir / "learner_metrics.jsonl") if r["time"] > restarted_at]
+        after_restart = [r for r in read_metrics(run_dir / "learner_metrics.jsonl") if r["time"] > restarted_at]
         assert after_restart and min(r["updates"] for r in after_restart) >= checkpointed  # continued, not reset
 
         # Eval on the run directory while the learner is still running (and checkpointing): JSON and a video.

@@ -17,6 +17,13 @@ def _scalar(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows a MetricsLog wrote to `path` (`<run_dir>/<name>_metrics.jsonl`); [] while it does not exist."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 class MetricsLog:
     """`log(step, metrics)` writes one JSON line, TensorBoard scalars and optionally a wandb row.
 
