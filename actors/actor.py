@@ -198,7 +198,9 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
                     log.log(env_steps, counters)
                 last_log = now
         client.flush(timeout=10.0)
-        sent = client.stats()
+    # After close() (which waits up to linger_s more for the learner to take the rest): a backlog that the
+    # learner's credits were still pacing at the flush above has gone out by now and counts as sent.
+    sent = client.stats()
     vec.close()
     if log is not None:
         log.close()
