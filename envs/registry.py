@@ -67,9 +67,14 @@ def make_vector_env(name: str, num_envs: int = 1, **kwargs: Any) -> SerlVectorEn
     if "cameras" in vec_kwargs:
         vec_kwargs["cameras"] = tuple(vec_kwargs["cameras"])
     config = VecEnvConfig(num_envs=num_envs, **vec_kwargs)
-    if config.obs_mode == "pixels":
-        kwargs = {**PIXEL_DEFAULTS.get(name.removeprefix(f"{NAMESPACE}/"), {}), **kwargs}
-    return SerlVectorEnv(make_task(name, **kwargs), config)
+    return SerlVectorEnv(make_task_for(name, config.obs_mode, **kwargs), config)
+
+
+def make_task_for(name: str, obs_mode: str = "state", **config_kwargs: Any) -> Task:
+    """`make_task` for a policy that sees `obs_mode`: with pixels, the task's PIXEL_DEFAULTS come first."""
+    if obs_mode == "pixels":
+        config_kwargs = {**PIXEL_DEFAULTS.get(name.removeprefix(f"{NAMESPACE}/"), {}), **config_kwargs}
+    return make_task(name, **config_kwargs)
 
 
 # Spaces of every single env built in this process, by options: a forked child (which must not touch JAX)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
@@ -54,17 +53,6 @@ def test_receive_log_round_trips_batches_in_order_and_clears(tmp_path):
     assert len(list(ReceiveLog(tmp_path / "log"))) == 4
     reopened.clear()
     assert list(ReceiveLog(tmp_path / "log")) == []
-
-
-def test_replay_state_file_matching_the_replay_wins(tmp_path):
-    from learners.learner import _load_replay_state
-
-    (tmp_path / "replay_state.json").write_text(json.dumps({"total_inserted": 10, "positions": [], "counters": {}}))
-    pending = {"total_inserted": 20, "positions": [], "counters": {"records": 20}}
-    (tmp_path / "replay_state.pending.json").write_text(json.dumps(pending))
-    assert _load_replay_state(tmp_path, 20)["counters"] == {"records": 20}  # crash after the replay's rename
-    assert _load_replay_state(tmp_path, 10)["total_inserted"] == 10  # crash before it
-    assert _load_replay_state(tmp_path, 30) is None
 
 
 def test_checkpointer_keeps_the_last_k_and_restores(tmp_path, monkeypatch):

@@ -62,11 +62,12 @@ def test_gsplat_matches_reference_on_task_scenes(path):
     xpos, xquat, cpos, cmat = (
         torch.as_tensor(np.stack(c), dtype=torch.float32, device="cuda") for c in zip(*rows, strict=True)
     )
-    means, quats = pose_gaussians(stage._means, stage._quats, stage._body_ids, xpos, xquat)
-    viewmats = viewmats_from_mujoco(cpos[:, stage._camera_ids], cmat.view(4, -1, 3, 3)[:, stage._camera_ids])
-    ks = stage._ks.expand(4, -1, -1, -1)
+    s = stage._scene_on(xpos.device)
+    means, quats = pose_gaussians(s.means, s.quats, s.body_ids, xpos, xquat)
+    viewmats = viewmats_from_mujoco(cpos[:, s.camera_ids], cmat.view(4, -1, 3, 3)[:, s.camera_ids])
+    ks = s.ks.expand(4, -1, -1, -1)
     (rgb_g, depth_g), (rgb_r, depth_r) = both_backends(
-        means, quats, stage._scales, stage._opacities, stage._sh, viewmats, ks, 64, stage.scene.sh_degree
+        means, quats, s.scales, s.opacities, s.sh, viewmats, ks, 64, stage.scene.sh_degree
     )
     mae, psnr = compare(rgb_g, rgb_r)
     print(f"\n{path.stem}: gsplat vs reference at 64x64, 4 envs x {len(stage.camera_names)} cameras: "
