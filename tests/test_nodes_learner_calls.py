@@ -60,8 +60,8 @@ def test_calls_of_k_updates_stay_within_the_rate_limit_and_publish_and_save_on_c
         _feed(learner, 20)  # 36 transitions: the limiter allows 0.5 x (36 - 20) = 8 updates, +3 ahead
         for _ in range(20):
             learner.step()
-        inserted, updates = learner.counters["inserted"], learner.counters["updates"]
-        assert inserted == 36
+        transitions, updates = learner.counters["transitions"], learner.counters["updates"]
+        assert transitions == 36
         assert updates == 8  # a third call (to 12) would pass the tolerance: 12 - 8 > 3
         assert learner._published_version == 8
         assert learner.persistence.checkpoints.latest_step() == 8
