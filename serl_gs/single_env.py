@@ -51,7 +51,7 @@ class SingleEnv(gym.Env):
         if self._done:
             obs = infos["final_obs"]
         # At an episode's end the batch has already moved on to the next episode: keep the final poses.
-        self._shown = (self.vec_env.final_poses[1] if self._done else None, obs)
+        self._shown = (self.vec_env.final_poses if self._done else None, obs)
         info = {k: v[0] for k, v in infos.items() if not k.startswith("_") and k != "final_obs"}
         return _first(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
 
