@@ -6,6 +6,9 @@ is in `infos["final_obs"]` (a dict shaped like obs, its rows valid where the mas
 is True). Off-policy learners need that final observation; see `serl_gs.data.records`.
 
 Arrays stay on the JAX device by default (`array_backend="jax"`); `array_backend="numpy"` returns numpy.
+
+`render_mode="rgb_array"`: `render()` returns one uint8 numpy frame [H, W, 3] per env (gymnasium's vector
+contract), of `render_camera` (or every camera side by side) at `render_size` px; see serl_gs.render.frames.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ ObsMode = Literal["state", "pixels"]
 PHYSICS_PATHS = ("auto", "mjx", "mujoco")
 ARRAY_BACKENDS = ("jax", "numpy")
 OBS_MODES = ("state", "pixels")
+RENDER_MODES = ("rgb_array",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +46,9 @@ class VecEnvConfig:
     render_backend: str = "auto"  # pixels only: "auto" | "gsplat" | "reference" (serl_gs.render)
     image_size: int = 64  # pixels only: square images
     cameras: tuple[str, ...] = ()  # pixels only: MJCF camera names; empty = every camera of the task
+    render_mode: str | None = None  # "rgb_array": render() gives each env's frame (gymnasium's RecordVideo)
+    render_camera: str = "all"  # render(): an MJCF camera name, or "all" side by side
+    render_size: int | None = None  # render(): square side per camera; None: image_size with pixels, else 128
 
     def __post_init__(self):
         if not isinstance(self.num_envs, int) or self.num_envs <= 0:
@@ -54,6 +61,11 @@ class VecEnvConfig:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
         if isinstance(self.cameras, str):
             raise ValueError(f"cameras must be a tuple of camera names, got the string {self.cameras!r}")
+        if self.render_mode is not None and self.render_mode not in RENDER_MODES:
+            raise ValueError(
+                f"render_mode must be None or one of {RENDER_MODES}, got {self.render_mode!r} (gymnasium.make "
+                "turns 'human' and 'rgb_array_list' into wrappers over 'rgb_array')"
+            )
 
 
 def resolve_physics(physics: PhysicsPath) -> Literal["mjx", "mujoco"]:
@@ -61,6 +73,11 @@ def resolve_physics(physics: PhysicsPath) -> Literal["mjx", "mujoco"]:
     if physics != "auto":
         return physics
     return "mjx" if jax.default_backend() == "gpu" else "mujoco"
+
+
+def control_fps(task: Task) -> float:
+    """Env steps per second of simulated time: the frame rate of a video of every step."""
+    return 1.0 / (float(task.mj_model.opt.timestep) * task.n_substeps)
 
 
 def _where(mask: jax.Array, new: Any, old: Any) -> Any:
@@ -191,16 +208,22 @@ class _CpuBatch:
 class SerlVectorEnv(gym.vector.VectorEnv):
     """`num_envs` copies of one task stepped in one batch. Build through `gymnasium.make_vec`."""
 
-    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": list(RENDER_MODES)}
 
     def __init__(self, task: Task, config: VecEnvConfig):
         self.task = task
         self.config = config
         self.num_envs = config.num_envs
         self.physics = resolve_physics(config.physics)
+        self.render_mode = config.render_mode
+        self.metadata = {**self.metadata, "render_fps": control_fps(task)}
         renders = config.obs_mode == "pixels"
-        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config.num_envs, renders)
+        # render() needs the poses at an episode's end too (a single env shows its final frame).
+        keeps_final_poses = renders or config.render_mode is not None
+        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config.num_envs, keeps_final_poses)
         self.renderer = self._make_renderer() if renders else None
+        self._frames = self._make_frame_renderer() if config.render_mode is not None else None
+        self.final_poses: tuple[np.ndarray, Poses | None] = (np.zeros(0, np.int64), None)  # (env ids, poses)
 
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (task.action_size,), np.float32)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -243,6 +266,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         check_action(actions, self.task.action_size, self.num_envs)
         out = self._batch.step(self._state, jnp.asarray(actions, jnp.float32))
         self._state, stepped = out.state, out.stepped
+        self.final_poses = (out.done_ids, out.final_poses)
         self._obs = self._observation(out.state)
         final_obs = dict(stepped.obs)
         if self.renderer is not None:
@@ -265,7 +289,29 @@ class SerlVectorEnv(gym.vector.VectorEnv):
     def close(self, **kwargs) -> None:
         self._batch.close()
 
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """Each env's frame now (uint8 [H, W, 3] numpy), with `render_mode="rgb_array"`."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; make the env with render_mode='rgb_array'")
+            return None
+        return tuple(self.render_frames(self.body_poses(), self._obs))
+
     # ---- helpers ----------------------------------------------------------------------------------------
+    def render_frames(self, poses: Poses, obs: dict[str, Any] | None = None) -> np.ndarray:
+        """`render()` frames [k, H, W, 3] of the envs whose poses are given (e.g. `final_poses`); `obs`: their
+        observations, whose pixels are reused when they are the frames asked for."""
+        if self._frames is None:
+            self._frames = self._make_frame_renderer()
+        return self._frames.frames(poses, obs)
+
+    def _make_frame_renderer(self):
+        from serl_gs.render.frames import FrameConfig, FrameRenderer  # torch loads on the first frame
+
+        c = self.config
+        size = c.render_size or (c.image_size if c.obs_mode == "pixels" else 128)
+        frame_config = FrameConfig(camera=c.render_camera, size=size, backend=c.render_backend)
+        return FrameRenderer(self.task.mj_model, frame_config)
+
     def body_poses(self) -> Poses:
         """World poses of every env's bodies and cameras now (xpos, xquat, cam_xpos, cam_xmat), for renderers
         outside the env (e.g. eval videos of a state-only policy)."""
