@@ -25,6 +25,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from serl_gs.data.records import PIXELS_PREFIX
 from serl_gs.mjx_env import MjxEnv, PhysicsState, State, Task, check_action
 
 PhysicsPath = Literal["auto", "mjx", "mujoco"]
@@ -233,7 +234,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         if self.renderer is not None:
             h, w = self.renderer.image_shape
             for name in self.renderer.camera_names:
-                spaces[f"pixels/{name}"] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+                spaces[PIXELS_PREFIX + name] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
         self.single_observation_space = gym.spaces.Dict(spaces)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._state: State | None = None
@@ -273,7 +274,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
             # Rows of finished envs get their true last frame; the others keep this step's (they are masked).
             final_pixels = self._pixels(out.final_poses) if out.final_poses is not None else {}
             for key, pixels in self._obs.items():
-                if key.startswith("pixels/"):
+                if key.startswith(PIXELS_PREFIX):
                     final_obs[key] = pixels.at[out.done_ids].set(final_pixels[key]) if key in final_pixels else pixels
         done = jnp.logical_or(stepped.terminated, stepped.truncated)
         infos: dict[str, Any] = {"final_obs": final_obs, "_final_obs": done, **stepped.metrics}
@@ -336,4 +337,4 @@ class SerlVectorEnv(gym.vector.VectorEnv):
     def _pixels(self, poses: Poses) -> dict[str, jax.Array]:
         """The render stage, between physics and policy: {"pixels/<camera>": uint8 [k, H, W, 3]} as JAX arrays."""
         images = jnp.asarray(self.renderer.render(*poses))  # [k, C, H, W, 3]; DLPack, no copy, for JAX poses
-        return {f"pixels/{name}": images[:, i] for i, name in enumerate(self.renderer.camera_names)}
+        return {PIXELS_PREFIX + name: images[:, i] for i, name in enumerate(self.renderer.camera_names)}

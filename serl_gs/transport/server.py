@@ -332,18 +332,11 @@ class TransitionServer:
             self._reject_batch(router, routing_id, fields.session, fields.seq, exc.reason, exc.detail)
             return
         with self._nonempty:
+            f, now = fields, time.monotonic()
             outcome, stream = self._table.offer(
-                fields.actor_id,
-                fields.session,
-                fields.seq,
-                fields.base,
-                fields.tx,
-                routing_id,
-                time.monotonic(),
-                num_records=fields.n,
-                nbytes=total,
-                param_version=fields.param_version,
-            )
+                f.actor_id, f.session, f.seq, f.base, f.tx, routing_id, now,
+                num_records=f.n, nbytes=total, param_version=f.param_version,
+            )  # fmt: skip
             if outcome in ("duplicate", "out_of_order"):
                 self._counters["duplicates_dropped" if outcome == "duplicate" else "out_of_order"] += 1
             elif outcome == "accepted":
