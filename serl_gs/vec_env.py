@@ -31,6 +31,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from serl_gs.data.records import PIXELS_PREFIX
 from serl_gs.mjx_env import MJX_IMPLS, MjxEnv, MjxImpl, PhysicsState, State, Task, check_action, warp_installed
 
 PhysicsPath = Literal["auto", "mjx", "mujoco"]
@@ -326,7 +327,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         if self.renderer is not None:
             h, w = self.renderer.image_shape
             for name in self.renderer.camera_names:
-                spaces[f"pixels/{name}"] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+                spaces[PIXELS_PREFIX + name] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
         self.single_observation_space = gym.spaces.Dict(spaces)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._state: State | None = None
@@ -428,4 +429,4 @@ class SerlVectorEnv(gym.vector.VectorEnv):
     def _split_cameras(self, images) -> dict[str, jax.Array]:
         """[B, C, H, W, 3] -> {"pixels/<camera>": uint8 [B, H, W, 3]} as JAX arrays."""
         images = jnp.asarray(images)
-        return {f"pixels/{name}": images[:, i] for i, name in enumerate(self.renderer.camera_names)}
+        return {PIXELS_PREFIX + name: images[:, i] for i, name in enumerate(self.renderer.camera_names)}
