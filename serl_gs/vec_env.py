@@ -5,7 +5,8 @@ the returned `obs` already holds the first observation of its next episode, and 
 is in `infos["final_obs"]` (a dict shaped like obs, its rows valid where the mask `infos["_final_obs"]` [N]
 is True). Off-policy learners need that final observation; see `serl_gs.data.records`.
 
-Arrays stay on the JAX device by default (`array_backend="jax"`); `array_backend="numpy"` returns numpy.
+Observations and infos stay on the JAX device by default (`array_backend="jax"`); `array_backend="numpy"`
+returns numpy. Reward, terminated and truncated [N] are writable numpy arrays on both backends.
 
 `render_mode="rgb_array"`: `render()` returns one uint8 numpy frame [H, W, 3] per env (gymnasium's vector
 contract), of `render_camera` (or every camera side by side) at `render_size` px; see serl_gs.render.frames.
@@ -215,15 +216,13 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.config = config
         self.num_envs = config.num_envs
         self.physics = resolve_physics(config.physics)
+        renders = config.obs_mode == "pixels"
+        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config.num_envs, renders)
+        self.renderer = self._make_renderer() if renders else None
         self.render_mode = config.render_mode
         self.metadata = {**self.metadata, "render_fps": control_fps(task)}
-        renders = config.obs_mode == "pixels"
-        # render() needs the poses at an episode's end too (a single env shows its final frame).
-        keeps_final_poses = renders or config.render_mode is not None
-        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config.num_envs, keeps_final_poses)
-        self.renderer = self._make_renderer() if renders else None
         self._frames = self._make_frame_renderer() if config.render_mode is not None else None
-        self.final_poses: tuple[np.ndarray, Poses | None] = (np.zeros(0, np.int64), None)  # (env ids, poses)
+        self._stepped: State | None = None  # the last step's states before autoreset
 
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (task.action_size,), np.float32)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -266,7 +265,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         check_action(actions, self.task.action_size, self.num_envs)
         out = self._batch.step(self._state, jnp.asarray(actions, jnp.float32))
         self._state, stepped = out.state, out.stepped
-        self.final_poses = (out.done_ids, out.final_poses)
+        self._stepped = stepped
         self._obs = self._observation(out.state)
         final_obs = dict(stepped.obs)
         if self.renderer is not None:
@@ -278,11 +277,13 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         done = jnp.logical_or(stepped.terminated, stepped.truncated)
         infos: dict[str, Any] = {"final_obs": final_obs, "_final_obs": done, **stepped.metrics}
         infos["episode_step"] = stepped.info["step"]
+        # Reward and done flags [N] come to the host as writable numpy on both backends: every consumer reads
+        # them there, and gymnasium's vector wrappers (RecordEpisodeStatistics, ClipReward) write into them.
         return (
             self._out(self._obs),
-            self._out(stepped.reward),
-            self._out(stepped.terminated),
-            self._out(stepped.truncated),
+            np.array(stepped.reward),
+            np.array(stepped.terminated),
+            np.array(stepped.truncated),
             self._out(infos),
         )
 
@@ -311,6 +312,16 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         size = c.render_size or (c.image_size if c.obs_mode == "pixels" else 128)
         frame_config = FrameConfig(camera=c.render_camera, size=size, backend=c.render_backend)
         return FrameRenderer(self.task.mj_model, frame_config)
+
+    def frame_poses(self, final: bool = False) -> Poses:
+        """Poses of every env from its joint positions (MuJoCo kinematics on the host): now, or with `final` at
+        the end of the last step before autoreset, i.e. a finished episode's last state."""
+        from serl_gs.render.poses import poses_from_qpos
+
+        state = self._stepped if final else self._state
+        if state is None:
+            raise RuntimeError("call reset() (and step(), for final poses) before frame_poses()")
+        return poses_from_qpos(self.task.mj_model, np.asarray(state.data.qpos))
 
     def body_poses(self) -> Poses:
         """World poses of every env's bodies and cameras now (xpos, xquat, cam_xpos, cam_xmat), for renderers
