@@ -50,6 +50,7 @@ class VecEnvConfig:
     render_mode: str | None = None  # "rgb_array": render() gives each env's frame (gymnasium's RecordVideo)
     render_camera: str = "all"  # render(): an MJCF camera name, or "all" side by side
     render_size: int | None = None  # render(): square side per camera; None: image_size with pixels, else 128
+    scene: str | None = None  # a scene manifest (JSON): users' captures bound to bodies (serl_gs.render.manifest)
 
     def __post_init__(self):
         if not isinstance(self.num_envs, int) or self.num_envs <= 0:
@@ -218,6 +219,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.physics = resolve_physics(config.physics)
         renders = config.obs_mode == "pixels"
         self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config.num_envs, renders)
+        self.gaussian_scene = self._load_scene() if config.scene is not None else None  # None: generated
         self.renderer = self._make_renderer() if renders else None
         self.render_mode = config.render_mode
         self.metadata = {**self.metadata, "render_fps": control_fps(task)}
@@ -244,7 +246,12 @@ class SerlVectorEnv(gym.vector.VectorEnv):
 
         c = self.config
         render_config = RenderConfig(backend=c.render_backend, image_size=c.image_size, cameras=tuple(c.cameras))
-        return RenderStage(self.task.mj_model, render_config)
+        return RenderStage(self.task.mj_model, render_config, self.gaussian_scene)
+
+    def _load_scene(self):
+        from serl_gs.render.manifest import scene_with_captures
+
+        return scene_with_captures(self.task.mj_model, self.config.scene)
 
     # ---- gymnasium API ----------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -311,7 +318,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         c = self.config
         size = c.render_size or (c.image_size if c.obs_mode == "pixels" else 128)
         frame_config = FrameConfig(camera=c.render_camera, size=size, backend=c.render_backend)
-        return FrameRenderer(self.task.mj_model, frame_config)
+        return FrameRenderer(self.task.mj_model, frame_config, self.gaussian_scene)
 
     def frame_poses(self, final: bool = False) -> Poses:
         """Poses of every env from its joint positions (MuJoCo kinematics on the host): now, or with `final` at
