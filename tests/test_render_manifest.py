@@ -107,3 +107,24 @@ def test_the_scene_option_puts_captures_in_the_frames_and_they_move_with_their_b
 def test_saved_manifests_read_back_their_parts(tmp_path):
     (part,) = read_manifest(write_scene(tmp_path, CART_AND_BACKDROP[:1]))
     assert part.body == "cart" and part.mode == "replace" and part.transform.translation == (0, 0, 0.05)
+
+
+def test_the_demo_capture_registers_back_into_the_sim_frame(tmp_path):
+    """envs.demo_capture writes a stand-in capture in a COLMAP-like frame and registers it from the table's
+    plane and two corners: the placed parts land where they were made, SH included."""
+    from envs import demo_capture
+    from envs.panda_pick_cube import PandaPickCube
+    from serl_gs.render.manifest import body_name_to_id, load_part
+
+    assert demo_capture.main(["--out", str(tmp_path), "--density", "1500"]) == 0
+    truth = demo_capture.props(1500.0)
+    names = body_name_to_id(PandaPickCube().mj_model)
+    tabletop, room, ball = (load_part(p, names) for p in read_manifest(tmp_path / "scene.json"))
+    for placed, made in ((tabletop, truth["tabletop.ply"]), (room, truth["room.ply"])):
+        np.testing.assert_allclose(placed.means, made.means, atol=1e-3)  # metres
+        np.testing.assert_allclose(placed.sh, made.sh, atol=1e-3)  # view-dependent colour turned back
+        assert (placed.body_ids == 0).all()
+    assert (ball.body_ids == names["cube"]).all()
+    centre = (ball.means.min(0) + ball.means.max(0)) / 2
+    np.testing.assert_allclose(centre, 0.0, atol=1e-4)  # centred on the cube's origin
+    np.testing.assert_allclose(np.ptp(ball.means, axis=0), 0.05, atol=3e-3)  # a 5 cm ball, like the cube

@@ -11,6 +11,7 @@ A capture comes in its reconstruction's frame (COLMAP's: any scale, any orientat
 
     python -m serl_gs.render.registration scene.json --ply lab.ply --pairs pairs.json
     python -m serl_gs.render.registration scene.json --ply lab.ply --plane auto --up 0,-1,0 --pairs pairs.json
+    python -m serl_gs.render.registration scene.json --ply cube.ply --like lab.ply --centre   # same capture
 
 pairs.json: {"capture": [[x, y, z], ...], "sim": [[x, y, z], ...]}. Check the result by eye with
 `python -m serl_gs.render.preview --model <mjcf> --scene scene.json --overlay overlay.png`.
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from serl_gs.render.manifest import Transform
+from serl_gs.render.scene import quat_to_matrix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +151,14 @@ def fit_on_plane(plane_points, up_hint, capture_points, sim_points, height: floa
     return level.then(Similarity(scale, rot_z, np.array([shift[0], shift[1], height])))
 
 
+def centred(similarity: Similarity, capture_points) -> Similarity:
+    """The same placement shifted so the placed points' bounding-box centre is the origin: a captured object
+    segmented out of a registered capture, bound to a body that moves (the cube) at the body's origin."""
+    placed = similarity.apply(capture_points)
+    centre = (placed.min(0) + placed.max(0)) / 2
+    return Similarity(similarity.scale, similarity.rotation, similarity.translation - centre)
+
+
 def matrix_to_quat(rotation: np.ndarray) -> np.ndarray:
     """Rotation matrix [3, 3] -> unit wxyz quaternion with w >= 0."""
     m = np.asarray(rotation, np.float64)
@@ -186,7 +196,7 @@ def _pairs(capture_points, sim_points, minimum: int) -> tuple[np.ndarray, np.nda
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serl_gs.render.manifest import read_manifest, set_part_transform
+    from serl_gs.render.manifest import read_manifest
     from serl_gs.render.ply import read_ply
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -197,18 +207,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--up", default="0,0,1", help="with --plane: a capture-frame vector pointing roughly up")
     parser.add_argument("--height", type=float, default=0.0, help="with --plane: the plane's z in the sim")
     parser.add_argument("--threshold", type=float, default=0.01, help="--plane auto: inlier distance (capture units)")
+    parser.add_argument("--like", help="take the transform of this part (one registration for one capture's parts)")
+    parser.add_argument("--centre", action="store_true", help="then centre the part on its body's origin")
     args = parser.parse_args(argv)
-    if not args.pairs and not args.plane:
-        parser.error("give --pairs, --plane, or both")
-    parts = [p for p in read_manifest(args.manifest) if p.ply == Path(args.manifest).parent / args.ply]
-    if not parts:
-        parser.error(f"{args.manifest} has no part with ply {args.ply!r}")
+    if sum(map(bool, (args.pairs or args.plane, args.like))) != 1:
+        parser.error("give --pairs and/or --plane, or --like")
+    by_name = {str(p.ply.relative_to(Path(args.manifest).parent)): p for p in read_manifest(args.manifest)}
+    for name in filter(None, (args.ply, args.like)):
+        if name not in by_name:
+            parser.error(f"{args.manifest} has no part with ply {name!r}; parts: {sorted(by_name)}")
+    part = by_name[args.ply]
+    if args.like:
+        t = by_name[args.like].transform
+        if t is None:
+            parser.error(f"part {args.like!r} has no transform yet")
+        fit = Similarity(t.scale, quat_to_matrix(np.asarray(t.rotation_wxyz)), np.asarray(t.translation))
+        return _write(args, fit, read_ply(part.ply).means)
     pairs = json.loads(Path(args.pairs).read_text()) if args.pairs else None
     if pairs is not None and (not isinstance(pairs, dict) or {"capture", "sim"} - set(pairs)):
         parser.error(f"{args.pairs} must hold an object with 'capture' and 'sim' point lists")
+    means = read_ply(part.ply).means
     if args.plane:
         if args.plane == "auto":
-            means = read_ply(parts[0].ply).means
             plane_points = means[dominant_plane(means, args.threshold)]
             print(f"plane: {len(plane_points)} of {len(means)} Gaussians within {args.threshold}", file=sys.stderr)
         else:
@@ -223,6 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     if pairs is not None:
         rms = residual_rms(fit, pairs["capture"], pairs["sim"])
         print(f"point pairs: rms {rms:.4g} (sim units) over {len(pairs['sim'])} pairs", file=sys.stderr)
+    return _write(args, fit, means)
+
+
+def _write(args, fit: Similarity, means: np.ndarray) -> int:
+    from serl_gs.render.manifest import set_part_transform
+
+    if args.centre:
+        fit = centred(fit, means)
     set_part_transform(args.manifest, args.ply, fit.transform())
     print(json.dumps(fit.transform().to_json()))
     return 0
