@@ -8,10 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from serl_gs.agents.config import AgentConfig
 from serl_gs.nodes.checkpoint import Checkpointer, CheckpointNotFoundError, checkpoint_root
 from serl_gs.nodes.evaluation import summarize
-from serl_gs.nodes.experiment import check_obs_spec, pack_policy, unpack_policy
 from serl_gs.nodes.rate_limiter import RateLimiter, RateLimiterConfig
 from serl_gs.nodes.receive_log import ReceiveLog
 
@@ -93,17 +91,3 @@ def test_eval_summary_statistics():
     assert s["episodes"] == 4 and s["return_mean"] == 2.5 and s["success_rate"] == 0.75
     np.testing.assert_allclose(s["return_std"], np.std([1, 2, 3, 4], ddof=1))
     np.testing.assert_allclose(s["return_ci95"], 1.96 * np.std([1, 2, 3, 4], ddof=1) / 2)
-
-
-def test_policy_payload_carries_the_architecture_and_refuses_other_bytes():
-    config = AgentConfig(hidden_dims=(8, 8), critic_ensemble_size=2)
-    spec = {"state": jax.ShapeDtypeStruct((5,), np.float32)}
-    params = {"actor": {"w": np.ones((5, 2), np.float32)}, "encoder": {}}
-    payload = unpack_policy(pack_policy(config, spec, 1, params))
-    assert payload.agent_config == config and payload.action_dim == 1
-    np.testing.assert_array_equal(payload.params["actor"]["w"], params["actor"]["w"])
-    check_obs_spec(payload.obs_spec, spec, "test")
-    with pytest.raises(ValueError, match="differ from the policy's"):
-        check_obs_spec(payload.obs_spec, {"state": jax.ShapeDtypeStruct((7,), np.float32)}, "test")
-    with pytest.raises(ValueError, match="not a serl_gs policy message"):
-        unpack_policy(b"\x80\x04not msgpack")

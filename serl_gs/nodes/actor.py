@@ -21,7 +21,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from serl_gs.nodes.experiment import INFO_PREFIX, EnvSpec, check_obs_spec, obs_spec_of, unpack_policy
+from serl_gs.agents.payload import check_obs_spec, unpack_policy
+from serl_gs.nodes.adder import Adder, EnvStep
+from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
 from serl_gs.transport.config import ActorTransportConfig
 
@@ -117,31 +119,8 @@ class EpisodeTracker:
         return out
 
 
-def _with_info(records: dict, n_env: int, **per_env: np.ndarray | None) -> dict:
-    """Appends per-env values (episode return so far, success) as `info/<name>` record fields; the extra
-    `is_first` rows of new episodes get 0. The learner logs them at episode ends and strips them."""
-    pad = np.zeros(len(records["env_index"]) - n_env, np.float32)
-    for name, values in per_env.items():
-        if values is not None:
-            records[INFO_PREFIX + name] = np.concatenate([np.asarray(values, np.float32), pad])
-    return records
-
-
-def _send(client, records: dict, version: int, stop: threading.Event) -> bool:
-    """Hands records to the background sender, waiting for the learner's credit in short slices so that a
-    stop request is heard even while the learner is away; False if stopped before the batch was taken."""
-    while True:
-        try:
-            client.send(records, version)
-            return True
-        except TimeoutError:
-            if stop.is_set():
-                return False
-
-
 def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[str, float]:
     """Acts until `max_steps` or `stop`; returns final counters."""
-    from serl_gs.data.records import reset_records, step_records
     from serl_gs.transport import ParamSubscriber, TransitionClient
 
     stop = stop or threading.Event()
@@ -154,8 +133,9 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
     env_steps, steps, last_log, t0 = 0, 0, time.monotonic(), time.monotonic()
     counters: dict[str, float] = {}
     with TransitionClient(config.transport) as client, ParamSubscriber(config.transport) as params:
+        adder = Adder(client, config.num_envs, action_dim, stop)
         obs, _ = vec.reset(seed=config.seed)
-        _send(client, reset_records(obs, action_dim), -1, stop)
+        adder.add_first(obs)
         while not stop.is_set() and (config.max_steps == 0 or steps < config.max_steps):
             update = params.poll()
             if update is not None:
@@ -165,14 +145,14 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
                 actions = jax.random.uniform(act_key, (config.num_envs, action_dim), minval=-1.0, maxval=1.0)
             else:
                 actions = policy(obs, act_key)
-            obs, reward, terminated, truncated, infos = vec.step(actions)
-            reward_np = np.asarray(reward)
-            done = np.asarray(terminated) | np.asarray(truncated)
-            success = np.asarray(infos["success"]) if "success" in infos else None
-            episode_return = tracker.step(reward_np, done, success)
-            records = step_records(obs, actions, reward, terminated, truncated, infos)
-            records = _with_info(records, config.num_envs, episode_return=episode_return, success=success)
-            if not _send(client, records, policy.version, stop):
+            step = EnvStep(*vec.step(actions))
+            obs = step.obs
+            done = np.asarray(step.terminated) | np.asarray(step.truncated)
+            success = np.asarray(step.infos["success"], np.float32) if "success" in step.infos else None
+            episode_return = tracker.step(np.asarray(step.reward), done, success)
+            # For the learner's logs: each env's return so far and success, read where episodes end.
+            extras = {"episode_return": episode_return, "success": success}
+            if not adder.add(actions, step, extras, param_version=policy.version):
                 break
             env_steps += config.num_envs
             steps += 1
@@ -195,6 +175,6 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
     vec.close()
     if log is not None:
         log.close()
-    counters.update(env_steps=env_steps, param_version=policy.version, records_sent=sent["transitions_sent"])
+    counters.update(env_steps=env_steps, param_version=policy.version, records_sent=sent["records_sent"])
     print(f"[actor {config.actor_id}] final: {json.dumps(counters)}", flush=True)
     return counters

@@ -25,8 +25,10 @@ import jax
 import numpy as np
 
 from serl_gs.agents.config import AgentConfig
+from serl_gs.agents.payload import agent_config_to_dict, pack_policy, spec_to_jsonable
+from serl_gs.data.records import split_extras
 from serl_gs.data.replay import ReplayConfig
-from serl_gs.nodes.experiment import INFO_PREFIX, EnvSpec, agent_config_to_dict, pack_policy, spec_to_jsonable
+from serl_gs.nodes.env_spec import EnvSpec
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
 from serl_gs.nodes.rate_limiter import RateLimiter, RateLimiterConfig
 from serl_gs.nodes.resume import ResumableRun
@@ -35,7 +37,7 @@ from serl_gs.transport.config import LearnerTransportConfig
 
 _CONSOLE_KEYS = [
     "updates",
-    "inserted",
+    "transitions",
     "updates_per_s",
     "transitions_per_s",
     "idle_fraction",
@@ -80,8 +82,9 @@ class LearnerConfig:
 class Learner:
     """The learner's state and one `step()` of its loop; `save()` checkpoints, `run()` loops until told to stop.
 
-    `counters`: "updates"; "records" (all records stored, each actor's under "records/<actor>"); "inserted"
-    (transitions: records that are not an episode's first frame, what the rate limiter counts).
+    `counters`: "updates"; "records" (every record stored, each actor's also under "records/<actor>");
+    "transitions" (records that are not an episode's first frame, each the end of one (obs, next_obs) pair:
+    what `utd` and the rate limiter count).
     """
 
     def __init__(self, config: LearnerConfig):
@@ -99,7 +102,7 @@ class Learner:
         self._policy_params = policy_params
         self._update = make_update_fn(self.networks)
         self.rate = RateLimiter(c.rate)
-        self.counters = collections.Counter({"updates": 0, "inserted": 0, "records": 0})
+        self.counters = collections.Counter({"updates": 0, "transitions": 0, "records": 0})
 
         meta = {
             "agent_config": agent_config_to_dict(c.agent),
@@ -148,7 +151,7 @@ class Learner:
         n = len(records["env_index"])
         self.counters["records"] += n
         self.counters[f"records/{actor_id}"] += n
-        self.counters["inserted"] += int((~records["is_first"]).sum())
+        self.counters["transitions"] += int((~records["is_first"]).sum())
         return n
 
     # ---- pieces of the loop -----------------------------------------------------------------------------
@@ -169,12 +172,11 @@ class Learner:
             batch = self.server.get(timeout=wait, ack=False)
             if batch is None:
                 return got
-            records = dict(batch.arrays)
-            info = {k[len(INFO_PREFIX) :]: records.pop(k) for k in list(records) if k.startswith(INFO_PREFIX)}
+            records, extras = split_extras(batch.arrays)
             ended = records["terminated"] | records["truncated"]
             for name in ("episode_return", "success"):
-                if name in info and ended.any():
-                    self._episodes[name].extend(np.asarray(info[name])[ended].tolist())
+                if name in extras and ended.any():
+                    self._episodes[name].extend(np.asarray(extras[name])[ended].tolist())
             header = batch.header
             n = self._store(header.actor_id, header.session, records)
             self.persistence.log_received(header.actor_id, header.session, header.seq, records)
@@ -196,7 +198,7 @@ class Learner:
 
     def step(self) -> None:
         c, counters = self.config, self.counters
-        can_update = self.rate.can_update(counters["inserted"], counters["updates"]) and self.replay.num_transitions
+        can_update = self.rate.can_update(counters["transitions"], counters["updates"]) and self.replay.num_transitions
         start = time.perf_counter()
         self.receive(timeout=0.0 if can_update else 0.05)
         if not can_update:
@@ -209,7 +211,7 @@ class Learner:
                 self.publish()
             if counters["updates"] % c.checkpoint_every == 0:
                 self.save()
-        may_insert = self.rate.can_insert(counters["inserted"], counters["updates"])
+        may_insert = self.rate.can_insert(counters["transitions"], counters["updates"])
         credits = c.transport.credits_per_actor if may_insert else 0
         if credits != self._credits:
             self.server.set_credits(credits)
@@ -220,9 +222,9 @@ class Learner:
         busy = self._timing["update_s"] + self._timing["wait_s"]
         metrics: dict[str, Any] = {
             "updates": c["updates"],
-            "inserted": c["inserted"],
+            "transitions": c["transitions"],
             "updates_per_s": (c["updates"] - since["updates"]) / elapsed,
-            "transitions_per_s": (c["inserted"] - since["inserted"]) / elapsed,
+            "transitions_per_s": (c["transitions"] - since["transitions"]) / elapsed,
             "replay_size": self.replay.size,
             "idle_fraction": self._timing["wait_s"] / busy if busy else 0.0,
             "credits": self._credits,

@@ -140,7 +140,8 @@ def _rasterize_chunk(
         means=means.contiguous(),
         quats=quats.contiguous(),
         scales=scales.expand(b, n, 3),  # gsplat makes these contiguous itself
-        opacities=opacities.expand(b, n),
+        opacities=opacities.expand(b, n),  # shared by all envs, as it must be: 1.5.3's packed projection
+        # culls every env with the first env's opacities (it reads opacities[gid], not [bid * N + gid])
         colors=sh.expand(b, n, sh.shape[1], 3),  # stride-0 env dim: gathered per visible Gaussian only
         viewmats=viewmats.contiguous(),
         Ks=ks.contiguous(),
