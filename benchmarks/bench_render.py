@@ -3,6 +3,11 @@ per backend, and the render stage's share of a full env step.
 
     python -m benchmarks.bench_render --quick          # < 1 min on a 2-core CPU: 64x64, up to 8 envs
     python -m benchmarks.bench_render                  # full sweep: 64/128/256 px, up to 4096 envs on a GPU
+    python -m benchmarks.bench_render --backends gsplat --sizes 64,128 --num_envs 1024,4096 --no_env_step
+                                                       # a chosen slice: fits a short GPU lease
+
+The render share of an env step builds a vector env of the same size (on a GPU: MJX, compiled per batch
+size, minutes at thousands of envs); `--no_env_step` leaves it out.
 
 One JSON line per figure on stdout (benchmarks/_report.py); progress on stderr.
 """
@@ -115,7 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="", help="comma list (default: reference, + gsplat on CUDA)")
     parser.add_argument("--rounds", type=int, default=0, help="timed rounds per figure (default 3, quick 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--sizes", default="", help="comma list of image sides (default 64,128,256; quick 64)")
+    parser.add_argument("--num_envs", default="", help="comma list of env counts (default: per backend)")
+    parser.add_argument("--no_env_step", action="store_true", help="skip the render share of an env step")
+    parser.add_argument("--loop_max_envs", type=int, default=0,
+                        help="largest batch also timed as a Python loop (default 64 on GPU, 16 on CPU)")  # fmt: skip
     args = parser.parse_args(argv)
+    sizes = _int_list(args.sizes, "--sizes")
+    env_counts = _int_list(args.num_envs, "--num_envs")
 
     import torch
 
@@ -125,14 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     backends = [b for b in args.backends.split(",") if b]
     backends = backends or (["gsplat", "reference"] if cuda else ["reference"])
     rounds = args.rounds or (3 if args.quick else 5)
-    sizes = [64] if args.quick else [64, 128, 256]
+    sizes = sizes or ([64] if args.quick else [64, 128, 256])
     model = mujoco.MjModel.from_xml_path(str(ASSET))
     scene_config = SceneConfig(cache_dir=None)
 
     for backend in backends:
         on_gpu = backend == "gsplat" or (cuda and backend == "reference")
         sync = torch.cuda.synchronize if on_gpu else (lambda: None)
-        if args.quick:
+        if env_counts:
+            batches = env_counts
+        elif args.quick:
             batches = [1, 8]
         elif backend == "gsplat":
             batches = [1, 16, 256, 1024, 4096]
@@ -146,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 poses = batched_poses(model, num_envs)
                 if on_gpu:
                     poses = [torch.as_tensor(p, device="cuda") for p in poses]
-                with_loop = 1 < num_envs <= (64 if on_gpu else 16)  # the loop is the slow baseline: cap it
+                with_loop = 1 < num_envs <= (args.loop_max_envs or (64 if on_gpu else 16))  # the slow baseline
                 per_batch, per_loop = batched_and_loop(stage, poses, rounds, sync, with_loop)
                 images = num_envs * len(stage.camera_names)
                 cfg = {
@@ -163,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     emit("render", "images_per_s", images / per_batch, "1/s", config=cfg, quick=args.quick,
                          baseline="python_loop_over_envs", baseline_value=images / per_loop)  # fmt: skip
-                if size == 64:
+                if size == sizes[0] and not args.no_env_step:
                     measured = env_step_seconds(num_envs, 0.2 if args.quick else 1.0)
                     if measured is not None:
                         step, physics = measured
@@ -173,6 +187,16 @@ def main(argv: list[str] | None = None) -> int:
                                      "physics": f"{physics} (state-only vector env step)"},
                              quick=args.quick)  # fmt: skip
     return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"{flag} takes a comma list of positive integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise SystemExit(f"{flag} takes a comma list of positive integers, got {text!r}")
+    return values
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 from benchmarks._report import device_name
 from serl_gs.nodes.metrics_log import read_metrics
 
-CURVE_KEYS = ("updates", "inserted", "updates_per_s", "episode_return", "success")
+CURVE_KEYS = ("updates", "transitions", "updates_per_s", "episode_return", "success")
 
 
 def _newest_eval(run_dir: Path) -> dict[str, Any] | None:

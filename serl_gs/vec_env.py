@@ -12,6 +12,9 @@ and the images come back into a jitted assembly. On MJX every shape is fixed and
 device: the step renders the B frames at the end of the step (the observation of running envs, the true
 final frame of finished ones) plus `resets_per_step` rows for the first frames of new episodes (default B,
 so any number of envs may finish at once; fewer rows render less, and an error follows if more finished).
+
+`render_mode="rgb_array"`: `render()` returns one uint8 numpy frame [H, W, 3] per env (gymnasium's vector
+contract), of `render_camera` (or every camera side by side) at `render_size` px; see serl_gs.render.frames.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ PHYSICS_PATHS = ("auto", "mjx", "mujoco")
 MJX_IMPL_CHOICES = ("auto", *MJX_IMPLS)
 ARRAY_BACKENDS = ("jax", "numpy")
 OBS_MODES = ("state", "pixels")
+RENDER_MODES = ("rgb_array",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +55,9 @@ class VecEnvConfig:
     image_size: int = 64  # pixels only: square images
     cameras: tuple[str, ...] = ()  # pixels only: MJCF camera names; empty = every camera of the task
     resets_per_step: int | None = None  # pixels on MJX: first frames rendered per step (None = num_envs)
+    render_mode: str | None = None  # "rgb_array": render() gives each env's frame (gymnasium's RecordVideo)
+    render_camera: str = "all"  # render(): an MJCF camera name, or "all" side by side
+    render_size: int | None = None  # render(): square side per camera; None: image_size with pixels, else 128
 
     def __post_init__(self):
         if not isinstance(self.num_envs, int) or self.num_envs <= 0:
@@ -68,6 +75,11 @@ class VecEnvConfig:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
         if isinstance(self.cameras, str):
             raise ValueError(f"cameras must be a tuple of camera names, got the string {self.cameras!r}")
+        if self.render_mode is not None and self.render_mode not in RENDER_MODES:
+            raise ValueError(
+                f"render_mode must be None or one of {RENDER_MODES}, got {self.render_mode!r} (gymnasium.make "
+                "turns 'human' and 'rgb_array_list' into wrappers over 'rgb_array')"
+            )
 
 
 def resolve_physics(physics: PhysicsPath) -> Literal["mjx", "mujoco"]:
@@ -83,6 +95,11 @@ def resolve_mjx_impl(impl: MjxImpl | Literal["auto"]) -> MjxImpl:
     if impl != "auto":
         return impl
     return "warp" if warp_installed() else "jax"
+
+
+def control_fps(task: Task) -> float:
+    """Env steps per second of simulated time: the frame rate of a video of every step."""
+    return 1.0 / (float(task.mj_model.opt.timestep) * task.n_substeps)
 
 
 def _where(mask: jax.Array, new: Any, old: Any, single: Any) -> Any:
@@ -182,12 +199,13 @@ class _Step:
     stepped: State  # before it: holds the final obs of finished episodes
     render_poses: Poses | None  # pixels only: the poses to render this step, in one call
     assemble: Callable | None  # images of render_poses -> (observed frames [B, ...], final frames [B, ...])
+    final_poses: Callable[[], tuple[np.ndarray, Poses | None]]  # (ids [k], poses) of envs that ended, on demand
 
 
 class _MjxBatch:
     """All envs in one MJX program: one jitted call per step (physics, reward, autoreset, poses to render)."""
 
-    def __init__(self, task: Task, config: VecEnvConfig, renders: bool):
+    def __init__(self, task: Task, config: VecEnvConfig, renders: bool, keeps_final_poses: bool):
         self.impl = resolve_mjx_impl(config.mjx_impl)
         n = config.num_envs
         self._num_envs = n
@@ -204,7 +222,7 @@ class _MjxBatch:
     def step(self, state: State, action: jax.Array) -> _Step:
         if not self._renders:  # nothing here waits for the device: callers read done flags when they want them
             new, stepped = self._step(state, action)
-            return _Step(new, stepped, None, None)
+            return _Step(new, stepped, None, None, functools.partial(_ended, stepped))
         if self._overflow is not None and bool(self._overflow):
             raise RuntimeError(
                 f"more than resets_per_step={self._resets} envs finished in one step, so some new episodes' "
@@ -214,7 +232,8 @@ class _MjxBatch:
         if self._resets < self._num_envs:
             overflow.copy_to_host_async()
             self._overflow = overflow
-        return _Step(new, stepped, poses, lambda images: self._assemble(images, reset_ids))
+        assemble = functools.partial(self._assemble, reset_ids=reset_ids)
+        return _Step(new, stepped, poses, assemble, functools.partial(_ended, stepped))
 
     def poses(self, state: State) -> Poses:
         return _poses(state)
@@ -223,17 +242,24 @@ class _MjxBatch:
         pass
 
 
+def _ended(stepped: State) -> tuple[np.ndarray, Poses | None]:
+    """(ids, poses at the end) of the envs whose episode ended in `stepped`; reads the device (host sync)."""
+    ids = np.flatnonzero(np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated)))
+    return ids, tuple(x[jnp.asarray(ids)] for x in _poses(stepped)) if len(ids) else None
+
+
 class _CpuBatch:
     """CPU MuJoCo steps the physics; the task's pure JAX maths runs jitted before and after it."""
 
     impl = None
 
-    def __init__(self, task: Task, config: VecEnvConfig, renders: bool):
+    def __init__(self, task: Task, config: VecEnvConfig, renders: bool, keeps_final_poses: bool):
         from serl_gs.cpu_physics import CpuBatchedPhysics
 
         self.physics = CpuBatchedPhysics(task.mj_model, config.num_envs, task.n_substeps)
         self._start, self._control, self._finish = _cpu_programs(task)
         self._renders = renders
+        self._keeps_final_poses = keeps_final_poses
 
     def _load(self, env_ids: np.ndarray, state: State) -> None:
         qpos, qvel = np.asarray(state.data.qpos), np.asarray(state.data.qvel)
@@ -251,11 +277,12 @@ class _CpuBatch:
         qvel = jnp.asarray(self.physics.qvel, jnp.float32)
         new, stepped = self._finish(state.replace(info=info), qpos, qvel, action)
         done_ids = np.flatnonzero(np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated)))
-        final = self.physics.poses(done_ids) if self._renders and len(done_ids) else None
-        if len(done_ids):  # the final frames above were posed before the physics moves on to new episodes
+        final = self.physics.poses(done_ids) if self._keeps_final_poses and len(done_ids) else None
+        if len(done_ids):  # the final poses above were taken before the physics moves on to new episodes
             self._load(done_ids, new)
+        ended = lambda: (done_ids, final)  # noqa: E731
         if not self._renders:
-            return _Step(new, stepped, None, None)
+            return _Step(new, stepped, None, None, ended)
         poses = self.physics.poses()
         if final is not None:  # rows: the B envs now, then the k finished ones at their end
             poses = tuple(np.concatenate([a, b]) for a, b in zip(poses, final, strict=True))
@@ -266,7 +293,7 @@ class _CpuBatch:
             observed = images[:n]
             return observed, observed.at[done_ids].set(images[n:]) if len(done_ids) else observed
 
-        return _Step(new, stepped, poses, assemble)
+        return _Step(new, stepped, poses, assemble, ended)
 
     def poses(self, state: State) -> Poses:
         return self.physics.poses()  # the physics holds `state`: the batch's current one
@@ -278,17 +305,23 @@ class _CpuBatch:
 class SerlVectorEnv(gym.vector.VectorEnv):
     """`num_envs` copies of one task stepped in one batch. Build through `gymnasium.make_vec`."""
 
-    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": list(RENDER_MODES)}
 
     def __init__(self, task: Task, config: VecEnvConfig):
         self.task = task
         self.config = config
         self.num_envs = config.num_envs
         self.physics = resolve_physics(config.physics)
+        self.render_mode = config.render_mode
+        self.metadata = {**self.metadata, "render_fps": control_fps(task)}
         renders = config.obs_mode == "pixels"
-        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config, renders)
+        # render() needs the poses at an episode's end too (a single env shows its final frame).
+        keeps_final_poses = renders or config.render_mode is not None
+        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config, renders, keeps_final_poses)
         self.mjx_impl: MjxImpl | None = self._batch.impl  # None on the CPU MuJoCo path
         self.renderer = self._make_renderer() if renders else None
+        self._frames = self._make_frame_renderer() if config.render_mode is not None else None
+        self._final_poses: Callable[[], tuple[np.ndarray, Poses | None]] = lambda: (np.zeros(0, np.int64), None)
 
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (task.action_size,), np.float32)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -333,6 +366,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         check_action(actions, self.task.action_size, self.num_envs)
         out = self._batch.step(self._state, jnp.asarray(actions, jnp.float32))
         self._state, stepped = out.state, out.stepped
+        self._final_poses = out.final_poses
         self._obs = dict(out.state.obs)
         final_obs = dict(stepped.obs)
         if self.renderer is not None:
@@ -354,7 +388,35 @@ class SerlVectorEnv(gym.vector.VectorEnv):
     def close(self, **kwargs) -> None:
         self._batch.close()
 
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """Each env's frame now (uint8 [H, W, 3] numpy), with `render_mode="rgb_array"`."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; make the env with render_mode='rgb_array'")
+            return None
+        return tuple(self.render_frames(self.body_poses(), self._obs))
+
     # ---- helpers ----------------------------------------------------------------------------------------
+    def render_frames(self, poses: Poses, obs: dict[str, Any] | None = None) -> np.ndarray:
+        """`render()` frames [k, H, W, 3] of the envs whose poses are given (e.g. `final_poses`); `obs`: their
+        observations, whose pixels are reused when they are the frames asked for."""
+        if self._frames is None:
+            self._frames = self._make_frame_renderer()
+        return self._frames.frames(poses, obs)
+
+    def _make_frame_renderer(self):
+        from serl_gs.render.frames import FrameConfig, FrameRenderer  # torch loads on the first frame
+
+        c = self.config
+        size = c.render_size or (c.image_size if c.obs_mode == "pixels" else 128)
+        frame_config = FrameConfig(camera=c.render_camera, size=size, backend=c.render_backend)
+        return FrameRenderer(self.task.mj_model, frame_config)
+
+    @property
+    def final_poses(self) -> tuple[np.ndarray, Poses | None]:
+        """(env ids [k], their poses at the end) of the envs whose episode ended in the last step; on MJX this
+        reads the done flags from the device, so the step itself never has to."""
+        return self._final_poses()
+
     def body_poses(self) -> Poses:
         """World poses of every env's bodies and cameras now (xpos, xquat, cam_xpos, cam_xmat), for renderers
         outside the env (e.g. eval videos of a state-only policy)."""

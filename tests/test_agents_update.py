@@ -9,7 +9,12 @@ import pytest
 
 from serl_gs.agents import losses
 from serl_gs.agents.config import AgentConfig, EncoderConfig
-from serl_gs.agents.learning import init_training_state, make_update_fn
+from serl_gs.agents.learning import (
+    init_training_state,
+    make_learner_step_fn,
+    make_update_fn,
+    make_update_many_fn,
+)
 from serl_gs.agents.networks import make_inference_fn, make_networks, obs_spec_from_batch, policy_params
 from serl_gs.agents.pretrained import load_encoder_params, save_encoder_params
 from serl_gs.data.augment import random_shift, shift_pixels
@@ -74,6 +79,70 @@ def test_scanned_and_unrolled_critic_steps_compute_the_same_update():
     jax.tree.map(close, scanned.params, unrolled.params)
     jax.tree.map(close, scanned.target_params, unrolled.target_params)
     jax.tree.map(close, scanned_metrics, unrolled_metrics)
+
+
+@pytest.mark.parametrize(
+    "obs_spec", [STATE_SPEC, pytest.param(PIXEL_SPEC, marks=pytest.mark.slow)], ids=["sac", "drq"]
+)
+def test_k_fused_updates_equal_k_sequential_updates_on_the_same_batches(obs_spec):
+    config = AgentConfig(**TINY, encoder=TINY_ENCODER, critic_actor_ratio=2)
+    networks = make_networks(config, obs_spec, action_dim=2)
+    state = init_training_state(networks, jax.random.PRNGKey(0))
+    batches = jax.device_put(random_batch(jax.random.PRNGKey(1), obs_spec, 2, (3, 2, 4)), jax.devices()[0])
+    fused, fused_metrics = make_update_many_fn(networks)(state, batches)
+    update, sequential, infos = make_update_fn(networks), state, []
+    for i in range(3):
+        sequential, info = update(sequential, jax.tree.map(lambda x, i=i: x[i], batches))
+        infos.append(info)
+    assert int(fused.step) == int(sequential.step) == 3
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+    jax.tree.map(close, fused.params, sequential.params)
+    jax.tree.map(close, fused.target_params, sequential.target_params)
+    jax.tree.map(close, fused.critic_opt_state, sequential.critic_opt_state)
+    np.testing.assert_array_equal(fused.rng, sequential.rng)  # the same randomness, in the same order
+    jax.tree.map(close, fused_metrics, jax.tree.map(lambda *xs: np.mean(xs), *infos))
+
+
+def test_learner_step_samples_and_updates_in_one_call():
+    from serl_gs.data.records import RecordSpec
+    from serl_gs.data.replay import ReplayBuffer, ReplayConfig
+    from serl_gs.data.sampling import sample_batch
+
+    config = AgentConfig(**TINY, critic_actor_ratio=2, n_step=2)
+    networks = make_networks(config, STATE_SPEC, action_dim=2)
+    replay = ReplayBuffer(RecordSpec((("state", (3,), "float32"),), 2), ReplayConfig(capacity=64), log=lambda m: m)
+    rng = np.random.default_rng(0)
+    for t in range(10):
+        replay.insert("a", {
+            "env_index": np.arange(2, dtype=np.int32), "obs/state": rng.standard_normal((2, 3)).astype(np.float32),
+            "action": rng.uniform(-1, 1, (2, 2)).astype(np.float32), "reward": np.ones(2, np.float32),
+            "terminated": np.zeros(2, bool), "truncated": np.full(2, t == 6), "is_first": np.full(2, t in (0, 7)),
+        })  # fmt: skip
+    state, key = init_training_state(networks, jax.random.PRNGKey(0)), jax.random.PRNGKey(1)
+    stepped, metrics = make_learner_step_fn(networks, num_updates=3)(state, replay.device_fields(), key)
+    # The same minibatches, sampled apart and fed to update_many: the same update.
+    flat = sample_batch(replay.device_fields(), key, 3 * 2, config.batch_size, n_step=2, discount=config.discount)
+    assert flat.discount is not None
+    batches = jax.tree.map(lambda x: x.reshape(3, 2, *x.shape[1:]), flat)
+    expected, _ = make_update_many_fn(networks)(state, batches)
+    assert int(stepped.step) == 3 and np.isfinite(float(metrics["critic_loss"]))
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+    jax.tree.map(close, stepped.params, expected.params)
+
+
+def test_critic_loss_bootstraps_with_the_batch_discount_when_given():
+    config = AgentConfig(**TINY, discount=0.9)
+    networks = make_networks(config, STATE_SPEC, action_dim=2)
+    state = init_training_state(networks, jax.random.PRNGKey(0))
+    batch = random_batch(jax.random.PRNGKey(1), STATE_SPEC, 2, (4,))
+    p = state.params
+    loss = lambda b: losses.critic_loss(networks, {"encoder": p["encoder"], "critic": p["critic"]},
+                                        state.target_params, p["actor"], p["temperature"], b, jax.random.PRNGKey(2))[1]
+    one_step = loss(batch)
+    same = loss(batch.replace(discount=0.9 * (1.0 - batch.terminated.astype(jnp.float32))))
+    np.testing.assert_allclose(one_step["target_q"], same["target_q"], rtol=1e-6)
+    no_bootstrap = loss(batch.replace(discount=jnp.zeros(4)))
+    np.testing.assert_allclose(no_bootstrap["target_q"], batch.reward.mean(), rtol=1e-6)
 
 
 def test_update_rejects_a_batch_without_the_ratio_leading_dim():

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from serl_gs.agents.config import AgentConfig
 from serl_gs.nodes.checkpoint import Checkpointer, CheckpointNotFoundError, checkpoint_root
 from serl_gs.nodes.evaluation import summarize
-from serl_gs.nodes.experiment import check_obs_spec, pack_policy, unpack_policy
 from serl_gs.nodes.rate_limiter import RateLimiter, RateLimiterConfig
 from serl_gs.nodes.receive_log import ReceiveLog
 
@@ -56,17 +53,6 @@ def test_receive_log_round_trips_batches_in_order_and_clears(tmp_path):
     assert list(ReceiveLog(tmp_path / "log")) == []
 
 
-def test_replay_state_file_matching_the_replay_wins(tmp_path):
-    from learners.learner import _load_replay_state
-
-    (tmp_path / "replay_state.json").write_text(json.dumps({"total_inserted": 10, "positions": [], "counters": {}}))
-    pending = {"total_inserted": 20, "positions": [], "counters": {"records": 20}}
-    (tmp_path / "replay_state.pending.json").write_text(json.dumps(pending))
-    assert _load_replay_state(tmp_path, 20)["counters"] == {"records": 20}  # crash after the replay's rename
-    assert _load_replay_state(tmp_path, 10)["total_inserted"] == 10  # crash before it
-    assert _load_replay_state(tmp_path, 30) is None
-
-
 def test_checkpointer_keeps_the_last_k_and_restores(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative run directory, as users type it (orbax wants absolute paths)
     ckpt = Checkpointer(Path("run") / "checkpoints", keep=2)
@@ -105,17 +91,3 @@ def test_eval_summary_statistics():
     assert s["episodes"] == 4 and s["return_mean"] == 2.5 and s["success_rate"] == 0.75
     np.testing.assert_allclose(s["return_std"], np.std([1, 2, 3, 4], ddof=1))
     np.testing.assert_allclose(s["return_ci95"], 1.96 * np.std([1, 2, 3, 4], ddof=1) / 2)
-
-
-def test_policy_payload_carries_the_architecture_and_refuses_other_bytes():
-    config = AgentConfig(hidden_dims=(8, 8), critic_ensemble_size=2)
-    spec = {"state": jax.ShapeDtypeStruct((5,), np.float32)}
-    params = {"actor": {"w": np.ones((5, 2), np.float32)}, "encoder": {}}
-    payload = unpack_policy(pack_policy(config, spec, 1, params))
-    assert payload.agent_config == config and payload.action_dim == 1
-    np.testing.assert_array_equal(payload.params["actor"]["w"], params["actor"]["w"])
-    check_obs_spec(payload.obs_spec, spec, "test")
-    with pytest.raises(ValueError, match="differ from the policy's"):
-        check_obs_spec(payload.obs_spec, {"state": jax.ShapeDtypeStruct((7,), np.float32)}, "test")
-    with pytest.raises(ValueError, match="not a serl_gs policy message"):
-        unpack_policy(b"\x80\x04not msgpack")

@@ -62,11 +62,12 @@ def test_gsplat_matches_reference_on_task_scenes(path):
     xpos, xquat, cpos, cmat = (
         torch.as_tensor(np.stack(c), dtype=torch.float32, device="cuda") for c in zip(*rows, strict=True)
     )
-    means, quats = pose_gaussians(stage._means, stage._quats, stage._body_ids, xpos, xquat)
-    viewmats = viewmats_from_mujoco(cpos[:, stage._camera_ids], cmat.view(4, -1, 3, 3)[:, stage._camera_ids])
-    ks = stage._ks.expand(4, -1, -1, -1)
+    s = stage._scene_on(xpos.device)
+    means, quats = pose_gaussians(s.means, s.quats, s.body_ids, xpos, xquat)
+    viewmats = viewmats_from_mujoco(cpos[:, s.camera_ids], cmat.view(4, -1, 3, 3)[:, s.camera_ids])
+    ks = s.ks.expand(4, -1, -1, -1)
     (rgb_g, depth_g), (rgb_r, depth_r) = both_backends(
-        means, quats, stage._scales, stage._opacities, stage._sh, viewmats, ks, 64, stage.scene.sh_degree
+        means, quats, s.scales, s.opacities, s.sh, viewmats, ks, 64, stage.scene.sh_degree
     )
     mae, psnr = compare(rgb_g, rgb_r)
     print(f"\n{path.stem}: gsplat vs reference at 64x64, 4 envs x {len(stage.camera_names)} cameras: "
@@ -101,9 +102,13 @@ def test_auto_picks_gsplat_when_cuda_and_gsplat_work():
     assert stage.backend == "gsplat", stage.backend_reason
 
 
-def test_render_stage_never_copies_through_the_host():
+def test_render_stage_zero_copy_pointers_and_copy_counts():
+    """JAX GPU arrays in, JAX GPU images out: the buffers are shared (addresses), no JAX transfer happens, and
+    the only CUDA host<->device copies during a render are scalars (gsplat reads its packed counts)."""
     jax = pytest.importorskip("jax")
     import jax.numpy as jnp
+
+    from benchmarks.gpu_render_checks import TINY_COPY_BYTES, host_device_copies, shared_pointers
 
     gpus = [d for d in jax.devices() if d.platform == "gpu"]
     if not gpus:
@@ -116,9 +121,15 @@ def test_render_stage_never_copies_through_the_host():
     host = [np.repeat(a[None], 8, 0).astype(np.float32) for a in (data.xpos, data.xquat, data.cam_xpos, data.cam_xmat)]
     on_gpu = [jax.device_put(a, gpus[0]) for a in host]
     jax.block_until_ready(on_gpu)
-    with jax.transfer_guard("disallow"):
+    stage.render(*on_gpu).block_until_ready()  # warm-up
+    with shared_pointers() as seen, jax.transfer_guard("disallow"):
         images = stage.render(*on_gpu)
         images.block_until_ready()
+    assert [a.unsafe_buffer_pointer() for a in on_gpu] == seen["to_torch"]
+    assert seen["to_jax"] == [images.unsafe_buffer_pointer()]
+    copies = host_device_copies(lambda: stage.render(*on_gpu).block_until_ready())
+    print(f"\nhost<->device copies per render: {len(copies)}, {sum(c['bytes'] for c in copies)} bytes")
+    assert all(c["bytes"] <= TINY_COPY_BYTES for c in copies), copies
     assert isinstance(images, jax.Array) and images.dtype == jnp.uint8
     assert images.devices() == {gpus[0]} and images.shape == (8, len(stage.camera_names), 64, 64, 3)
     np.testing.assert_array_equal(np.asarray(images), stage.render(*host))  # same pixels as the numpy path

@@ -7,9 +7,10 @@ import math
 
 import numpy as np
 import pytest
+from captures import write_tool_ply
 
 from serl_gs.render.ply import load_scene_manifest, read_ply, save_scene_manifest, write_ply
-from serl_gs.render.scene import GaussianScene, quat_to_matrix
+from serl_gs.render.scene import GaussianScene, concat_scenes, quat_to_matrix
 
 
 def make_scene(n=7, degree=3, seed=0, bodies=None) -> GaussianScene:
@@ -22,34 +23,6 @@ def make_scene(n=7, degree=3, seed=0, bodies=None) -> GaussianScene:
         sh=rng.normal(size=(n, (degree + 1) ** 2, 3)),
         body_ids=rng.integers(0, 4, n) if bodies is None else bodies,
     )
-
-
-def write_tool_ply(path, scene: GaussianScene, *, normals: bool, fmt="binary_little_endian", extra=()):
-    """A .ply laid out the way a 3DGS tool writes it: the INRIA trainer (with nx ny nz) or gsplat's
-    exporter (without); f_rest_* channel-major. `extra` adds (name, dtype, values) vertex properties."""
-    n, k = scene.num_gaussians, scene.sh.shape[1]
-    cols = [("x", scene.means[:, 0]), ("y", scene.means[:, 1]), ("z", scene.means[:, 2])]
-    if normals:
-        cols += [(name, np.zeros(n, np.float32)) for name in ("nx", "ny", "nz")]
-    cols += [(f"f_dc_{c}", scene.sh[:, 0, c]) for c in range(3)]
-    rest = scene.sh[:, 1:].transpose(0, 2, 1).reshape(n, -1)
-    cols += [(f"f_rest_{i}", rest[:, i]) for i in range(3 * (k - 1))]
-    cols += [("opacity", scene.opacity_logits)]
-    cols += [(f"scale_{i}", scene.log_scales[:, i]) for i in range(3)]
-    cols += [(f"rot_{i}", scene.quats[:, i]) for i in range(4)]
-    types = {np.dtype(np.float32): "float", np.dtype(np.uint8): "uchar", np.dtype(np.float64): "double"}
-    cols = [(name, values.astype(np.float32)) for name, values in cols] + list(extra)
-    header = f"ply\nformat {fmt} 1.0\ncomment written by a test\nelement vertex {n}\n"
-    header += "".join(f"property {types[v.dtype]} {name}\n" for name, v in cols) + "end_header\n"
-    if fmt == "ascii":
-        body = "".join(" ".join(repr(float(v[i])) for _, v in cols) + "\n" for i in range(n)).encode()
-    else:
-        order = "<" if fmt == "binary_little_endian" else ">"
-        table = np.empty(n, [(name, order + v.dtype.str[1:]) for name, v in cols])
-        for name, v in cols:
-            table[name] = v
-        body = table.tobytes()
-    path.write_bytes(header.encode() + body)
 
 
 def assert_same(a: GaussianScene, b: GaussianScene, check_bodies=True):
@@ -172,3 +145,61 @@ def test_saved_manifest_round_trips_with_body_names(tmp_path):
     loaded = load_scene_manifest(path, {"world": 0, "arm": 1, "cube": 2})
     order = np.argsort(scene.body_ids, kind="stable")  # parts are written body by body
     assert_same(scene.subset(order), loaded)
+
+
+def test_write_ply_keeps_every_property_it_read(tmp_path):
+    scene = make_scene(n=6, degree=3, bodies=np.zeros(6, np.int32))
+    normals = np.random.default_rng(3).normal(size=(6, 3))
+    extra = [
+        ("red", np.arange(6, dtype=np.uint8) * 40),  # a viewer's preview colour
+        ("confidence", np.linspace(0.0, 1.0, 6)),  # double
+        ("label", np.arange(6, dtype=np.int16) - 3),  # a segmentation label
+    ]
+    for fmt in ("binary_big_endian", "ascii"):
+        write_tool_ply(tmp_path / "in.ply", scene, normals=normals, fmt=fmt, extra=extra)
+        loaded = read_ply(tmp_path / "in.ply")
+        assert list(loaded.extras) == ["nx", "ny", "nz", "red", "confidence", "label"]
+        np.testing.assert_array_equal(loaded.extras["ny"], normals[:, 1].astype(np.float32))
+        for name, values in extra:
+            assert loaded.extras[name].dtype == values.dtype, name
+            np.testing.assert_array_equal(loaded.extras[name], values, err_msg=name)
+        write_ply(tmp_path / "out.ply", loaded)
+        again = read_ply(tmp_path / "out.ply")
+        assert_same(loaded, again)
+        for name, values in loaded.extras.items():
+            assert again.extras[name].dtype == values.dtype
+            np.testing.assert_array_equal(again.extras[name], values, err_msg=name)
+        header = (tmp_path / "out.ply").read_bytes().split(b"end_header")[0].decode()
+        props = [line.split()[-1] for line in header.splitlines() if line.startswith("property")]
+        assert props[:6] == ["x", "y", "z", "nx", "ny", "nz"], "normals where INRIA writes them"
+        assert props[-4:] == ["red", "confidence", "label", "body_id"]
+        for line in ("property uchar red", "property double confidence", "property short label"):
+            assert line in header
+
+
+def test_extras_follow_subsets_merges_and_placements():
+    rng = np.random.default_rng(0)
+    normals = rng.normal(size=(4, 3))
+    label = np.array([5, 6, 7, 8], np.int16)
+    capture = GaussianScene(
+        **{k: getattr(make_scene(n=4, degree=1), k) for k in ("means", "quats", "log_scales", "opacity_logits", "sh")},
+        body_ids=np.zeros(4, np.int32),
+        extras={"nx": normals[:, 0], "ny": normals[:, 1], "nz": normals[:, 2], "label": label},
+    )
+    generated = make_scene(n=3, degree=0, seed=1)  # no extras: zeros in the merged scene
+    merged = concat_scenes([capture, generated])
+    assert list(merged.extras) == ["nx", "ny", "nz", "label"] and merged.extras["label"].dtype == np.int16
+    np.testing.assert_array_equal(merged.extras["label"], [5, 6, 7, 8, 0, 0, 0])
+    np.testing.assert_array_equal(merged.subset(np.array([1, 5])).extras["label"], [6, 0])
+    quarter_turn_z = [math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)]
+    placed = capture.transformed(rotation_wxyz=quarter_turn_z, translation=[1, 0, 0], scale=3.0)
+    turned = np.stack([placed.extras[k] for k in ("nx", "ny", "nz")], -1)
+    np.testing.assert_allclose(turned, normals @ quat_to_matrix(np.array(quarter_turn_z)).T, atol=1e-6)
+    np.testing.assert_array_equal(placed.extras["label"], label)
+    base = {k: getattr(generated, k) for k in ("means", "quats", "log_scales", "opacity_logits", "sh", "body_ids")}
+    with pytest.raises(ValueError, match="extra property 'opacity' clashes"):
+        GaussianScene(**base, extras={"opacity": np.zeros(3, np.float32)})
+    with pytest.raises(ValueError, match=r"extra property 'label' must have shape \[3\], got \(2,\)"):
+        GaussianScene(**base, extras={"label": np.zeros(2, np.int16)})
+    with pytest.raises(ValueError, match="extra property 'big' has dtype int64"):
+        GaussianScene(**base, extras={"big": np.zeros(3, np.int64)})

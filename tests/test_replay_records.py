@@ -6,7 +6,14 @@ import jax
 import numpy as np
 import pytest
 
-from serl_gs.data.records import RecordSpec, reset_records, step_records, validate_records
+from serl_gs.data.records import (
+    RecordSpec,
+    reset_records,
+    split_extras,
+    step_records,
+    validate_records,
+    with_extras,
+)
 from serl_gs.data.replay import ReplayBuffer, ReplayConfig
 
 
@@ -73,6 +80,23 @@ def test_validate_records_names_the_bad_field():
         validate_records(dict(records, **{"obs/pixels/cam": np.zeros((3, 2, 2, 3), np.float32)}))
     with pytest.raises(ValueError, match="unknown"):
         validate_records(dict(records, rewrd=np.zeros(3, np.float32)))
+
+
+def test_extras_ride_along_padded_for_new_episodes_and_split_off_again():
+    obs = obs_of([10, 20, 30])  # env 1 ended: one extra is_first row for it
+    infos = {"final_obs": obs_of([0, 99, 0]), "_final_obs": np.array([False, True, False])}
+    ended = np.array([False, True, False])
+    records = step_records(obs, np.zeros((3, 1)), np.zeros(3), ended, np.zeros(3, bool), infos)
+    returns = np.float32([1.5, 2.5, 3.5])
+    records = with_extras(records, 3, {"episode_return": returns, "success": None})
+    assert validate_records(records) == 4 and "extras/success" not in records
+    np.testing.assert_array_equal(records["extras/episode_return"], np.float32([1.5, 2.5, 3.5, 0.0]))
+    fields, extras = split_extras(records)
+    assert set(extras) == {"episode_return"} and not any(k.startswith("extras/") for k in fields)
+    with pytest.raises(ValueError, match="leading dim of 3 envs"):
+        with_extras(records, 3, {"x": np.zeros(2)})
+    with pytest.raises(ValueError, match="extras must be numeric"):
+        validate_records(dict(fields, **{"extras/note": np.array(["a", "b", "c", "d"])}))
 
 
 def test_records_of_a_same_step_autoreset_run_pair_into_true_transitions():

@@ -143,7 +143,7 @@ def test_four_concurrent_actors_deliver_every_batch_exactly_once_in_order():
             client.close()
         stats = server.stats(current_param_version=6)
         assert stats["batches_in"] == 4 * per_actor and stats["duplicates_dropped"] == 0
-        assert stats["transitions_in"] == 4 * per_actor * 2
+        assert stats["records_in"] == 4 * per_actor * 2
         assert stats["rejected_total"] == 0 and stats["queue_batches"] == 0
         assert {a["param_lag"] for a in stats["actors"].values()} == {1}
 
@@ -179,7 +179,7 @@ def test_drop_oldest_counts_drops_and_marks_the_hole():
             for step in range(6):  # never blocks; keeps the newest two
                 client.send(records(step), param_version=0)
             stats = client.stats()
-            assert (stats["dropped_batches"], stats["dropped_transitions"]) == (4, 8)
+            assert (stats["dropped_batches"], stats["dropped_records"]) == (4, 8)
             server.set_credits(4)
             got = drain(server, 2)
             assert [step_of(b) for b in got] == [4, 5]

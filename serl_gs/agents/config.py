@@ -56,6 +56,7 @@ class AgentConfig:
 
     # Learning.
     discount: float = 0.96  # SERL's pick task; long-horizon tasks (e.g. cartpole) want ~0.99
+    n_step: int = 1  # n-step returns: the critic's target sums n discounted rewards (data.sampling)
     tau: float = 0.005
     backup_entropy: bool = False
     initial_temperature: float = 0.01
@@ -87,6 +88,8 @@ class AgentConfig:
             raise ValueError(f"initial_temperature must be > 0, got {self.initial_temperature}")
         if not 0.0 < self.std_min < self.std_max:
             raise ValueError(f"need 0 < std_min < std_max, got {self.std_min}, {self.std_max}")
+        if self.n_step < 1:
+            raise ValueError(f"n_step must be >= 1, got {self.n_step}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.critic_actor_ratio < 1:

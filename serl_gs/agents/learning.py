@@ -6,6 +6,10 @@ U - 1 critic-only updates followed by one critic + actor + temperature update). 
 target encoder and critic follows every critic step. With pixel observations each minibatch's obs and
 next_obs are randomly shifted (independently) first. On the CPU backend, pixel agents unroll the critic
 steps instead (see AgentConfig.scan_unroll); both paths compute the same update.
+
+`update_many` runs K updates in one call (a `lax.scan` over K batches) and `learner_step` also samples those
+K batches from the replay inside the same call: on a CPU, small state networks are bound by per-call costs
+(dispatch, sampling's cumsum over the whole replay), which one call per K updates pays once.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import optax
 from serl_gs.agents import losses
 from serl_gs.agents.networks import AgentNetworks, Params
 from serl_gs.agents.pretrained import load_encoder_params
+from serl_gs.data import sampling
 from serl_gs.data.augment import shift_pixels
 from serl_gs.data.batch import Batch
 
@@ -94,14 +99,71 @@ def _augment(networks: AgentNetworks, batch: Batch, key: jax.Array) -> Batch:
 
 def make_update_fn(networks: AgentNetworks) -> Callable[[TrainingState, Batch], tuple[TrainingState, dict]]:
     """Returns the jitted `update(state, batch) -> (state, metrics)`; batch leaves are [ratio, B, ...]."""
+    return jax.jit(_make_update(networks))
+
+
+def make_update_many_fn(networks: AgentNetworks) -> Callable[[TrainingState, Batch], tuple[TrainingState, dict]]:
+    """Returns the jitted `update_many(state, batches) -> (state, metrics)`: K updates in one call.
+
+    Batch leaves are [K, ratio, B, ...]; the result equals K calls of `update` on batches[0], ..., batches[K-1]
+    (metrics: their mean). One call instead of K: small state networks on a CPU are bound by per-call costs.
+    """
+    return jax.jit(_make_update_many(networks))
+
+
+def make_learner_step_fn(
+    networks: AgentNetworks, num_updates: int
+) -> Callable[[TrainingState, dict, jax.Array], tuple[TrainingState, dict]]:
+    """Returns the jitted `learner_step(state, fields, key) -> (state, metrics)`: samples `num_updates` x
+    critic_actor_ratio minibatches (config.n_step returns) from the replay's device-resident fields
+    (`ReplayBuffer.device_fields()`) and runs `num_updates` updates, all in one call."""
+    if num_updates < 1:
+        raise ValueError(f"num_updates must be >= 1, got {num_updates}")
+    config = networks.config
+    ratio = config.critic_actor_ratio
+    update_many = _make_update_many(networks)
+
+    def learner_step(state: TrainingState, fields: dict, key: jax.Array) -> tuple[TrainingState, dict]:
+        flat = sampling.sample_batch(
+            fields, key, num_updates * ratio, config.batch_size, config.n_step, config.discount
+        )
+        batches = jax.tree.map(lambda x: x.reshape(num_updates, ratio, *x.shape[1:]), flat)
+        return update_many(state, batches)
+
+    return jax.jit(learner_step)
+
+
+def _make_update_many(networks: AgentNetworks):
+    update = _make_update(networks)
+    unroll = _unrolls(networks)
+
+    def update_many(state: TrainingState, batches: Batch) -> tuple[TrainingState, dict[str, jax.Array]]:
+        if unroll:  # convolutions in a loop body are slow on XLA:CPU (see AgentConfig.scan_unroll)
+            infos = []
+            for i in range(batches.reward.shape[0]):
+                state, info = update(state, jax.tree.map(lambda x, i=i: x[i], batches))
+                infos.append(info)
+            metrics = jax.tree.map(lambda *xs: jnp.stack(xs), *infos)
+        else:
+            state, metrics = jax.lax.scan(update, state, batches)
+        return state, jax.tree.map(lambda m: m.mean(axis=0), metrics)
+
+    return update_many
+
+
+def _unrolls(networks: AgentNetworks) -> bool:
+    config = networks.config
+    if config.scan_unroll == "auto":
+        return bool(networks.image_keys) and jax.default_backend() == "cpu"
+    return config.scan_unroll == "always"
+
+
+def _make_update(networks: AgentNetworks):
     config = networks.config
     ratio = config.critic_actor_ratio
     target_entropy = config.resolved_target_entropy(networks.action_dim)
     opt = _optimizers(networks)
-    if config.scan_unroll == "auto":
-        unroll = bool(networks.image_keys) and jax.default_backend() == "cpu"
-    else:
-        unroll = config.scan_unroll == "always"
+    unroll = _unrolls(networks)
 
     def critic_step(state: TrainingState, minibatch: Batch) -> tuple[TrainingState, dict, Batch]:
         """One critic step; also returns the augmented minibatch (the last one's actor step reuses it)."""
@@ -177,4 +239,4 @@ def make_update_fn(networks: AgentNetworks) -> Callable[[TrainingState, Batch], 
         state = state.replace(step=state.step + 1)
         return state, {**critic_metrics, **actor_info}
 
-    return jax.jit(update)
+    return update

@@ -2,6 +2,7 @@
 
 Critic: mean over the ensemble and batch of (Q_i(s, a) - y)^2 with
     y = r + discount * (1 - terminated) * min_{i in random subset} Q^target_i(s', a'),   a' ~ pi(s')
+(n-step batches carry r = the discounted n-step reward sum and their own bootstrap factor in `batch.discount`)
 (REDQ; `backup_entropy` adds - discount * (1 - terminated) * alpha * log pi(a'|s')). Truncation is not
 termination: truncated transitions bootstrap.
 Actor: mean(alpha * log pi(a|s) - mean_i Q_i(s, a)),  a ~ pi(s), features through a stop-gradient.
@@ -59,10 +60,13 @@ def critic_loss(
     target_features = networks.encode(target_params["encoder"], batch.next_obs)
     target_qs = networks.critic.apply({"params": target_params["critic"]}, target_features, next_actions)
     next_q = redq_min(target_qs, subset_key, config.critic_subsample_size)
-    continuing = 1.0 - batch.terminated.astype(jnp.float32)
+    if batch.discount is None:  # 1-step transitions
+        bootstrap = config.discount * (1.0 - batch.terminated.astype(jnp.float32))
+    else:  # n-step: discount^m * (1 - terminated) from the replay (data.sampling)
+        bootstrap = batch.discount
     if config.backup_entropy:
         next_q = next_q - temperature_value(temperature_params) * next_log_probs
-    target = jax.lax.stop_gradient(batch.reward + config.discount * continuing * next_q)
+    target = jax.lax.stop_gradient(batch.reward + bootstrap * next_q)
 
     features = networks.encode(critic_params["encoder"], batch.obs)
     qs = networks.critic.apply({"params": critic_params["critic"]}, features, batch.action)  # [E, B]

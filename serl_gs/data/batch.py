@@ -19,3 +19,6 @@ class Batch:
     reward: jax.Array  # [..., B] float32
     terminated: jax.Array  # [..., B] bool
     next_obs: dict[str, jax.Array]  # like obs
+    # Per-transition bootstrap factor (n-step returns: discount^m * (1 - terminated), see data.sampling);
+    # None: the loss bootstraps with its own discount * (1 - terminated), the 1-step transition.
+    discount: jax.Array | None = None  # [..., B] float32

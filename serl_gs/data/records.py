@@ -11,6 +11,10 @@ A record holds one observation and the action / reward / done flags that *led to
     "terminated"          bool    [n]
     "truncated"           bool    [n]
     "is_first"            bool    [n]
+    "extras/<name>"       numeric [n, ...]      (optional: per-record values the actor adds, e.g. episode return)
+
+Extras ride along for the learner's logs (episode return so far, success at episode ends); the replay does not
+store them. `with_extras` adds them to a step's records, `split_extras` takes them out again.
 
 Pairing (done by the replay): a transition is (obs of the previous record of the same (actor, env) stream,
 action, reward, terminated, obs of this record), valid when this record is not `is_first`. At an episode end
@@ -30,6 +34,7 @@ import numpy as np
 
 OBS_PREFIX = "obs/"
 PIXELS_PREFIX = "pixels/"
+EXTRAS_PREFIX = "extras/"
 
 # Every record dict has these keys besides its "obs/..." ones; dtype and the number of dims after `n`.
 _FIXED_FIELDS: dict[str, tuple[np.dtype, int]] = {
@@ -103,9 +108,12 @@ def validate_records(records: Mapping[str, np.ndarray]) -> int:
     missing = [k for k in _FIXED_FIELDS if k not in records]
     if missing:
         raise ValueError(f"records lack {missing}; got keys {sorted(records)}")
-    unknown = [k for k in records if k not in _FIXED_FIELDS and not k.startswith(OBS_PREFIX)]
+    unknown = [k for k in records if k not in _FIXED_FIELDS and not k.startswith((OBS_PREFIX, EXTRAS_PREFIX))]
     if unknown:
-        raise ValueError(f"unknown record keys {unknown}; observation keys start with {OBS_PREFIX!r}")
+        raise ValueError(
+            f"unknown record keys {unknown}; observation keys start with {OBS_PREFIX!r}, extras with "
+            f"{EXTRAS_PREFIX!r}"
+        )
     if not any(k.startswith(OBS_PREFIX) for k in records):
         raise ValueError("records hold no observation (no key starts with 'obs/')")
     n = None
@@ -125,6 +133,9 @@ def validate_records(records: Mapping[str, np.ndarray]) -> int:
                     f"records[{key!r}] is {value.dtype} with {value.ndim} dims, "
                     f"expected {dtype} with {1 + extra_dims}"
                 )
+        elif key.startswith(EXTRAS_PREFIX):
+            if value.dtype.kind not in "biuf":
+                raise ValueError(f"records[{key!r}] is {value.dtype}; extras must be numeric or bool")
         elif key[len(OBS_PREFIX) :].startswith(PIXELS_PREFIX) and (
             value.dtype != np.uint8 or value.ndim != 4 or value.shape[-1] != 3
         ):
@@ -226,3 +237,31 @@ def step_records(
     records["is_first"] = np.concatenate([np.zeros((n,), bool), np.ones((k,), bool)])
     validate_records(records)
     return records
+
+
+def with_extras(records: Records, num_envs: int, extras: Mapping[str, Any]) -> Records:
+    """Adds per-env `extras` ({name: [num_envs, ...]}, None values skipped) to `step_records`' output as
+    "extras/<name>": rows 0..N-1 are env i's, the extra `is_first` rows of new episodes get zeros."""
+    n = len(records["env_index"])
+    out = dict(records)
+    for name, values in extras.items():
+        if values is None:
+            continue
+        values = _to_numpy(values)
+        if values.shape[:1] != (num_envs,):
+            raise ValueError(f"extra {name!r} must have a leading dim of {num_envs} envs, got shape {values.shape}")
+        pad = np.zeros((n - num_envs, *values.shape[1:]), values.dtype)
+        out[EXTRAS_PREFIX + name] = np.concatenate([values, pad])
+    validate_records(out)
+    return out
+
+
+def split_extras(records: Mapping[str, np.ndarray]) -> tuple[Records, dict[str, np.ndarray]]:
+    """(the contract's fields, {name: extra}) of a record dict."""
+    fields, extras = {}, {}
+    for key, value in records.items():
+        if key.startswith(EXTRAS_PREFIX):
+            extras[key[len(EXTRAS_PREFIX) :]] = value
+        else:
+            fields[key] = value
+    return fields, extras

@@ -22,13 +22,12 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from functools import partial
 from typing import Literal
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from serl_gs.data import sampling
 from serl_gs.data.batch import Batch
 from serl_gs.data.records import OBS_PREFIX, RecordSpec
 from serl_gs.data.storage import (
@@ -36,7 +35,6 @@ from serl_gs.data.storage import (
     HostStorage,
     StoragePlan,
     device_free_bytes,
-    gather_on_device,
     host_free_bytes,
     plan_storage,
     slot_bytes,
@@ -81,25 +79,10 @@ def _bucket(n: int) -> int:
     return max(8, 1 << (n - 1).bit_length())
 
 
-@partial(jax.jit, static_argnames=("num_batches", "batch_size"))
-def _sample_slots(
-    next_gap: jax.Array,  # [C] int32, 0 = no transition starts here
-    key: jax.Array,
-    num_batches: int,
-    batch_size: int,
-) -> tuple[jax.Array, jax.Array]:  # k, j: [U, B] slots of obs and of the next record
-    capacity = next_gap.shape[0]
-    cdf = jnp.cumsum(next_gap > 0, dtype=jnp.int32)
-    u = jax.random.randint(key, (num_batches, batch_size), 0, cdf[-1])
-    k = jnp.searchsorted(cdf, u, side="right").astype(jnp.int32)
-    j = (k + next_gap[k]) % capacity
-    return k, j
-
-
-@partial(jax.jit, static_argnames=("num_batches", "batch_size"))
-def _sample_on_device(fields: dict, key: jax.Array, num_batches: int, batch_size: int) -> Batch:
-    k, j = _sample_slots(fields["next_gap"], key, num_batches, batch_size)
-    return gather_on_device(fields, k, j)
+_sample_slots = jax.jit(sampling.sample_slots, static_argnames=("num_batches", "batch_size"))
+_sample_on_device = jax.jit(
+    sampling.sample_batch, static_argnames=("num_batches", "batch_size", "n_step", "discount")
+)
 
 
 def _print_stderr(message: str) -> None:
@@ -233,18 +216,33 @@ class ReplayBuffer:
             pad(link_gaps),
         )
 
-    def sample(self, key: jax.Array, batch_size: int, num_batches: int = 1) -> Batch:
-        """Uniform transitions, fields shaped [num_batches, batch_size, ...], on the learner's device."""
-        if batch_size < 1 or num_batches < 1:
-            raise ValueError(f"batch_size and num_batches must be >= 1, got {batch_size}, {num_batches}")
+    def sample(
+        self, key: jax.Array, batch_size: int, num_batches: int = 1, n_step: int = 1, discount: float = 1.0
+    ) -> Batch:
+        """Uniform transitions, fields shaped [num_batches, batch_size, ...], on the learner's device.
+
+        n_step > 1: n-step returns with `discount` (see data.sampling); the Batch then carries `discount`.
+        """
+        if batch_size < 1 or num_batches < 1 or n_step < 1:
+            raise ValueError(
+                f"batch_size, num_batches and n_step must be >= 1, got {batch_size}, {num_batches}, {n_step}"
+            )
         with self._lock:
             if self.num_transitions == 0:
                 raise ValueError("the replay holds no complete transition yet; insert more records first")
             if isinstance(self._storage, DeviceStorage):
-                return _sample_on_device(self._storage.fields, key, num_batches, batch_size)
+                return _sample_on_device(self._storage.fields, key, num_batches, batch_size, n_step, discount)
             k, j = _sample_slots(self._storage.next_gap, key, num_batches, batch_size)
             k, j = jax.device_get((k, j))
-            return self._storage.gather(k, j)
+            return self._storage.gather(k, j, n_step, discount)
+
+    def device_fields(self) -> dict | None:
+        """The stored fields as device arrays, for sampling inside a caller's jit (`data.sampling`); None when
+        frames live in host memory. The arrays are immutable: later inserts do not change this snapshot."""
+        with self._lock:
+            if self.num_transitions == 0:
+                raise ValueError("the replay holds no complete transition yet; insert more records first")
+            return self._storage.fields if isinstance(self._storage, DeviceStorage) else None
 
     # --- save / restore (for resuming a learner) ---
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from serl_gs.data import sampling
 from serl_gs.data.batch import Batch
 from serl_gs.data.records import RecordSpec
 
@@ -90,16 +91,6 @@ def empty_fields(spec: RecordSpec, capacity: int, zeros=np.zeros) -> dict:
     }
 
 
-def _take_batch(fields: dict, k, j, take) -> Batch:
-    return Batch(
-        obs={name: take(frames, k) for name, frames in fields["obs"].items()},
-        action=take(fields["action"], j),
-        reward=take(fields["reward"], j),
-        terminated=take(fields["terminated"], j),
-        next_obs={name: take(frames, j) for name, frames in fields["obs"].items()},
-    )
-
-
 @partial(jax.jit, donate_argnums=0)
 def _device_write(fields, slots, rows, link_slots, link_gaps):
     # slots/link_slots are padded with `capacity` (out of range): mode="drop" ignores those rows.
@@ -170,15 +161,10 @@ class HostStorage:
         self.fields["next_gap"][link_slots[link_keep]] = link_gaps[link_keep]
         self._next_gap = _link_only(self._next_gap, slots, link_slots, link_gaps)
 
-    def gather(self, k: np.ndarray, j: np.ndarray) -> Batch:
-        take = lambda stored, index: np.take(stored, index, axis=0)
-        return jax.device_put(_take_batch(self.fields, k, j, take), self._device)
+    def gather(self, k: np.ndarray, j: np.ndarray, n_step: int = 1, discount: float = 1.0) -> Batch:
+        """One numpy gather for all the sampled slots (n-step chains followed on the host), one transfer."""
+        return jax.device_put(sampling.gather(self.fields, k, j, n_step, discount, xp=np), self._device)
 
     def load_numpy(self, fields: dict) -> None:
         self.fields = fields
         self._next_gap = jax.device_put(fields["next_gap"], self._device)
-
-
-def gather_on_device(fields: dict, k: jax.Array, j: jax.Array) -> Batch:
-    """Batch from device-resident fields; k: [U, B] slots of obs, j: [U, B] slots of next records."""
-    return _take_batch(fields, k, j, lambda stored, index: jnp.take(stored, index, axis=0))

@@ -60,7 +60,7 @@ def env_spec_from_flags(**overrides: Any):
     """The EnvSpec the env flags describe; `overrides` set the fields a node decides itself."""
     from absl import flags
 
-    from serl_gs.nodes.experiment import EnvSpec
+    from serl_gs.nodes.env_spec import EnvSpec
 
     f = flags.FLAGS
     fields = dict(

@@ -16,8 +16,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from serl_gs.agents.payload import agent_config_from_dict, check_obs_spec, spec_from_jsonable
 from serl_gs.nodes.checkpoint import Checkpointer, checkpoint_root
-from serl_gs.nodes.experiment import EnvSpec, agent_config_from_dict, check_obs_spec, obs_spec_of
+from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,7 @@ def _load_newest(root: Path, requested: int | None, attempts: int = 3):
     try:
         for attempt in range(attempts):
             step, meta = checkpoints.restore_meta(requested)
-            obs_spec = {k: jax.ShapeDtypeStruct(tuple(shape), dtype) for k, (shape, dtype) in meta["obs_spec"].items()}
+            obs_spec = spec_from_jsonable(meta["obs_spec"])
             networks = make_networks(agent_config_from_dict(meta["agent_config"]), obs_spec, int(meta["action_dim"]))
             template = init_training_state(networks, jax.random.PRNGKey(0))
             try:

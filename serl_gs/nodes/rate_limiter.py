@@ -1,6 +1,6 @@
 """Keeps the learner's updates per inserted transition near a target (Reverb's samples-per-insert idea).
 
-Let `lag = utd * (inserted - min_inserts) - updates`: how many updates the learner owes the data.
+Let `lag = utd * (transitions - min_inserts) - updates`: how many updates the learner owes the data.
 - The learner may update while `lag >= 1 - tolerance` (it is not ahead of the data by more than tolerance);
 - actors get credits while `lag <= tolerance` (the learner is not behind by more than tolerance).
 Both conditions cannot be false together (tolerance >= 1/2), so nobody deadlocks: whoever is blocked is
@@ -31,17 +31,17 @@ class RateLimiter:
     def __init__(self, config: RateLimiterConfig):
         self.config = config
 
-    def lag(self, inserted: int, updates: int) -> float:
+    def lag(self, transitions: int, updates: int) -> float:
         """Updates the learner owes the data (negative: it is ahead)."""
         c = self.config
-        return c.utd * (inserted - c.min_inserts) - updates
+        return c.utd * (transitions - c.min_inserts) - updates
 
-    def can_update(self, inserted: int, updates: int) -> bool:
-        if inserted < self.config.min_inserts:
+    def can_update(self, transitions: int, updates: int) -> bool:
+        if transitions < self.config.min_inserts:
             return False
-        return self.lag(inserted, updates) >= 1.0 - self.config.tolerance
+        return self.lag(transitions, updates) >= 1.0 - self.config.tolerance
 
-    def can_insert(self, inserted: int, updates: int) -> bool:
-        if inserted < self.config.min_inserts:
+    def can_insert(self, transitions: int, updates: int) -> bool:
+        if transitions < self.config.min_inserts:
             return True
-        return self.lag(inserted, updates) <= self.config.tolerance
+        return self.lag(transitions, updates) <= self.config.tolerance

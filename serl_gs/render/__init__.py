@@ -6,11 +6,11 @@ Importing this package is cheap (no torch, no gsplat); the names below load thei
     stage = RenderStage(mj_model, RenderConfig(backend="auto", image_size=64, cameras=("front",)))
     images = stage.render(xpos, xquat, cam_xpos, cam_xmat)  # [B, C, H, W, 3] uint8
 
-Modules: config (RenderConfig, SceneConfig), scene (GaussianScene), ply (.ply + manifest I/O),
-generate (scenes from MJCF geoms, cached), cameras (MJCF cameras, intrinsics), geometry (posing, view
-matrices), reference (pure-PyTorch rasterizer), gsplat_backend (CUDA, lazy), bridge (JAX <-> torch via
-DLPack), poses (body/camera poses from qpos), stage (RenderStage), preview (command line: a PNG grid
-of every env's cameras).
+Modules: config (RenderConfig, SceneConfig), scene (GaussianScene), ply (.ply + manifest I/O), sh (SH
+basis, turning captured colour), generate (scenes from MJCF geoms, cached), cameras (MJCF cameras,
+intrinsics), geometry (posing, view matrices), reference (pure-PyTorch rasterizer), gsplat_backend (CUDA,
+lazy), bridge (JAX <-> torch via DLPack), poses (body/camera poses from qpos), stage (RenderStage), preview
+(command line: a PNG grid of every env's cameras).
 """
 
 from __future__ import annotations

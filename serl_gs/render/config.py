@@ -23,7 +23,10 @@ class RenderConfig:
       work, else reference).
     image_size: square side in pixels, or (height, width).
     cameras: MJCF camera names to render, in order; empty means every camera of the model.
-    device: torch device for the reference backend; None picks CUDA when torch sees it, else CPU.
+    device: torch device for numpy inputs (JAX and torch inputs render where they live); None picks CUDA
+      when torch sees it, else CPU.
+    max_envs_per_call: cap on the envs of one gsplat call; None sizes calls by CUDA's launch limit and free
+      device memory (`gsplat_backend.envs_per_call`).
     """
 
     backend: BackendName = "auto"
@@ -34,6 +37,7 @@ class RenderConfig:
     far_plane: float = 100.0
     device: str | None = None
     tile_size: int | None = None  # reference backend's tile side; None: 4 px up to 128 px images, else 8
+    max_envs_per_call: int | None = None
 
     def __post_init__(self):
         if self.backend not in ("auto", "gsplat", "reference"):
@@ -52,6 +56,8 @@ class RenderConfig:
             )
         if self.tile_size is not None and self.tile_size < 1:
             raise ValueError(f"tile_size must be positive, got {self.tile_size}")
+        if self.max_envs_per_call is not None and self.max_envs_per_call < 1:
+            raise ValueError(f"max_envs_per_call must be positive, got {self.max_envs_per_call}")
 
     @property
     def reference_tile_size(self) -> int:

@@ -5,7 +5,9 @@ float properties x y z, optional nx ny nz, f_dc_0..2, f_rest_0..(3*(K-1)-1) stor
 red's higher bands, then green's, then blue's), opacity (logit), scale_0..2 (log), rot_0..3 (wxyz).
 serl_gs adds one optional integer property, `body_id`: the MuJoCo body each Gaussian is bound to, its
 means and rotations given in that body's frame. A file without it is bound to the static world (body 0)
-unless the caller says otherwise.
+unless the caller says otherwise. Every other vertex property (nx ny nz, a viewer's red green blue, ...)
+is kept in `GaussianScene.extras` with its type and written back by `write_ply` (nx ny nz right after
+x y z, as INRIA writes them; the others after rot_3). Elements other than `vertex` are not read.
 
 A manifest (JSON) binds whole files to bodies by name, and places captures with a rigid transform + scale:
 
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serl_gs.render.scene import GaussianScene, concat_scenes
+from serl_gs.render.scene import NORMAL_NAMES, GaussianScene, concat_scenes
 
 MANIFEST_FORMAT = "serl_gs.scene/1"
 
@@ -34,6 +36,8 @@ _PLY_TYPES = {
     "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
     "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
 }  # fmt: skip
+_PLY_NAMES = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort",
+              "i4": "int", "u4": "uint", "f4": "float", "f8": "double"}  # fmt: skip
 _FORMATS = {"binary_little_endian": "<", "binary_big_endian": ">", "ascii": "ascii"}
 _REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
              "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")  # fmt: skip
@@ -85,6 +89,8 @@ def read_ply(path: str | os.PathLike, body_id: int | None = None) -> GaussianSce
             raise ValueError(f"{path}: body_id values out of range [{bodies.min()}, {bodies.max()}]")
     else:
         bodies = np.zeros(n, np.int32)
+    standard = set(_REQUIRED) | {p for _, p in rest} | {"body_id"}
+    extras = {p: columns[p] for p in names if p not in standard}
     try:
         return GaussianScene(
             means=np.stack([columns[a] for a in "xyz"], -1),
@@ -93,29 +99,33 @@ def read_ply(path: str | os.PathLike, body_id: int | None = None) -> GaussianSce
             opacity_logits=columns["opacity"],
             sh=sh,
             body_ids=bodies,
+            extras=extras,
         )
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
 
 
 def write_ply(path: str | os.PathLike, scene: GaussianScene) -> None:
-    """Writes `scene` as a binary little-endian 3DGS `.ply` with a `body_id` column. Exact round trip."""
+    """Writes `scene` as a binary little-endian 3DGS `.ply` with a `body_id` column and every extra
+    property (`scene.extras`, each in its own type). Exact round trip."""
     n, k = scene.num_gaussians, scene.sh.shape[1]
+    extras = dict(scene.extras)
     columns = [("x", scene.means[:, 0]), ("y", scene.means[:, 1]), ("z", scene.means[:, 2])]
+    columns += [(name, extras.pop(name)) for name in NORMAL_NAMES if name in extras]
     columns += [(f"f_dc_{c}", scene.sh[:, 0, c]) for c in range(3)]
     rest = scene.sh[:, 1:].transpose(0, 2, 1).reshape(n, 3 * (k - 1))  # channel-major, as INRIA writes it
     columns += [(f"f_rest_{i}", rest[:, i]) for i in range(rest.shape[1])]
     columns += [("opacity", scene.opacity_logits)]
     columns += [(f"scale_{i}", scene.log_scales[:, i]) for i in range(3)]
     columns += [(f"rot_{i}", scene.quats[:, i]) for i in range(4)]
-    dtype = np.dtype([(name, "<f4") for name, _ in columns] + [("body_id", "<i4")])
-    table = np.empty(n, dtype)
+    columns += list(extras.items()) + [("body_id", scene.body_ids)]
+    types = {name: values.dtype.str[1:] for name, values in columns}  # scene dtypes are all PLY types
+    table = np.empty(n, np.dtype([(name, "<" + code) for name, code in types.items()]))
     for name, values in columns:
         table[name] = values
-    table["body_id"] = scene.body_ids
     header = ["ply", "format binary_little_endian 1.0", "comment serl_gs scene, body_id = MuJoCo body",
               f"element vertex {n}"]  # fmt: skip
-    header += [f"property float {name}" for name, _ in columns] + ["property int body_id", "end_header"]
+    header += [f"property {_PLY_NAMES[code]} {name}" for name, code in types.items()] + ["end_header"]
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(("\n".join(header) + "\n").encode("ascii") + table.tobytes())
@@ -250,7 +260,16 @@ def _read_vertex_columns(path, data, fmt, elements, vertex, body_start) -> dict[
             f"{need} bytes, but only {max(have, 0)} bytes follow"
         )
     table = np.frombuffer(data, dtype, count=vertex.count, offset=offset)
-    return {p: table[p].astype(np.float32 if p != "body_id" else np.int64) for p, _ in vertex.properties}
+    return {p: table[p].astype(_column_type(p, t)) for p, t in vertex.properties}
+
+
+def _column_type(name: str, code: str) -> np.dtype:
+    """Standard 3DGS properties become float32 (body_id int64 for its range check); others keep their type."""
+    if name == "body_id":
+        return np.dtype(np.int64)
+    if name in _REQUIRED or name.startswith("f_rest_"):
+        return np.dtype(np.float32)
+    return np.dtype(code)
 
 
 def _read_ascii_vertex(path, body: bytes, elements, vertex) -> dict[str, np.ndarray]:
@@ -272,7 +291,4 @@ def _read_ascii_vertex(path, body: bytes, elements, vertex) -> dict[str, np.ndar
         raise ValueError(
             f"{path}: malformed ASCII vertex data, each line needs {width} numbers ({err})"
         ) from err
-    return {
-        p: table[:, i].astype(np.float32 if p != "body_id" else np.int64)
-        for i, (p, _) in enumerate(vertex.properties)
-    }
+    return {p: table[:, i].astype(_column_type(p, t)) for i, (p, t) in enumerate(vertex.properties)}

@@ -2,13 +2,19 @@
 
 Parameters are stored the way 3DGS trainers store them (log-scales, opacity logits, SH coefficients), as
 float32 numpy arrays, so a `.ply` round trip is exact. The renderer activates them (exp, sigmoid).
+Other per-Gaussian `.ply` properties a tool wrote (INRIA's nx ny nz, a viewer's colours, a segmentation
+label) ride along in `extras`, so `read_ply` -> `write_ply` keeps every property.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Mapping
 
 import numpy as np
+
+from serl_gs.render.sh import rotate_sh
 
 SH_C0 = 0.28209479177387814  # the degree-0 SH basis constant: rgb = SH_C0 * dc + 0.5
 
@@ -39,6 +45,8 @@ class GaussianScene:
     opacity_logits: np.ndarray  # [N] float32
     sh: np.ndarray  # [N, K, 3] float32, K = (sh_degree + 1)^2; sh[:, 0] is the DC term
     body_ids: np.ndarray  # [N] int32
+    # name -> [N] array of any PLY number type, in file order; not rendered, kept for write_ply
+    extras: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         n = _rows(self.means, "means", (3,))
@@ -62,6 +70,7 @@ class GaussianScene:
                 raise ValueError(f"{name} contains NaN or inf")
         if n and (np.linalg.norm(self.quats, axis=-1) == 0).any():
             raise ValueError("quats contains a zero quaternion")
+        object.__setattr__(self, "extras", _checked_extras(self.extras, n))
 
     @property
     def num_gaussians(self) -> int:
@@ -92,9 +101,9 @@ class GaussianScene:
         """Applies x -> scale * R x + t, e.g. to place a captured background into the sim's world frame.
 
         Rotations compose with each Gaussian's own rotation; a uniform scale adds log(scale) to log-scales.
-        Higher SH bands are view-direction dependent and are NOT rotated, so keep rotations of degree > 0
-        captures small or drop their higher bands with `with_sh_degree(0)`.
+        Higher SH bands (view-dependent colour) turn with the capture; so do normals (extras nx ny nz).
         """
+
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale}")
         q = np.asarray(rotation_wxyz, np.float64)
@@ -106,12 +115,19 @@ class GaussianScene:
         if t.shape != (3,):
             raise ValueError(f"translation must be (x, y, z), got {translation!r}")
         q = q / np.linalg.norm(q)
-        means = scale * self.means.astype(np.float64) @ quat_to_matrix(q).T + t
+        rot = quat_to_matrix(q)
+        means = scale * self.means.astype(np.float64) @ rot.T + t
+        extras = dict(self.extras)
+        if all(k in extras and extras[k].dtype.kind == "f" for k in NORMAL_NAMES):
+            normals = np.stack([extras[k] for k in NORMAL_NAMES], -1).astype(np.float64) @ rot.T
+            extras.update({k: normals[:, i].astype(extras[k].dtype) for i, k in enumerate(NORMAL_NAMES)})
         return dataclasses.replace(
             self,
             means=means,
             quats=quat_multiply(q[None], self.quats.astype(np.float64)),
             log_scales=self.log_scales + np.float32(np.log(scale)),
+            sh=rotate_sh(self.sh, rot),
+            extras=extras,
         )
 
     def subset(self, mask_or_index: np.ndarray) -> GaussianScene:
@@ -122,21 +138,33 @@ class GaussianScene:
             opacity_logits=self.opacity_logits[mask_or_index],
             sh=self.sh[mask_or_index],
             body_ids=self.body_ids[mask_or_index],
+            extras={k: v[mask_or_index] for k, v in self.extras.items()},
         )
 
 
 def concat_scenes(scenes: list[GaussianScene]) -> GaussianScene:
-    """One scene holding all Gaussians of `scenes`; SH is padded to the highest degree among them."""
+    """One scene holding all Gaussians of `scenes`; SH is padded to the highest degree among them.
+
+    An extra property that only some scenes have is zero for the others' Gaussians (a generated scene has
+    no normals column; a capture's stays whole).
+    """
     if not scenes:
         raise ValueError("concat_scenes needs at least one scene")
     degree = max(s.sh_degree for s in scenes)
     scenes = [s.with_sh_degree(degree) for s in scenes]
-    return GaussianScene(
-        **{
-            f.name: np.concatenate([getattr(s, f.name) for s in scenes])
-            for f in dataclasses.fields(GaussianScene)
-        }
-    )
+    fields = {
+        f.name: np.concatenate([getattr(s, f.name) for s in scenes])
+        for f in dataclasses.fields(GaussianScene)
+        if f.name != "extras"
+    }
+    names = list(dict.fromkeys(k for s in scenes for k in s.extras))
+    extras = {}
+    for name in names:
+        dtype = np.result_type(*(s.extras[name] for s in scenes if name in s.extras))
+        extras[name] = np.concatenate(
+            [s.extras[name] if name in s.extras else np.zeros(s.num_gaussians, dtype) for s in scenes]
+        ).astype(dtype)
+    return GaussianScene(**fields, extras=extras)
 
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
@@ -167,6 +195,38 @@ def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         ],
         -1,
     )
+
+
+NORMAL_NAMES = ("nx", "ny", "nz")
+# Properties GaussianScene holds in its own fields; an extra may not take one of these names.
+STANDARD_NAMES = frozenset(
+    ["x", "y", "z", "opacity", "body_id"]
+    + [f"f_dc_{i}" for i in range(3)]
+    + [f"scale_{i}" for i in range(3)]
+    + [f"rot_{i}" for i in range(4)]
+)
+_EXTRA_KINDS = {"i1", "u1", "i2", "u2", "i4", "u4", "f4", "f8"}  # the PLY number types
+
+
+def _checked_extras(extras: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    if not isinstance(extras, Mapping):
+        raise ValueError(f"extras must be a mapping of name -> [N] array, got {type(extras).__name__}")
+    out = {}
+    for name, values in extras.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[^\s]+", name):
+            raise ValueError(f"extra property name must be a non-empty word without spaces, got {name!r}")
+        if name in STANDARD_NAMES or re.fullmatch(r"f_rest_\d+", name):
+            raise ValueError(f"extra property {name!r} clashes with a standard 3DGS property")
+        values = np.asarray(values)
+        if values.shape != (n,):
+            raise ValueError(f"extra property {name!r} must have shape [{n}], got {values.shape}")
+        code = values.dtype.str[1:]
+        if code not in _EXTRA_KINDS:
+            raise ValueError(
+                f"extra property {name!r} has dtype {values.dtype}; PLY stores {sorted(_EXTRA_KINDS)}"
+            )
+        out[name] = np.ascontiguousarray(values, values.dtype.newbyteorder("="))
+    return out
 
 
 def _rows(array, name: str, trailing: tuple[int, ...]) -> int:

@@ -12,7 +12,11 @@ as numpy). Torch tensors in give torch tensors out.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import logging
+import warnings
 
 import mujoco
 import torch
@@ -21,33 +25,85 @@ from serl_gs.render import bridge
 from serl_gs.render.cameras import camera_rig
 from serl_gs.render.config import RenderConfig, SceneConfig
 from serl_gs.render.geometry import pose_gaussians, viewmats_from_mujoco
-from serl_gs.render.gsplat_backend import gsplat_available, rasterize_gsplat
+from serl_gs.render.gsplat_backend import gsplat_reachable, rasterize_gsplat
 from serl_gs.render.reference import rasterize_reference
 from serl_gs.render.scene import GaussianScene
 
 log = logging.getLogger(__name__)
 
 
-def select_backend(name: str) -> tuple[str, str]:
-    """Resolves "auto" | "gsplat" | "reference" to a concrete backend and the reason it was chosen."""
+def default_device(config_device: str | None = None) -> torch.device:
+    """The configured device, else CUDA when torch sees it, else the CPU."""
+    return torch.device(config_device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def select_backend(name: str, device=None, probe=None) -> tuple[str, str]:
+    """Resolves "auto" | "gsplat" | "reference" to a concrete backend and the reason it was chosen.
+
+    gsplat is chosen only if a probe call succeeds: `probe(device)` raises when gsplat is unusable (the
+    stage passes its own render call; the default draws one Gaussian through the same backend function).
+    When gsplat was there to try but failed, "auto" falls back to the reference with a loud warning:
+    the reference is orders of magnitude slower on the GPU path.
+    """
+    if name not in ("auto", "gsplat", "reference"):
+        raise ValueError(f"unknown render backend {name!r}; choose 'auto', 'gsplat' or 'reference'")
     if name == "reference":
         return "reference", "requested"
-    ok, why = gsplat_available()
+    device = torch.device(device) if device is not None else default_device()
+    ok, why = gsplat_reachable(device)
+    if ok:
+        try:
+            (probe or probe_one_gaussian)(device)
+        except Exception as err:  # a compiler error, a driver mismatch, an assert in gsplat: all "unusable"
+            ok, why = False, f"gsplat unusable on {device}: {type(err).__name__}: {err}"
+            if name == "auto":
+                msg = f"{why}; rendering with the reference backend instead, which is far slower"
+                log.warning(msg)
+                warnings.warn(msg, RuntimeWarning, stacklevel=3)
     if name == "gsplat":
         if not ok:
             raise RuntimeError(f"render backend 'gsplat' requested but unavailable: {why}")
         return "gsplat", f"requested ({why})"
-    if name == "auto":
-        return ("gsplat", f"auto: {why}") if ok else ("reference", f"auto: gsplat unavailable, {why}")
-    raise ValueError(f"unknown render backend {name!r}; choose 'auto', 'gsplat' or 'reference'")
+    return ("gsplat", f"auto: {why}") if ok else ("reference", f"auto: gsplat unavailable, {why}")
+
+
+def probe_one_gaussian(device: torch.device) -> None:
+    """One Gaussian through `rasterize_gsplat` exactly as the stage calls it (background, with and without
+    depth), checked against the reference."""
+    t = functools.partial(torch.tensor, device=device)
+    args = (
+        t([[[0.0, 0.0, 2.0]]]), t([[[1.0, 0, 0, 0]]]), t([[0.1, 0.1, 0.1]]), t([0.9]), t([[[0.5, 0.2, -0.3]]]),
+        torch.eye(4, device=device)[None, None], t([[[[8.0, 0, 8], [0, 8.0, 8], [0, 0, 1]]]]), 16, 16,
+    )  # fmt: skip
+    kw = dict(sh_degree=0, near_plane=0.01, far_plane=100.0, background=t([0.2, 0.4, 0.6]))
+    for with_depth in (False, True):
+        got = rasterize_gsplat(*args, with_depth=with_depth, **kw)
+        check_probe(got, rasterize_reference(*args, with_depth=with_depth, **kw))
+
+
+PROBE_MAX_MAE = 2.0  # uint8 levels, mean over the probe image: only garbage fails it (the tests ask 1e-5)
+PROBE_MAX_DEPTH_ERROR = 0.01  # metres, mean over pixels both drew
+
+
+def check_probe(got, want) -> None:
+    """Raises if gsplat's probe images (colours, depth or None) differ from the reference's."""
+    (rgb, depth), (rgb_ref, depth_ref) = got, want
+    mae = (to_uint8(rgb).float() - to_uint8(rgb_ref).float()).abs().mean().item()
+    if not mae <= PROBE_MAX_MAE:
+        raise RuntimeError(f"gsplat's images differ from the reference: mean error {mae:.2f} levels")
+    if depth_ref is not None:
+        drawn = (depth_ref > 0) & (depth > 0)
+        err = (depth[drawn] - depth_ref[drawn]).abs().mean().item() if bool(drawn.any()) else 0.0
+        if not err <= PROBE_MAX_DEPTH_ERROR:
+            raise RuntimeError(f"gsplat's depth differs from the reference: mean error {err:.4f} m")
 
 
 class RenderStage:
     """Renders a Gaussian scene bound to `mj_model`'s bodies for a batch of envs.
 
     `scene` defaults to the one generated from the model's geoms (`scene_for_model`, cached).
-    Attributes: `backend` ("gsplat" | "reference"), `backend_reason`, `camera_names`, `device`,
-    `image_shape` (H, W).
+    Attributes: `backend` ("gsplat" | "reference"), `backend_reason`, `camera_names`, `device` (where numpy
+    inputs are rendered; JAX and torch inputs render on their own device), `image_shape` (H, W).
     """
 
     def __init__(
@@ -67,29 +123,19 @@ class RenderStage:
                 f"but the model has {mj_model.nbody} bodies"
             )
         self.config = config
+        self.scene = scene
         self.nbody, self.ncam = mj_model.nbody, mj_model.ncam
-        self.backend, self.backend_reason = select_backend(config.backend)
-        log.info("render backend: %s (%s)", self.backend, self.backend_reason)
-        if self.backend == "gsplat":
-            self.device = torch.device("cuda")
-        else:
-            self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = default_device(config.device)
         height, width = config.height_width
         self.image_shape = (height, width)
         rig = camera_rig(mj_model, config.cameras, height, width)
         self.camera_names = rig.names
-        self._camera_ids = torch.as_tensor(rig.ids, device=self.device)
-        self._ks = torch.as_tensor(rig.ks, device=self.device)  # [C, 3, 3]
-        self.scene = scene
-        dev = self.device
-        self._means = torch.as_tensor(scene.means, device=dev)  # [N, 3] body frame
-        self._quats = torch.as_tensor(scene.quats, device=dev)  # [N, 4]
-        self._scales = torch.exp(torch.as_tensor(scene.log_scales, device=dev))  # [N, 3]
-        self._opacities = torch.sigmoid(torch.as_tensor(scene.opacity_logits, device=dev))  # [N]
-        self._sh = torch.as_tensor(scene.sh, device=dev)  # [N, K, 3]
-        self._body_ids = torch.as_tensor(scene.body_ids, device=dev).long()  # [N]
-        self._background = torch.tensor(config.background, dtype=torch.float32, device=dev)
-        self._rasterize = rasterize_gsplat if self.backend == "gsplat" else rasterize_reference
+        self._rig = rig
+        self._on_device: dict[torch.device, _SceneTensors] = {}
+        self.backend, self.backend_reason = select_backend(
+            config.backend, self.device, probe=lambda dev: self._probe_gsplat(mj_model, dev)
+        )
+        log.info("render backend: %s (%s)", self.backend, self.backend_reason)
 
     def render(self, body_xpos, body_xquat, cam_xpos, cam_xmat):
         """uint8 images [B, C, H, W, 3], C = the configured cameras, in the input's array type.
@@ -106,11 +152,9 @@ class RenderStage:
 
     def _render(self, body_xpos, body_xquat, cam_xpos, cam_xmat, with_depth: bool):
         out_kind = bridge.array_kind(body_xpos)
-        dev = self.device
-        xpos = bridge.to_torch(body_xpos, dev)
-        xquat = bridge.to_torch(body_xquat, dev)
-        cpos = bridge.to_torch(cam_xpos, dev)
-        cmat = bridge.to_torch(cam_xmat, dev)
+        xpos = bridge.to_torch(body_xpos, self.device)  # JAX/torch inputs keep their device (bridge.render_device)
+        dev = xpos.device
+        xquat, cpos, cmat = (bridge.to_torch(a, dev) for a in (body_xquat, cam_xpos, cam_xmat))
         b = xpos.shape[0] if xpos.ndim == 3 else -1
         if cmat.ndim == 3 and cmat.shape[-1] == 9:
             cmat = cmat.reshape(cmat.shape[0], cmat.shape[1], 3, 3)
@@ -123,30 +167,75 @@ class RenderStage:
             if tuple(t.shape) != want or b < 1:
                 trailing = ", ".join(map(str, want[1:]))
                 raise ValueError(f"{name} must have shape [B, {trailing}], got {tuple(t.shape)}")
-        with torch.no_grad():
-            means, quats = pose_gaussians(self._means, self._quats, self._body_ids, xpos, xquat)
-            viewmats = viewmats_from_mujoco(cpos[:, self._camera_ids], cmat[:, self._camera_ids])
-            height, width = self.image_shape
-            rgb, depth = self._rasterize(
-                means,
-                quats,
-                self._scales,
-                self._opacities,
-                self._sh,
-                viewmats,
-                self._ks.expand(b, -1, -1, -1),
-                width,
-                height,
-                sh_degree=self.scene.sh_degree,
-                near_plane=self.config.near_plane,
-                far_plane=self.config.far_plane,
-                background=self._background,
-                with_depth=with_depth,
-                tile_size=self.config.reference_tile_size if self.backend == "reference" else 16,
-            )
+        with torch.no_grad(), _on(dev):
+            rgb, depth = self._draw(self.backend, xpos, xquat, cpos, cmat, with_depth)
             images = to_uint8(rgb)
         outputs = [images] + ([depth] if with_depth else [])
         return tuple(bridge.from_torch(t, out_kind) for t in outputs)
+
+    def _draw(self, backend: str, xpos, xquat, cpos, cmat, with_depth: bool):
+        """Float colours [B, C, H, W, 3] and depth (or None) from torch poses, all on one device."""
+        s = self._scene_on(xpos.device)
+        means, quats = pose_gaussians(s.means, s.quats, s.body_ids, xpos, xquat)
+        viewmats = viewmats_from_mujoco(cpos[:, s.camera_ids], cmat[:, s.camera_ids])
+        height, width = self.image_shape
+        kw = dict(
+            sh_degree=self.scene.sh_degree, near_plane=self.config.near_plane, far_plane=self.config.far_plane,
+            background=s.background, with_depth=with_depth,
+        )  # fmt: skip
+        if backend == "gsplat":
+            rasterize, kw["max_envs_per_call"] = rasterize_gsplat, self.config.max_envs_per_call
+        else:
+            rasterize, kw["tile_size"] = rasterize_reference, self.config.reference_tile_size
+        ks = s.ks.expand(xpos.shape[0], -1, -1, -1)
+        return rasterize(means, quats, s.scales, s.opacities, s.sh, viewmats, ks, width, height, **kw)
+
+    def _scene_on(self, device: torch.device) -> _SceneTensors:
+        """The scene's activated tensors on `device`, built once per device (several GPUs: one copy each)."""
+        if device not in self._on_device:
+            scene, dev = self.scene, device
+            self._on_device[device] = _SceneTensors(
+                means=torch.as_tensor(scene.means, device=dev),  # [N, 3] body frame
+                quats=torch.as_tensor(scene.quats, device=dev),  # [N, 4]
+                scales=torch.exp(torch.as_tensor(scene.log_scales, device=dev)),  # [N, 3]
+                opacities=torch.sigmoid(torch.as_tensor(scene.opacity_logits, device=dev)),  # [N]
+                sh=torch.as_tensor(scene.sh, device=dev),  # [N, K, 3]
+                body_ids=torch.as_tensor(scene.body_ids, device=dev).long(),  # [N]
+                camera_ids=torch.as_tensor(self._rig.ids, device=dev),  # [C]
+                ks=torch.as_tensor(self._rig.ks, device=dev),  # [C, 3, 3]
+                background=torch.tensor(self.config.background, dtype=torch.float32, device=dev),
+            )
+        return self._on_device[device]
+
+    def _probe_gsplat(self, mj_model: mujoco.MjModel, device: torch.device) -> None:
+        """The stage's own gsplat call on one env at the model's rest pose, with and without depth, checked
+        against the reference: what "auto" trusts before choosing gsplat."""
+        from serl_gs.render.poses import poses_from_qpos
+
+        qpos = mj_model.key_qpos[:1] if mj_model.nkey else mj_model.qpos0[None]
+        poses = [torch.as_tensor(p, dtype=torch.float32, device=device) for p in poses_from_qpos(mj_model, qpos)]
+        with torch.no_grad(), _on(device):
+            for with_depth in (False, True):
+                got = self._draw("gsplat", *poses, with_depth)
+                check_probe(got, self._draw("reference", *poses, with_depth))
+
+
+@dataclasses.dataclass(frozen=True)
+class _SceneTensors:
+    means: torch.Tensor
+    quats: torch.Tensor
+    scales: torch.Tensor
+    opacities: torch.Tensor
+    sh: torch.Tensor
+    body_ids: torch.Tensor
+    camera_ids: torch.Tensor
+    ks: torch.Tensor
+    background: torch.Tensor
+
+
+def _on(device: torch.device):
+    """Makes `device` torch's current CUDA device (gsplat's allocations and DLPack export follow it)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def to_uint8(rgb: torch.Tensor) -> torch.Tensor:

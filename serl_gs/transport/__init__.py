@@ -52,7 +52,7 @@ Guarantees:
 - Lifecycle: every socket has timeouts; `close()` joins its thread; threads are daemons, so Ctrl-C
   and the end of `main` exit promptly; reconnection is automatic.
 
-Counters for logging: `TransitionServer.stats(current_param_version)` (transitions, batches and
+Counters for logging: `TransitionServer.stats(current_param_version)` (records, batches and
 bytes in, duplicates dropped, rejected by reason, queue depth, credits, per-actor param lag),
 `TransitionClient.stats()`, `ParamPublisher.stats()`, `ParamSubscriber.stats()`, and
 `fetch_learner_stats(actor_config)` to ask a running learner over the network.

@@ -156,7 +156,7 @@ class TransitionClient:
                     heir = self._pending[0] if self._pending else out
                     heir.dropped_before += dropped.dropped_before + 1
                     self._counters["dropped_batches"] += 1
-                    self._counters["dropped_transitions"] += dropped.n
+                    self._counters["dropped_records"] += dropped.n
                     continue
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -201,12 +201,12 @@ class TransitionClient:
                 "actor_id": self._config.actor_id,
                 "session": self._session,
                 "batches_sent": self._counters["batches_sent"],
-                "transitions_sent": self._counters["transitions_sent"],
+                "records_sent": self._counters["records_sent"],
                 "bytes_sent": self._counters["bytes_sent"],
                 "batches_confirmed": self._counters["batches_confirmed"],
                 "resent_batches": self._counters["resent_batches"],
                 "dropped_batches": self._counters["dropped_batches"],
-                "dropped_transitions": self._counters["dropped_transitions"],
+                "dropped_records": self._counters["dropped_records"],
                 "pending_batches": len(self._pending),
                 "pending_bytes": self._pending_bytes,
                 "unconfirmed_batches": self._unconfirmed,
@@ -361,12 +361,12 @@ class TransitionClient:
                 "TransitionClient[%s]: learner restarted; resending unconfirmed batches",
                 self._config.actor_id,
             )
-        freed = freed_transitions = 0
+        freed = freed_records = 0
         while self._in_flight:
             seq = next(iter(self._in_flight))
             if seq >= delivered:
                 break
-            freed_transitions += self._in_flight.pop(seq).n
+            freed_records += self._in_flight.pop(seq).n
             freed += 1
         with self._changed:
             if restarted and self._incarnation is not None:
@@ -375,7 +375,7 @@ class TransitionClient:
             if freed:
                 self._unconfirmed -= freed
                 self._counters["batches_confirmed"] += freed
-                self._counters["transitions_confirmed"] += freed_transitions
+                self._counters["records_confirmed"] += freed_records
                 self._changed.notify_all()
         self._incarnation = incarnation
         for seq, out in self._in_flight.items():
@@ -491,7 +491,7 @@ class TransitionClient:
             if resend:
                 self._counters["resent_batches"] += 1
             else:
-                self._counters["transitions_sent"] += out.n
+                self._counters["records_sent"] += out.n
         return True
 
     def _fail(self, error: TransportError) -> None:

@@ -39,6 +39,20 @@ class AuthConfig:
             raise ValueError(f"AuthConfig.secret_file must be a path or None, got {self.secret_file!r}")
 
 
+def port_layout(base: int) -> dict[str, int]:
+    """The one port rule: transitions on `base`, parameters on `base`+1, parameter snapshots on `base`+2.
+
+    Base 0 asks for three free ports (the learner's `TransitionServer.port`, `ParamPublisher.port` and
+    `.snapshot_port` then say which). Returns the three port fields of either transport config.
+    """
+    _check_port("base port", base)
+    if base > 65535 - 2:
+        raise ValueError(f"base port must leave room for base+2 <= 65535, got {base}")
+    if base == 0:
+        return {"transitions_port": 0, "params_port": 0, "params_snapshot_port": 0}
+    return {"transitions_port": base, "params_port": base + 1, "params_snapshot_port": base + 2}
+
+
 def _check_port(name: str, port: int) -> None:
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"{name} must be an int in [0, 65535] (0 = pick a free port), got {port!r}")

@@ -84,7 +84,7 @@ class _Stream:
         "routing_id",
         "last_seen",
         "batches",
-        "transitions",
+        "records",
         "bytes",
         "param_version",
     )
@@ -99,7 +99,7 @@ class _Stream:
         self.routing_id: bytes | None = None
         self.last_seen = time.monotonic()
         self.batches = 0
-        self.transitions = 0
+        self.records = 0
         self.bytes = 0
         self.param_version = -1
 
@@ -135,7 +135,7 @@ class TransitionServer:
         self._credits = config.credits_per_actor
         self._counters = collections.Counter()
         self._rejected = dict.fromkeys(wire.REJECT_REASONS, 0)
-        self._queue_transitions = 0
+        self._queue_records = 0
         self._queue_bytes = 0
         self._closed = False
         self._port = 0
@@ -186,7 +186,7 @@ class TransitionServer:
             if self._closed:
                 return None
             item = self._queue.popleft()
-            self._queue_transitions -= item.batch.header.num_records
+            self._queue_records -= item.batch.header.num_records
             self._queue_bytes -= item.batch.header.nbytes
             wake = ack and self._acknowledge(item.stream, item.seq)
         if wake:
@@ -250,7 +250,7 @@ class TransitionServer:
                     {
                         "sessions": 0,
                         "batches": 0,
-                        "transitions": 0,
+                        "records": 0,
                         "bytes": 0,
                         "param_version": -1,
                         "idle_s": idle_s,
@@ -258,7 +258,7 @@ class TransitionServer:
                 )
                 a["sessions"] += 1
                 a["batches"] += s.batches
-                a["transitions"] += s.transitions
+                a["records"] += s.records
                 a["bytes"] += s.bytes
                 a["idle_s"] = min(a["idle_s"], idle_s)
                 if s.batches:
@@ -267,7 +267,7 @@ class TransitionServer:
                 for a in actors.values():
                     a["param_lag"] = current_param_version - a["param_version"] if a["param_version"] >= 0 else None
             return {
-                "transitions_in": self._counters["transitions_in"],
+                "records_in": self._counters["records_in"],
                 "batches_in": self._counters["batches_in"],
                 "bytes_in": self._counters["bytes_in"],
                 "duplicates_dropped": self._counters["duplicates_dropped"],
@@ -276,7 +276,7 @@ class TransitionServer:
                 "rejected": dict(self._rejected),
                 "rejected_total": sum(self._rejected.values()),
                 "queue_batches": len(self._queue),
-                "queue_transitions": self._queue_transitions,
+                "queue_records": self._queue_records,
                 "queue_bytes": self._queue_bytes,
                 "credits": self._credits,
                 "streams": len(self._streams),
@@ -466,13 +466,13 @@ class TransitionServer:
                 stream.next_seq += 1
                 stream.unacked += 1
                 stream.batches += 1
-                stream.transitions += fields.n
+                stream.records += fields.n
                 stream.bytes += total
                 stream.param_version = fields.param_version
-                self._queue_transitions += fields.n
+                self._queue_records += fields.n
                 self._queue_bytes += total
                 self._counters["batches_in"] += 1
-                self._counters["transitions_in"] += fields.n
+                self._counters["records_in"] += fields.n
                 self._counters["bytes_in"] += total
                 self._nonempty.notify()
         if stream is None:

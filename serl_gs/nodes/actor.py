@@ -1,0 +1,180 @@
+"""The actor node: steps a batch of envs with the newest policy and streams records to the learner.
+
+Each step: one jitted policy call for all envs, one batched env step (physics + render), and the step's
+records handed to the transport's background sender (stepping waits only when the learner's rate limiter
+withholds credit). New parameters are applied between steps; while the learner is away the actor keeps
+acting with the parameters it has and its sender resends what the learner did not acknowledge.
+
+    run_actor(ActorConfig(env=EnvSpec("serl_gs/CartpoleBalance-v0"),
+                          transport=ActorTransportConfig(actor_id="a0", **port_layout(5588))), stop)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from serl_gs.agents.payload import check_obs_spec, unpack_policy
+from serl_gs.nodes.adder import Adder, EnvStep
+from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
+from serl_gs.nodes.metrics_log import MetricsLog, format_console
+from serl_gs.transport.config import ActorTransportConfig
+
+# Short waits for the learner's credit, so that a stop request is heard while the learner is away.
+STOP_AWARE_BLOCK_S = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorConfig:
+    """The actor's env and transport configs, nested, plus the loop's own settings.
+
+    The transport's `away_buffer_bytes` (keep acting into a buffer while the learner is unreachable) and
+    `overflow` ("block": pause stepping when the buffer is full; "drop_oldest": keep stepping, drop the oldest
+    unsent batches) are the actor's flow-control choices; `block_timeout_s` must be set so that a stop request
+    is heard while the actor waits for credit.
+    """
+
+    env: EnvSpec = EnvSpec()
+    transport: ActorTransportConfig = ActorTransportConfig(actor_id="actor0", block_timeout_s=STOP_AWARE_BLOCK_S)
+    num_envs: int = 16
+    random_steps: int = 1000  # env steps (all envs together) of uniform random actions before the policy acts
+    seed: int = 0
+    max_steps: int = 0  # batched steps to run; 0 = until stopped (SIGINT/SIGTERM)
+    run_dir: str | None = None  # where to write actor metrics (JSONL, TensorBoard); None = console only
+    log_every_s: float = 10.0
+
+    def __post_init__(self):
+        if self.num_envs <= 0:
+            raise ValueError(f"num_envs must be positive, got {self.num_envs}")
+        if self.random_steps < 0 or self.max_steps < 0:
+            raise ValueError(f"random_steps and max_steps must be >= 0, got {self.random_steps}, {self.max_steps}")
+        if self.transport.block_timeout_s is None:
+            raise ValueError("transport.block_timeout_s must be set (seconds) so the actor hears a stop request")
+
+    @property
+    def actor_id(self) -> str:
+        return self.transport.actor_id
+
+
+class PolicyHolder:
+    """The newest policy the learner published, ready to act for a whole batch in one call."""
+
+    def __init__(self, obs_spec, action_dim: int):
+        self._obs_spec, self._action_dim = obs_spec, action_dim
+        self._networks_config = None
+        self._act: Callable | None = None
+        self.params = None
+        self.version = -1
+
+    def update(self, data: bytes, version: int) -> None:
+        from serl_gs.agents.networks import make_inference_fn, make_networks
+
+        payload = unpack_policy(data)
+        if payload.action_dim != self._action_dim:
+            raise ValueError(f"the policy acts in {payload.action_dim} dims, the env in {self._action_dim}")
+        if payload.agent_config != self._networks_config:  # build (and compile) once per architecture
+            check_obs_spec(payload.obs_spec, self._obs_spec, "actor")
+            networks = make_networks(payload.agent_config, self._obs_spec, self._action_dim)
+            self._act = make_inference_fn(networks)
+            self._networks_config = payload.agent_config
+        self.params, self.version = payload.params, version
+
+    def __call__(self, obs, key, deterministic: bool = False):
+        return self._act(self.params, obs, key, deterministic)
+
+
+class EpisodeTracker:
+    """Per-env running return; finished episodes' return and success for logs and the learner."""
+
+    def __init__(self, num_envs: int):
+        self.returns = np.zeros(num_envs, np.float64)
+        self.finished_returns: list[float] = []
+        self.finished_success: list[float] = []
+
+    def step(self, reward: np.ndarray, done: np.ndarray, success: np.ndarray | None) -> np.ndarray:
+        self.returns += reward
+        episode_return = self.returns.astype(np.float32)
+        if done.any():
+            self.finished_returns.extend(self.returns[done].tolist())
+            if success is not None:
+                self.finished_success.extend(success[done].tolist())
+            self.returns[done] = 0.0
+        return episode_return
+
+    def drain(self) -> dict[str, float]:
+        out = {}
+        if self.finished_returns:
+            out["episode_return"] = float(np.mean(self.finished_returns))
+            out["episodes"] = float(len(self.finished_returns))
+        if self.finished_success:
+            out["success"] = float(np.mean(self.finished_success))
+        self.finished_returns, self.finished_success = [], []
+        return out
+
+
+def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[str, float]:
+    """Acts until `max_steps` or `stop`; returns final counters."""
+    from serl_gs.transport import ParamSubscriber, TransitionClient
+
+    stop = stop or threading.Event()
+    vec = config.env.make_vec(config.num_envs, seed=config.seed)
+    obs_spec, action_dim = obs_spec_of(vec), vec.single_action_space.shape[0]
+    log = MetricsLog(Path(config.run_dir), f"actor_{config.actor_id}") if config.run_dir else None
+    policy = PolicyHolder(obs_spec, action_dim)
+    tracker = EpisodeTracker(config.num_envs)
+    key = jax.random.PRNGKey(config.seed + 7919)
+    env_steps, steps, last_log, t0 = 0, 0, time.monotonic(), time.monotonic()
+    counters: dict[str, float] = {}
+    with TransitionClient(config.transport) as client, ParamSubscriber(config.transport) as params:
+        adder = Adder(client, config.num_envs, action_dim, stop)
+        obs, _ = vec.reset(seed=config.seed)
+        adder.add_first(obs)
+        while not stop.is_set() and (config.max_steps == 0 or steps < config.max_steps):
+            update = params.poll()
+            if update is not None:
+                policy.update(update.data, update.version)
+            key, act_key = jax.random.split(key)
+            if env_steps < config.random_steps or policy.version < 0:
+                actions = jax.random.uniform(act_key, (config.num_envs, action_dim), minval=-1.0, maxval=1.0)
+            else:
+                actions = policy(obs, act_key)
+            step = EnvStep(*vec.step(actions))
+            obs = step.obs
+            done = np.asarray(step.terminated) | np.asarray(step.truncated)
+            success = np.asarray(step.infos["success"], np.float32) if "success" in step.infos else None
+            episode_return = tracker.step(np.asarray(step.reward), done, success)
+            # For the learner's logs: each env's return so far and success, read where episodes end.
+            extras = {"episode_return": episode_return, "success": success}
+            if not adder.add(actions, step, extras, param_version=policy.version):
+                break
+            env_steps += config.num_envs
+            steps += 1
+            now = time.monotonic()
+            if now - last_log >= config.log_every_s:
+                counters = {
+                    "env_steps": env_steps,
+                    "env_steps_per_s": env_steps / (now - t0),
+                    "param_version": policy.version,
+                    **tracker.drain(),
+                }
+                print(format_console(f"actor {config.actor_id}", counters, list(counters)), flush=True)
+                if log is not None:
+                    log.log(env_steps, counters)
+                last_log = now
+        client.flush(timeout=10.0)
+    # After close() (which waits up to linger_s more for the learner to take the rest): a backlog that the
+    # learner's credits were still pacing at the flush above has gone out by now and counts as sent.
+    sent = client.stats()
+    vec.close()
+    if log is not None:
+        log.close()
+    counters.update(env_steps=env_steps, param_version=policy.version, records_sent=sent["records_sent"])
+    print(f"[actor {config.actor_id}] final: {json.dumps(counters)}", flush=True)
+    return counters

@@ -1,0 +1,77 @@
+"""What every node must agree on: which env, and which observations (the agent's side of the agreement, the
+policy payload, lives beside the networks in `serl_gs.agents.payload`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, get_args
+
+import jax
+import numpy as np
+
+from serl_gs.data.records import PIXELS_PREFIX
+from serl_gs.render.config import BackendName
+from serl_gs.vec_env import OBS_MODES, PHYSICS_PATHS, ObsMode, PhysicsPath
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """Which env and which observations; every node builds its envs (or, the learner, its shapes) from this."""
+
+    env: str = "serl_gs/PandaPickCube-v0"
+    obs_mode: ObsMode = "state"
+    image_size: int = 64
+    cameras: tuple[str, ...] = ()  # empty: every camera of the task
+    render_backend: BackendName = "auto"
+    physics: PhysicsPath = "auto"
+    episode_length: int | None = None  # None: the task's default
+
+    def __post_init__(self):
+        choices = (("obs_mode", OBS_MODES), ("physics", PHYSICS_PATHS), ("render_backend", get_args(BackendName)))
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if isinstance(self.cameras, str):
+            raise ValueError(f"cameras must be a tuple of camera names, got the string {self.cameras!r}")
+        if not isinstance(self.image_size, int) or self.image_size < 1:
+            raise ValueError(f"image_size must be a positive int, got {self.image_size!r}")
+        if self.episode_length is not None and self.episode_length < 1:
+            raise ValueError(f"episode_length must be >= 1 or None, got {self.episode_length!r}")
+
+    def task_kwargs(self) -> dict[str, Any]:
+        return {} if self.episode_length is None else {"episode_length": self.episode_length}
+
+    def make_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"physics": self.physics, "obs_mode": self.obs_mode, **self.task_kwargs()}
+        if self.obs_mode == "pixels":
+            kwargs.update(image_size=self.image_size, cameras=tuple(self.cameras), render_backend=self.render_backend)
+        return kwargs
+
+    def make_vec(self, num_envs: int, seed: int | None = None):
+        import gymnasium as gym
+
+        import envs  # (registers the tasks)
+
+        try:
+            return gym.make_vec(self.env, num_envs=num_envs, seed=seed, **self.make_kwargs())
+        except gym.error.Error as e:  # unknown ids: say which, and what exists
+            raise ValueError(f"cannot make env {self.env!r} ({e}); registered: {envs.task_names()}") from e
+
+    def observation_spec(self) -> tuple[dict[str, jax.ShapeDtypeStruct], int]:
+        """(per-env observation shapes, action size) from the task and its camera list, the same as the vector
+        env's, without building physics or a renderer (the learner needs nothing else from its env)."""
+        from envs.registry import make_task_for
+        from serl_gs.render.cameras import camera_rig
+
+        task = make_task_for(self.env, self.obs_mode, **self.task_kwargs())
+        spec = dict(task.observation_shapes())
+        if self.obs_mode == "pixels":
+            size = self.image_size
+            for name in camera_rig(task.mj_model, tuple(self.cameras), size, size).names:
+                spec[PIXELS_PREFIX + name] = jax.ShapeDtypeStruct((size, size, 3), np.uint8)
+        return spec, int(task.action_size)
+
+
+def obs_spec_of(vec_env) -> dict[str, jax.ShapeDtypeStruct]:
+    """Per-env observation shapes of a vector env, as the agent's networks want them."""
+    return {k: jax.ShapeDtypeStruct(s.shape, s.dtype) for k, s in vec_env.single_observation_space.items()}

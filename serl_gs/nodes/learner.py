@@ -1,0 +1,277 @@
+"""The learner node: receives records into the replay, trains DrQ/SAC, publishes parameters, checkpoints.
+
+One loop, one thread: drain what the actors sent (inserting into the replay, acknowledging once stored),
+update when the rate limiter allows, publish every `publish_every` updates, save every `checkpoint_every`.
+The rate limiter withholds actor credit when the learner lags and idles the learner when data lags. On start,
+the newest checkpoint in `run_dir` (and the replay saved beside it) is restored (serl_gs.nodes.resume).
+
+    learner = Learner(LearnerConfig(env=EnvSpec("serl_gs/CartpoleBalance-v0"), run_dir="runs/cp"))
+    try:
+        learner.run(stop)          # or call learner.step() yourself; learner.save() checkpoints
+    finally:
+        learner.close()
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from serl_gs.agents.config import AgentConfig
+from serl_gs.agents.payload import agent_config_to_dict, pack_policy, spec_to_jsonable
+from serl_gs.data.records import split_extras
+from serl_gs.data.replay import ReplayConfig
+from serl_gs.nodes.env_spec import EnvSpec
+from serl_gs.nodes.metrics_log import MetricsLog, format_console
+from serl_gs.nodes.rate_limiter import RateLimiter, RateLimiterConfig
+from serl_gs.nodes.resume import ResumableRun
+from serl_gs.nodes.run_dir import write_run_info
+from serl_gs.transport.config import LearnerTransportConfig
+
+_CONSOLE_KEYS = [
+    "updates",
+    "transitions",
+    "updates_per_s",
+    "transitions_per_s",
+    "idle_fraction",
+    "episode_return",
+    "success",
+    "critic_loss",
+    "temperature",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerConfig:
+    """The learner's components' configs, nested, plus the loop's own settings."""
+
+    env: EnvSpec = EnvSpec()
+    agent: AgentConfig = AgentConfig()
+    replay: ReplayConfig = ReplayConfig(capacity=200_000)
+    # rate.min_inserts is --training_starts: transitions in the replay before the first update.
+    rate: RateLimiterConfig = RateLimiterConfig(utd=0.25, min_inserts=1000, tolerance=200.0)
+    transport: LearnerTransportConfig = LearnerTransportConfig()
+    run_dir: str = "runs/default"
+    publish_every: int = 20  # updates
+    checkpoint_every: int = 1000  # updates
+    keep_checkpoints: int = 3
+    save_replay: bool = True  # with each checkpoint, so a restarted learner resumes with its data
+    max_updates: int = 0  # stop after this many updates (0 = never)
+    max_seconds: float = 0.0  # stop after this long (0 = never)
+    seed: int = 0
+    log_every_s: float = 10.0
+    use_wandb: bool = False
+
+    def __post_init__(self):
+        if self.rate.min_inserts < 1:
+            raise ValueError(f"training_starts (rate.min_inserts) must be >= 1, got {self.rate.min_inserts}")
+        for name in ("publish_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_updates < 0 or self.max_seconds < 0:
+            raise ValueError(f"max_updates and max_seconds must be >= 0, got {self.max_updates}, {self.max_seconds}")
+
+
+class Learner:
+    """The learner's state and one `step()` of its loop; `save()` checkpoints, `run()` loops until told to stop.
+
+    `counters`: "updates"; "records" (every record stored, each actor's also under "records/<actor>");
+    "transitions" (records that are not an episode's first frame, each the end of one (obs, next_obs) pair:
+    what `utd` and the rate limiter count).
+    """
+
+    def __init__(self, config: LearnerConfig):
+        from serl_gs.agents.learning import init_training_state, make_update_fn
+        from serl_gs.agents.networks import make_networks, policy_params
+        from serl_gs.data.records import RecordSpec
+        from serl_gs.data.replay import ReplayBuffer
+        from serl_gs.transport import ParamPublisher, TransitionServer
+
+        self.config = c = config
+        self.run_dir = Path(c.run_dir).expanduser().resolve()
+        write_run_info(self.run_dir, "learner", c)
+        self.obs_spec, self.action_dim = c.env.observation_spec()
+        self.networks = make_networks(c.agent, self.obs_spec, self.action_dim)
+        self._policy_params = policy_params
+        self._update = make_update_fn(self.networks)
+        self.rate = RateLimiter(c.rate)
+        self.counters = collections.Counter({"updates": 0, "transitions": 0, "records": 0})
+
+        meta = {
+            "agent_config": agent_config_to_dict(c.agent),
+            "env": dataclasses.asdict(c.env),
+            "obs_spec": spec_to_jsonable(self.obs_spec),
+            "action_dim": self.action_dim,
+        }
+        self.persistence = ResumableRun(self.run_dir, keep=c.keep_checkpoints, save_replay=c.save_replay, meta=meta)
+        restored = self.persistence.restore(init_training_state(self.networks, jax.random.PRNGKey(c.seed)))
+        self.state = restored.state
+        self.key = jax.random.PRNGKey(c.seed + 1 if restored.key_seed is None else restored.key_seed)
+        for name, value in restored.counters.items():  # assignment: Counter.update would add
+            self.counters[name] = value
+        if restored.step is not None:
+            print(f"[learner] resumed from checkpoint {restored.step}: {dict(self.counters)}", flush=True)
+        if restored.warning:
+            print(f"[learner] warning: {restored.warning}", flush=True)
+        if restored.replay is not None:
+            self.replay = restored.replay
+            print(f"[learner] resumed replay: {self.replay.stats()}", flush=True)
+        else:
+            spec = RecordSpec(
+                obs=tuple((name, tuple(s.shape), np.dtype(s.dtype).name) for name, s in sorted(self.obs_spec.items())),
+                action_dim=self.action_dim,
+            )
+            self.replay = ReplayBuffer(spec, c.replay)
+        replayed = 0
+        for batch in restored.unsaved_batches():
+            self._store(batch.actor_id, batch.session, batch.records)
+            replayed += 1
+        if replayed:
+            print(f"[learner] re-inserted {replayed} batches received after the checkpoint", flush=True)
+
+        self.server = TransitionServer(c.transport, resume_positions=restored.stream_positions())
+        self.publisher = ParamPublisher(c.transport)
+        self.log = MetricsLog(self.run_dir, "learner", c.use_wandb, config=agent_config_to_dict(c.agent))
+        self._episodes: dict[str, list[float]] = {"episode_return": [], "success": []}
+        self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0})
+        self._metrics: dict[str, Any] = {}
+        self._credits = c.transport.credits_per_actor
+        self._published_version: int | None = None
+        self.publish()
+
+    def _store(self, actor_id: str, session: int, records: dict) -> int:
+        self.replay.insert(f"{actor_id}:{session}", records)  # a restarted actor (new session) starts new streams
+        n = len(records["env_index"])
+        self.counters["records"] += n
+        self.counters[f"records/{actor_id}"] += n
+        self.counters["transitions"] += int((~records["is_first"]).sum())
+        return n
+
+    # ---- pieces of the loop -----------------------------------------------------------------------------
+    def publish(self) -> None:
+        """Broadcasts the policy, versioned by the update count (once per version: versions must increase)."""
+        version = int(self.counters["updates"])
+        if version == self._published_version:
+            return
+        params = self._policy_params(self.state.params)
+        data = pack_policy(self.config.agent, self.obs_spec, self.action_dim, params)
+        self.publisher.publish(data, version=version)
+        self._published_version = version
+
+    def receive(self, timeout: float) -> int:
+        """Inserts every batch that arrives within `timeout` s (then whatever is queued); returns records."""
+        got, wait = 0, timeout
+        while True:
+            batch = self.server.get(timeout=wait, ack=False)
+            if batch is None:
+                return got
+            records, extras = split_extras(batch.arrays)
+            ended = records["terminated"] | records["truncated"]
+            for name in ("episode_return", "success"):
+                if name in extras and ended.any():
+                    self._episodes[name].extend(np.asarray(extras[name])[ended].tolist())
+            header = batch.header
+            n = self._store(header.actor_id, header.session, records)
+            self.persistence.log_received(header.actor_id, header.session, header.seq, records)
+            self.server.ack(header)  # only now may the actor forget it
+            got += n
+            wait = 0.0
+
+    def update(self) -> None:
+        self.key, sample_key = jax.random.split(self.key)
+        batch = self.replay.sample(sample_key, self.config.agent.batch_size, self.config.agent.critic_actor_ratio)
+        self.state, self._metrics = self._update(self.state, batch)
+        self.counters["updates"] += 1
+
+    def save(self) -> None:
+        """Checkpoints everything a restarted learner needs (serl_gs.nodes.resume)."""
+        key_seed = int(jax.random.randint(self.key, (), 0, 2**31 - 1))
+        self.key = jax.random.PRNGKey(key_seed)
+        self.persistence.save(self.state, self.counters, key_seed, self.replay, self.server.positions())
+
+    def step(self) -> None:
+        c, counters = self.config, self.counters
+        can_update = self.rate.can_update(counters["transitions"], counters["updates"]) and self.replay.num_transitions
+        start = time.perf_counter()
+        self.receive(timeout=0.0 if can_update else 0.05)
+        if not can_update:
+            self._timing["wait_s"] += time.perf_counter() - start
+        else:
+            start = time.perf_counter()
+            self.update()
+            self._timing["update_s"] += time.perf_counter() - start
+            if counters["updates"] % c.publish_every == 0:
+                self.publish()
+            if counters["updates"] % c.checkpoint_every == 0:
+                self.save()
+        may_insert = self.rate.can_insert(counters["transitions"], counters["updates"])
+        credits = c.transport.credits_per_actor if may_insert else 0
+        if credits != self._credits:
+            self.server.set_credits(credits)
+            self._credits = credits
+
+    def report(self, elapsed: float, since: collections.Counter) -> dict[str, Any]:
+        c = self.counters
+        busy = self._timing["update_s"] + self._timing["wait_s"]
+        metrics: dict[str, Any] = {
+            "updates": c["updates"],
+            "transitions": c["transitions"],
+            "updates_per_s": (c["updates"] - since["updates"]) / elapsed,
+            "transitions_per_s": (c["transitions"] - since["transitions"]) / elapsed,
+            "replay_size": self.replay.size,
+            "idle_fraction": self._timing["wait_s"] / busy if busy else 0.0,
+            "credits": self._credits,
+        }
+        metrics.update({k: float(v) for k, v in jax.device_get(self._metrics).items()})
+        for name, values in self._episodes.items():
+            if values:
+                metrics[name] = float(np.mean(values))
+        self._episodes = {k: [] for k in self._episodes}
+        stats = self.server.stats(current_param_version=int(c["updates"]))
+        for actor, actor_stats in stats["actors"].items():
+            if actor_stats.get("param_lag") is not None:
+                metrics[f"param_lag/{actor}"] = actor_stats["param_lag"]
+        metrics.update(
+            rejected=stats["rejected_total"],
+            duplicates_dropped=stats["duplicates_dropped"],
+            queue_batches=stats["queue_batches"],
+        )
+        self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0})
+        return metrics
+
+    def run(self, stop: threading.Event | None = None) -> dict[str, Any]:
+        """Steps until `stop`, `max_updates` or `max_seconds`; then saves and publishes. Returns final counters."""
+        c = self.config
+        stop = stop or threading.Event()
+        t0 = last = time.monotonic()
+        since = collections.Counter(self.counters)
+        start_updates = self.counters["updates"]
+        metrics: dict[str, Any] = {}
+        while not stop.is_set():
+            if c.max_updates and self.counters["updates"] - start_updates >= c.max_updates:
+                break
+            if c.max_seconds and time.monotonic() - t0 >= c.max_seconds:
+                break
+            self.step()
+            now = time.monotonic()
+            if now - last >= c.log_every_s:
+                metrics = self.report(now - last, since)
+                print(format_console("learner", metrics, _CONSOLE_KEYS), flush=True)
+                self.log.log(int(self.counters["updates"]), metrics)
+                last, since = now, collections.Counter(self.counters)
+        self.save()
+        self.publish()
+        return {**metrics, **{k: int(v) for k, v in self.counters.items()}}
+
+    def close(self) -> None:
+        self.server.close()
+        self.publisher.close()
+        self.persistence.close()
+        self.log.close()
