@@ -8,7 +8,7 @@ import pytest
 
 from serl_gs.agents.config import AgentConfig
 from serl_gs.data.replay import ReplayConfig
-from serl_gs.nodes.experiment import EnvSpec
+from serl_gs.nodes.env_spec import EnvSpec
 from serl_gs.nodes.learner import Learner, LearnerConfig
 from serl_gs.nodes.rate_limiter import RateLimiterConfig
 from serl_gs.transport import LearnerTransportConfig
