@@ -19,6 +19,7 @@ import sys
 import mujoco
 import numpy as np
 
+from serl_gs.data.records import PIXELS_PREFIX
 from serl_gs.render.cameras import camera_rig
 from serl_gs.render.config import RenderConfig, SceneConfig
 from serl_gs.render.manifest import scene_with_captures
@@ -112,13 +113,13 @@ def render_env_preview(
         env.action_space.seed(seed)
         for _ in range(steps):
             obs, *_ = env.step(env.action_space.sample())
-        keys = sorted(k for k in obs if k.startswith("pixels/"))
+        keys = sorted(k for k in obs if k.startswith(PIXELS_PREFIX))
         if config.cameras:
-            keys = [f"pixels/{name}" for name in config.cameras]
+            keys = [PIXELS_PREFIX + name for name in config.cameras]
         if not keys:
             raise ValueError(f"{env_id} returned no pixels/<camera> observations; got keys {sorted(obs)}")
         images = np.stack([np.asarray(obs[k]) for k in keys], axis=1)  # [N, C, H, W, 3]
-        return images, tuple(k.removeprefix("pixels/") for k in keys)
+        return images, tuple(k.removeprefix(PIXELS_PREFIX) for k in keys)
     finally:
         env.close()
 
