@@ -3,14 +3,13 @@ so a crash mid-save leaves the previous checkpoint valid), keeping the last K, p
 
 Layout of a run directory:
     checkpoints/<step>/state, meta   orbax, one folder per kept step
-    replay/                          the newest saved replay (serl_gs.data), with its transport positions
+    replay/ ...                      the replay and what else the learner saves (serl_gs.nodes.resume)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -94,23 +93,3 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
-
-
-def replace_directory(tmp: Path, final: Path) -> None:
-    """Moves a fully written folder `tmp` to `final`, keeping a valid `final` at every moment but one rename."""
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def existing_directory(final: Path) -> Path | None:
-    """`final`, or its `.old` twin when a crash fell between the two renames of `replace_directory`."""
-    old = final.with_name(final.name + ".old")
-    if final.exists():
-        return final
-    return old if old.exists() else None
