@@ -12,10 +12,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$root/scripts/venv.sh"
 
 run_dir="${RUN_DIR:-runs/demo-$(date +%Y%m%d-%H%M%S)}"
-stop_success="${STOP_SUCCESS:-0.8}"
+stop_success="${STOP_SUCCESS:-0.75}"
 success_window="${SUCCESS_WINDOW:-64}"
-max_updates="${MAX_UPDATES:-150000}"
-train_seconds="${TRAIN_SECONDS:-2400}"
+max_updates="${MAX_UPDATES:-100000}"
+train_seconds="${TRAIN_SECONDS:-1800}"
 port="${PORT:-5588}"
 env_id="serl_gs/PandaPickCube-v0"
 
@@ -23,11 +23,11 @@ learner_args=(
   --env "$env_id" --run_dir "$run_dir" --port "$port"
   --stop_success "$stop_success" --success_window "$success_window" --max_updates "$max_updates"
   --max_seconds "$train_seconds"
-  --training_starts 2000 --utd 0.125 --n_step 3 --hidden_dims 128,128 --critic_ensemble_size 4 --batch_size 128
+  --training_starts 2000 --utd 0.25 --n_step 3 --hidden_dims 128,128 --critic_ensemble_size 4 --batch_size 128
   --critic_actor_ratio 2 --lr 1e-3 --checkpoint_every 5000 --publish_every 10 --log_every_s 30
 )
 actor_args=(
-  --env "$env_id" --learner_host 127.0.0.1 --port "$port" --num_envs 16 --random_steps 2000
+  --env "$env_id" --learner_host 127.0.0.1 --port "$port" --num_envs 16 --random_steps 2000 --noise_beta 1
   --run_dir "$run_dir" --log_every_s 30 "$@"
 )
 eval_args=(--checkpoint "$run_dir" --num_envs 16 --episodes 32 --video_episodes 4)
