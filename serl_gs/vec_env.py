@@ -222,7 +222,7 @@ class _MjxBatch:
     def step(self, state: State, action: jax.Array) -> _Step:
         if not self._renders:  # nothing here waits for the device: callers read done flags when they want them
             new, stepped = self._step(state, action)
-            return _Step(new, stepped, None, None, functools.partial(_ended, stepped))
+            return _Step(new, stepped, None, None, _ended(stepped))
         if self._overflow is not None and bool(self._overflow):
             raise RuntimeError(
                 f"more than resets_per_step={self._resets} envs finished in one step, so some new episodes' "
@@ -233,7 +233,7 @@ class _MjxBatch:
             overflow.copy_to_host_async()
             self._overflow = overflow
         assemble = functools.partial(self._assemble, reset_ids=reset_ids)
-        return _Step(new, stepped, poses, assemble, functools.partial(_ended, stepped))
+        return _Step(new, stepped, poses, assemble, _ended(stepped))
 
     def poses(self, state: State) -> Poses:
         return _poses(state)
@@ -242,10 +242,16 @@ class _MjxBatch:
         pass
 
 
-def _ended(stepped: State) -> tuple[np.ndarray, Poses | None]:
-    """(ids, poses at the end) of the envs whose episode ended in `stepped`; reads the device (host sync)."""
-    ids = np.flatnonzero(np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated)))
-    return ids, tuple(x[jnp.asarray(ids)] for x in _poses(stepped)) if len(ids) else None
+def _ended(stepped: State) -> Callable[[], tuple[np.ndarray, Poses | None]]:
+    """On demand: (ids, poses at the end) of the envs whose episode ended in `stepped` (reads the device).
+    Holds only the done flags and poses, not the whole batch state."""
+    done, poses = jnp.logical_or(stepped.terminated, stepped.truncated), _poses(stepped)
+
+    def read() -> tuple[np.ndarray, Poses | None]:
+        ids = np.flatnonzero(np.asarray(done))
+        return ids, tuple(x[jnp.asarray(ids)] for x in poses) if len(ids) else None
+
+    return read
 
 
 class _CpuBatch:
