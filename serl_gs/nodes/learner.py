@@ -290,6 +290,7 @@ class Learner:
         metrics: dict[str, Any] = {
             "updates": c["updates"],
             "transitions": c["transitions"],
+            **{k: v for k, v in c.items() if k.startswith("records")},  # stored, in all and per actor
             "updates_per_s": (c["updates"] - since["updates"]) / elapsed,
             "transitions_per_s": (c["transitions"] - since["transitions"]) / elapsed,
             "replay_size": self.replay.size,
