@@ -396,8 +396,8 @@ class SerlVectorEnv(gym.vector.VectorEnv):
 
     # ---- helpers ----------------------------------------------------------------------------------------
     def render_frames(self, poses: Poses, obs: dict[str, Any] | None = None) -> np.ndarray:
-        """`render()` frames [k, H, W, 3] of the envs whose poses are given (e.g. `final_poses`); `obs`: their
-        observations, whose pixels are reused when they are the frames asked for."""
+        """`render()` frames [k, H, W, 3] of the envs whose poses are given (e.g. `frame_poses(final=True)`); `obs`:
+        their observations, whose pixels are reused when they are the frames asked for."""
         if self._frames is None:
             self._frames = self._make_frame_renderer()
         return self._frames.frames(poses, obs)
