@@ -29,7 +29,7 @@ import numpy as np
 
 from serl_gs.data import sampling
 from serl_gs.data.batch import Batch
-from serl_gs.data.records import OBS_PREFIX, RecordSpec
+from serl_gs.data.records import OBS_PREFIX, RecordSpec, check_finite
 from serl_gs.data.storage import (
     DeviceStorage,
     HostStorage,
@@ -142,20 +142,27 @@ class ReplayBuffer:
             "streams": sum(int((s.last_seq >= 0).sum()) for s in self._streams.values()),
         }
 
-    def insert(self, actor_id: ActorId, records: Mapping[str, np.ndarray]) -> None:
-        """Stores one message's records (in stream order within each env) and links them to their streams."""
-        if not isinstance(actor_id, int | str) or isinstance(actor_id, bool):
-            raise ValueError(f"actor_id must be an int or str, got {actor_id!r}")
+    def check(self, records: Mapping[str, np.ndarray]) -> int:
+        """Raises ValueError naming what makes `records` unfit for this replay (schema, size, env_index, NaN);
+        returns n. `insert` checks the same before it changes anything."""
         n = self.spec.check(records)
-        if n == 0:
-            return
         if n > self.capacity:
             raise ValueError(f"a message of {n} records does not fit a replay of capacity {self.capacity}")
-        if int(records["env_index"].max()) >= MAX_ENVS_PER_ACTOR:
+        if n and int(records["env_index"].max()) >= MAX_ENVS_PER_ACTOR:
             raise ValueError(
                 f"env_index {int(records['env_index'].max())} >= {MAX_ENVS_PER_ACTOR}, "
                 "the limit of the per-actor stream table"
             )
+        check_finite(records)
+        return n
+
+    def insert(self, actor_id: ActorId, records: Mapping[str, np.ndarray]) -> None:
+        """Stores one message's records (in stream order within each env) and links them to their streams."""
+        if not isinstance(actor_id, int | str) or isinstance(actor_id, bool):
+            raise ValueError(f"actor_id must be an int or str, got {actor_id!r}")
+        n = self.check(records)
+        if n == 0:
+            return
         with self._lock:
             self._insert_locked(actor_id, records, n)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from serl_gs.agents.config import AgentConfig
 from serl_gs.agents.payload import agent_config_to_dict, pack_policy, spec_to_jsonable
-from serl_gs.data.records import split_extras
+from serl_gs.data.records import describe_records, split_extras
 from serl_gs.data.replay import ReplayConfig
 from serl_gs.nodes.env_spec import EnvSpec
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
@@ -45,7 +45,9 @@ _CONSOLE_KEYS = [
     "success",
     "critic_loss",
     "temperature",
+    "rejected",
 ]
+_MAX_REFUSED_PEERS_LOGGED = 1024  # peers named in the log; beyond that refusals are only counted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,10 +138,19 @@ class Learner:
         if replayed:
             print(f"[learner] re-inserted {replayed} batches received after the checkpoint", flush=True)
 
-        self.server = TransitionServer(c.transport, resume_positions=restored.stream_positions())
-        self.publisher = ParamPublisher(c.transport)
+        server = None
+        try:
+            server = TransitionServer(c.transport, resume_positions=restored.stream_positions())
+            self.publisher = ParamPublisher(c.transport)
+        except BaseException:  # e.g. a taken port: leave nothing running behind the one-line error
+            if server is not None:
+                server.close()
+            self.persistence.close()
+            raise
+        self.server = server
         self.log = MetricsLog(self.run_dir, "learner", c.use_wandb, config=agent_config_to_dict(c.agent))
-        self._episodes: dict[str, list[float]] = {"episode_return": [], "success": []}
+        self._episodes = _EpisodeStats()
+        self._refused_peers: set[str] = set()
         self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0})
         self._metrics: dict[str, Any] = {}
         self._credits = c.transport.credits_per_actor
@@ -161,28 +172,58 @@ class Learner:
         if version == self._published_version:
             return
         params = self._policy_params(self.state.params)
-        data = pack_policy(self.config.agent, self.obs_spec, self.action_dim, params)
+        data = pack_policy(self.config.agent, self.obs_spec, self.action_dim, params, task=self.config.env.task())
         self.publisher.publish(data, version=version)
         self._published_version = version
 
     def receive(self, timeout: float) -> int:
-        """Inserts every batch that arrives within `timeout` s (then whatever is queued); returns records."""
+        """Inserts every batch that arrives within `timeout` s (then whatever is queued); returns records.
+
+        Nothing of a batch is used before it is checked: records of another schema (an actor of another task,
+        missing fields) or that the replay cannot take (NaN, env_index out of range) are refused; the actor
+        hears why and stops, the refusal is counted (`rejected`) and logged once per actor, training goes on.
+        """
         got, wait = 0, timeout
         while True:
             batch = self.server.get(timeout=wait, ack=False)
             if batch is None:
                 return got
-            records, extras = split_extras(batch.arrays)
-            ended = records["terminated"] | records["truncated"]
-            for name in ("episode_return", "success"):
-                if name in extras and ended.any():
-                    self._episodes[name].extend(np.asarray(extras[name])[ended].tolist())
+            wait = 0.0
             header = batch.header
+            records, extras = split_extras(batch.arrays)
+            if not self._check(header, records):
+                continue
             n = self._store(header.actor_id, header.session, records)
             self.persistence.log_received(header.actor_id, header.session, header.seq, records)
             self.server.ack(header)  # only now may the actor forget it
+            self._episodes.add(records, extras)
             got += n
-            wait = 0.0
+
+    def _check(self, header, records: dict) -> bool:
+        """True if the replay can take `records`; otherwise refuses the batch (and its stream) and says why."""
+        try:
+            self.replay.spec.check(records)
+        except ValueError as e:
+            reason = "schema"
+            detail = (
+                f"{e}. The actor sends records {describe_records(records)}; this learner ({self._task()}) stores "
+                f"{self.replay.spec.describe()}. Start the actor with the learner's env flags"
+            )
+        else:
+            try:
+                self.replay.check(records)
+                return True
+            except ValueError as e:
+                reason, detail = "bad_records", str(e)
+        self.server.refuse(header, reason, detail)
+        peer = header.actor_id
+        if peer not in self._refused_peers and len(self._refused_peers) < _MAX_REFUSED_PEERS_LOGGED:
+            self._refused_peers.add(peer)
+            print(f"[learner] refused actor {peer!r} ({reason}; training goes on): {detail}", flush=True)
+        return False
+
+    def _task(self) -> str:
+        return ", ".join(f"{key}={value}" for key, value in self.config.env.task().items())
 
     def update(self) -> None:
         self.key, sample_key = jax.random.split(self.key)
@@ -230,10 +271,7 @@ class Learner:
             "credits": self._credits,
         }
         metrics.update({k: float(v) for k, v in jax.device_get(self._metrics).items()})
-        for name, values in self._episodes.items():
-            if values:
-                metrics[name] = float(np.mean(values))
-        self._episodes = {k: [] for k in self._episodes}
+        metrics.update(self._episodes.drain())
         stats = self.server.stats(current_param_version=int(c["updates"]))
         for actor, actor_stats in stats["actors"].items():
             if actor_stats.get("param_lag") is not None:
@@ -243,6 +281,7 @@ class Learner:
             duplicates_dropped=stats["duplicates_dropped"],
             queue_batches=stats["queue_batches"],
         )
+        metrics.update({f"rejected/{reason}": n for reason, n in stats["rejected"].items() if n})
         self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0})
         return metrics
 
@@ -275,3 +314,33 @@ class Learner:
         self.publisher.close()
         self.persistence.close()
         self.log.close()
+
+
+class _EpisodeStats:
+    """Means of what the actors report at episode ends (`extras/episode_return`, `extras/success`) between two
+    reports; constant memory, and values that are not one finite number per record are left out."""
+
+    NAMES = ("episode_return", "success")
+
+    def __init__(self) -> None:
+        self._sum = dict.fromkeys(self.NAMES, 0.0)
+        self._count = dict.fromkeys(self.NAMES, 0)
+
+    def add(self, records: dict, extras: dict) -> None:
+        ended = records["terminated"] | records["truncated"]
+        if not ended.any():
+            return
+        for name in self.NAMES:
+            value = extras.get(name)
+            if value is None or value.ndim != 1:
+                continue
+            values = value[ended].astype(np.float64)
+            values = values[np.isfinite(values)]
+            self._sum[name] += float(values.sum())
+            self._count[name] += int(values.size)
+
+    def drain(self) -> dict[str, float]:
+        out = {name: self._sum[name] / self._count[name] for name in self.NAMES if self._count[name]}
+        self._sum = dict.fromkeys(self.NAMES, 0.0)
+        self._count = dict.fromkeys(self.NAMES, 0)
+        return out

@@ -60,13 +60,13 @@ bytes in, duplicates dropped, rejected by reason, queue depth, credits, per-acto
 Public API: TransitionServer, TransitionBatch, BatchHeader, StreamPosition, TransitionClient,
 ParamPublisher, ParamSubscriber, ParamUpdate, params_to_bytes, params_from_bytes,
 fetch_learner_stats, LearnerTransportConfig, ActorTransportConfig, AuthConfig, write_secret_file,
-TransportError, ProtocolMismatch, BatchRejected, PROTOCOL_VERSION.
+TransportError, ProtocolMismatch, BatchRejected, AddressInUse, PROTOCOL_VERSION.
 """
 
 from serl_gs.transport.auth import write_secret_file
 from serl_gs.transport.client import TransitionClient
 from serl_gs.transport.config import ActorTransportConfig, AuthConfig, LearnerTransportConfig
-from serl_gs.transport.errors import BatchRejected, ProtocolMismatch, TransportError
+from serl_gs.transport.errors import AddressInUse, BatchRejected, ProtocolMismatch, TransportError
 from serl_gs.transport.params import (
     ParamPublisher,
     ParamSubscriber,
@@ -79,6 +79,7 @@ from serl_gs.transport.stats_request import fetch_learner_stats
 from serl_gs.transport.wire import PROTOCOL_VERSION
 
 __all__ = [
+    "AddressInUse",
     "PROTOCOL_VERSION",
     "ActorTransportConfig",
     "AuthConfig",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 
 import zmq
+
+from serl_gs.transport.errors import AddressInUse
 
 
 def configure_socket(
@@ -76,6 +79,16 @@ def endpoint(host: str, port: int, sock: zmq.Socket) -> str:
         sock.setsockopt(zmq.IPV6, 1)
         host = f"[{host}]"
     return f"tcp://{host}:{port if port else '*'}"
+
+
+def bind(sock: zmq.Socket, host: str, port: int, field: str) -> None:
+    """Binds `sock` like `endpoint` says; a taken port raises AddressInUse naming it and its config `field`."""
+    try:
+        sock.bind(endpoint(host, port, sock))
+    except zmq.ZMQError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUse(host, port, field) from None
+        raise
 
 
 def close_all(context: zmq.Context, sockets: list[zmq.Socket], *others: object) -> None:

@@ -104,6 +104,7 @@ class TransitionClient:
         self._incarnation: int | None = None
         self._credits = 0  # nothing goes out before the learner has answered a ping
         self._connected = False
+        self._disconnected_since: float | None = time.time()  # wall clock; None while connected
         self._ping_due = True
         self._last_ping = 0.0
         self._last_reply = 0.0
@@ -212,6 +213,7 @@ class TransitionClient:
                 "unconfirmed_batches": self._unconfirmed,
                 "credits": self._credits,
                 "connected": self._connected,
+                "disconnected_since": self._disconnected_since,
                 "learner_restarts": self._counters["learner_restarts"],
                 "handshake_failures": self._counters["handshake_failures"],
                 "bad_replies": self._counters["bad_replies"],
@@ -308,6 +310,10 @@ class TransitionClient:
 
     def _set_connected(self, connected: bool) -> None:
         with self._changed:
+            if connected:
+                self._disconnected_since = None
+            elif self._connected:
+                self._disconnected_since = time.time()
             self._connected = connected
             self._changed.notify_all()  # a blocked send() may go on into the away buffer
 
@@ -339,9 +345,9 @@ class TransitionClient:
             self._on_ack(header)
         elif kind == "rejected":
             if wire.get_int(header, "session") == self._session:
-                reason = header.get("reason")
-                detail = header.get("detail")
-                self._fail(BatchRejected(f"the learner rejected batch seq={header.get('seq')}: {reason}: {detail}"))
+                reason, detail = str(header.get("reason"))[:64], str(header.get("detail"))[:2000]
+                message = f"the learner rejected batch seq={header.get('seq')}: {reason}: {detail}"
+                self._fail(BatchRejected(message, reason=reason, detail=detail))
         elif kind == "refused":
             self._fail(ProtocolMismatch(str(header.get("reason"))[:500]))
         else:

@@ -25,7 +25,7 @@ from zmq.utils.monitor import recv_monitor_message
 from serl_gs.transport import wire
 from serl_gs.transport._io_thread import IoThread
 from serl_gs.transport._ratelog import RateLimitedLog
-from serl_gs.transport._sockets import bound_port, close_all, configure_socket, endpoint
+from serl_gs.transport._sockets import bind, bound_port, close_all, configure_socket
 from serl_gs.transport.auth import load_curve_keys, make_curve_client, make_curve_server
 from serl_gs.transport.config import ActorTransportConfig, LearnerTransportConfig
 from serl_gs.transport.errors import ProtocolMismatch, TransportError
@@ -162,7 +162,7 @@ class ParamPublisher:
         configure_socket(pub, timeout_s=cfg.socket_timeout_s, heartbeat_s=cfg.heartbeat_s, linger_s=0)
         pub.setsockopt(zmq.CONFLATE, 1)  # per subscriber: keep only the newest unsent message
         make_curve_server(pub, self._keys)
-        pub.bind(endpoint(cfg.bind, cfg.params_port, pub))
+        bind(pub, cfg.bind, cfg.params_port, "params_port")
         self._snapshot = snapshot = io.socket(zmq.ROUTER)
         configure_socket(
             snapshot,
@@ -172,7 +172,7 @@ class ParamPublisher:
             max_message_bytes=_MAX_REQUEST_BYTES,
         )
         make_curve_server(snapshot, self._keys)
-        snapshot.bind(endpoint(cfg.bind, cfg.params_snapshot_port, snapshot))
+        bind(snapshot, cfg.bind, cfg.params_snapshot_port, "params_snapshot_port")
         self._port, self._snapshot_port = bound_port(pub), bound_port(snapshot)
         return [snapshot]
 

@@ -26,7 +26,7 @@ from zmq.utils.monitor import recv_monitor_message
 from serl_gs.transport import wire
 from serl_gs.transport._io_thread import IoThread
 from serl_gs.transport._ratelog import RateLimitedLog
-from serl_gs.transport._sockets import bound_port, configure_socket, endpoint
+from serl_gs.transport._sockets import bind, bound_port, configure_socket
 from serl_gs.transport.auth import load_curve_keys, make_curve_server
 from serl_gs.transport.config import LearnerTransportConfig
 
@@ -87,6 +87,7 @@ class _Stream:
         "records",
         "bytes",
         "param_version",
+        "refused",
     )
 
     def __init__(self, actor_id: str, session: int, start: int) -> None:
@@ -102,6 +103,7 @@ class _Stream:
         self.records = 0
         self.bytes = 0
         self.param_version = -1
+        self.refused: tuple[str, str] | None = None  # (reason, detail): the learner refused this stream's data
 
 
 class _Queued(NamedTuple):
@@ -131,6 +133,7 @@ class TransitionServer:
                 raise ValueError(f"resume_positions must hold StreamPosition(next_seq >= 0), got {pos!r}")
             self._streams[(pos.actor_id, pos.session)] = _Stream(pos.actor_id, pos.session, pos.next_seq)
         self._ack_due: set[tuple[str, int]] = set()
+        self._replies_due: list[tuple[bytes, dict[str, Any]]] = []  # sent by the I/O thread, with the acks
         self._credit_broadcast = False
         self._credits = config.credits_per_actor
         self._counters = collections.Counter()
@@ -204,6 +207,39 @@ class TransitionServer:
             wake = self._acknowledge(stream, header.seq)
         if wake:
             self._io.wake()
+
+    def refuse(self, header: BatchHeader, reason: str, detail: str) -> None:
+        """Refuses a batch taken with get(ack=False) that the learner cannot use (e.g. another task's records).
+
+        The batch is acknowledged (its actor will not resend it) and counted under `reason`; its actor hears
+        `reason: detail` and stops with that error. The rest of its stream is refused too, counted the same,
+        without being queued: those still queued are dropped now, later ones as they arrive.
+        """
+        if not isinstance(header, BatchHeader):
+            raise ValueError(f"refuse() takes a BatchHeader (batch.header), got {type(header).__name__}")
+        if reason not in self._rejected:
+            raise ValueError(f"reason must be one of {list(self._rejected)}, got {reason!r}")
+        with self._lock:
+            stream = self._streams.get((header.actor_id, header.session))
+            if stream is None or header.seq >= stream.next_seq:
+                raise ValueError(f"refuse() of a batch this server never delivered: {header.actor_id} seq {header.seq}")
+            stream.refused = (reason, detail)
+            last = header.seq
+            kept: collections.deque[_Queued] = collections.deque()
+            for item in self._queue:
+                if item.stream is stream:
+                    last = max(last, item.seq)
+                    self._queue_records -= item.batch.header.num_records
+                    self._queue_bytes -= item.batch.header.nbytes
+                    self._rejected[reason] += 1
+                else:
+                    kept.append(item)
+            self._queue = kept
+            self._rejected[reason] += 1
+            self._acknowledge(stream, last)
+            if stream.routing_id is not None:
+                self._replies_due.append((stream.routing_id, _rejection(header.session, header.seq, reason, detail)))
+        self._io.wake()  # the caller logs the refusal (e.g. once per actor): only counted here
 
     def _acknowledge(self, stream: _Stream, seq: int) -> bool:
         """Caller holds the lock. Acks are cumulative per stream, like the actor's view of them.
@@ -317,7 +353,7 @@ class TransitionServer:
         )
         make_curve_server(router, self._keys)
         self._monitor = io.monitor(router, _MONITOR_EVENTS)
-        router.bind(endpoint(cfg.bind, cfg.transitions_port, router))
+        bind(router, cfg.bind, cfg.transitions_port, "transitions_port")
         self._port = bound_port(router)
         self._router = router
         return [router, self._monitor]
@@ -422,22 +458,14 @@ class TransitionServer:
         except wire.WireError as exc:
             # The sender identified itself: tell it why, so an honest actor can report the error.
             self._reject(exc.reason, exc.detail)
-            self._reply(
-                router,
-                routing_id,
-                {
-                    "type": "rejected",
-                    "session": fields.session,
-                    "seq": fields.seq,
-                    "reason": exc.reason,
-                    "detail": exc.detail,
-                },
-            )
+            self._reply(router, routing_id, _rejection(fields.session, fields.seq, exc.reason, exc.detail))
             return
         with self._nonempty:
             stream = self._stream_for(fields.actor_id, fields.session, fields.base, routing_id)
             if stream is None:
                 outcome = "too_many_actors"
+            elif stream.refused is not None:
+                outcome = "refused"
             elif fields.seq < stream.next_seq:
                 outcome = "duplicate"
                 self._counters["duplicates_dropped"] += 1
@@ -478,6 +506,11 @@ class TransitionServer:
         if stream is None:
             self._refuse_stream(router, routing_id, fields.session, fields.seq)
             return
+        if outcome == "refused":
+            reason, detail = stream.refused
+            self._count_rejected(reason)  # logged once by whoever refused the stream
+            self._reply(router, routing_id, _rejection(fields.session, fields.seq, reason, detail))
+            return
         self._ack_later(stream, fields.tx)
         if outcome == "over_credit":
             self._reject(
@@ -517,17 +550,7 @@ class TransitionServer:
     def _refuse_stream(self, router: zmq.Socket, routing_id: bytes, session: int, seq: int) -> None:
         detail = f"the learner already tracks max_actors={self._config.max_actors} actor streams"
         self._reject("too_many_actors", detail)
-        self._reply(
-            router,
-            routing_id,
-            {
-                "type": "rejected",
-                "session": session,
-                "seq": seq,
-                "reason": "too_many_actors",
-                "detail": detail,
-            },
-        )
+        self._reply(router, routing_id, _rejection(session, seq, "too_many_actors", detail))
 
     def _ack_later(self, stream: _Stream, tx: int) -> None:
         """One ack per stream per turn of the I/O loop answers every message of that turn."""
@@ -561,6 +584,8 @@ class TransitionServer:
                 stream.ack_tx = -1
                 acks.append((stream.routing_id, ack))
             self._counters["acks_out"] += len(acks)
+            acks.extend(self._replies_due)
+            self._replies_due.clear()
         for routing_id, ack in acks:
             self._reply(router, routing_id, ack)
 
@@ -577,6 +602,14 @@ class TransitionServer:
             self._counters[name] += n
 
     def _reject(self, reason: str, detail: str) -> None:
+        self._count_rejected(reason)
+        self._reject_log.note(reason, detail)
+
+    def _count_rejected(self, reason: str) -> None:
         with self._lock:
             self._rejected[reason] += 1
-        self._reject_log.note(reason, detail)
+
+
+def _rejection(session: int, seq: int, reason: str, detail: str) -> dict[str, Any]:
+    """The reply that tells an actor why its batch was refused (its client stops with this error)."""
+    return {"type": "rejected", "session": session, "seq": seq, "reason": reason, "detail": detail[:2000]}

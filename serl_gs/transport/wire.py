@@ -74,6 +74,8 @@ REJECT_REASONS = (
     "bad_arrays",  # array specs that do not match the frames, or unknown dtypes
     "over_credit",  # an actor exceeded max_credits_per_actor unacknowledged batches
     "too_many_actors",  # max_actors streams already tracked
+    "schema",  # well-formed, but records of another schema (another task, missing fields): refused by the learner
+    "bad_records",  # records of the right schema that the replay cannot take (NaN, env_index out of range)
     "unauthenticated",  # CURVE handshake refused (wrong or missing key)
     "handshake_failed",  # ZMTP handshake failed (not a ZeroMQ peer, or a protocol mismatch)
     "internal_error",  # a bug on our side while handling a message; logged with traceback
