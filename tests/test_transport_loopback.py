@@ -13,6 +13,7 @@ import zmq
 from serl_gs.transport import (
     PROTOCOL_VERSION,
     ActorTransportConfig,
+    AddressInUse,
     BatchRejected,
     LearnerTransportConfig,
     ProtocolMismatch,
@@ -354,7 +355,7 @@ def test_constructors_reject_wrong_config_types_and_busy_ports():
         TransitionServer(ActorTransportConfig(actor_id="x"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ActorTransportConfig"):
         TransitionClient(LearnerTransportConfig())  # type: ignore[arg-type]
-    with TransitionServer(learner_config()) as server, pytest.raises(zmq.ZMQError):
+    with TransitionServer(learner_config()) as server, pytest.raises(AddressInUse, match="transitions_port"):
         TransitionServer(learner_config(transitions_port=server.port))
     with TransitionServer(learner_config()) as server, TransitionClient(actor_config(server)) as client:
         with pytest.raises(ValueError, match="param_version"):
