@@ -8,10 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from serl_gs.nodes.checkpoint import Checkpointer, CheckpointNotFoundError, checkpoint_root
+from serl_gs.nodes.checkpoint import CheckpointDamaged, Checkpointer, CheckpointNotFoundError, checkpoint_root
 from serl_gs.nodes.evaluation import summarize
 from serl_gs.nodes.rate_limiter import RateLimiter, RateLimiterConfig
 from serl_gs.nodes.receive_log import ReceiveLog
+from serl_gs.nodes.resume import ResumableRun
 
 
 def test_rate_limiter_holds_the_ratio_and_never_blocks_both_sides():
@@ -91,3 +92,54 @@ def test_eval_summary_statistics():
     assert s["episodes"] == 4 and s["return_mean"] == 2.5 and s["success_rate"] == 0.75
     np.testing.assert_allclose(s["return_std"], np.std([1, 2, 3, 4], ddof=1))
     np.testing.assert_allclose(s["return_ci95"], 1.96 * np.std([1, 2, 3, 4], ddof=1) / 2)
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_text("")
+
+
+@pytest.mark.parametrize("how", ["truncate", "empty_meta"])
+def test_a_damaged_checkpoint_is_named_and_the_previous_intact_one_restored(tmp_path, how):
+    ckpt = Checkpointer(tmp_path / "checkpoints", keep=3)
+    tree = {"w": jax.numpy.arange(64.0), "step": jax.numpy.int32(0)}
+    for step in (1, 2, 3):
+        ckpt.save(step, {**tree, "step": jax.numpy.int32(step)}, {"counters": {"updates": step}})
+    step_dir = tmp_path / "checkpoints" / "3"
+    if how == "truncate":
+        victim = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    else:
+        victim = step_dir / "meta" / "metadata"
+    _damage(victim, how)
+    intact = ckpt.restore_intact(tree)
+    assert intact.step == 2 and int(intact.state["step"]) == 2 and intact.meta["counters"]["updates"] == 2
+    assert str(victim) in intact.fallback_note()  # the file is named
+    with pytest.raises(CheckpointDamaged, match=str(victim)):
+        ckpt.restore(tree, 3)
+    for step in (1, 2):  # none intact: one error naming every damaged file
+        _damage(tmp_path / "checkpoints" / str(step) / "meta" / "metadata", "empty")
+    with pytest.raises(CheckpointNotFoundError, match="no intact checkpoint") as none:
+        ckpt.restore_intact(tree)
+    assert "1/meta/metadata is empty" in str(none.value) and "\n" not in str(none.value)
+    ckpt.close()
+
+
+def test_a_resumed_learner_skips_a_damaged_checkpoint_and_moves_it_aside(tmp_path):
+    run = ResumableRun(tmp_path, keep=3, save_replay=False, meta={})
+    tree = {"w": jax.numpy.arange(8.0)}
+    for step in (10, 20):
+        counters = {"updates": step, "transitions": step}
+        run.save({"w": tree["w"] + step}, counters, key_seed=step, replay=None, positions=[])
+    run.close()
+    (tmp_path / "checkpoints" / "20" / "meta" / "metadata").write_text("")
+    run = ResumableRun(tmp_path, keep=3, save_replay=False, meta={})
+    restored = run.restore(tree)
+    assert restored.step == 10 and restored.counters["updates"] == 10 and float(restored.state["w"][0]) == 10.0
+    assert "20/meta/metadata is empty" in restored.warning and "using step 10" in restored.warning
+    assert run.checkpoints.steps() == [10] and (tmp_path / "damaged_checkpoints" / "20").is_dir()
+    run.save({"w": tree["w"] + 20}, {"updates": 20, "transitions": 30}, key_seed=1, replay=None, positions=[])
+    assert run.checkpoints.restore_intact(tree).step == 20  # a fresh save, not a meta patch on the damaged one
+    run.close()

@@ -276,12 +276,14 @@ class Learner:
         for actor, actor_stats in stats["actors"].items():
             if actor_stats.get("param_lag") is not None:
                 metrics[f"param_lag/{actor}"] = actor_stats["param_lag"]
+        # Refused input on every port (transitions, parameters, snapshots), by reason.
+        rejected = collections.Counter(stats["rejected"]) + collections.Counter(self.publisher.stats()["rejected"])
         metrics.update(
-            rejected=stats["rejected_total"],
+            rejected=sum(rejected.values()),
             duplicates_dropped=stats["duplicates_dropped"],
             queue_batches=stats["queue_batches"],
         )
-        metrics.update({f"rejected/{reason}": n for reason, n in stats["rejected"].items() if n})
+        metrics.update({f"rejected/{reason}": n for reason, n in sorted(rejected.items()) if n})
         self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0})
         return metrics
 

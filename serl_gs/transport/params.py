@@ -174,13 +174,30 @@ class ParamPublisher:
         make_curve_server(snapshot, self._keys)
         bind(snapshot, cfg.bind, cfg.params_snapshot_port, "params_snapshot_port")
         self._port, self._snapshot_port = bound_port(pub), bound_port(snapshot)
-        return [snapshot]
+        # Failed handshakes (a wrong CURVE key, a peer that does not speak ZMTP) are counted like the server's.
+        self._monitors = [io.monitor(pub, _HANDSHAKE_FAILED), io.monitor(snapshot, _HANDSHAKE_FAILED)]
+        return [snapshot, *self._monitors]
 
     def _turn(self, events: dict) -> None:
+        for monitor in self._monitors:
+            if monitor in events:
+                self._on_monitor(monitor)
         if self._snapshot in events:
             self._serve_snapshots(self._snapshot)
         self._broadcast_latest(self._pub)
         self._reject_log.maybe_summarize()
+
+    def _on_monitor(self, monitor: zmq.Socket) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            if event & _HANDSHAKE_FAILED:
+                reason = "unauthenticated" if self._keys is not None else "handshake_failed"
+                with self._lock:
+                    self._rejected[reason] += 1
+                self._reject_log.note(reason, f"handshake failed ({zmq.Event(event).name})")
 
     def _broadcast_latest(self, pub: zmq.Socket) -> None:
         with self._lock:
@@ -212,6 +229,7 @@ class ParamPublisher:
                 logger.exception("ParamPublisher: error while handling a request (%s)", exc)
 
     def _serve_one(self, snapshot: zmq.Socket, frames: list[bytes]) -> None:
+        wire.reject_req_envelope(frames[1:])
         if len(frames) != 2:
             raise wire.WireError("malformed", f"snapshot request of {len(frames) - 1} frames")
         routing_id, request = frames

@@ -409,6 +409,7 @@ class TransitionServer:
         body = frames[1:]
         if not body:
             raise wire.WireError("malformed", "empty message")
+        wire.reject_req_envelope(body)
         header = wire.unpack_header(body[0].buffer)
         try:
             wire.check_version(header, local="this learner", remote="the peer")

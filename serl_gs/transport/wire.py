@@ -185,6 +185,17 @@ def _classify_junk(data: bytes | memoryview) -> str:
     return "malformed"
 
 
+def reject_req_envelope(frames: Sequence[Any]) -> None:
+    """Our peers (DEALER sockets) never send an empty first frame; a REQ socket, e.g. agentlace's client, always
+    does. Raises WireError classifying what follows the delimiter (pickle, lz4_frame, ...), so such traffic is
+    counted as what it is, not as `malformed`."""
+    if len(frames) >= 2 and memoryview(frames[0]).nbytes == 0:
+        raise WireError(
+            _classify_junk(memoryview(frames[1])),
+            "a REQ envelope (empty first frame), e.g. from an agentlace client: not a serl_gs peer",
+        )
+
+
 def unpack_header(data: bytes | memoryview) -> dict[str, Any]:
     """Parses a msgpack header map; anything else raises WireError with a precise reason."""
     if len(data) > MAX_HEADER_BYTES:
