@@ -1,6 +1,7 @@
 """Evaluates a checkpoint with the deterministic policy: success rate, return statistics, JSON and video.
 
 ./run_eval.sh --checkpoint runs/pick --num_envs 8 --episodes 32
+./run_eval.sh --checkpoint runs/pick --verbosity=-1     # also the libraries' warnings (orbax); 0: their info
 """
 
 from __future__ import annotations

@@ -22,14 +22,15 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 import jax
 import numpy as np
 
-from serl_gs.data import sampling
 from serl_gs.data.batch import Batch
 from serl_gs.data.records import OBS_PREFIX, RecordSpec, check_finite
+from serl_gs.data.saving import replace_directory
 from serl_gs.data.storage import (
     DeviceStorage,
     HostStorage,
@@ -77,12 +78,6 @@ class _Streams:
 def _bucket(n: int) -> int:
     """Pads writes to powers of two so the jitted scatter compiles for a handful of sizes only."""
     return max(8, 1 << (n - 1).bit_length())
-
-
-_sample_slots = jax.jit(sampling.sample_slots, static_argnames=("num_batches", "batch_size"))
-_sample_on_device = jax.jit(
-    sampling.sample_batch, static_argnames=("num_batches", "batch_size", "n_step", "discount")
-)
 
 
 def _print_stderr(message: str) -> None:
@@ -237,11 +232,7 @@ class ReplayBuffer:
         with self._lock:
             if self.num_transitions == 0:
                 raise ValueError("the replay holds no complete transition yet; insert more records first")
-            if isinstance(self._storage, DeviceStorage):
-                return _sample_on_device(self._storage.fields, key, num_batches, batch_size, n_step, discount)
-            k, j = _sample_slots(self._storage.next_gap, key, num_batches, batch_size)
-            k, j = jax.device_get((k, j))
-            return self._storage.gather(k, j, n_step, discount)
+            return self._storage.sample(key, num_batches, batch_size, n_step, discount)
 
     def device_fields(self) -> dict | None:
         """The stored fields as device arrays, for sampling inside a caller's jit (`data.sampling`); None when
@@ -249,7 +240,7 @@ class ReplayBuffer:
         with self._lock:
             if self.num_transitions == 0:
                 raise ValueError("the replay holds no complete transition yet; insert more records first")
-            return self._storage.fields if isinstance(self._storage, DeviceStorage) else None
+            return self._storage.device_fields()
 
     # --- save / restore (for resuming a learner) ---
 
@@ -281,12 +272,7 @@ class ReplayBuffer:
             }
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f)
-        old = directory + ".old"
-        shutil.rmtree(old, ignore_errors=True)
-        if os.path.exists(directory):
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_directory(Path(tmp), Path(directory))
 
     @classmethod
     def restore(

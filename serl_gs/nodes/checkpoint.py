@@ -4,7 +4,7 @@ so a crash mid-save leaves the previous checkpoint valid), keeping the last K, p
 Layout of a run directory:
     checkpoints/<step>/state, meta   orbax, one folder per kept step
     checkpoints/<step>/integrity.json  size and SHA-256 of every file of the step, written after it
-    replay/                          the newest saved replay (serl_gs.data), with its transport positions
+    replay/ ...                      the replay and what else the learner saves (serl_gs.nodes.resume)
 
 A checkpoint damaged after it was written (a truncated file, an emptied meta) is found by its integrity record
 before orbax reads it, and named; `restore_intact` then falls back to the newest intact one.
@@ -12,11 +12,9 @@ before orbax reads it, and named; `restore_intact` then falls back to the newest
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -49,19 +47,6 @@ class IntactCheckpoint:
         if not self.damaged:
             return None
         return f"skipped {len(self.damaged)} damaged checkpoint(s) ({'; '.join(self.damaged)}); using step {self.step}"
-
-
-@contextlib.contextmanager
-def _orbax_quiet(quiet: bool):
-    """Keeps orbax's "Given directory is read only" warning, said on every read-only open, off the console."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    if quiet:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _file_digest(path: Path) -> str:
@@ -99,14 +84,13 @@ class Checkpointer:
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.directory = Path(directory).expanduser().resolve()  # orbax refuses relative paths
-        if read_only:  # (orbax warns when a read-only manager is given save settings, and then about itself)
+        if read_only:  # (orbax warns when a read-only manager is given save settings)
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=None, save_interval_steps=0, create=False, read_only=True, enable_async_checkpointing=False
             )
         else:
             options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
-        with _orbax_quiet(read_only):
-            self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         self._manager.reload()  # another process (a running learner) may have written since
@@ -256,23 +240,3 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
-
-
-def replace_directory(tmp: Path, final: Path) -> None:
-    """Moves a fully written folder `tmp` to `final`, keeping a valid `final` at every moment but one rename."""
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def existing_directory(final: Path) -> Path | None:
-    """`final`, or its `.old` twin when a crash fell between the two renames of `replace_directory`."""
-    old = final.with_name(final.name + ".old")
-    if final.exists():
-        return final
-    return old if old.exists() else None

@@ -29,7 +29,10 @@ def run(main: Callable[[list[str]], None], define_flags: Callable[[], None]) -> 
 
         from serl_gs.transport.errors import AddressInUse, BatchRejected, ProtocolMismatch, TransportError
 
-        logging.set_verbosity(logging.WARNING)  # libraries (orbax) log every save at INFO
+        # Users see our lines only: libraries (orbax) log every save at INFO and every read-only open at
+        # WARNING. absl's own --verbosity (e.g. --verbosity=-1 for warnings, 0 for info) asks for more.
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.ERROR)
         try:
             main(argv)
         except (ValueError, FileNotFoundError, AddressInUse, BatchRejected, ProtocolMismatch) as e:

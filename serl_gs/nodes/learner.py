@@ -5,6 +5,15 @@ update when the rate limiter allows, publish every `publish_every` updates, save
 The rate limiter withholds actor credit when the learner lags and idles the learner when data lags. On start,
 the newest checkpoint in `run_dir` (and the replay saved beside it) is restored (serl_gs.nodes.resume).
 
+Updates run `updates_per_call` at a time in one jitted call that also samples their minibatches
+(agents.learning.make_learner_step_fn): on a CPU a small state agent pays per-call costs (dispatch, the
+sampler's pass over the replay) once per call instead of once per update. The rate limiter lets a call start
+only if its last update is still allowed, and publishing / saving happen when a call crosses their multiples,
+so both keep their meaning. `updates_per_call=1` is the one-update-per-call path.
+
+The run ends at a signal, at `max_updates`, at `max_seconds`, or once training success over the last
+`success_window` finished episodes reaches `stop_success`; `run()` says which (`stop_reason`).
+
     learner = Learner(LearnerConfig(env=EnvSpec("serl_gs/CartpoleBalance-v0"), run_dir="runs/cp"))
     try:
         learner.run(stop)          # or call learner.step() yourself; learner.save() checkpoints
@@ -67,6 +76,12 @@ class LearnerConfig:
     save_replay: bool = True  # with each checkpoint, so a restarted learner resumes with its data
     max_updates: int = 0  # stop after this many updates (0 = never)
     max_seconds: float = 0.0  # stop after this long (0 = never)
+    stop_success: float = 0.0  # stop once training success over the last `success_window` episodes reaches it
+    success_window: int = 64  # finished episodes (all actors) in the training-success window
+    # Updates per jitted call; 0 = auto: publish_every for state agents (a call ends where a publish falls),
+    # 1 where the update is unrolled (pixel agents on a CPU: K copies of the conv update would take long to
+    # compile).
+    updates_per_call: int = 0
     seed: int = 0
     log_every_s: float = 10.0
     use_wandb: bool = False
@@ -79,6 +94,18 @@ class LearnerConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_updates < 0 or self.max_seconds < 0:
             raise ValueError(f"max_updates and max_seconds must be >= 0, got {self.max_updates}, {self.max_seconds}")
+        if not 0.0 <= self.stop_success <= 1.0:
+            raise ValueError(f"stop_success must be in [0, 1] (0 = off), got {self.stop_success}")
+        if self.success_window < 1:
+            raise ValueError(f"success_window must be >= 1, got {self.success_window}")
+        if self.updates_per_call < 0:
+            raise ValueError(f"updates_per_call must be >= 0 (0 = auto), got {self.updates_per_call}")
+        if self.updates_per_call > 2 * self.rate.tolerance:
+            # A call needs the learner `updates_per_call` ahead; past 2 x tolerance learner and actors could both wait.
+            raise ValueError(
+                f"updates_per_call {self.updates_per_call} exceeds 2 x the rate limiter's tolerance "
+                f"({self.rate.tolerance})"
+            )
 
 
 class Learner:
@@ -90,7 +117,13 @@ class Learner:
     """
 
     def __init__(self, config: LearnerConfig):
-        from serl_gs.agents.learning import init_training_state, make_update_fn
+        from serl_gs.agents.learning import (
+            init_training_state,
+            make_learner_step_fn,
+            make_update_fn,
+            make_update_many_fn,
+            unrolls_updates,
+        )
         from serl_gs.agents.networks import make_networks, policy_params
         from serl_gs.data.records import RecordSpec
         from serl_gs.data.replay import ReplayBuffer
@@ -102,7 +135,14 @@ class Learner:
         self.obs_spec, self.action_dim = c.env.observation_spec()
         self.networks = make_networks(c.agent, self.obs_spec, self.action_dim)
         self._policy_params = policy_params
-        self._update = make_update_fn(self.networks)
+        self.updates_per_call = c.updates_per_call or (
+            1 if unrolls_updates(self.networks) else min(c.publish_every, int(2 * c.rate.tolerance))
+        )
+        if self.updates_per_call == 1:
+            self._update = make_update_fn(self.networks)
+        else:  # device-resident replay: sampled inside the call; host replay: gathered once, then one call
+            self._learner_step = make_learner_step_fn(self.networks, self.updates_per_call)
+            self._update_many = make_update_many_fn(self.networks)
         self.rate = RateLimiter(c.rate)
         self.counters = collections.Counter({"updates": 0, "transitions": 0, "records": 0})
 
@@ -150,6 +190,7 @@ class Learner:
         self.server = server
         self.log = MetricsLog(self.run_dir, "learner", c.use_wandb, config=agent_config_to_dict(c.agent))
         self._episodes = _EpisodeStats()
+        self.success_window: collections.deque[float] = collections.deque(maxlen=c.success_window)
         self._refused_peers: set[str] = set()
         self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0})
         self._metrics: dict[str, Any] = {}
@@ -196,7 +237,9 @@ class Learner:
             n = self._store(header.actor_id, header.session, records)
             self.persistence.log_received(header.actor_id, header.session, header.seq, records)
             self.server.ack(header)  # only now may the actor forget it
-            self._episodes.add(records, extras)
+            success = self._episodes.add(records, extras)
+            if success is not None:
+                self.success_window.extend(success.tolist())
             got += n
 
     def _check(self, header, records: dict) -> bool:
@@ -226,10 +269,26 @@ class Learner:
         return ", ".join(f"{key}={value}" for key, value in self.config.env.task().items())
 
     def update(self) -> None:
+        """`updates_per_call` updates on fresh minibatches, in one call."""
+        agent, k = self.config.agent, self.updates_per_call
         self.key, sample_key = jax.random.split(self.key)
-        batch = self.replay.sample(sample_key, self.config.agent.batch_size, self.config.agent.critic_actor_ratio)
-        self.state, self._metrics = self._update(self.state, batch)
-        self.counters["updates"] += 1
+        if k == 1:
+            batch = self.replay.sample(sample_key, agent.batch_size, agent.critic_actor_ratio, agent.n_step,
+                                       agent.discount)  # fmt: skip
+            self.state, self._metrics = self._update(self.state, batch)
+        elif (fields := self.replay.device_fields()) is not None:
+            self.state, self._metrics = self._learner_step(self.state, fields, sample_key)
+        else:  # frames in host memory: one gather for all K updates, one transfer, one call
+            flat = self.replay.sample(sample_key, agent.batch_size, k * agent.critic_actor_ratio, agent.n_step,
+                                      agent.discount)  # fmt: skip
+            batches = jax.tree.map(lambda x: x.reshape(k, agent.critic_actor_ratio, *x.shape[1:]), flat)
+            self.state, self._metrics = self._update_many(self.state, batches)
+        self.counters["updates"] += k
+
+    def training_success(self) -> float | None:
+        """Success over the last `success_window` finished episodes; None until the window is full."""
+        window = self.success_window
+        return float(np.mean(window)) if len(window) == window.maxlen else None
 
     def save(self) -> None:
         """Checkpoints everything a restarted learner needs (serl_gs.nodes.resume)."""
@@ -239,18 +298,22 @@ class Learner:
 
     def step(self) -> None:
         c, counters = self.config, self.counters
-        can_update = self.rate.can_update(counters["transitions"], counters["updates"]) and self.replay.num_transitions
+        # A call of K updates starts only if its last update is one the rate limiter allows now.
+        last_update = counters["updates"] + self.updates_per_call - 1
+        can_update = self.rate.can_update(counters["transitions"], last_update) and self.replay.num_transitions
         start = time.perf_counter()
         self.receive(timeout=0.0 if can_update else 0.05)
         if not can_update:
             self._timing["wait_s"] += time.perf_counter() - start
         else:
             start = time.perf_counter()
+            before = counters["updates"]
             self.update()
             self._timing["update_s"] += time.perf_counter() - start
-            if counters["updates"] % c.publish_every == 0:
+            crossed = lambda every: counters["updates"] // every > before // every
+            if crossed(c.publish_every):
                 self.publish()
-            if counters["updates"] % c.checkpoint_every == 0:
+            if crossed(c.checkpoint_every):
                 self.save()
         may_insert = self.rate.can_insert(counters["transitions"], counters["updates"])
         credits = c.transport.credits_per_actor if may_insert else 0
@@ -288,17 +351,27 @@ class Learner:
         return metrics
 
     def run(self, stop: threading.Event | None = None) -> dict[str, Any]:
-        """Steps until `stop`, `max_updates` or `max_seconds`; then saves and publishes. Returns final counters."""
+        """Steps until `stop`, `max_updates`, `max_seconds` or `stop_success`; then saves and publishes.
+
+        Returns the final counters and metrics, with `stop_reason` ("signal", "max_updates", "max_seconds" or
+        "success") and `training_success` (over the window, when full)."""
         c = self.config
         stop = stop or threading.Event()
         t0 = last = time.monotonic()
         since = collections.Counter(self.counters)
         start_updates = self.counters["updates"]
         metrics: dict[str, Any] = {}
+        reason = "signal"
         while not stop.is_set():
             if c.max_updates and self.counters["updates"] - start_updates >= c.max_updates:
+                reason = "max_updates"
                 break
             if c.max_seconds and time.monotonic() - t0 >= c.max_seconds:
+                reason = "max_seconds"
+                break
+            success = self.training_success()
+            if c.stop_success and success is not None and success >= c.stop_success:
+                reason = "success"
                 break
             self.step()
             now = time.monotonic()
@@ -309,7 +382,14 @@ class Learner:
                 last, since = now, collections.Counter(self.counters)
         self.save()
         self.publish()
-        return {**metrics, **{k: int(v) for k, v in self.counters.items()}}
+        success = self.training_success()
+        return {
+            **metrics,
+            **{k: int(v) for k, v in self.counters.items()},
+            "stop_reason": reason,
+            "training_success": success,
+            "seconds": time.monotonic() - t0,
+        }
 
     def close(self) -> None:
         self.server.close()
@@ -328,18 +408,21 @@ class _EpisodeStats:
         self._sum = dict.fromkeys(self.NAMES, 0.0)
         self._count = dict.fromkeys(self.NAMES, 0)
 
-    def add(self, records: dict, extras: dict) -> None:
+    def add(self, records: dict, extras: dict) -> np.ndarray | None:
+        """Takes the values where episodes ended; returns those of `success` (None if there are none)."""
         ended = records["terminated"] | records["truncated"]
         if not ended.any():
-            return
+            return None
+        taken = {}
         for name in self.NAMES:
             value = extras.get(name)
             if value is None or value.ndim != 1:
                 continue
             values = value[ended].astype(np.float64)
-            values = values[np.isfinite(values)]
+            taken[name] = values = values[np.isfinite(values)]
             self._sum[name] += float(values.sum())
             self._count[name] += int(values.size)
+        return taken.get("success")
 
     def drain(self) -> dict[str, float]:
         out = {name: self._sum[name] / self._count[name] for name in self.NAMES if self._count[name]}

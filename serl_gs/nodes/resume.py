@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from serl_gs.nodes.checkpoint import Checkpointer, CheckpointNotFoundError, existing_directory
+from serl_gs.data.saving import existing_directory
+from serl_gs.nodes.checkpoint import Checkpointer, CheckpointNotFoundError
 from serl_gs.nodes.receive_log import LoggedBatch, ReceiveLog
 
 REPLAY_STATE = "replay_state.json"

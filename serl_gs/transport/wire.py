@@ -109,6 +109,16 @@ def pack(header: Mapping[str, Any]) -> bytes:
     return msgpack.packb(header, use_bin_type=True)
 
 
+def make_header(kind: str, **fields: Any) -> dict[str, Any]:
+    """A message header of this protocol version: {"v": PROTOCOL_VERSION, "type": kind, **fields}."""
+    return {"v": PROTOCOL_VERSION, "type": kind, **fields}
+
+
+def pack_message(kind: str, **fields: Any) -> bytes:
+    """A header-only message (ping, ack, rejected, refused, stats), packed."""
+    return pack(make_header(kind, **fields))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Actor side: validate what the user hands to send().
 
