@@ -40,6 +40,20 @@ from serl_gs.transport.streams import Stream, StreamPosition, StreamTable
 logger = logging.getLogger(__name__)
 
 _MAX_MESSAGES_PER_POLL = 256  # then send acks and look at the stop flag again
+_STATS_REPLIES_PER_S = 20  # a stats reply costs a walk over every stream: a flood of requests must not
+
+
+class _WindowLimit:
+    """At most `per_s` events in each one-second window (what is over is refused, and counted by the caller)."""
+
+    def __init__(self, per_s: int) -> None:
+        self.per_s, self._window, self._count = per_s, 0.0, 0
+
+    def allow(self, now: float) -> bool:
+        if now - self._window >= 1.0:
+            self._window, self._count = now, 0
+        self._count += 1
+        return self._count <= self.per_s
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,7 @@ class TransitionServer:
             max_actors=config.max_actors,
             max_credits_per_actor=config.max_credits_per_actor,
             stream_forget_s=config.stream_forget_s,
+            stream_evict_idle_s=config.stream_evict_idle_s,
             resume_positions=resume_positions,
             now=time.monotonic(),
         )
@@ -96,6 +111,8 @@ class TransitionServer:
         self._queue_records = 0
         self._queue_bytes = 0
         self._replies_due: list[tuple[bytes, str, dict[str, Any]]] = []  # sent by the I/O thread, with the acks
+        self._stats_replies = _WindowLimit(_STATS_REPLIES_PER_S)
+        self._last_expiry = time.monotonic()
         self._closed = False
         self._port = 0
         self._reject_log = RateLimitedLog(logger, "TransitionServer", config.reject_log_interval_s)
@@ -181,7 +198,7 @@ class TransitionServer:
             stream = self._table.streams.get((header.actor_id, header.session))
             if stream is None or header.seq >= stream.next_seq:
                 raise ValueError(f"refuse() of a batch this server never delivered: {header.actor_id} seq {header.seq}")
-            stream.refused = (reason, detail)
+            self._table.refuse(stream, reason, detail)
             last, kept = header.seq, collections.deque()
             for item in self._queue:
                 if item.stream is not stream:
@@ -237,6 +254,8 @@ class TransitionServer:
                 "queue_bytes": self._queue_bytes,
                 "credits": self._credits,
                 "streams": len(self._table.streams),
+                "streams_evicted": self._table.evicted,
+                "streams_expired": self._table.expired,
                 "connections": self._counters["connections"],
                 "disconnections": self._counters["disconnections"],
                 "actors": actors,
@@ -291,6 +310,11 @@ class TransitionServer:
                 self._on_message_safely(self._router, frames)
         self._send_due_acks(self._router)
         self._reject_log.maybe_summarize()
+        now = time.monotonic()
+        if now - self._last_expiry >= 1.0:
+            with self._lock:
+                self._table.expire(now)
+            self._last_expiry = now
 
     def _on_io_failure(self, exc: Exception) -> None:
         with self._nonempty:
@@ -336,6 +360,8 @@ class TransitionServer:
         elif kind == "ping":
             self._on_ping(router, routing_id, header)
         elif kind == "stats":
+            if not self._stats_replies.allow(time.monotonic()):
+                raise wire.WireError("rate_limited", f"more than {_STATS_REPLIES_PER_S} stats requests per second")
             self._reply(router, routing_id, "stats", stats=self.stats())
         else:
             raise wire.WireError("bad_header", f"unknown message type {kind!r}")
@@ -347,8 +373,9 @@ class TransitionServer:
         tx = wire.get_int(header, "tx")
         with self._lock:
             stream = self._table.ping(actor_id, session, base, tx, routing_id, time.monotonic())
-        if stream is None:
-            self._refuse_stream(router, routing_id, session, -1)
+            credits, incarnation = self._credits, self._incarnation
+        if stream is None:  # a stream the learner does not track: answered, and nothing kept
+            self._reply(router, routing_id, "ack", **StreamTable.stateless_ack(session, base, tx, credits, incarnation))
 
     def _on_batch(self, router: zmq.Socket, routing_id: bytes, header: dict[str, Any], body: list[zmq.Frame]) -> None:
         cfg = self._config

@@ -73,7 +73,8 @@ REJECT_REASONS = (
     "version",  # another protocol version
     "bad_arrays",  # array specs that do not match the frames, or unknown dtypes
     "over_credit",  # an actor exceeded max_credits_per_actor unacknowledged batches
-    "too_many_actors",  # max_actors streams already tracked
+    "too_many_actors",  # max_actors streams already tracked, none of which may give its place yet
+    "rate_limited",  # more requests of a kind (e.g. stats) than the learner answers per second
     "schema",  # well-formed, but records of another schema (another task, missing fields): refused by the learner
     "bad_records",  # records of the right schema that the replay cannot take (NaN, env_index out of range)
     "unauthenticated",  # CURVE handshake refused (wrong or missing key)
