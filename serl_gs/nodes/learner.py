@@ -111,7 +111,8 @@ class LearnerConfig:
 class Learner:
     """The learner's state and one `step()` of its loop; `save()` checkpoints, `run()` loops until told to stop.
 
-    `counters`: "updates"; "records" (every record stored, each actor's also under "records/<actor>");
+    `counters`: "updates"; "records" (every record stored, each actor's also under "records/<actor>", for the
+    first `transport.max_actors` actor ids; later ones under "records/(more actors)", so peers cannot grow it);
     "transitions" (records that are not an episode's first frame, each the end of one (obs, next_obs) pair:
     what `utd` and the rate limiter count).
     """
@@ -145,6 +146,7 @@ class Learner:
             self._update_many = make_update_many_fn(self.networks)
         self.rate = RateLimiter(c.rate)
         self.counters = collections.Counter({"updates": 0, "transitions": 0, "records": 0})
+        self._actor_counters = 0  # "records/<actor>" keys in `counters`
 
         meta = {
             "agent_config": agent_config_to_dict(c.agent),
@@ -158,6 +160,7 @@ class Learner:
         self.key = jax.random.PRNGKey(c.seed + 1 if restored.key_seed is None else restored.key_seed)
         for name, value in restored.counters.items():  # assignment: Counter.update would add
             self.counters[name] = value
+        self._actor_counters = sum(name.startswith("records/") for name in self.counters)
         if restored.step is not None:
             print(f"[learner] resumed from checkpoint {restored.step}: {dict(self.counters)}", flush=True)
         if restored.warning:
@@ -202,7 +205,11 @@ class Learner:
         self.replay.insert(f"{actor_id}:{session}", records)  # a restarted actor (new session) starts new streams
         n = len(records["env_index"])
         self.counters["records"] += n
-        self.counters[f"records/{actor_id}"] += n
+        key = f"records/{actor_id}"
+        if key not in self.counters and self._actor_counters >= self.config.transport.max_actors:
+            key = "records/(more actors)"
+        self._actor_counters += key not in self.counters
+        self.counters[key] += n
         self.counters["transitions"] += int((~records["is_first"]).sum())
         return n
 

@@ -17,6 +17,7 @@ import collections
 import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ import zmq
 
 from serl_gs.transport import wire
 from serl_gs.transport._io_thread import IoThread
-from serl_gs.transport._ratelog import RateLimitedLog
+from serl_gs.transport._ratelog import RateLimitedLog, WindowLimit
 from serl_gs.transport._sockets import HANDSHAKE_FAILED, bind, bound_port, configure_socket, monitor_events
 from serl_gs.transport.auth import load_curve_keys, make_curve_server
 from serl_gs.transport.config import LearnerTransportConfig
@@ -33,6 +34,10 @@ from serl_gs.transport.errors import ProtocolMismatch, TransportError
 logger = logging.getLogger(__name__)
 
 _MAX_REQUEST_BYTES = 4096
+# Full snapshots answered per second: each is the whole policy (MBs with an image encoder), so a flood of requests
+# must not turn the learner into a bandwidth amplifier. Over it, requests are dropped (counted: rate_limited); an
+# actor asks again after socket_timeout_s and gets every new version on the broadcast meanwhile.
+_SNAPSHOTS_PER_S = 100
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class ParamPublisher:
         self._lock = threading.Lock()
         self._latest: tuple[int, bytes] | None = None  # (version, encoded message)
         self._sent_version: int | None = None
+        self._snapshot_limit = WindowLimit(_SNAPSHOTS_PER_S)
         self._counters = collections.Counter()
         self._rejected = dict.fromkeys(wire.REJECT_REASONS, 0)
         self._reject_log = RateLimitedLog(logger, "ParamPublisher", config.reject_log_interval_s)
@@ -223,6 +229,8 @@ class ParamPublisher:
             self._counters["snapshot_requests"] += 1
             latest = self._latest
         if latest is not None and (have_incarnation != self._incarnation or have_version < latest[0]):
+            if not self._snapshot_limit.allow(time.monotonic()):
+                raise wire.WireError("rate_limited", f"more than {_SNAPSHOTS_PER_S} parameter snapshots per second")
             reply_message = latest[1]
         else:
             no_news = wire.make_header("no_newer_params", incarnation=self._incarnation)

@@ -24,7 +24,7 @@ import zmq
 
 from serl_gs.transport import wire
 from serl_gs.transport._io_thread import IoThread
-from serl_gs.transport._ratelog import RateLimitedLog
+from serl_gs.transport._ratelog import RateLimitedLog, WindowLimit
 from serl_gs.transport._sockets import (
     CONNECTION_EVENTS,
     HANDSHAKE_FAILED,
@@ -41,19 +41,6 @@ logger = logging.getLogger(__name__)
 
 _MAX_MESSAGES_PER_POLL = 256  # then send acks and look at the stop flag again
 _STATS_REPLIES_PER_S = 20  # a stats reply costs a walk over every stream: a flood of requests must not
-
-
-class _WindowLimit:
-    """At most `per_s` events in each one-second window (what is over is refused, and counted by the caller)."""
-
-    def __init__(self, per_s: int) -> None:
-        self.per_s, self._window, self._count = per_s, 0.0, 0
-
-    def allow(self, now: float) -> bool:
-        if now - self._window >= 1.0:
-            self._window, self._count = now, 0
-        self._count += 1
-        return self._count <= self.per_s
 
 
 @dataclass(frozen=True)
@@ -111,7 +98,7 @@ class TransitionServer:
         self._queue_records = 0
         self._queue_bytes = 0
         self._replies_due: list[tuple[bytes, str, dict[str, Any]]] = []  # sent by the I/O thread, with the acks
-        self._stats_replies = _WindowLimit(_STATS_REPLIES_PER_S)
+        self._stats_replies = WindowLimit(_STATS_REPLIES_PER_S)
         self._last_expiry = time.monotonic()
         self._closed = False
         self._port = 0
