@@ -3,7 +3,9 @@
 
 Updates go out on PUB/SUB with ZMQ_CONFLATE on both ends, set before connecting, so each
 subscriber's queue holds one message at most: a slow actor skips versions instead of receiving a
-backlog of stale ones. PUB/SUB cannot replay to a newcomer, so the publisher also answers a small
+backlog of stale ones. The learner's end is an XPUB that admits subscriptions itself (XPUB_MANUAL): only
+"everything" is taken, so a peer cannot grow its subscription table with junk topics.
+PUB/SUB cannot replay to a newcomer, so the publisher also answers a small
 snapshot request (ROUTER) with the current parameters: an actor that joins late, or reconnects
 after a learner restart, has them at once (the ZeroMQ guide's "clone" pattern).
 
@@ -143,9 +145,12 @@ class ParamPublisher:
         cfg = self._config
         if self._keys is not None:
             io.serve_zap([self._keys.client_public])
-        self._pub = pub = io.socket(zmq.PUB)
-        configure_socket(pub, timeout_s=cfg.socket_timeout_s, heartbeat_s=cfg.heartbeat_s, linger_s=0)
+        self._pub = pub = io.socket(zmq.XPUB)
+        configure_socket(
+            pub, timeout_s=cfg.socket_timeout_s, heartbeat_s=cfg.heartbeat_s, linger_s=0, max_message_bytes=64
+        )  # what arrives here is subscriptions: a byte and a topic
         pub.setsockopt(zmq.CONFLATE, 1)  # per subscriber: keep only the newest unsent message
+        pub.setsockopt(zmq.XPUB_MANUAL, 1)  # subscriptions are ours to admit (_admit_subscriptions)
         make_curve_server(pub, self._keys)
         bind(pub, cfg.bind, cfg.params_port, "params_port")
         self._snapshot = snapshot = io.socket(zmq.ROUTER)
@@ -161,12 +166,14 @@ class ParamPublisher:
         self._port, self._snapshot_port = bound_port(pub), bound_port(snapshot)
         # Failed handshakes (a wrong CURVE key, a peer that does not speak ZMTP) are counted like the server's.
         self._monitors = [io.monitor(pub, HANDSHAKE_FAILED), io.monitor(snapshot, HANDSHAKE_FAILED)]
-        return [snapshot, *self._monitors]
+        return [pub, snapshot, *self._monitors]
 
     def _turn(self, events: dict) -> None:
         for monitor in self._monitors:
             if monitor in events:
                 self._on_monitor(monitor)
+        if self._pub in events:
+            self._admit_subscriptions(self._pub)
         if self._snapshot in events:
             self._serve_snapshots(self._snapshot)
         self._broadcast_latest(self._pub)
@@ -179,6 +186,21 @@ class ParamPublisher:
                 with self._lock:
                     self._rejected[reason] += 1
                 self._reject_log.note(reason, f"handshake failed ({zmq.Event(event).name})")
+
+    def _admit_subscriptions(self, pub: zmq.Socket) -> None:
+        """Subscribing to everything (what our subscribers do) is taken; any other topic is refused and counted.
+        Each setsockopt applies to the subscriber whose message was read last, so it follows each recv."""
+        for _ in range(256):
+            try:
+                message = pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if message in (b"\x01", b"\x00"):
+                pub.setsockopt(zmq.SUBSCRIBE if message == b"\x01" else zmq.UNSUBSCRIBE, b"")
+                continue
+            with self._lock:
+                self._rejected["bad_header"] += 1
+            self._reject_log.note("bad_header", f"a subscription to a topic ({message[:16]!r}): only b'' is served")
 
     def _broadcast_latest(self, pub: zmq.Socket) -> None:
         with self._lock:
