@@ -306,3 +306,74 @@ def test_junk_subscriptions_and_snapshot_floods_leave_the_parameters_flowing(lea
         with ParamSubscriber(_actor_config(learner, "subscriber")) as params:
             version = learner.publisher.version
             assert params.wait(timeout=20) is not None and params.version == version
+
+
+def _flood(learner: Learner, stop, sent: list[int]) -> None:
+    """Junk and protocol-shaped messages on all three ports until `stop`, at a pace two cores can take."""
+    from test_transport_fuzz import junk_message
+
+    rng = np.random.default_rng(7)
+    wrong = _records(OTHER_TASK)
+    request = wire.encode_param_message(wire.make_header("get_params", have_version=-1, have_incarnation=-1))
+    with (
+        _raw(learner.server.port) as transitions,
+        _raw(learner.publisher.snapshot_port) as snapshot,
+        _raw(learner.publisher.port, zmq.SUB) as subscriber,
+    ):
+        i = 0
+        while not stop.is_set():
+            transitions.send_multipart(junk_message(rng, i))
+            transitions.send(wire.pack_message("ping", actor="junk", session=int(rng.integers(1 << 62)), base=0, tx=0))
+            transitions.send_multipart(_batch(wrong, "flood", int(rng.integers(1 << 62))))
+            snapshot.send_multipart(junk_message(rng, i)[:1])
+            snapshot.send(request)
+            subscriber.setsockopt(zmq.SUBSCRIBE, f"junk-{i}".encode())
+            sent[0] += 6
+            i += 1
+            time.sleep(0.002)
+
+
+@pytest.mark.slow
+def test_a_real_actor_trains_on_through_a_flood_on_every_port(learner):
+    import threading
+
+    from test_nodes_learner import _Thread, _wait_for
+
+    from serl_gs.nodes.actor import ActorConfig, run_actor
+
+    config = ActorConfig(
+        env=ENV, transport=_actor_config(learner, "honest", block_timeout_s=0.2), num_envs=2, random_steps=20,
+        log_every_s=0.5,
+    )  # fmt: skip
+    stop_learner, stop_actor, stop_flood = threading.Event(), threading.Event(), threading.Event()
+    sent = [0]
+    before, updates = _rejected_by_reason(learner), learner.counters["updates"]
+    threads = [_Thread(learner.run, stop_learner), _Thread(_flood, learner, stop_flood, sent)]
+    actor = _Thread(run_actor, config, stop_actor)
+    try:
+        for t in threads:
+            t.start()
+        _wait_for(lambda: sent[0] > 3000, 60, "the flood to be under way", threads)
+        actor.start()
+        threads.append(actor)
+        _wait_for(lambda: learner.counters["updates"] >= updates + 30, 120, "30 updates", threads)
+
+        def acting_with_new_params() -> bool:
+            honest = learner.server.stats(current_param_version=0)["actors"].get("honest", {})
+            return honest.get("param_version", -1) > updates
+
+        _wait_for(acting_with_new_params, 60, "records acted with parameters published during the flood", threads)
+        stop_actor.set()
+        final = actor.outcome(60)
+        assert learner.counters["records/honest"] == final["records_sent"] > 0  # every transition counted
+        assert final["param_version"] > updates  # its parameters advanced
+    finally:
+        for event in (stop_actor, stop_flood, stop_learner):
+            event.set()
+        for t in (actor, *threads):
+            if t.is_alive() or t.ident is not None:
+                t.join(60)
+    grew = {k: v - before.get(k, 0) for k, v in _rejected_by_reason(learner).items()}
+    assert grew["schema"] > 0 and grew["rate_limited"] > 0 and grew["bad_header"] > 0, grew
+    assert grew.get("internal_error", 0) == 0
+    assert learner.server.stats()["streams"] <= learner.config.transport.max_actors
