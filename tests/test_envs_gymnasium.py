@@ -44,6 +44,11 @@ def test_render_modes_are_declared_and_bad_render_options_raise():
     assert env.metadata["render_modes"] == ["rgb_array"] and env.render_mode == "rgb_array"
     assert env.metadata["render_fps"] == pytest.approx(100.0)  # cartpole steps 10 ms
     env.close()
+    collected = gym.make(CARTPOLE, render_mode="rgb_array_list", render_size=16, episode_length=3, **FAST)
+    collected.reset(seed=0)
+    collected.step(np.zeros(1, np.float32))
+    assert [f.shape for f in collected.render()] == [(16, 16, 3)] * 2  # gymnasium's RenderCollection over ours
+    collected.close()
     vec = gym.make_vec(PANDA, num_envs=1, physics="mujoco")
     assert vec.metadata["render_modes"] == ["rgb_array"] and vec.render_mode is None
     assert vec.metadata["render_fps"] == pytest.approx(50.0)  # 5 substeps of 4 ms

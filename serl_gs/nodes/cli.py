@@ -63,6 +63,7 @@ def define_env_flags() -> None:
     flags.DEFINE_integer("image_size", 64, "Square image side for pixel observations.")
     flags.DEFINE_string("cameras", "", "Comma-separated MJCF camera names (pixels); empty = all cameras.")
     flags.DEFINE_integer("episode_length", 0, "Override the task's episode length (0 = the task's default).")
+    flags.DEFINE_string("scene", "", "A scene manifest (JSON) of 3DGS captures bound to bodies; empty = generated.")
 
 
 def env_spec_from_flags(**overrides: Any):
@@ -78,5 +79,6 @@ def env_spec_from_flags(**overrides: Any):
         image_size=f.image_size,
         cameras=tuple(c for c in f.cameras.split(",") if c),
         episode_length=f.episode_length or None,
+        scene=f.scene or None,
     )
     return EnvSpec(**{**fields, **overrides})

@@ -32,6 +32,7 @@ class EvalConfig:
     video_episodes: int = 2  # envs recorded (their first episode each); 0 = no video
     video_size: int = 128
     video_camera: str = ""  # empty: the task's first camera
+    scene: str | None = None  # a scene manifest of captures; None: the one the run trained with, if any
     out_dir: str | None = None  # default: <run dir>/eval/<step>
 
     def __post_init__(self):
@@ -99,6 +100,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     step, meta, networks, state = _load_newest(root, requested)
     env_spec = EnvSpec(**{**meta["env"], "cameras": tuple(meta["env"]["cameras"])})
     env_spec = dataclasses.replace(env_spec, physics=config.physics, render_backend=config.render_backend)
+    if config.scene:
+        env_spec = dataclasses.replace(env_spec, scene=config.scene)
     vec = env_spec.make_vec(config.num_envs, seed=config.seed)
     check_obs_spec(meta["obs_spec"], obs_spec_of(vec), "eval")
     params = policy_params(state.params)
@@ -110,7 +113,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
 
         camera = config.video_camera or vec.task.mj_model.camera(0).name
         render_config = RenderConfig(backend=config.render_backend, image_size=config.video_size, cameras=(camera,))
-        renderer = RenderStage(vec.task.mj_model, render_config)
+        renderer = RenderStage(vec.task.mj_model, render_config, vec.gaussian_scene)
     frames: list[np.ndarray] = []
     recording = np.zeros(config.num_envs, bool)
     recording[: config.video_episodes] = True

@@ -133,6 +133,10 @@ class Learner:
         self.config = c = config
         self.run_dir = Path(c.run_dir).expanduser().resolve()
         write_run_info(self.run_dir, "learner", c)
+        if c.env.scene:  # the captures the actors render, with their hashes
+            from serl_gs.render.manifest import record_scene
+
+            record_scene(c.env.scene, self.run_dir)
         self.obs_spec, self.action_dim = c.env.observation_spec()
         self.networks = make_networks(c.agent, self.obs_spec, self.action_dim)
         self._policy_params = policy_params

@@ -22,6 +22,7 @@ that no part names keep their generated Gaussians. `body` is a MuJoCo body name 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -38,7 +39,7 @@ from serl_gs.render.scene import GaussianScene, concat_scenes
 MANIFEST_FORMAT = "serl_gs.scene/1"
 MODES = ("replace", "add")
 _TRANSFORM_KEYS = {"rotation_wxyz", "translation", "scale"}
-_PART_KEYS = {"ply", "body", "transform", "mode", "crop"}
+_PART_KEYS = {"ply", "body", "transform", "mode", "crop", "sha256"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Part:
     mode: Literal["replace", "add"] = "replace"
     keep: Box | None = None  # keep only Gaussians inside this box (body frame, after the transform)
     remove: tuple[Box, ...] = ()  # drop Gaussians inside any of these boxes
+    sha256: str | None = None  # when given (a recorded scene), the .ply must still have this hash
 
 
 def read_manifest(path: str | os.PathLike) -> list[Part]:
@@ -124,7 +126,10 @@ def _part(path: Path, i: int, part: Any) -> Part:
     if not isinstance(remove, list):
         raise ValueError(f"{where} crop.remove must be a list of boxes, got {remove!r}")
     boxes = tuple(_box(b, f"{where} crop.remove[{j}]") for j, b in enumerate(remove))
-    return Part(path.parent / part["ply"], body, transform, mode, keep, boxes)
+    digest = part.get("sha256")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise ValueError(f"{where} sha256 must be 64 hex digits, got {digest!r}")
+    return Part(path.parent / part["ply"], body, transform, mode, keep, boxes, digest)
 
 
 def _vector(value: Any, n: int, what: str) -> tuple[float, ...]:
@@ -156,6 +161,8 @@ def load_part(part: Part, body_names: dict[str, int] | None = None) -> GaussianS
             known = sorted(body_names) if body_names else "none given"
             raise ValueError(f"{part.ply.name}: names body {body!r}; known bodies: {known}")
         body = body_names[body]
+    if part.sha256 is not None and _sha256(part.ply) != part.sha256:
+        raise ValueError(f"{part.ply} has changed since the scene was recorded (sha256 differs)")
     scene = read_ply(part.ply, body_id=body)
     if part.transform is not None:
         t = part.transform
@@ -219,6 +226,26 @@ def set_part_transform(path: str | os.PathLike, ply: str, transform: Transform) 
         raise ValueError(f"{path}: expected one part with ply {ply!r}, found {len(matches)}; parts: {names}")
     matches[0]["transform"] = transform.to_json()
     return write_manifest(path, parts)
+
+
+def record_scene(manifest: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """Records the scene a run used: `<folder>/scene.json`, the manifest with absolute .ply paths and each
+    file's sha256 (loading it later checks the files are unchanged). Returns its path."""
+    parts = read_manifest(manifest)
+    raw = json.loads(Path(manifest).read_text())["parts"]
+    for entry, part in zip(raw, parts, strict=True):
+        entry["ply"] = str(part.ply.resolve())
+        entry["sha256"] = _sha256(part.ply)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_manifest(folder / "scene.json", raw)
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise ValueError(f"scene part {path} does not exist") from None
 
 
 def save_scene_manifest(folder: str | os.PathLike, scene: GaussianScene, body_names: list[str]) -> Path:
