@@ -242,6 +242,7 @@ class TransitionServer:
                 "credits": self._credits,
                 "streams": len(self._table.streams),
                 "streams_evicted": self._table.evicted,
+                "pings_unknown": self._counters["pings_unknown"],  # answered from the ping alone, nothing kept
                 "streams_expired": self._table.expired,
                 "connections": self._counters["connections"],
                 "disconnections": self._counters["disconnections"],
@@ -361,6 +362,7 @@ class TransitionServer:
         with self._lock:
             stream = self._table.ping(actor_id, session, base, tx, routing_id, time.monotonic())
             credits, incarnation = self._credits, self._incarnation
+            self._counters["pings_unknown"] += stream is None
         if stream is None:  # a stream the learner does not track: answered, and nothing kept
             self._reply(router, routing_id, "ack", **StreamTable.stateless_ack(session, base, tx, credits, incarnation))
 
