@@ -17,10 +17,12 @@ median of these paired ratios (on a shared machine, other load moves both window
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import pickle
 import platform
+import sys
 import tempfile
 import time
 
@@ -38,7 +40,7 @@ def _flood_worker(conn) -> None:
         conn.send(_flood(*job))
 
 
-def _flood(ports: tuple[int, int], rate: float, start_at: float, stop_at: float) -> int:
+def _flood(ports: tuple[int, int], rate: float, start_at: float, stop_at: float, mix: tuple[str, ...]) -> int:
     """Sends the mix at `rate` messages/s between the two wall-clock times; returns how many it sent."""
     import zmq
 
@@ -74,7 +76,7 @@ def _flood(ports: tuple[int, int], rate: float, start_at: float, stop_at: float)
     time.sleep(max(0.0, start_at - time.time()))
     sent, t0 = 0, time.time()
     while time.time() < stop_at:
-        kind = MIX[sent % len(MIX)]
+        kind = mix[sent % len(mix)]
         session = int(rng.integers(1 << 62))
         if kind == "junk_bytes":
             transitions.send(rng.bytes(int(rng.integers(1, 200))))
@@ -148,12 +150,12 @@ def _absorbed(learner) -> int:
     )
 
 
-def _window(learner, seconds: float, flood_rate: float, flooder) -> tuple[float, float, int]:
+def _window(learner, seconds: float, flood_rate: float, flooder, mix: tuple[str, ...]) -> tuple[float, float, int]:
     """(updates/s, absorbed messages/s, messages sent) over `seconds` of training, flooded at `flood_rate`."""
     start = time.time() + _WARMUP_S
     stop = start + seconds
     if flood_rate:
-        flooder.send(((learner.server.port, learner.publisher.snapshot_port), flood_rate, time.time(), stop))
+        flooder.send(((learner.server.port, learner.publisher.snapshot_port), flood_rate, time.time(), stop, mix))
     while time.time() < start:
         learner.step()
     updates, absorbed = learner.counters["updates"], _absorbed(learner)
@@ -178,7 +180,11 @@ def main() -> None:
     parser.add_argument("--rates", default=None, help="offered flood rates, messages/s (comma-separated)")
     parser.add_argument("--seconds", type=float, default=None, help="measured window per run")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved repetitions (median reported)")
+    parser.add_argument("--mix", default=",".join(MIX), help=f"message kinds sent in turn, of {', '.join(MIX)}")
     args = parser.parse_args()
+    mix = tuple(args.mix.split(","))
+    if not mix or any(kind not in MIX for kind in mix):
+        raise ValueError(f"--mix takes kinds of {MIX}, got {args.mix!r}")
     default_rates = "1000,4000" if args.quick else "500,1000,2000,4000,8000,16000"
     rates = [float(r) for r in (args.rates or default_rates).split(",")]
     seconds = args.seconds or 2.0
@@ -189,17 +195,20 @@ def main() -> None:
     worker = ctx.Process(target=_flood_worker, args=(child,), daemon=True)
     worker.start()
     with tempfile.TemporaryDirectory() as run_dir:
-        learner = _make_learner(run_dir)
+        with contextlib.redirect_stdout(sys.stderr):
+            learner = _make_learner(run_dir)
         try:
             warm_end = time.time() + 2.0  # compile and warm up before anything is measured
-            while time.time() < warm_end:
-                learner.step()
+            with contextlib.redirect_stdout(sys.stderr):
+                while time.time() < warm_end:
+                    learner.step()
             best = None
             for rate in rates:
                 base, flooded = [], []
                 for _ in range(rounds):
-                    base.append(_window(learner, seconds, 0.0, flooder))
-                    flooded.append(_window(learner, seconds, rate, flooder))
+                    with contextlib.redirect_stdout(sys.stderr):  # the learner's own lines: not JSON
+                        base.append(_window(learner, seconds, 0.0, flooder, mix))
+                        flooded.append(_window(learner, seconds, rate, flooder, mix))
                 base_ups = float(np.median([b[0] for b in base]))
                 ups = float(np.median([f[0] for f in flooded]))
                 # Each flooded window against the undisturbed one just before it: other load on the machine
@@ -211,7 +220,7 @@ def main() -> None:
                 config = {
                     "offered_msgs_per_s": round(offered, 1),
                     "paired_ratio_median": round(paired, 4),
-                    "mix": list(MIX),
+                    "mix": list(mix),
                     "seconds": seconds,
                     "rounds": rounds,
                     "learner": "cartpole state SAC 64x64, batch 64, one update per call",
