@@ -155,6 +155,9 @@ def warp_installed() -> bool:
     import_mjx()
     from mujoco.mjx import warp as mjx_warp
 
+    if mjx_warp.WARP_INSTALLED:
+        # Warp prints a line per kernel module it loads, on stdout, where benchmarks print their JSON lines.
+        mjx_warp.warp.config.quiet = True
     return bool(mjx_warp.WARP_INSTALLED)
 
 

@@ -5,7 +5,8 @@ the returned `obs` already holds the first observation of its next episode, and 
 is in `infos["final_obs"]` (a dict shaped like obs, its rows valid where the mask `infos["_final_obs"]` [N]
 is True). Off-policy learners need that final observation; see `serl_gs.data.records`.
 
-Arrays stay on the JAX device by default (`array_backend="jax"`); `array_backend="numpy"` returns numpy.
+Observations and infos stay on the JAX device by default (`array_backend="jax"`); `array_backend="numpy"`
+returns numpy. Reward, terminated and truncated [N] are writable numpy arrays on both backends.
 
 `render_mode="rgb_array"`: `render()` returns one uint8 numpy frame [H, W, 3] per env (gymnasium's vector
 contract), of `render_camera` (or every camera side by side) at `render_size` px; see serl_gs.render.frames.
@@ -59,6 +60,7 @@ class VecEnvConfig:
     render_mode: str | None = None  # "rgb_array": render() gives each env's frame (gymnasium's RecordVideo)
     render_camera: str = "all"  # render(): an MJCF camera name, or "all" side by side
     render_size: int | None = None  # render(): square side per camera; None: image_size with pixels, else 128
+    scene: str | None = None  # a scene manifest (JSON): users' captures bound to bodies (serl_gs.render.manifest)
 
     def __post_init__(self):
         if not isinstance(self.num_envs, int) or self.num_envs <= 0:
@@ -200,15 +202,13 @@ class _Step:
     stepped: State  # before it: holds the final obs of finished episodes
     render_poses: Poses | None  # pixels only: the poses to render this step, in one call
     assemble: Callable | None  # images of render_poses -> (observed frames [B, ...], final frames [B, ...])
-    final_poses: Poses | None = None  # when asked for: every env's poses at the step's end, before autoreset
 
 
 class _MjxBatch:
     """All envs in one MJX program: one jitted call per step (physics, reward, autoreset, poses to render)."""
 
-    def __init__(self, task: Task, config: VecEnvConfig, renders: bool, keeps_final_poses: bool = False):
+    def __init__(self, task: Task, config: VecEnvConfig, renders: bool):
         self.impl = resolve_mjx_impl(config.mjx_impl)
-        self._keeps_final_poses = keeps_final_poses
         n = config.num_envs
         self._num_envs = n
         self._resets = config.resets_per_step or n
@@ -224,7 +224,7 @@ class _MjxBatch:
     def step(self, state: State, action: jax.Array) -> _Step:
         if not self._renders:  # nothing here waits for the device: callers read done flags when they want them
             new, stepped = self._step(state, action)
-            return _Step(new, stepped, None, None, _poses(stepped) if self._keeps_final_poses else None)
+            return _Step(new, stepped, None, None)
         if self._overflow is not None and bool(self._overflow):
             raise RuntimeError(
                 f"more than resets_per_step={self._resets} envs finished in one step, so some new episodes' "
@@ -234,8 +234,7 @@ class _MjxBatch:
         if self._resets < self._num_envs:
             overflow.copy_to_host_async()
             self._overflow = overflow
-        final_poses = _poses(stepped) if self._keeps_final_poses else None
-        return _Step(new, stepped, poses, lambda images: self._assemble(images, reset_ids), final_poses)
+        return _Step(new, stepped, poses, lambda images: self._assemble(images, reset_ids))
 
     def poses(self, state: State) -> Poses:
         return _poses(state)
@@ -249,13 +248,12 @@ class _CpuBatch:
 
     impl = None
 
-    def __init__(self, task: Task, config: VecEnvConfig, renders: bool, keeps_final_poses: bool = False):
+    def __init__(self, task: Task, config: VecEnvConfig, renders: bool):
         from serl_gs.cpu_physics import CpuBatchedPhysics
 
         self.physics = CpuBatchedPhysics(task.mj_model, config.num_envs, task.n_substeps)
         self._start, self._control, self._finish = _cpu_programs(task)
         self._renders = renders
-        self._keeps_final_poses = keeps_final_poses
 
     def _load(self, env_ids: np.ndarray, state: State) -> None:
         qpos, qvel = np.asarray(state.data.qpos), np.asarray(state.data.qvel)
@@ -274,11 +272,10 @@ class _CpuBatch:
         new, stepped = self._finish(state.replace(info=info), qpos, qvel, action)
         done_ids = np.flatnonzero(np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated)))
         final = self.physics.poses(done_ids) if self._renders and len(done_ids) else None
-        ended = self.physics.poses() if self._keeps_final_poses else None  # every env, before new episodes load
         if len(done_ids):  # the final frames above were posed before the physics moves on to new episodes
             self._load(done_ids, new)
         if not self._renders:
-            return _Step(new, stepped, None, None, ended)
+            return _Step(new, stepped, None, None)
         poses = self.physics.poses()
         if final is not None:  # rows: the B envs now, then the k finished ones at their end
             poses = tuple(np.concatenate([a, b]) for a, b in zip(poses, final, strict=True))
@@ -289,7 +286,7 @@ class _CpuBatch:
             observed = images[:n]
             return observed, observed.at[done_ids].set(images[n:]) if len(done_ids) else observed
 
-        return _Step(new, stepped, poses, assemble, ended)
+        return _Step(new, stepped, poses, assemble)
 
     def poses(self, state: State) -> Poses:
         return self.physics.poses()  # the physics holds `state`: the batch's current one
@@ -308,16 +305,15 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.config = config
         self.num_envs = config.num_envs
         self.physics = resolve_physics(config.physics)
+        renders = config.obs_mode == "pixels"
+        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config, renders)
+        self.mjx_impl: MjxImpl | None = self._batch.impl  # None on the CPU MuJoCo path
+        self.gaussian_scene = self._load_scene() if config.scene is not None else None  # None: generated
+        self.renderer = self._make_renderer() if renders else None
         self.render_mode = config.render_mode
         self.metadata = {**self.metadata, "render_fps": control_fps(task)}
-        renders = config.obs_mode == "pixels"
-        # render() needs the poses at an episode's end too (a single env shows its final frame).
-        keeps_final_poses = config.render_mode is not None
-        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config, renders, keeps_final_poses)
-        self.mjx_impl: MjxImpl | None = self._batch.impl  # None on the CPU MuJoCo path
-        self.renderer = self._make_renderer() if renders else None
         self._frames = self._make_frame_renderer() if config.render_mode is not None else None
-        self.final_poses: Poses | None = None  # with a render_mode: every env's poses at the last step's end
+        self._stepped: State | None = None  # the last step's states before autoreset
 
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (task.action_size,), np.float32)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -339,7 +335,12 @@ class SerlVectorEnv(gym.vector.VectorEnv):
 
         c = self.config
         render_config = RenderConfig(backend=c.render_backend, image_size=c.image_size, cameras=tuple(c.cameras))
-        return RenderStage(self.task.mj_model, render_config)
+        return RenderStage(self.task.mj_model, render_config, self.gaussian_scene)
+
+    def _load_scene(self):
+        from serl_gs.render.manifest import scene_with_captures
+
+        return scene_with_captures(self.task.mj_model, self.config.scene)
 
     # ---- gymnasium API ----------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -362,7 +363,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         check_action(actions, self.task.action_size, self.num_envs)
         out = self._batch.step(self._state, jnp.asarray(actions, jnp.float32))
         self._state, stepped = out.state, out.stepped
-        self.final_poses = out.final_poses
+        self._stepped = stepped
         self._obs = dict(out.state.obs)
         final_obs = dict(stepped.obs)
         if self.renderer is not None:
@@ -373,11 +374,13 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         done = jnp.logical_or(stepped.terminated, stepped.truncated)
         infos: dict[str, Any] = {"final_obs": final_obs, "_final_obs": done, **stepped.metrics}
         infos["episode_step"] = stepped.info["step"]
+        # Reward and done flags [N] come to the host as writable numpy on both backends: every consumer reads
+        # them there, and gymnasium's vector wrappers (RecordEpisodeStatistics, ClipReward) write into them.
         return (
             self._out(self._obs),
-            self._out(stepped.reward),
-            self._out(stepped.terminated),
-            self._out(stepped.truncated),
+            np.array(stepped.reward),
+            np.array(stepped.terminated),
+            np.array(stepped.truncated),
             self._out(infos),
         )
 
@@ -393,8 +396,8 @@ class SerlVectorEnv(gym.vector.VectorEnv):
 
     # ---- helpers ----------------------------------------------------------------------------------------
     def render_frames(self, poses: Poses, obs: dict[str, Any] | None = None) -> np.ndarray:
-        """`render()` frames [k, H, W, 3] of the envs whose poses are given (e.g. `final_poses`); `obs`: their
-        observations, whose pixels are reused when they are the frames asked for."""
+        """`render()` frames [k, H, W, 3] of the envs whose poses are given (e.g. `frame_poses(final=True)`); `obs`:
+        their observations, whose pixels are reused when they are the frames asked for."""
         if self._frames is None:
             self._frames = self._make_frame_renderer()
         return self._frames.frames(poses, obs)
@@ -405,7 +408,17 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         c = self.config
         size = c.render_size or (c.image_size if c.obs_mode == "pixels" else 128)
         frame_config = FrameConfig(camera=c.render_camera, size=size, backend=c.render_backend)
-        return FrameRenderer(self.task.mj_model, frame_config)
+        return FrameRenderer(self.task.mj_model, frame_config, self.gaussian_scene)
+
+    def frame_poses(self, final: bool = False) -> Poses:
+        """Poses of every env from its joint positions (MuJoCo kinematics on the host): now, or with `final` at
+        the end of the last step before autoreset, i.e. a finished episode's last state."""
+        from serl_gs.render.poses import poses_from_qpos
+
+        state = self._stepped if final else self._state
+        if state is None:
+            raise RuntimeError("call reset() (and step(), for final poses) before frame_poses()")
+        return poses_from_qpos(self.task.mj_model, np.asarray(state.data.qpos))
 
     def body_poses(self) -> Poses:
         """World poses of every env's bodies and cameras now (xpos, xquat, cam_xpos, cam_xmat), for renderers

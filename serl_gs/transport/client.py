@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
+import random
 import secrets
 import threading
 import time
@@ -58,9 +59,12 @@ class TransitionClient:
         self._window = SendWindow()
         self._credits = 0  # nothing goes out before the learner has answered a ping
         self._connected = False
+        self._disconnected_since: float | None = time.time()  # wall clock; None while connected
         self._ping_due = True
         self._last_ping = 0.0
         self._last_reply = 0.0
+        self._hold_until = 0.0  # the learner had no room for this stream: nothing goes out before this
+        self._full_retry_s = config.full_retry_s
         self._reply_log = RateLimitedLog(logger, f"TransitionClient[{config.actor_id}]", 10.0)
         self._io = IoThread(
             f"transition-client-{config.actor_id}",
@@ -166,9 +170,11 @@ class TransitionClient:
                 "unconfirmed_batches": self._unconfirmed,
                 "credits": self._credits,
                 "connected": self._connected,
+                "disconnected_since": self._disconnected_since,
                 "learner_restarts": self._counters["learner_restarts"],
                 "handshake_failures": self._counters["handshake_failures"],
                 "bad_replies": self._counters["bad_replies"],
+                "refused_full": self._counters["refused_full"],  # times the learner had no room for this stream
                 "error": None if self._error is None else str(self._error),
             }
 
@@ -236,7 +242,8 @@ class TransitionClient:
         now = time.monotonic()
         self._check_ack_timeout(now)
         self._maybe_ping(self._dealer, now)
-        self._transmit(self._dealer)
+        if now >= self._hold_until:
+            self._transmit(self._dealer)
 
     def _on_monitor(self, monitor: zmq.Socket) -> None:
         for event in monitor_events(monitor):
@@ -255,6 +262,10 @@ class TransitionClient:
 
     def _set_connected(self, connected: bool) -> None:
         with self._changed:
+            if connected:
+                self._disconnected_since = None
+            elif self._connected:
+                self._disconnected_since = time.time()
             self._connected = connected
             self._changed.notify_all()  # a blocked send() may go on into the away buffer
 
@@ -286,9 +297,12 @@ class TransitionClient:
             self._on_ack(header)
         elif kind == "rejected":
             if wire.get_int(header, "session") == self._session:
-                reason = header.get("reason")
-                detail = header.get("detail")
-                self._fail(BatchRejected(f"the learner rejected batch seq={header.get('seq')}: {reason}: {detail}"))
+                reason, detail = str(header.get("reason"))[:64], str(header.get("detail"))[:2000]
+                if reason == "too_many_actors":
+                    self._hold_for_room(detail)
+                    return
+                message = f"the learner rejected batch seq={header.get('seq')}: {reason}: {detail}"
+                self._fail(BatchRejected(message, reason=reason, detail=detail))
         elif kind == "refused":
             self._fail(ProtocolMismatch(str(header.get("reason"))[:500]))
         else:
@@ -304,6 +318,8 @@ class TransitionClient:
         credits = wire.get_int(header, "credits", 0, 1 << 20)
         tx = wire.get_int(header, "tx", -1)
         outcome = self._window.on_ack(incarnation, received, delivered, tx, time.monotonic())
+        if outcome.freed:
+            self._full_retry_s = self._config.full_retry_s  # the learner takes our data: room again
         if outcome.learner_restarted:
             logger.info("TransitionClient[%s]: learner restarted; resending unconfirmed batches", self._config.actor_id)
         with self._changed:
@@ -314,6 +330,24 @@ class TransitionClient:
                 self._counters["batches_confirmed"] += outcome.freed
                 self._counters["records_confirmed"] += outcome.freed_records
                 self._changed.notify_all()
+
+    def _hold_for_room(self, detail: str) -> None:
+        """The learner has no room for this stream yet: keep every batch, try again after a growing delay."""
+        now = time.monotonic()
+        if now < self._hold_until:
+            return  # the other batches in flight were refused too: one backoff step for all of them
+        cfg = self._config
+        delay = self._full_retry_s * random.uniform(0.75, 1.25)
+        self._full_retry_s = min(2 * self._full_retry_s, cfg.full_retry_max_s)
+        self._hold_until = now + delay
+        self._window.go_back(self._window.base(), now, force=True)  # resent, in order, once the hold ends
+        with self._lock:
+            self._counters["refused_full"] += 1
+        self._reply_log.note(
+            "too_many_actors",
+            f"the learner at {cfg.host}:{cfg.transitions_port} has no room for this actor yet ({detail}); "
+            f"holding its batches and retrying in {delay:.1f} s",
+        )
 
     def _check_ack_timeout(self, now: float) -> None:
         # While disconnected, resending only queues copies; the reconnect ping reconciles.

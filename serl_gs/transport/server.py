@@ -24,13 +24,13 @@ import zmq
 
 from serl_gs.transport import wire
 from serl_gs.transport._io_thread import IoThread
-from serl_gs.transport._ratelog import RateLimitedLog
+from serl_gs.transport._ratelog import RateLimitedLog, WindowLimit
 from serl_gs.transport._sockets import (
     CONNECTION_EVENTS,
     HANDSHAKE_FAILED,
+    bind,
     bound_port,
     configure_socket,
-    endpoint,
     monitor_events,
 )
 from serl_gs.transport.auth import load_curve_keys, make_curve_server
@@ -40,6 +40,7 @@ from serl_gs.transport.streams import Stream, StreamPosition, StreamTable
 logger = logging.getLogger(__name__)
 
 _MAX_MESSAGES_PER_POLL = 256  # then send acks and look at the stop flag again
+_STATS_REPLIES_PER_S = 20  # a stats reply costs a walk over every stream: a flood of requests must not
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class TransitionServer:
             max_actors=config.max_actors,
             max_credits_per_actor=config.max_credits_per_actor,
             stream_forget_s=config.stream_forget_s,
+            stream_evict_idle_s=config.stream_evict_idle_s,
             resume_positions=resume_positions,
             now=time.monotonic(),
         )
@@ -95,6 +97,9 @@ class TransitionServer:
         self._rejected = dict.fromkeys(wire.REJECT_REASONS, 0)
         self._queue_records = 0
         self._queue_bytes = 0
+        self._replies_due: list[tuple[bytes, str, dict[str, Any]]] = []  # sent by the I/O thread, with the acks
+        self._stats_replies = WindowLimit(_STATS_REPLIES_PER_S)
+        self._last_expiry = time.monotonic()
         self._closed = False
         self._port = 0
         self._reject_log = RateLimitedLog(logger, "TransitionServer", config.reject_log_interval_s)
@@ -164,6 +169,40 @@ class TransitionServer:
         if wake:
             self._io.wake()
 
+    def refuse(self, header: BatchHeader, reason: str, detail: str) -> None:
+        """Refuses a batch taken with get(ack=False) that the learner cannot use (e.g. another task's records).
+
+        The batch is acknowledged (its actor will not resend it) and counted under `reason`; its actor hears
+        `reason: detail` and stops with that error. The rest of its stream is refused too, counted the same,
+        without being queued: those still queued are dropped now, later ones as they arrive. Logging the refusal
+        is the caller's (e.g. once per actor), so a refused stream's batches are only counted here.
+        """
+        if not isinstance(header, BatchHeader):
+            raise ValueError(f"refuse() takes a BatchHeader (batch.header), got {type(header).__name__}")
+        if reason not in self._rejected:
+            raise ValueError(f"reason must be one of {list(self._rejected)}, got {reason!r}")
+        with self._lock:
+            stream = self._table.streams.get((header.actor_id, header.session))
+            if stream is None or header.seq >= stream.next_seq:
+                raise ValueError(f"refuse() of a batch this server never delivered: {header.actor_id} seq {header.seq}")
+            self._table.refuse(stream, reason, detail)
+            last, kept = header.seq, collections.deque()
+            for item in self._queue:
+                if item.stream is not stream:
+                    kept.append(item)
+                    continue
+                last = max(last, item.seq)
+                self._queue_records -= item.batch.header.num_records
+                self._queue_bytes -= item.batch.header.nbytes
+                self._rejected[reason] += 1
+            self._queue = kept
+            self._rejected[reason] += 1
+            self._table.acknowledge(stream, last)
+            if stream.routing_id is not None:
+                fields = {"session": header.session, "seq": header.seq, "reason": reason, "detail": detail[:2000]}
+                self._replies_due.append((stream.routing_id, "rejected", fields))
+        self._io.wake()
+
     def set_credits(self, credits: int) -> None:
         """Rate-limiter hook: how many unacknowledged batches each actor may have out (0 pauses all).
 
@@ -202,6 +241,9 @@ class TransitionServer:
                 "queue_bytes": self._queue_bytes,
                 "credits": self._credits,
                 "streams": len(self._table.streams),
+                "streams_evicted": self._table.evicted,
+                "pings_unknown": self._counters["pings_unknown"],  # answered from the ping alone, nothing kept
+                "streams_expired": self._table.expired,
                 "connections": self._counters["connections"],
                 "disconnections": self._counters["disconnections"],
                 "actors": actors,
@@ -239,7 +281,7 @@ class TransitionServer:
         )
         make_curve_server(router, self._keys)
         self._monitor = io.monitor(router, CONNECTION_EVENTS)
-        router.bind(endpoint(cfg.bind, cfg.transitions_port, router))
+        bind(router, cfg.bind, cfg.transitions_port, "transitions_port")
         self._port = bound_port(router)
         self._router = router
         return [router, self._monitor]
@@ -256,6 +298,11 @@ class TransitionServer:
                 self._on_message_safely(self._router, frames)
         self._send_due_acks(self._router)
         self._reject_log.maybe_summarize()
+        now = time.monotonic()
+        if now - self._last_expiry >= 1.0:
+            with self._lock:
+                self._table.expire(now)
+            self._last_expiry = now
 
     def _on_io_failure(self, exc: Exception) -> None:
         with self._nonempty:
@@ -287,6 +334,7 @@ class TransitionServer:
         body = frames[1:]
         if not body:
             raise wire.WireError("malformed", "empty message")
+        wire.reject_req_envelope(body)
         header = wire.unpack_header(body[0].buffer)
         try:
             wire.check_version(header, local="this learner", remote="the peer")
@@ -300,6 +348,8 @@ class TransitionServer:
         elif kind == "ping":
             self._on_ping(router, routing_id, header)
         elif kind == "stats":
+            if not self._stats_replies.allow(time.monotonic()):
+                raise wire.WireError("rate_limited", f"more than {_STATS_REPLIES_PER_S} stats requests per second")
             self._reply(router, routing_id, "stats", stats=self.stats())
         else:
             raise wire.WireError("bad_header", f"unknown message type {kind!r}")
@@ -311,8 +361,10 @@ class TransitionServer:
         tx = wire.get_int(header, "tx")
         with self._lock:
             stream = self._table.ping(actor_id, session, base, tx, routing_id, time.monotonic())
-        if stream is None:
-            self._refuse_stream(router, routing_id, session, -1)
+            credits, incarnation = self._credits, self._incarnation
+            self._counters["pings_unknown"] += stream is None
+        if stream is None:  # a stream the learner does not track: answered, and nothing kept
+            self._reply(router, routing_id, "ack", **StreamTable.stateless_ack(session, base, tx, credits, incarnation))
 
     def _on_batch(self, router: zmq.Socket, routing_id: bytes, header: dict[str, Any], body: list[zmq.Frame]) -> None:
         cfg = self._config
@@ -337,7 +389,9 @@ class TransitionServer:
                 f.actor_id, f.session, f.seq, f.base, f.tx, routing_id, now,
                 num_records=f.n, nbytes=total, param_version=f.param_version,
             )  # fmt: skip
-            if outcome in ("duplicate", "out_of_order"):
+            if outcome == "refused":
+                self._rejected[stream.refused[0]] += 1  # logged once, by whoever refused the stream
+            elif outcome in ("duplicate", "out_of_order"):
                 self._counters["duplicates_dropped" if outcome == "duplicate" else "out_of_order"] += 1
             elif outcome == "accepted":
                 batch_header = BatchHeader(
@@ -358,7 +412,11 @@ class TransitionServer:
                 self._counters["records_in"] += fields.n
                 self._counters["bytes_in"] += total
                 self._nonempty.notify()
-        if outcome == "too_many_actors":
+        if outcome == "refused":
+            reason, detail = stream.refused
+            detail = detail[:2000]
+            self._reply(router, routing_id, "rejected", session=f.session, seq=f.seq, reason=reason, detail=detail)
+        elif outcome == "too_many_actors":
             self._refuse_stream(router, routing_id, fields.session, fields.seq)
         elif outcome == "over_credit":
             self._reject(
@@ -381,8 +439,11 @@ class TransitionServer:
         with self._lock:
             acks = self._table.due_acks(self._credits, self._incarnation)
             self._counters["acks_out"] += len(acks)
+            replies, self._replies_due = self._replies_due, []
         for routing_id, ack in acks:
             self._reply(router, routing_id, "ack", **ack)
+        for routing_id, kind, fields in replies:
+            self._reply(router, routing_id, kind, **fields)
 
     def _reply(self, router: zmq.Socket, routing_id: bytes, kind: str, **fields: Any) -> None:
         try:
