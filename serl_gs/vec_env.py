@@ -5,16 +5,17 @@ the returned `obs` already holds the first observation of its next episode, and 
 is in `infos["final_obs"]` (a dict shaped like obs, its rows valid where the mask `infos["_final_obs"]` [N]
 is True). Off-policy learners need that final observation; see `serl_gs.data.records`.
 
-Arrays stay on the JAX device by default (`array_backend="jax"`); `array_backend="numpy"` returns numpy.
+Observations and infos stay on the JAX device by default (`array_backend="jax"`); `array_backend="numpy"`
+returns numpy. Reward, terminated and truncated [N] are writable numpy arrays on both backends.
+
+`render_mode="rgb_array"`: `render()` returns one uint8 numpy frame [H, W, 3] per env (gymnasium's vector
+contract), of `render_camera` (or every camera side by side) at `render_size` px; see serl_gs.render.frames.
 
 With pixels, each step renders once, between two jitted functions: the step's poses go to the render stage
 and the images come back into a jitted assembly. On MJX every shape is fixed and nothing waits for the
 device: the step renders the B frames at the end of the step (the observation of running envs, the true
 final frame of finished ones) plus `resets_per_step` rows for the first frames of new episodes (default B,
 so any number of envs may finish at once; fewer rows render less, and an error follows if more finished).
-
-`render_mode="rgb_array"`: `render()` returns one uint8 numpy frame [H, W, 3] per env (gymnasium's vector
-contract), of `render_camera` (or every camera side by side) at `render_size` px; see serl_gs.render.frames.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from serl_gs.data.records import PIXELS_PREFIX
 from serl_gs.mjx_env import MJX_IMPLS, MjxEnv, MjxImpl, PhysicsState, State, Task, check_action, warp_installed
 
 PhysicsPath = Literal["auto", "mjx", "mujoco"]
@@ -58,6 +60,7 @@ class VecEnvConfig:
     render_mode: str | None = None  # "rgb_array": render() gives each env's frame (gymnasium's RecordVideo)
     render_camera: str = "all"  # render(): an MJCF camera name, or "all" side by side
     render_size: int | None = None  # render(): square side per camera; None: image_size with pixels, else 128
+    scene: str | None = None  # a scene manifest (JSON): users' captures bound to bodies (serl_gs.render.manifest)
 
     def __post_init__(self):
         if not isinstance(self.num_envs, int) or self.num_envs <= 0:
@@ -89,17 +92,17 @@ def resolve_physics(physics: PhysicsPath) -> Literal["mjx", "mujoco"]:
     return "mjx" if jax.default_backend() == "gpu" else "mujoco"
 
 
+def control_fps(task: Task) -> float:
+    """Env steps per second of simulated time: the frame rate of a video of every step."""
+    return 1.0 / (float(task.mj_model.opt.timestep) * task.n_substeps)
+
+
 def resolve_mjx_impl(impl: MjxImpl | Literal["auto"]) -> MjxImpl:
     """`auto` picks MJX-Warp where warp-lang is installed: it is MuJoCo C's physics (MJX-JAX parts ways under
     saturated actuators, README "Physics paths") and on a CPU it is hundreds of times faster than MJX-JAX."""
     if impl != "auto":
         return impl
     return "warp" if warp_installed() else "jax"
-
-
-def control_fps(task: Task) -> float:
-    """Env steps per second of simulated time: the frame rate of a video of every step."""
-    return 1.0 / (float(task.mj_model.opt.timestep) * task.n_substeps)
 
 
 def _where(mask: jax.Array, new: Any, old: Any, single: Any) -> Any:
@@ -199,13 +202,12 @@ class _Step:
     stepped: State  # before it: holds the final obs of finished episodes
     render_poses: Poses | None  # pixels only: the poses to render this step, in one call
     assemble: Callable | None  # images of render_poses -> (observed frames [B, ...], final frames [B, ...])
-    final_poses: Callable[[], tuple[np.ndarray, Poses | None]]  # (ids [k], poses) of envs that ended, on demand
 
 
 class _MjxBatch:
     """All envs in one MJX program: one jitted call per step (physics, reward, autoreset, poses to render)."""
 
-    def __init__(self, task: Task, config: VecEnvConfig, renders: bool, keeps_final_poses: bool):
+    def __init__(self, task: Task, config: VecEnvConfig, renders: bool):
         self.impl = resolve_mjx_impl(config.mjx_impl)
         n = config.num_envs
         self._num_envs = n
@@ -222,7 +224,7 @@ class _MjxBatch:
     def step(self, state: State, action: jax.Array) -> _Step:
         if not self._renders:  # nothing here waits for the device: callers read done flags when they want them
             new, stepped = self._step(state, action)
-            return _Step(new, stepped, None, None, _ended(stepped))
+            return _Step(new, stepped, None, None)
         if self._overflow is not None and bool(self._overflow):
             raise RuntimeError(
                 f"more than resets_per_step={self._resets} envs finished in one step, so some new episodes' "
@@ -232,8 +234,7 @@ class _MjxBatch:
         if self._resets < self._num_envs:
             overflow.copy_to_host_async()
             self._overflow = overflow
-        assemble = functools.partial(self._assemble, reset_ids=reset_ids)
-        return _Step(new, stepped, poses, assemble, _ended(stepped))
+        return _Step(new, stepped, poses, lambda images: self._assemble(images, reset_ids))
 
     def poses(self, state: State) -> Poses:
         return _poses(state)
@@ -242,30 +243,17 @@ class _MjxBatch:
         pass
 
 
-def _ended(stepped: State) -> Callable[[], tuple[np.ndarray, Poses | None]]:
-    """On demand: (ids, poses at the end) of the envs whose episode ended in `stepped` (reads the device).
-    Holds only the done flags and poses, not the whole batch state."""
-    done, poses = jnp.logical_or(stepped.terminated, stepped.truncated), _poses(stepped)
-
-    def read() -> tuple[np.ndarray, Poses | None]:
-        ids = np.flatnonzero(np.asarray(done))
-        return ids, tuple(x[jnp.asarray(ids)] for x in poses) if len(ids) else None
-
-    return read
-
-
 class _CpuBatch:
     """CPU MuJoCo steps the physics; the task's pure JAX maths runs jitted before and after it."""
 
     impl = None
 
-    def __init__(self, task: Task, config: VecEnvConfig, renders: bool, keeps_final_poses: bool):
+    def __init__(self, task: Task, config: VecEnvConfig, renders: bool):
         from serl_gs.cpu_physics import CpuBatchedPhysics
 
         self.physics = CpuBatchedPhysics(task.mj_model, config.num_envs, task.n_substeps)
         self._start, self._control, self._finish = _cpu_programs(task)
         self._renders = renders
-        self._keeps_final_poses = keeps_final_poses
 
     def _load(self, env_ids: np.ndarray, state: State) -> None:
         qpos, qvel = np.asarray(state.data.qpos), np.asarray(state.data.qvel)
@@ -283,12 +271,11 @@ class _CpuBatch:
         qvel = jnp.asarray(self.physics.qvel, jnp.float32)
         new, stepped = self._finish(state.replace(info=info), qpos, qvel, action)
         done_ids = np.flatnonzero(np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated)))
-        final = self.physics.poses(done_ids) if self._keeps_final_poses and len(done_ids) else None
-        if len(done_ids):  # the final poses above were taken before the physics moves on to new episodes
+        final = self.physics.poses(done_ids) if self._renders and len(done_ids) else None
+        if len(done_ids):  # the final frames above were posed before the physics moves on to new episodes
             self._load(done_ids, new)
-        ended = lambda: (done_ids, final)  # noqa: E731
         if not self._renders:
-            return _Step(new, stepped, None, None, ended)
+            return _Step(new, stepped, None, None)
         poses = self.physics.poses()
         if final is not None:  # rows: the B envs now, then the k finished ones at their end
             poses = tuple(np.concatenate([a, b]) for a, b in zip(poses, final, strict=True))
@@ -299,7 +286,7 @@ class _CpuBatch:
             observed = images[:n]
             return observed, observed.at[done_ids].set(images[n:]) if len(done_ids) else observed
 
-        return _Step(new, stepped, poses, assemble, ended)
+        return _Step(new, stepped, poses, assemble)
 
     def poses(self, state: State) -> Poses:
         return self.physics.poses()  # the physics holds `state`: the batch's current one
@@ -318,16 +305,15 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.config = config
         self.num_envs = config.num_envs
         self.physics = resolve_physics(config.physics)
+        renders = config.obs_mode == "pixels"
+        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config, renders)
+        self.mjx_impl: MjxImpl | None = self._batch.impl  # None on the CPU MuJoCo path
+        self.gaussian_scene = self._load_scene() if config.scene is not None else None  # None: generated
+        self.renderer = self._make_renderer() if renders else None
         self.render_mode = config.render_mode
         self.metadata = {**self.metadata, "render_fps": control_fps(task)}
-        renders = config.obs_mode == "pixels"
-        # render() needs the poses at an episode's end too (a single env shows its final frame).
-        keeps_final_poses = renders or config.render_mode is not None
-        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config, renders, keeps_final_poses)
-        self.mjx_impl: MjxImpl | None = self._batch.impl  # None on the CPU MuJoCo path
-        self.renderer = self._make_renderer() if renders else None
         self._frames = self._make_frame_renderer() if config.render_mode is not None else None
-        self._final_poses: Callable[[], tuple[np.ndarray, Poses | None]] = lambda: (np.zeros(0, np.int64), None)
+        self._stepped: State | None = None  # the last step's states before autoreset
 
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (task.action_size,), np.float32)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -337,7 +323,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         if self.renderer is not None:
             h, w = self.renderer.image_shape
             for name in self.renderer.camera_names:
-                spaces[f"pixels/{name}"] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+                spaces[PIXELS_PREFIX + name] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
         self.single_observation_space = gym.spaces.Dict(spaces)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._state: State | None = None
@@ -349,7 +335,12 @@ class SerlVectorEnv(gym.vector.VectorEnv):
 
         c = self.config
         render_config = RenderConfig(backend=c.render_backend, image_size=c.image_size, cameras=tuple(c.cameras))
-        return RenderStage(self.task.mj_model, render_config)
+        return RenderStage(self.task.mj_model, render_config, self.gaussian_scene)
+
+    def _load_scene(self):
+        from serl_gs.render.manifest import scene_with_captures
+
+        return scene_with_captures(self.task.mj_model, self.config.scene)
 
     # ---- gymnasium API ----------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -372,7 +363,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         check_action(actions, self.task.action_size, self.num_envs)
         out = self._batch.step(self._state, jnp.asarray(actions, jnp.float32))
         self._state, stepped = out.state, out.stepped
-        self._final_poses = out.final_poses
+        self._stepped = stepped
         self._obs = dict(out.state.obs)
         final_obs = dict(stepped.obs)
         if self.renderer is not None:
@@ -383,11 +374,13 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         done = jnp.logical_or(stepped.terminated, stepped.truncated)
         infos: dict[str, Any] = {"final_obs": final_obs, "_final_obs": done, **stepped.metrics}
         infos["episode_step"] = stepped.info["step"]
+        # Reward and done flags [N] come to the host as writable numpy on both backends: every consumer reads
+        # them there, and gymnasium's vector wrappers (RecordEpisodeStatistics, ClipReward) write into them.
         return (
             self._out(self._obs),
-            self._out(stepped.reward),
-            self._out(stepped.terminated),
-            self._out(stepped.truncated),
+            np.array(stepped.reward),
+            np.array(stepped.terminated),
+            np.array(stepped.truncated),
             self._out(infos),
         )
 
@@ -403,8 +396,8 @@ class SerlVectorEnv(gym.vector.VectorEnv):
 
     # ---- helpers ----------------------------------------------------------------------------------------
     def render_frames(self, poses: Poses, obs: dict[str, Any] | None = None) -> np.ndarray:
-        """`render()` frames [k, H, W, 3] of the envs whose poses are given (e.g. `final_poses`); `obs`: their
-        observations, whose pixels are reused when they are the frames asked for."""
+        """`render()` frames [k, H, W, 3] of the envs whose poses are given (e.g. `frame_poses(final=True)`); `obs`:
+        their observations, whose pixels are reused when they are the frames asked for."""
         if self._frames is None:
             self._frames = self._make_frame_renderer()
         return self._frames.frames(poses, obs)
@@ -415,13 +408,17 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         c = self.config
         size = c.render_size or (c.image_size if c.obs_mode == "pixels" else 128)
         frame_config = FrameConfig(camera=c.render_camera, size=size, backend=c.render_backend)
-        return FrameRenderer(self.task.mj_model, frame_config)
+        return FrameRenderer(self.task.mj_model, frame_config, self.gaussian_scene)
 
-    @property
-    def final_poses(self) -> tuple[np.ndarray, Poses | None]:
-        """(env ids [k], their poses at the end) of the envs whose episode ended in the last step; on MJX this
-        reads the done flags from the device, so the step itself never has to."""
-        return self._final_poses()
+    def frame_poses(self, final: bool = False) -> Poses:
+        """Poses of every env from its joint positions (MuJoCo kinematics on the host): now, or with `final` at
+        the end of the last step before autoreset, i.e. a finished episode's last state."""
+        from serl_gs.render.poses import poses_from_qpos
+
+        state = self._stepped if final else self._state
+        if state is None:
+            raise RuntimeError("call reset() (and step(), for final poses) before frame_poses()")
+        return poses_from_qpos(self.task.mj_model, np.asarray(state.data.qpos))
 
     def body_poses(self) -> Poses:
         """World poses of every env's bodies and cameras now (xpos, xquat, cam_xpos, cam_xmat), for renderers
@@ -445,4 +442,4 @@ class SerlVectorEnv(gym.vector.VectorEnv):
     def _split_cameras(self, images) -> dict[str, jax.Array]:
         """[B, C, H, W, 3] -> {"pixels/<camera>": uint8 [B, H, W, 3]} as JAX arrays."""
         images = jnp.asarray(images)
-        return {f"pixels/{name}": images[:, i] for i, name in enumerate(self.renderer.camera_names)}
+        return {PIXELS_PREFIX + name: images[:, i] for i, name in enumerate(self.renderer.camera_names)}
