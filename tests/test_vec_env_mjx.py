@@ -91,6 +91,7 @@ def test_panda_pixels_on_mjx_warp_match_mujoco_c_through_autoreset(monkeypatch):
     cpu.close()
 
 
+@pytest.mark.slow
 def test_fewer_reset_rows_than_finished_envs_is_an_error_one_step_later():
     vec = gym.make_vec(
         "serl_gs/CartpoleBalance-v0",
