@@ -1,6 +1,7 @@
 """Evaluates a checkpoint with the deterministic policy: success rate, return statistics, JSON and video.
 
 ./run_eval.sh --checkpoint runs/pick --num_envs 8 --episodes 32
+./run_eval.sh --checkpoint runs/pick --verbosity=-1     # also the libraries' warnings (orbax); 0: their info
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main(argv: list[str]) -> None:
         video_episodes=min(f.video_episodes, f.num_envs),
         video_size=f.video_size,
         out_dir=f.out_dir or None,
+        scene=f.scene or None,
     )
     s = evaluate(config)
     rate = f"success {s['success_rate']:.1%} (±{s['success_ci95']:.1%}), " if "success_rate" in s else ""
@@ -49,6 +51,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("video_episodes", 2, "Episodes recorded into the video (0 = none).")
     flags.DEFINE_integer("video_size", 128, "Video frame side in pixels.")
     flags.DEFINE_string("out_dir", "", "Where summary.json and eval.mp4 go; default <run_dir>/eval/<step>.")
+    flags.DEFINE_string("scene", "", "A scene manifest (JSON) of 3DGS captures; empty = the run's own scene.")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@
 Per --num_envs, one JSON line each for: env steps/s at the actor, updates/s at the learner, and the learner's
 idle fraction (time waiting for data / time in its loop). Rates are taken from the nodes' own metric logs over
 the measurement window, after a warm-up (compilation, random steps, training_starts).
+
+Each size runs twice, learner paths side by side (--paths): `fused` (the learner's default: --publish_every
+updates per jitted call, sampling inside it) and `one_per_call` (--updates_per_call 1: sample, then update, one
+update per call, the learner's path before fused calls); the fused updates/s line carries the other as its
+baseline. The learner's agent is the main job's (run_demo.sh).
 """
 
 from __future__ import annotations
@@ -39,15 +44,19 @@ def _window_rate(rows: list[dict], key: str, since: float) -> float | None:
     return (rows[-1][key] - rows[0][key]) / (rows[-1]["time"] - rows[0]["time"])
 
 
-def run_once(args: argparse.Namespace, num_envs: int, workdir: Path) -> dict[str, float]:
-    run_dir = workdir / f"e2e-{num_envs}"
+PATHS = {"fused": "0", "one_per_call": "1"}  # --updates_per_call of each learner path
+
+
+def run_once(args: argparse.Namespace, num_envs: int, workdir: Path, path: str) -> dict[str, float]:
+    run_dir = workdir / f"e2e-{num_envs}-{path}"
     port = _port_base()
     common = ["--env", args.env, "--obs_mode", args.obs_mode, "--image_size", str(args.image_size)]
     learner_cmd = [
         sys.executable, "-m", "learners.learner", *common, "--run_dir", str(run_dir), "--port", str(port),
         "--training_starts", str(args.training_starts), "--utd", str(args.utd), "--log_every_s", "2",
         "--hidden_dims", "128,128", "--critic_ensemble_size", "4", "--batch_size", "128",
-        "--critic_actor_ratio", "2", "--checkpoint_every", "1000000", "--save_replay=false",
+        "--critic_actor_ratio", "2", "--n_step", "3", "--publish_every", "10", "--updates_per_call", PATHS[path],
+        "--checkpoint_every", "1000000", "--save_replay=false",
         "--max_seconds", str(args.timeout + args.warmup + args.seconds + 60),  # a safety net: stopped by SIGINT
     ]  # fmt: skip
     actor_cmd = [
@@ -55,7 +64,8 @@ def run_once(args: argparse.Namespace, num_envs: int, workdir: Path) -> dict[str
         "--random_steps", "0", "--run_dir", str(run_dir), "--log_every_s", "2",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(workdir / f"learner-{num_envs}.log", "w") as llog, open(workdir / f"actor-{num_envs}.log", "w") as alog:
+    logs = workdir / f"learner-{num_envs}-{path}.log", workdir / f"actor-{num_envs}-{path}.log"
+    with open(logs[0], "w") as llog, open(logs[1], "w") as alog:
         learner = subprocess.Popen(learner_cmd, stdout=llog, stderr=subprocess.STDOUT, env=env)
         actor = subprocess.Popen(actor_cmd, stdout=alog, stderr=subprocess.STDOUT, env=env)
         try:
@@ -101,21 +111,32 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="measurement window (default 20; quick 10)")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=300.0, help="max wait for the learner's first update")
+    parser.add_argument("--paths", default="fused,one_per_call", help=f"learner paths, of {sorted(PATHS)}")
     args = parser.parse_args()
     sizes = [int(n) for n in (args.num_envs or ("16" if args.quick else "1,4,16,64")).split(",")]
     args.seconds = args.seconds or (10.0 if args.quick else 20.0)
+    paths = args.paths.split(",")
+    unknown = sorted(set(paths) - set(PATHS))
+    if unknown:
+        raise ValueError(f"unknown --paths {unknown}; known: {sorted(PATHS)}")
+    paths.sort(key=lambda p: p != "one_per_call")  # the baseline first, so the fused line can carry it
     with tempfile.TemporaryDirectory(prefix="serl_gs_e2e_") as tmp:
         for n in sizes:
-            log(f"e2e: {args.env} {args.obs_mode} num_envs={n} ...")
-            figures = run_once(args, n, Path(tmp))
-            config = {"env": args.env, "obs_mode": args.obs_mode, "num_envs": n, "utd": args.utd,
-                      "window_s": args.seconds}  # fmt: skip
-            if args.obs_mode == "pixels":
-                config["image_size"] = args.image_size
-            emit("e2e", "env_steps_per_s", figures["env_steps_per_s"], "1/s", config=config, quick=args.quick)
-            emit("e2e", "updates_per_s", figures["updates_per_s"], "1/s", config=config, quick=args.quick)
-            emit("e2e", "learner_idle_fraction", figures["learner_idle_fraction"], "fraction", config=config,
-                 quick=args.quick)  # fmt: skip
+            results = {}
+            for path in paths:
+                log(f"e2e: {args.env} {args.obs_mode} num_envs={n}, learner path {path} ...")
+                results[path] = figures = run_once(args, n, Path(tmp), path)
+                config = {"env": args.env, "obs_mode": args.obs_mode, "num_envs": n, "utd": args.utd,
+                          "window_s": args.seconds, "learner_path": path}  # fmt: skip
+                if args.obs_mode == "pixels":
+                    config["image_size"] = args.image_size
+                baseline = results.get("one_per_call") if path == "fused" else None
+                emit("e2e", "env_steps_per_s", figures["env_steps_per_s"], "1/s", config=config, quick=args.quick)
+                emit("e2e", "updates_per_s", figures["updates_per_s"], "1/s", config=config, quick=args.quick,
+                     baseline="one_per_call" if baseline else None,
+                     baseline_value=baseline["updates_per_s"] if baseline else None)  # fmt: skip
+                emit("e2e", "learner_idle_fraction", figures["learner_idle_fraction"], "fraction", config=config,
+                     quick=args.quick)  # fmt: skip
 
 
 if __name__ == "__main__":

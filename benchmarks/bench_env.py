@@ -1,13 +1,14 @@
-"""Env throughput: our batched vector env (MJX and/or CPU MuJoCo physics) against the seed project's design,
+"""Env throughput: our batched vector env (MuJoCo C, MJX-JAX, MJX-Warp) against the seed project's design,
 `gymnasium.vector.SyncVectorEnv` over single CPU-MuJoCo envs stepped one at a time, in the same run.
 
-    python -m benchmarks.bench_env --quick            # < 1 min on a 2-core CPU
-    python -m benchmarks.bench_env --cases PandaPickCube-v0:mjx --num_envs 1024,16384 \
-        --baseline_max_envs 64   # on a GPU
+    python -m benchmarks.bench_env --quick            # a few minutes on a 2-core CPU (compiles MJX programs)
+    python -m benchmarks.bench_env --cases PandaPickCube-v0:mjx:jax,PandaPickCube-v0:mjx:warp \
+        --num_envs 1024,4096,16384 --baseline_max_envs 64   # on a GPU
 
-One JSON line per (task, physics, num_envs): env steps/s (all envs together), with the baseline at the same
-num_envs (up to --baseline_max_envs; beyond it the baseline's rate at its largest measured size is used, which
-only flatters the baseline since it does not scale with num_envs) and their ratio.
+A case is `task:physics[:mjx_impl]` (physics `mujoco` | `mjx`; mjx_impl `jax` | `warp`, default: the vector
+env's `auto`). One JSON line per (task, physics, impl, num_envs): env steps/s (all envs together), with the
+baseline at the same num_envs (up to --baseline_max_envs; beyond it the baseline's rate at its largest measured
+size is used, which only flatters the baseline since it does not scale with num_envs) and their ratio.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 import envs  # noqa: F401  (registers the tasks)
 from benchmarks._report import emit, log
+from serl_gs.vec_env import resolve_mjx_impl
 
 BASELINE = "sync_vector_env_cpu_mujoco"
 
@@ -38,8 +40,8 @@ def _rate(vec, steps: int, actions) -> float:
     return steps * vec.num_envs / (time.perf_counter() - start)
 
 
-def ours(env_id: str, physics: str, num_envs: int, steps: int) -> float:
-    vec = gym.make_vec(env_id, num_envs=num_envs, physics=physics)
+def ours(env_id: str, physics: str, impl: str, num_envs: int, steps: int, **env_kwargs) -> float:
+    vec = gym.make_vec(env_id, num_envs=num_envs, physics=physics, mjx_impl=impl, **env_kwargs)
     shape = (8, *vec.action_space.shape)
     actions = list(jax.random.uniform(jax.random.PRNGKey(0), shape, jnp.float32, -1.0, 1.0))
     try:
@@ -48,8 +50,10 @@ def ours(env_id: str, physics: str, num_envs: int, steps: int) -> float:
         vec.close()
 
 
-def baseline(env_id: str, num_envs: int, steps: int) -> float:
-    fns = [lambda: gym.make(env_id, physics="mujoco", disable_env_checker=True) for _ in range(num_envs)]
+def baseline(env_id: str, num_envs: int, steps: int, **env_kwargs) -> float:
+    fns = [
+        lambda: gym.make(env_id, physics="mujoco", disable_env_checker=True, **env_kwargs) for _ in range(num_envs)
+    ]
     vec = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     rng = np.random.default_rng(0)
     actions = [rng.uniform(-1, 1, vec.action_space.shape).astype(np.float32) for _ in range(8)]
@@ -57,6 +61,17 @@ def baseline(env_id: str, num_envs: int, steps: int) -> float:
         return _rate(vec, steps, actions)
     finally:
         vec.close()
+
+
+def parse_cases(text: str) -> dict[str, list[tuple[str, str]]]:
+    """"task:physics[:impl],..." -> {task: [(physics, impl), ...]}; bad cases raise ValueError naming them."""
+    cases: dict[str, list[tuple[str, str]]] = {}
+    for case in text.split(","):
+        parts = case.split(":")
+        if len(parts) not in (2, 3) or parts[1] not in ("mujoco", "mjx") or parts[2:] not in ([], ["jax"], ["warp"]):
+            raise ValueError(f"bad case {case!r}: want task:mujoco, task:mjx, task:mjx:jax or task:mjx:warp")
+        cases.setdefault(parts[0], []).append((parts[1], parts[2] if len(parts) == 3 else "auto"))
+    return cases
 
 
 def main() -> None:
@@ -67,21 +82,27 @@ def main() -> None:
     parser.add_argument(
         "--cases",
         default=None,
-        help="comma list of task:physics (default: every task on mjx and mujoco; quick: MJX only for cartpole, "
-        "since the Panda's MJX step takes minutes to compile on a CPU)",
+        help="comma list of task:physics[:mjx_impl] (default: every task on mujoco and mjx:warp, cartpole on "
+        "mjx:jax too, and without --quick the Panda on mjx:jax, whose step takes minutes to compile on a CPU)",
     )
     parser.add_argument("--num_envs", default=None, help="comma list (default quick: 1,16,64; full: 1..1024)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per figure")
     parser.add_argument("--baseline_max_envs", type=int, default=256)
+    parser.add_argument("--obs_mode", default="state", choices=["state", "pixels"], help="pixels: every camera")
+    parser.add_argument("--image_size", type=int, default=64, help="pixels only")
+    parser.add_argument("--render_backend", default="auto", help="pixels only: auto | gsplat | reference")
     args = parser.parse_args()
+    env_kwargs = {}
+    if args.obs_mode == "pixels":
+        env_kwargs = {"obs_mode": "pixels", "image_size": args.image_size, "render_backend": args.render_backend}
 
-    default_cases = "PandaPickCube-v0:mujoco,CartpoleBalance-v0:mujoco,CartpoleBalance-v0:mjx"
+    default_cases = (
+        "PandaPickCube-v0:mujoco,PandaPickCube-v0:mjx:warp,"
+        "CartpoleBalance-v0:mujoco,CartpoleBalance-v0:mjx:jax,CartpoleBalance-v0:mjx:warp"
+    )
     if not args.quick:
-        default_cases += ",PandaPickCube-v0:mjx"
-    cases: dict[str, list[str]] = {}
-    for case in (args.cases or default_cases).split(","):
-        name, physics = case.split(":")
-        cases.setdefault(name, []).append(physics)
+        default_cases += ",PandaPickCube-v0:mjx:jax"
+    cases = parse_cases(args.cases or default_cases)
     sizes = [int(n) for n in (args.num_envs or ("1,16,64" if args.quick else "1,16,64,256,1024")).split(",")]
     steps = args.steps or (20 if args.quick else 100)
     for name, physics_paths in cases.items():
@@ -91,10 +112,10 @@ def main() -> None:
             n_base = min(n, args.baseline_max_envs)
             if n_base not in base_rates:
                 log(f"{name}: baseline SyncVectorEnv x{n_base} ...")
-                base_rates[n_base] = baseline(env_id, n_base, max(4, steps // 2))
-            for physics in physics_paths:
-                log(f"{name}: {physics} x{n} ...")
-                value = ours(env_id, physics, n, steps)
+                base_rates[n_base] = baseline(env_id, n_base, max(4, steps // 2), **env_kwargs)
+            for physics, impl in physics_paths:
+                log(f"{name}: {physics}{'' if physics == 'mujoco' else ':' + impl} x{n} ...")
+                value = ours(env_id, physics, impl, n, steps, **env_kwargs)
                 emit(
                     "env",
                     "env_steps_per_s",
@@ -105,10 +126,12 @@ def main() -> None:
                     config={
                         "task": name,
                         "physics": physics,
+                        "mjx_impl": None if physics == "mujoco" else resolve_mjx_impl(impl),
                         "num_envs": n,
                         "baseline_num_envs": n_base,
                         "steps": steps,
                         "jax_backend": jax.default_backend(),
+                        **env_kwargs,
                     },
                     quick=args.quick,
                 )

@@ -5,8 +5,17 @@ One JSON line per figure (benchmarks/_report.py). For each agent:
                              SERL's default networks (10 critics, 256x2 MLPs); baseline: the previous result
                              recorded under benchmarks/results/ for the same config and device, if any
   sampled_transitions_per_s  replay.sample with frames on the device; baseline: frames in host memory
-  learner_steps_per_s        sample + update, what the learner loop does (the DrQ-v2 anchor, ~25 updates/s
-                             including env and rendering on one GPU, is a whole-system figure, not this one)
+  learner_steps_per_s        sample + update, what the learner loop did one update per call (the DrQ-v2
+                             anchor, ~25 updates/s including env and rendering on one GPU, is a whole-system
+                             figure, not this one)
+  fused_updates_per_s        K updates per call with their sampling inside the call (make_learner_step_fn),
+                             K = --updates_per_call; baseline: learner_steps_per_s of the same run, the two
+                             timed in alternating rounds (median) so a busy machine slows both alike
+  cpu_ms_per_update_...      the same two paths' CPU time per update (this process, all threads): on a
+                             machine shared with other work, what the update costs rather than what it got
+  sac_state_demo             the main job's agent (run_demo.sh: 4 critics, 128x128, batch 128, ratio 2, n-step 3)
+                             on a replay of the main job's capacity (200k; the sampler's pass over it is a
+                             per-call cost)
 
     python benchmarks/bench_learner.py --quick     # < 1 min on a 2-core CPU: SAC and DrQ 64² 1 camera,
                                                    # batch 32, few iterations (compiling dominates)
@@ -19,7 +28,7 @@ in fresh processes (benchmarks/drq_update_worker.py), variants interleaved round
   allocator   + serl_gs.cpu_memory.keep_freed_memory() (XLA:CPU's buffers no longer page-fault each call)
   features    + the actor step reuses the critic step's obs features (AgentConfig.actor_features)
   ours        both (what the learner runs); baseline: today, same process layout, same run
-    python benchmarks/bench_learner.py --cases drq_cpu_64 drq_cpu_preset [--rounds 3]
+    python benchmarks/bench_learner.py --cases drq_cpu_64 drq_cpu_preset [--drq_rounds 3]
 """
 
 from __future__ import annotations
@@ -41,7 +50,12 @@ import numpy as np  # noqa: E402
 
 from benchmarks._report import device_name, emit, log  # noqa: E402
 from serl_gs.agents.config import AgentConfig, cpu_pixel_preset  # noqa: E402
-from serl_gs.agents.learning import init_training_state, make_update_fn  # noqa: E402
+from serl_gs.agents.learning import (  # noqa: E402
+    init_training_state,
+    make_learner_step_fn,
+    make_update_fn,
+    unrolls_updates,
+)  # noqa: E402
 from serl_gs.agents.networks import make_networks  # noqa: E402
 from serl_gs.data.records import RecordSpec  # noqa: E402
 from serl_gs.data.replay import ReplayBuffer, ReplayConfig  # noqa: E402
@@ -56,16 +70,23 @@ class Case:
     name: str
     image_size: int  # 0 = state only (SAC)
     cameras: int
+    agent: tuple = ()  # AgentConfig overrides, as (name, value) pairs
+    capacity: int = 0  # replay records; 0 = --capacity
 
+
+# The main job's learner (run_demo.sh).
+DEMO_AGENT = (("hidden_dims", (128, 128)), ("critic_ensemble_size", 4), ("batch_size", 128),
+              ("critic_actor_ratio", 2), ("n_step", 3))  # fmt: skip
 
 CASES = [
     Case("sac_state", 0, 0),
+    Case("sac_state_demo", 0, 0, DEMO_AGENT, capacity=200_000),
     Case("drq_64_1cam", 64, 1),
     Case("drq_64_2cam", 64, 2),
     Case("drq_128_1cam", 128, 1),
     Case("drq_128_2cam", 128, 2),
 ]
-QUICK_CASES = ["sac_state", "drq_64_1cam"]
+QUICK_CASES = ["sac_state", "sac_state_demo", "drq_64_1cam"]
 
 
 @dataclass(frozen=True)
@@ -157,10 +178,46 @@ def previous_result(metric: str, config: dict, device: str, quick: bool) -> floa
     return value
 
 
+def alternating_rates(fns: dict, iterations: dict, rounds: int) -> tuple[dict, dict]:
+    """Median calls/s (wall-clock) and CPU seconds per call (this process, all threads) of each fn over `rounds`
+    rounds that run every fn once in turn (one warm-up call each). On a machine shared with other work the
+    wall-clock rate falls with the load; the CPU time a call takes much less so."""
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    rates = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start, cpu_start = time.perf_counter(), time.process_time()
+            for _ in range(iterations[name]):
+                out = fn()
+            jax.block_until_ready(out)
+            rates[name].append(iterations[name] / (time.perf_counter() - start))
+            cpu[name].append((time.process_time() - cpu_start) / iterations[name])
+    median = lambda d: {name: float(np.median(values)) for name, values in d.items()}
+    return median(rates), median(cpu)
+
+
+def learner_step_fn(replay, update, holder: dict, agent_config):
+    """One update per call, as the learner loop did it: sample (one call), then update (another)."""
+    keys = {"key": jax.random.PRNGKey(3)}
+    c = agent_config
+
+    def learner_step():
+        keys["key"], key = jax.random.split(keys["key"])
+        fresh = replay.sample(key, c.batch_size, c.critic_actor_ratio, c.n_step, c.discount)
+        holder["state"], metrics = update(holder["state"], fresh)
+        return metrics
+
+    return learner_step
+
+
 def run_case(case: Case, args, device: str) -> None:
-    batch_size = args.batch_size
-    agent_config = AgentConfig(batch_size=batch_size)
+    overrides = dict(case.agent)
+    batch_size = overrides.pop("batch_size", args.batch_size)
+    agent_config = AgentConfig(batch_size=batch_size, **overrides)
     ratio = agent_config.critic_actor_ratio
+    capacity = case.capacity or args.capacity
     spec = record_spec(case)
     config = {
         "agent": case.name,
@@ -169,14 +226,16 @@ def run_case(case: Case, args, device: str) -> None:
         "batch": batch_size,
         "critic_actor_ratio": ratio,
         "ensemble": agent_config.critic_ensemble_size,
-        "capacity": args.capacity,
+        "capacity": capacity,
     }
+    if case.agent:
+        config.update(hidden=list(agent_config.hidden_dims), n_step=agent_config.n_step)
     replays = {
-        kind: ReplayBuffer(spec, ReplayConfig(capacity=args.capacity, storage=kind), log=log)
+        kind: ReplayBuffer(spec, ReplayConfig(capacity=capacity, storage=kind), log=log)
         for kind in ("device", "host")
     }
     for replay in replays.values():
-        fill(replay, spec, args.capacity, num_envs=64, seed=0)
+        fill(replay, spec, capacity, num_envs=64, seed=0)
 
     key = jax.random.PRNGKey(0)
     sample = {kind: (lambda r=replay: r.sample(key, batch_size, ratio)) for kind, replay in replays.items()}
@@ -194,20 +253,36 @@ def run_case(case: Case, args, device: str) -> None:
         holder["state"], metrics = update(holder["state"], batch)
         return metrics
 
-    updates = rate(one_update, args.update_iterations)
+    updates = rate(one_update, args.plain_iterations)
     previous = previous_result("updates_per_s", config, device, args.quick)
     emit(BENCH, "updates_per_s", updates, "1/s", config=config, quick=args.quick,
          baseline="previous_recorded" if previous else None, baseline_value=previous, device=device)  # fmt: skip
 
-    keys = iter(jax.random.split(jax.random.PRNGKey(2), args.update_iterations + 1))
+    if unrolls_updates(networks):
+        log(f"{case.name}: updates run unrolled on this backend (pixels on a CPU); the learner uses one per call")
+        emit(BENCH, "learner_steps_per_s", rate(learner_step_fn(replays["device"], update, holder, agent_config),
+             args.plain_iterations), "1/s", config=config, quick=args.quick, device=device)  # fmt: skip
+        return
+    # Today's loop (sample, then update: two calls per update) beside K updates per call, sampling inside.
+    keys = {"key": jax.random.PRNGKey(2)}
+    learner_step = learner_step_fn(replays["device"], update, holder, agent_config)
+    k = args.updates_per_call
+    fused_step = make_learner_step_fn(networks, k)
 
-    def learner_step():
-        fresh = replays["device"].sample(next(keys), batch_size, ratio)
-        holder["state"], metrics = update(holder["state"], fresh)
+    def fused():
+        keys["key"], key = jax.random.split(keys["key"])
+        holder["state"], metrics = fused_step(holder["state"], replays["device"].device_fields(), key)
         return metrics
 
-    emit(BENCH, "learner_steps_per_s", rate(learner_step, args.update_iterations), "1/s", config=config,
-         quick=args.quick, device=device)  # fmt: skip
+    calls = max(1, args.update_iterations // k)
+    rates, cpu = alternating_rates({"old": learner_step, "fused": fused}, {"old": calls * k, "fused": calls},
+                                   args.rounds)  # fmt: skip
+    fused_config = {**config, "updates_per_call": k}
+    emit(BENCH, "learner_steps_per_s", rates["old"], "1/s", config=config, quick=args.quick, device=device)
+    emit(BENCH, "fused_updates_per_s", rates["fused"] * k, "1/s", config=fused_config, quick=args.quick,
+         baseline="one_update_per_call", baseline_value=rates["old"], device=device)  # fmt: skip
+    emit(BENCH, "cpu_ms_per_update_lower_is_better", cpu["fused"] / k * 1e3, "ms", config=fused_config,
+         quick=args.quick, baseline="one_update_per_call", baseline_value=cpu["old"] * 1e3, device=device)  # fmt: skip
 
 
 def measure_in_subprocess(case: CpuDrqCase, variant: str, updates: int) -> dict:
@@ -229,7 +304,7 @@ def run_cpu_drq_case(case: CpuDrqCase, args, device: str) -> None:
     """Every variant in its own process, interleaved round by round (rotating the order against load drift)."""
     names = list(VARIANTS)
     results: dict[str, list[dict]] = {v: [] for v in names}
-    for r in range(args.rounds):
+    for r in range(args.drq_rounds):
         for variant in names[r % len(names) :] + names[: r % len(names)]:
             row = measure_in_subprocess(case, variant, args.drq_updates)
             log(f"   round {r} {variant:9s} {row['updates_per_s']:.3f} updates/s, "
@@ -239,7 +314,7 @@ def run_cpu_drq_case(case: CpuDrqCase, args, device: str) -> None:
     config = {
         "agent": case.name, "image": [case.image_size, case.image_size, 3 * case.frames], "cameras": 1,
         "channels": list(case.channels), "batch": case.batch_size, "ensemble": case.critic_ensemble_size,
-        "critic_actor_ratio": case.critic_actor_ratio, "rounds": args.rounds, "updates_per_round": args.drq_updates,
+        "critic_actor_ratio": case.critic_actor_ratio, "rounds": args.drq_rounds, "updates_per_round": args.drq_updates,
         "load_avg_1min": round(os.getloadavg()[0], 2),
     }  # fmt: skip
     for variant in names[1:]:
@@ -254,15 +329,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute on a 2-core CPU")
     parser.add_argument("--batch_size", type=int, default=None, help="default: 32 with --quick, else 256")
     parser.add_argument("--capacity", type=int, default=None, help="replay records; default 1000 / 100000")
+    parser.add_argument("--updates_per_call", type=int, default=10, help="K of the fused path (the main job's)")
     parser.add_argument("--cases", nargs="*", default=None, choices=[c.name for c in CASES] + CPU_DRQ_CASES,
                         help=f"default: all, or {QUICK_CASES} with --quick")  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=3, help="drq_cpu cases: interleaved rounds per variant")
+    parser.add_argument("--drq_rounds", type=int, default=3, help="drq_cpu cases: interleaved rounds per variant")
     parser.add_argument("--drq_updates", type=int, default=None, help="drq_cpu cases: updates timed per process")
     args = parser.parse_args()
     args.batch_size = args.batch_size or (32 if args.quick else 256)
     args.capacity = args.capacity or (1_000 if args.quick else 100_000)
     args.sample_iterations = 5 if args.quick else 50
-    args.update_iterations = 2 if args.quick else 20
+    args.plain_iterations = 2 if args.quick else 20
+    args.update_iterations = args.updates_per_call * (2 if args.quick else 8)
+    args.rounds = 3 if args.quick else 5
     args.drq_updates = args.drq_updates or (2 if args.quick else 6)
     device = device_name()
     log(f"bench_learner on {device}, jax backend {jax.default_backend()}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -61,6 +62,7 @@ def run_seed(args, seed: int) -> dict:
     import gymnasium as gym
 
     import envs  # noqa: F401  (registers the serl_gs/ ids)
+    from serl_gs.agents.exploration import ColoredNoise
     from serl_gs.agents.learning import init_training_state, make_learner_step_fn
     from serl_gs.agents.networks import make_inference_fn, make_networks, obs_spec_from_batch, policy_params
     from serl_gs.data.records import RecordSpec, reset_records, step_records
@@ -80,6 +82,9 @@ def run_seed(args, seed: int) -> dict:
     params = policy_params(state.params)
     key = jax.random.PRNGKey(seed + 1)
     rng = np.random.default_rng(seed)
+    noise = None
+    if args.noise_beta > 0:
+        noise = ColoredNoise(args.num_envs, action_dim, steps=100, beta=args.noise_beta, seed=seed + 2)
 
     returns = np.zeros(args.num_envs)
     window: deque[float] = deque(maxlen=args.window)
@@ -90,53 +95,59 @@ def run_seed(args, seed: int) -> dict:
     t0 = time.perf_counter()
     next_log = args.log_every
     stop_reason = "max_updates"
-    while updates < args.max_updates:
-        if env_steps < args.random_steps:
-            action = rng.uniform(-1.0, 1.0, (args.num_envs, action_dim)).astype(np.float32)
-        else:
-            key, act_key = jax.random.split(key)
-            action = np.asarray(policy(params, obs, act_key, deterministic=False))
-        obs, reward, terminated, truncated, infos = vec.step(action)
-        records = step_records(obs, action, reward, terminated, truncated, infos)
-        replay.insert(0, records)
-        inserted += int((~records["is_first"]).sum())
-        env_steps += args.num_envs
-        returns += reward
-        done = terminated | truncated
-        for i in np.flatnonzero(done):
-            success = float(infos["success"][i])
-            window.append(success)
-            since_log.append((returns[i], success))
-            if success and first_pick is None:
-                first_pick = {"updates": updates, "env_steps": env_steps, "wall_s": time.perf_counter() - t0}
-                log(f"seed {seed}: first pick at {updates} updates, {env_steps} env steps")
-            returns[i] = 0.0
+    try:  # SIGTERM / Ctrl-C (see main) end the seed with what it has
+        while updates < args.max_updates:
+            if env_steps < args.random_steps:
+                action = rng.uniform(-1.0, 1.0, (args.num_envs, action_dim)).astype(np.float32)
+            else:
+                key, act_key = jax.random.split(key)
+                eps = None if noise is None else noise.next()
+                action = np.asarray(policy(params, obs, act_key, False, eps))
+            obs, reward, terminated, truncated, infos = vec.step(action)
+            records = step_records(obs, action, reward, terminated, truncated, infos)
+            replay.insert(0, records)
+            inserted += int((~records["is_first"]).sum())
+            env_steps += args.num_envs
+            returns += reward
+            done = terminated | truncated
+            if noise is not None:
+                noise.reset(done)
+            for i in np.flatnonzero(done):
+                success = float(infos["success"][i])
+                window.append(success)
+                since_log.append((returns[i], success))
+                if success and first_pick is None:
+                    first_pick = {"updates": updates, "env_steps": env_steps, "wall_s": time.perf_counter() - t0}
+                    log(f"seed {seed}: first pick at {updates} updates, {env_steps} env steps")
+                returns[i] = 0.0
 
-        # The rate limiter's target, in whole calls of `publish_every` updates (the policy refreshes after each).
-        owed = int(args.utd * (inserted - args.training_starts)) - updates if inserted >= args.training_starts else 0
-        for _ in range(max(0, owed) // args.publish_every):
-            key, sample_key = jax.random.split(key)
-            state, metrics = learner_step(state, replay.device_fields(), sample_key)
-            updates += args.publish_every
-            params = policy_params(state.params)
+            # The rate limiter's target, in whole calls of `publish_every` updates (the policy refreshes after each).
+            owed = int(args.utd * (inserted - args.training_starts)) - updates
+            for _ in range(max(0, owed) // args.publish_every):
+                key, sample_key = jax.random.split(key)
+                state, metrics = learner_step(state, replay.device_fields(), sample_key)
+                updates += args.publish_every
+                params = policy_params(state.params)
 
-        if updates >= next_log and since_log:
-            row = {
-                "updates": updates,
-                "env_steps": env_steps,
-                "wall_s": round(time.perf_counter() - t0, 1),
-                "episode_return": round(float(np.mean([r for r, _ in since_log])), 2),
-                "success": round(float(np.mean([s for _, s in since_log])), 3),
-                "window_success": round(float(np.mean(window)), 3),
-                "q": round(float(metrics["q"]), 3),
-                "temperature": round(float(metrics["temperature"]), 5),
-            }
-            curve.append(row)
-            log(f"seed {seed}: {json.dumps(row)}")
-            since_log, next_log = [], next_log + args.log_every
-        if len(window) == args.window and np.mean(window) >= args.stop_success:
-            stop_reason = "window_success"
-            break
+            if updates >= next_log and since_log:
+                row = {
+                    "updates": updates,
+                    "env_steps": env_steps,
+                    "wall_s": round(time.perf_counter() - t0, 1),
+                    "episode_return": round(float(np.mean([r for r, _ in since_log])), 2),
+                    "success": round(float(np.mean([s for _, s in since_log])), 3),
+                    "window_success": round(float(np.mean(window)), 3),
+                    "q": round(float(metrics["q"]), 3),
+                    "temperature": round(float(metrics["temperature"]), 5),
+                }
+                curve.append(row)
+                log(f"seed {seed}: {json.dumps(row)}")
+                since_log, next_log = [], next_log + args.log_every
+            if len(window) == args.window and np.mean(window) >= args.stop_success:
+                stop_reason = "window_success"
+                break
+    except KeyboardInterrupt:
+        stop_reason = "interrupted"
     vec.close()
     return {
         "seed": seed,
@@ -178,6 +189,7 @@ def main() -> None:
     a("--n_step", type=int, default=1)
     a("--initial_temperature", type=float, default=0.01)
     a("--target_entropy", type=float, default=None)
+    a("--noise_beta", type=float, default=0.0, help="exploration noise colour: 0 white (SAC's own), 1 pink")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.max_updates, args.log_every = "0", 3_000, 1_000
@@ -188,14 +200,18 @@ def main() -> None:
         k: getattr(args, k)
         for k in ("num_envs", "utd", "training_starts", "random_steps", "publish_every", "hidden_dims", "activation",
                   "critic_ensemble_size", "batch_size", "critic_actor_ratio", "lr", "discount", "n_step",
-                  "initial_temperature", "target_entropy", "max_updates", "window")
+                  "initial_temperature", "target_entropy", "noise_beta", "max_updates", "window")
     }  # fmt: skip
     config["label"] = args.label
     log(f"first_pick on {device}: {json.dumps(config)}")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill: the current seed reports what it has
     results = []
     for seed in seeds:
         result = run_seed(args, seed)
         results.append(result)
+        if args.curves:  # after every seed: a long sweep cut short keeps what it measured
+            with open(args.curves, "w") as f:
+                json.dump({"config": config, "device": device, "command": " ".join(sys.argv), "runs": results}, f)
         # Without a pick the figure is the budget spent, a lower bound (config "picked": false).
         pick = result["first_pick"] or {"updates": result["updates"], "env_steps": result["env_steps"],
                                         "wall_s": result["wall_s"]}  # fmt: skip
@@ -206,15 +222,14 @@ def main() -> None:
         emit(BENCH, "window_success_at_stop", result["window_success"], "fraction",
              config={**config, "seed": seed, "stop": result["stop"], "updates": result["updates"]},
              quick=args.quick, device=device)  # fmt: skip
-    # Seeds without a pick count as the budget (a lower bound) in the median.
-    picks = [r["first_pick"]["updates"] if r["first_pick"] else args.max_updates for r in results]
+        if result["stop"] == "interrupted":
+            break
+    # Seeds without a pick count as the updates they ran (a lower bound) in the median.
+    picks = [r["first_pick"]["updates"] if r["first_pick"] else r["updates"] for r in results]
     picked = sum(r["first_pick"] is not None for r in results)
     emit(BENCH, "median_updates_to_first_pick", statistics.median(picks), "updates",
          config={**config, "seeds": seeds, "per_seed": picks, "picked": picked}, quick=args.quick,
          device=device)  # fmt: skip
-    if args.curves:
-        with open(args.curves, "w") as f:
-            json.dump({"config": config, "device": device, "command": " ".join(sys.argv), "runs": results}, f)
 
 
 if __name__ == "__main__":

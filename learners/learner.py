@@ -17,7 +17,7 @@ def main(argv: list[str]) -> None:
     from serl_gs.nodes.cli import env_spec_from_flags, stop_on_signals
     from serl_gs.nodes.learner import Learner, LearnerConfig
     from serl_gs.nodes.rate_limiter import RateLimiterConfig
-    from serl_gs.transport import AuthConfig, LearnerTransportConfig
+    from serl_gs.transport import AddressInUse, AuthConfig, LearnerTransportConfig
     from serl_gs.transport.config import port_layout
 
     f = flags.FLAGS
@@ -31,6 +31,7 @@ def main(argv: list[str]) -> None:
             hidden_dims=tuple(int(h) for h in f.hidden_dims.split(",")),
             critic_ensemble_size=f.critic_ensemble_size,
             discount=f.discount,
+            n_step=f.n_step,
             batch_size=f.batch_size,
             critic_actor_ratio=f.critic_actor_ratio,
             actor_lr=lr,
@@ -49,17 +50,42 @@ def main(argv: list[str]) -> None:
         save_replay=f.save_replay,
         max_updates=f.max_updates,
         max_seconds=f.max_seconds,
+        stop_success=f.stop_success,
+        success_window=f.success_window,
+        updates_per_call=f.updates_per_call,
         seed=f.seed,
         log_every_s=f.log_every_s,
         use_wandb=f.wandb,
     )
     print(f"[learner] {config}", flush=True)
-    learner = Learner(config)
+    try:
+        learner = Learner(config)
+    except AddressInUse as e:
+        offset = {"transitions_port": "", "params_port": " + 1", "params_snapshot_port": " + 2"}[e.field]
+        raise ValueError(
+            f"port {e.port} ({e.field}: --port {f.port}{offset}) on {e.host} is already in use; choose another "
+            "--port (the learner takes it and the next two) or stop the program holding it"
+        ) from None
     try:
         final = learner.run(stop_on_signals())
     finally:
         learner.close()
     print(f"[learner] done: {final}", flush=True)
+    print(f"[learner] {_ended_by(final, config)}", flush=True)
+
+
+def _ended_by(final: dict, config) -> str:
+    """One line saying what ended training, for people reading the console."""
+    success = final.get("training_success")
+    shown = "n/a (window not yet full)" if success is None else f"{success:.0%}"
+    window = f"training success over the last {config.success_window} episodes {shown}"
+    reasons = {
+        "success": f"stopped: {window} reached --stop_success {config.stop_success:.0%}",
+        "max_updates": f"stopped: the update budget (--max_updates {config.max_updates}) is spent; {window}",
+        "max_seconds": f"stopped: the wall-clock cap (--max_seconds {config.max_seconds:g}) is reached; {window}",
+        "signal": f"stopped by a signal; {window}",
+    }
+    return f"{reasons[final['stop_reason']]}, at {final['updates']} updates after {final['seconds']:.0f} s"
 
 
 def define_flags() -> None:
@@ -81,12 +107,21 @@ def define_flags() -> None:
     flags.DEFINE_string("auth_secret_file", "", "Shared secret file: CURVE-authenticate and encrypt actors.")
     flags.DEFINE_integer("max_updates", 0, "Stop after this many updates (0 = never).")
     flags.DEFINE_float("max_seconds", 0.0, "Stop after this many seconds (0 = never).")
+    flags.DEFINE_float(
+        "stop_success", 0.0, "Stop once training success over the last --success_window episodes reaches this (0: off)."
+    )
+    flags.DEFINE_integer("success_window", 64, "Finished training episodes (all actors) in the success window.")
+    flags.DEFINE_integer(
+        "updates_per_call", 0,
+        "Updates (with their sampling) per jitted call; 0 = auto (--publish_every for state agents), 1 = one per call.",
+    )  # fmt: skip
     flags.DEFINE_integer("seed", 0, "Seed of the networks and of sampling.")
     flags.DEFINE_float("log_every_s", 10.0, "Seconds between progress lines and metric rows.")
     flags.DEFINE_bool("wandb", False, "Also log to wandb (offline unless configured).")
     flags.DEFINE_string("hidden_dims", "256,256", "MLP hidden sizes.")
     flags.DEFINE_integer("critic_ensemble_size", 10, "Critic ensemble size (REDQ).")
     flags.DEFINE_float("discount", 0.96, "Discount (SERL's pick task: 0.96).")
+    flags.DEFINE_integer("n_step", 1, "n-step returns: the critic's target sums this many discounted rewards.")
     flags.DEFINE_integer("batch_size", 256, "Minibatch size.")
     flags.DEFINE_integer("critic_actor_ratio", 4, "Critic steps per actor step within one update.")
     flags.DEFINE_float("lr", 3e-4, "Adam learning rate of actor, critic and temperature.")

@@ -83,18 +83,11 @@ class CpuBatchedPhysics:
     def poses(self, env_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Body and camera world poses of envs `env_ids` [k] (default: all) for rendering:
         xpos [k, nbody, 3], xquat [k, nbody, 4], cam_xpos [k, ncam, 3], cam_xmat [k, ncam, 3, 3]."""
+        from serl_gs.render.poses import pose_rows
+
         m, d = self.model, self._scratch
         ids = np.arange(self.num_envs) if env_ids is None else np.asarray(env_ids)
-        n = len(ids)
-        xpos, xquat = np.empty((n, m.nbody, 3)), np.empty((n, m.nbody, 4))
-        cam_xpos, cam_xmat = np.empty((n, m.ncam, 3)), np.empty((n, m.ncam, 3, 3))
-        for row, i in enumerate(ids):
-            mujoco.mj_setState(m, d, self._state[i], _STATE_SPEC)
-            mujoco.mj_kinematics(m, d)
-            mujoco.mj_camlight(m, d)
-            xpos[row], xquat[row] = d.xpos, d.xquat
-            cam_xpos[row], cam_xmat[row] = d.cam_xpos, d.cam_xmat.reshape(m.ncam, 3, 3)
-        return xpos, xquat, cam_xpos, cam_xmat
+        return pose_rows(m, d, len(ids), lambda row: mujoco.mj_setState(m, d, self._state[ids[row]], _STATE_SPEC))
 
     def close(self) -> None:
         self._rollout.close()

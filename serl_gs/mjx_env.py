@@ -9,6 +9,13 @@ the same task code valid on both physics paths:
 - CPU MuJoCo (`serl_gs.cpu_physics`): the same `Task.control` and `Task.evaluate` run jitted around a
   batched MuJoCo C step, for CPU users for whom MJX is too slow (see README, "Physics paths").
 
+MJX itself has two implementations behind the same `mjx.Data` (`MjxEnv(task, impl=...)`): `"jax"` (MJX's own
+XLA code) and `"warp"` (MuJoCo Warp's kernels: the same physics as MuJoCo C; needs `warp-lang`). Both run the
+same task code.
+
+The frame rendered is the state observed: `mjx.step` computes kinematics at the state it starts from and then
+integrates, so after the substeps `MjxEnv.step` recomputes body and camera poses at the final state.
+
 Time limits and auto-reset are not part of a task: `MjxEnv` counts steps and sets `truncated`; the vector
 env (`serl_gs.vec_env`) resets finished episodes.
 """
@@ -16,7 +23,7 @@ env (`serl_gs.vec_env`) resets finished episodes.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Literal
 
 import flax.struct
 import jax
@@ -26,6 +33,8 @@ import numpy as np
 
 Obs = dict[str, jax.Array]
 Info = dict[str, jax.Array]
+MjxImpl = Literal["jax", "warp"]
+MJX_IMPLS = ("jax", "warp")
 
 
 @flax.struct.dataclass
@@ -141,17 +150,149 @@ def import_mjx():
     return mjx
 
 
-class MjxEnv:
-    """Pure `reset`/`step` of one task on MJX. Vmappable and deterministic given the key."""
+def warp_installed() -> bool:
+    """Whether MJX's Warp implementation can run here (warp-lang importable)."""
+    import_mjx()
+    from mujoco.mjx import warp as mjx_warp
 
-    def __init__(self, task: Task):
+    if mjx_warp.WARP_INSTALLED:
+        # Warp logs its start and every kernel module it loads at INFO, on stdout, where benchmarks print JSON.
+        wp = mjx_warp.warp
+        wp.config.log_level = max(wp.config.log_level, wp.LOG_WARNING)
+    return bool(mjx_warp.WARP_INSTALLED)
+
+
+# The most contact points one geom pair yields in MuJoCo's primitive and convex colliders (box-box: 8).
+MAX_CONTACTS_PER_PAIR = 8
+
+
+def warp_capacity(mj_model: mujoco.MjModel) -> tuple[int, int]:
+    """(contacts, constraint rows) per env that MJX-Warp must allocate for `mj_model`.
+
+    MuJoCo Warp keeps fixed-size contact and constraint buffers and drops what does not fit, which changes the
+    physics without a word; so these are upper bounds read off the model, not guesses: `MAX_CONTACTS_PER_PAIR`
+    per geom pair that can collide (explicit <pair>s, plus geoms of different bodies whose contype/conaffinity
+    match), each with the rows of its friction cone, plus one row per limited joint or tendon, per dof or tendon
+    with friction loss, and the rows of every equality constraint.
+    """
+    m = mj_model
+    collide = (m.geom_contype != 0) | (m.geom_conaffinity != 0)
+    ids = np.flatnonzero(collide)
+    filtered = 0
+    for k, i in enumerate(ids):
+        j = ids[k + 1 :]
+        match = (m.geom_contype[i] & m.geom_conaffinity[j]) | (m.geom_contype[j] & m.geom_conaffinity[i])
+        filtered += int(np.count_nonzero((match != 0) & (m.geom_bodyid[j] != m.geom_bodyid[i])))
+    contacts = MAX_CONTACTS_PER_PAIR * (m.npair + filtered)
+    condim = max([1, *m.pair_dim.tolist(), *m.geom_condim[ids].tolist()])
+    elliptic = m.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC
+    rows_per_contact = condim if elliptic or condim == 1 else 2 * (condim - 1)
+    eq_rows = {
+        mujoco.mjtEq.mjEQ_CONNECT: 3,
+        mujoco.mjtEq.mjEQ_WELD: 6,
+        mujoco.mjtEq.mjEQ_JOINT: 1,
+        mujoco.mjtEq.mjEQ_TENDON: 1,
+    }
+    rows = (
+        contacts * rows_per_contact
+        + int(np.count_nonzero(m.jnt_limited))
+        + int(np.count_nonzero(m.tendon_limited))
+        + int(np.count_nonzero(m.dof_frictionloss > 0))
+        + int(np.count_nonzero(m.tendon_frictionloss > 0))
+        + sum(eq_rows.get(int(t), m.nv) for t in m.eq_type)
+    )
+    return max(contacts, 1), max(rows, 1)
+
+
+def _fixed_cameras(mj_model: mujoco.MjModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(body ids [ncam], positions [ncam, 3], orientations wxyz [ncam, 4]) of cameras fixed to their body;
+    raises ValueError naming any camera that tracks or targets a body (not supported on MJX-Warp here)."""
+    m = mj_model
+    for i in np.flatnonzero(m.cam_mode != mujoco.mjtCamLight.mjCAMLIGHT_FIXED):
+        name = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_CAMERA, int(i)) or f"#{i}"
+        mode = mujoco.mjtCamLight(int(m.cam_mode[i])).name
+        raise ValueError(f"camera {name!r} has mode {mode}: MJX-Warp supports fixed cameras here; use mjx_impl='jax'")
+    return m.cam_bodyid.copy(), m.cam_pos.astype(np.float32), m.cam_quat.astype(np.float32)
+
+
+def _quat_mul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Hamilton product of wxyz quaternions [..., 4]."""
+    aw, ax, ay, az = jnp.moveaxis(a, -1, 0)
+    bw, bx, by, bz = jnp.moveaxis(b, -1, 0)
+    return jnp.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        axis=-1,
+    )
+
+
+def _quat_to_mat(q: jax.Array) -> jax.Array:
+    """wxyz unit quaternions [..., 4] -> rotation matrices [..., 3, 3] (as MuJoCo's mju_quat2Mat)."""
+    w, x, y, z = jnp.moveaxis(q, -1, 0)
+    return jnp.stack(
+        [
+            jnp.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            jnp.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            jnp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=-2,
+    )
+
+
+class MjxEnv:
+    """Pure `reset`/`step` of one task on MJX. Vmappable and deterministic given the key.
+
+    `impl` picks MJX's implementation. `num_envs` is how many envs one vmapped call runs: MJX-Warp shares one
+    contact buffer between all of them and sizes it by that (`warp_capacity`); MJX-JAX ignores it.
+    """
+
+    def __init__(self, task: Task, impl: MjxImpl = "jax", num_envs: int = 1):
+        if impl not in MJX_IMPLS:
+            raise ValueError(f"mjx impl must be one of {MJX_IMPLS}, got {impl!r}")
+        if not isinstance(num_envs, int) or num_envs <= 0:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         self.task = task
+        self.impl = impl
         self._mjx = mjx = import_mjx()
-        self.mjx_model = mjx.put_model(task.mj_model)
+        m = task.mj_model
+        if impl == "warp":
+            if not warp_installed():
+                raise RuntimeError("mjx impl 'warp' needs warp-lang: pip install warp-lang==1.18.0")
+            self._cameras = _fixed_cameras(m)
+            self.mjx_model = mjx.put_model(m, impl="warp")
+            contacts, rows = warp_capacity(m)
+            self._template = mjx.make_data(m, impl="warp", naconmax=num_envs * contacts, njmax=rows)
+        else:
+            self.mjx_model = mjx.put_model(m, impl="jax")
+            self._template = mjx.make_data(self.mjx_model)
+            # Cameras that track a subtree's centre of mass read subtree_com, which kinematics does not update.
+            com_modes = (mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM, mujoco.mjtCamLight.mjCAMLIGHT_TARGETBODYCOM)
+            self._needs_com = bool(np.isin(m.cam_mode, com_modes).any())
 
     def _data(self, qpos: jax.Array, qvel: jax.Array, ctrl: jax.Array):
-        data = self._mjx.make_data(self.mjx_model).replace(qpos=qpos, qvel=qvel, ctrl=ctrl)
+        data = self._template.replace(qpos=qpos, qvel=qvel, ctrl=ctrl)
         return self._mjx.forward(self.mjx_model, data)
+
+    def frame(self, data):
+        """`data` with body and camera poses computed at its own qpos (what the renderer reads)."""
+        mjx, model = self._mjx, self.mjx_model
+        data = mjx.kinematics(model, data)
+        if self.impl == "jax":
+            if self._needs_com:
+                data = mjx.com_pos(model, data)
+            return mjx.camlight(model, data)
+        if not self.task.mj_model.ncam:
+            return data
+        body, pos, quat = self._cameras
+        xpos, xquat = data.xpos[body], data.xquat[body]  # [ncam, 3], [ncam, 4]
+        rot = _quat_to_mat(xquat)
+        cam_xpos = xpos + jnp.einsum("cij,cj->ci", rot, pos)
+        cam_xmat = _quat_to_mat(_quat_mul(xquat, quat))
+        return data.replace(cam_xpos=cam_xpos, cam_xmat=cam_xmat)
 
     def reset(self, rng: jax.Array) -> State:
         qpos, qvel, ctrl, info, obs, metrics = self.task.start(rng)
@@ -170,5 +311,6 @@ class MjxEnv:
         ctrl, info = task.control(data.qpos, data.qvel, state.info, action)
         data = data.replace(ctrl=ctrl)
         data = jax.lax.fori_loop(0, task.n_substeps, lambda _, d: self._mjx.step(self.mjx_model, d), data)
+        data = self.frame(data)  # mjx.step left the poses one substep behind qpos
         obs, reward, terminated, truncated, metrics, info = task.evaluate(data.qpos, data.qvel, info, action)
         return State(data, obs, reward, terminated, truncated, metrics, info)

@@ -32,7 +32,7 @@ class SingleEnv(gym.Env):
         self.render_mode = vec_env.render_mode
         self.metadata = {**self.metadata, "render_fps": vec_env.metadata["render_fps"]}
         self._done = True
-        self._shown: tuple = (None, {})  # (poses or None for "now", obs batch) of the state last returned
+        self._shown_obs: dict[str, np.ndarray] = {}  # the batch of one last returned (final obs at the end)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -40,7 +40,7 @@ class SingleEnv(gym.Env):
             seed = int(self.np_random.integers(2**31))
         obs, _ = self.vec_env.reset(seed=seed)
         self._done = False
-        self._shown = (None, obs)
+        self._shown_obs = obs
         return _first(obs), {}
 
     def step(self, action):
@@ -50,8 +50,7 @@ class SingleEnv(gym.Env):
         self._done = bool(terminated[0] or truncated[0])
         if self._done:
             obs = infos["final_obs"]
-        # At an episode's end the batch has already moved on to the next episode: keep the final poses.
-        self._shown = (self.vec_env.final_poses[1] if self._done else None, obs)
+        self._shown_obs = obs
         info = {k: v[0] for k, v in infos.items() if not k.startswith("_") and k != "final_obs"}
         return _first(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
 
@@ -62,8 +61,8 @@ class SingleEnv(gym.Env):
             return None
         if self.vec_env.state is None:
             raise RuntimeError("call reset() before render()")
-        poses, obs = self._shown
-        return self.vec_env.render_frames(poses if poses is not None else self.vec_env.body_poses(), obs)[0]
+        # At an episode's end the batch inside has already moved on to the next episode: draw the final state.
+        return self.vec_env.render_frames(self.vec_env.frame_poses(final=self._done), self._shown_obs)[0]
 
     def close(self):
         self.vec_env.close()

@@ -5,10 +5,17 @@ the returned `obs` already holds the first observation of its next episode, and 
 is in `infos["final_obs"]` (a dict shaped like obs, its rows valid where the mask `infos["_final_obs"]` [N]
 is True). Off-policy learners need that final observation; see `serl_gs.data.records`.
 
-Arrays stay on the JAX device by default (`array_backend="jax"`); `array_backend="numpy"` returns numpy.
+Observations and infos stay on the JAX device by default (`array_backend="jax"`); `array_backend="numpy"`
+returns numpy. Reward, terminated and truncated [N] are writable numpy arrays on both backends.
 
 `render_mode="rgb_array"`: `render()` returns one uint8 numpy frame [H, W, 3] per env (gymnasium's vector
 contract), of `render_camera` (or every camera side by side) at `render_size` px; see serl_gs.render.frames.
+
+With pixels, each step renders once, between two jitted functions: the step's poses go to the render stage
+and the images come back into a jitted assembly. On MJX every shape is fixed and nothing waits for the
+device: the step renders the B frames at the end of the step (the observation of running envs, the true
+final frame of finished ones) plus `resets_per_step` rows for the first frames of new episodes (default B,
+so any number of envs may finish at once; fewer rows render less, and an error follows if more finished).
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from serl_gs.mjx_env import MjxEnv, PhysicsState, State, Task, check_action
+from serl_gs.data.records import PIXELS_PREFIX
+from serl_gs.mjx_env import MJX_IMPLS, MjxEnv, MjxImpl, PhysicsState, State, Task, check_action, warp_installed
 
 PhysicsPath = Literal["auto", "mjx", "mujoco"]
 ArrayBackend = Literal["jax", "numpy"]
 ObsMode = Literal["state", "pixels"]
 PHYSICS_PATHS = ("auto", "mjx", "mujoco")
+MJX_IMPL_CHOICES = ("auto", *MJX_IMPLS)
 ARRAY_BACKENDS = ("jax", "numpy")
 OBS_MODES = ("state", "pixels")
 RENDER_MODES = ("rgb_array",)
@@ -40,21 +49,29 @@ RENDER_MODES = ("rgb_array",)
 class VecEnvConfig:
     num_envs: int = 1
     physics: PhysicsPath = "auto"  # auto: MJX when JAX runs on a GPU, else CPU MuJoCo (faster there)
+    mjx_impl: MjxImpl | Literal["auto"] = "auto"  # MJX only: "warp" | "jax"; auto: warp where warp-lang is installed
     array_backend: ArrayBackend = "jax"
     seed: int | None = None  # default seed of the first reset() without one
     obs_mode: ObsMode = "state"  # "pixels" adds "pixels/<camera>" uint8 [H, W, 3] to the state observation
     render_backend: str = "auto"  # pixels only: "auto" | "gsplat" | "reference" (serl_gs.render)
     image_size: int = 64  # pixels only: square images
     cameras: tuple[str, ...] = ()  # pixels only: MJCF camera names; empty = every camera of the task
+    resets_per_step: int | None = None  # pixels on MJX: first frames rendered per step (None = num_envs)
     render_mode: str | None = None  # "rgb_array": render() gives each env's frame (gymnasium's RecordVideo)
     render_camera: str = "all"  # render(): an MJCF camera name, or "all" side by side
     render_size: int | None = None  # render(): square side per camera; None: image_size with pixels, else 128
+    scene: str | None = None  # a scene manifest (JSON): users' captures bound to bodies (serl_gs.render.manifest)
 
     def __post_init__(self):
         if not isinstance(self.num_envs, int) or self.num_envs <= 0:
             raise ValueError(f"num_envs must be a positive int, got {self.num_envs!r}")
         if self.physics not in PHYSICS_PATHS:
             raise ValueError(f"physics must be one of {PHYSICS_PATHS}, got {self.physics!r}")
+        if self.mjx_impl not in MJX_IMPL_CHOICES:
+            raise ValueError(f"mjx_impl must be one of {MJX_IMPL_CHOICES}, got {self.mjx_impl!r}")
+        r = self.resets_per_step
+        if r is not None and (not isinstance(r, int) or not 0 < r <= self.num_envs):
+            raise ValueError(f"resets_per_step must be an int in [1, num_envs={self.num_envs}] or None, got {r!r}")
         if self.array_backend not in ARRAY_BACKENDS:
             raise ValueError(f"array_backend must be one of {ARRAY_BACKENDS}, got {self.array_backend!r}")
         if self.obs_mode not in OBS_MODES:
@@ -80,32 +97,84 @@ def control_fps(task: Task) -> float:
     return 1.0 / (float(task.mj_model.opt.timestep) * task.n_substeps)
 
 
-def _where(mask: jax.Array, new: Any, old: Any) -> Any:
-    """Per-env select over pytrees with a leading batch dim: new where mask [B] else old."""
+def resolve_mjx_impl(impl: MjxImpl | Literal["auto"]) -> MjxImpl:
+    """`auto` picks MJX-Warp where warp-lang is installed: it is MuJoCo C's physics (MJX-JAX parts ways under
+    saturated actuators, README "Physics paths") and on a CPU it is hundreds of times faster than MJX-JAX."""
+    if impl != "auto":
+        return impl
+    return "warp" if warp_installed() else "jax"
 
-    def pick(a, b):
+
+def _where(mask: jax.Array, new: Any, old: Any, single: Any) -> Any:
+    """Per-env select over pytrees with a leading batch dim: new where mask [B] else old.
+
+    `single` holds the shapes of one env's pytree: leaves with no batch dim there (MJX-Warp's contact and
+    constraint buffers, shared by all envs and rebuilt every physics step) keep `old`, as `mjx.Data.where` does.
+    """
+
+    def pick(a, b, one):
+        if a.ndim != one.ndim + 1:
+            return b
         return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
 
-    return jax.tree.map(pick, new, old)
+    return jax.tree.map(pick, new, old, single)
 
 
-def _reset_finished(start: Callable[[jax.Array], State], state: State) -> State:
-    """Replaces finished envs (terminated or truncated) by fresh episodes drawn from their own rng."""
+def _reset_finished(start_one: Callable[[jax.Array], State], state: State) -> State:
+    """Replaces finished envs (terminated or truncated) by fresh episodes drawn from their own rng;
+    `start_one` starts one env (unbatched)."""
     done = jnp.logical_or(state.terminated, state.truncated)
-    return jax.lax.cond(jnp.any(done), lambda s: _where(done, start(s.info["rng"]), s), lambda s: s, state)
+    single = jax.eval_shape(start_one, state.info["rng"][0])
+
+    def reset(s: State) -> State:
+        return _where(done, jax.vmap(start_one)(s.info["rng"]), s, single)
+
+    return jax.lax.cond(jnp.any(done), reset, lambda s: s, state)
+
+
+Poses = tuple[Any, Any, Any, Any]  # body xpos [k, nbody, 3], xquat [k, nbody, 4], cam_xpos [k, ncam, 3], cam_xmat
+
+
+def _poses(state: State) -> Poses:
+    d = state.data
+    return d.xpos, d.xquat, d.cam_xpos, d.cam_xmat
 
 
 @functools.lru_cache(maxsize=16)
-def _mjx_programs(task: Task) -> tuple[Callable, Callable]:
-    """Jitted (reset, step) of a task's MJX batch; cached so equal tasks compile once per process."""
-    env = MjxEnv(task)
+def _mjx_programs(task: Task, impl: MjxImpl, num_envs: int, resets: int) -> tuple[Callable, Callable, Callable]:
+    """Jitted (reset, step, pixel step) of a task's MJX batch; cached so equal batches compile once per process.
+
+    The pixel step also returns the poses to render, fixed at [B + resets] rows: the B envs at the end of the
+    step (before autoreset), then the start of up to `resets` new episodes, with their env ids (B = unused row)
+    and whether more envs than that finished.
+    """
+    env = MjxEnv(task, impl, num_envs)
     reset = jax.vmap(env.reset)
 
     def step(state: State, action: jax.Array) -> tuple[State, State]:
         stepped = jax.vmap(env.step)(state, action)
-        return _reset_finished(reset, stepped), stepped
+        return _reset_finished(env.reset, stepped), stepped
 
-    return jax.jit(reset), jax.jit(step)
+    def pixel_step(state: State, action: jax.Array):
+        new, stepped = step(state, action)
+        done = jnp.logical_or(stepped.terminated, stepped.truncated)
+        (reset_ids,) = jnp.nonzero(done, size=resets, fill_value=num_envs)
+        starts = jax.tree.map(lambda x: x[jnp.minimum(reset_ids, num_envs - 1)], _poses(new))
+        poses = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), _poses(stepped), starts)
+        return new, stepped, poses, reset_ids, jnp.sum(done) > resets
+
+    return jax.jit(reset), jax.jit(step), jax.jit(pixel_step)
+
+
+@functools.lru_cache(maxsize=16)
+def _assemble_program(num_envs: int) -> Callable:
+    """Jitted (images [B + R, C, H, W, 3], reset ids [R]) -> (observed [B, ...], final [B, ...]) frames."""
+
+    def assemble(images: jax.Array, reset_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+        final = images[:num_envs]
+        return final.at[reset_ids].set(images[num_envs:], mode="drop"), final
+
+    return jax.jit(assemble)
 
 
 @functools.lru_cache(maxsize=16)
@@ -122,44 +191,53 @@ def _cpu_programs(task: Task) -> tuple[Callable, Callable, Callable]:
     def finish(state: State, qpos: jax.Array, qvel: jax.Array, action: jax.Array) -> tuple[State, State]:
         obs, reward, term, trunc, metrics, info = jax.vmap(task.evaluate)(qpos, qvel, state.info, action)
         stepped = State(PhysicsState(qpos, qvel), obs, reward, term, trunc, metrics, info)
-        return _reset_finished(start, stepped), stepped
+        return _reset_finished(start_one, stepped), stepped
 
     return jax.jit(start), jax.jit(jax.vmap(task.control)), jax.jit(finish)
-
-
-Poses = tuple[Any, Any, Any, Any]  # body xpos [k, nbody, 3], xquat [k, nbody, 4], cam_xpos [k, ncam, 3], cam_xmat
 
 
 @dataclasses.dataclass
 class _Step:
     state: State  # after autoreset
     stepped: State  # before it: holds the final obs of finished episodes
-    done_ids: np.ndarray  # [k] envs whose episode ended this step
-    final_poses: Poses | None  # their poses at the end (only when the batch renders)
+    render_poses: Poses | None  # pixels only: the poses to render this step, in one call
+    assemble: Callable | None  # images of render_poses -> (observed frames [B, ...], final frames [B, ...])
 
 
 class _MjxBatch:
-    """All envs in one MJX program: one jitted call per step (physics, reward, autoreset)."""
+    """All envs in one MJX program: one jitted call per step (physics, reward, autoreset, poses to render)."""
 
-    def __init__(self, task: Task, num_envs: int, renders: bool):
-        self._reset, self._step = _mjx_programs(task)
+    def __init__(self, task: Task, config: VecEnvConfig, renders: bool):
+        self.impl = resolve_mjx_impl(config.mjx_impl)
+        n = config.num_envs
+        self._num_envs = n
+        self._resets = config.resets_per_step or n
+        self._reset, self._step, self._pixel_step = _mjx_programs(task, self.impl, n, self._resets)
+        self._assemble = _assemble_program(n)
         self._renders = renders
+        self._overflow: jax.Array | None = None  # the previous step's flag, read one step late (no stall)
 
     def reset(self, keys: jax.Array) -> State:
+        self._overflow = None
         return self._reset(keys)
 
     def step(self, state: State, action: jax.Array) -> _Step:
-        new, stepped = self._step(state, action)
-        if not self._renders:  # no host sync needed: the caller reads done flags when it wants them
-            return _Step(new, stepped, np.zeros(0, np.int64), None)
-        done_ids = np.flatnonzero(np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated)))
-        final = self.poses(stepped, done_ids) if len(done_ids) else None
-        return _Step(new, stepped, done_ids, final)
+        if not self._renders:  # nothing here waits for the device: callers read done flags when they want them
+            new, stepped = self._step(state, action)
+            return _Step(new, stepped, None, None)
+        if self._overflow is not None and bool(self._overflow):
+            raise RuntimeError(
+                f"more than resets_per_step={self._resets} envs finished in one step, so some new episodes' "
+                "first frames were not rendered; raise resets_per_step (None = num_envs)"
+            )
+        new, stepped, poses, reset_ids, overflow = self._pixel_step(state, action)
+        if self._resets < self._num_envs:
+            overflow.copy_to_host_async()
+            self._overflow = overflow
+        return _Step(new, stepped, poses, lambda images: self._assemble(images, reset_ids))
 
-    def poses(self, state: State, env_ids: np.ndarray | None = None) -> Poses:
-        d = state.data
-        poses = (d.xpos, d.xquat, d.cam_xpos, d.cam_xmat)
-        return poses if env_ids is None else tuple(x[jnp.asarray(env_ids)] for x in poses)
+    def poses(self, state: State) -> Poses:
+        return _poses(state)
 
     def close(self) -> None:
         pass
@@ -168,10 +246,12 @@ class _MjxBatch:
 class _CpuBatch:
     """CPU MuJoCo steps the physics; the task's pure JAX maths runs jitted before and after it."""
 
-    def __init__(self, task: Task, num_envs: int, renders: bool):
+    impl = None
+
+    def __init__(self, task: Task, config: VecEnvConfig, renders: bool):
         from serl_gs.cpu_physics import CpuBatchedPhysics
 
-        self.physics = CpuBatchedPhysics(task.mj_model, num_envs, task.n_substeps)
+        self.physics = CpuBatchedPhysics(task.mj_model, config.num_envs, task.n_substeps)
         self._start, self._control, self._finish = _cpu_programs(task)
         self._renders = renders
 
@@ -191,15 +271,25 @@ class _CpuBatch:
         qvel = jnp.asarray(self.physics.qvel, jnp.float32)
         new, stepped = self._finish(state.replace(info=info), qpos, qvel, action)
         done_ids = np.flatnonzero(np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated)))
-        final = None
-        if len(done_ids):
-            if self._renders:  # the last frame must be drawn before the physics moves on to new episodes
-                final = self.physics.poses(done_ids)
+        final = self.physics.poses(done_ids) if self._renders and len(done_ids) else None
+        if len(done_ids):  # the final frames above were posed before the physics moves on to new episodes
             self._load(done_ids, new)
-        return _Step(new, stepped, done_ids, final)
+        if not self._renders:
+            return _Step(new, stepped, None, None)
+        poses = self.physics.poses()
+        if final is not None:  # rows: the B envs now, then the k finished ones at their end
+            poses = tuple(np.concatenate([a, b]) for a, b in zip(poses, final, strict=True))
+        n = self.physics.num_envs
 
-    def poses(self, state: State, env_ids: np.ndarray | None = None) -> Poses:
-        return self.physics.poses(env_ids)  # the physics holds `state`: the batch's current one
+        def assemble(images):
+            images = jnp.asarray(images)
+            observed = images[:n]
+            return observed, observed.at[done_ids].set(images[n:]) if len(done_ids) else observed
+
+        return _Step(new, stepped, poses, assemble)
+
+    def poses(self, state: State) -> Poses:
+        return self.physics.poses()  # the physics holds `state`: the batch's current one
 
     def close(self) -> None:
         self.physics.close()
@@ -215,15 +305,15 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.config = config
         self.num_envs = config.num_envs
         self.physics = resolve_physics(config.physics)
+        renders = config.obs_mode == "pixels"
+        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config, renders)
+        self.mjx_impl: MjxImpl | None = self._batch.impl  # None on the CPU MuJoCo path
+        self.gaussian_scene = self._load_scene() if config.scene is not None else None  # None: generated
+        self.renderer = self._make_renderer() if renders else None
         self.render_mode = config.render_mode
         self.metadata = {**self.metadata, "render_fps": control_fps(task)}
-        renders = config.obs_mode == "pixels"
-        # render() needs the poses at an episode's end too (a single env shows its final frame).
-        keeps_final_poses = renders or config.render_mode is not None
-        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config.num_envs, keeps_final_poses)
-        self.renderer = self._make_renderer() if renders else None
         self._frames = self._make_frame_renderer() if config.render_mode is not None else None
-        self.final_poses: tuple[np.ndarray, Poses | None] = (np.zeros(0, np.int64), None)  # (env ids, poses)
+        self._stepped: State | None = None  # the last step's states before autoreset
 
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (task.action_size,), np.float32)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -233,7 +323,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         if self.renderer is not None:
             h, w = self.renderer.image_shape
             for name in self.renderer.camera_names:
-                spaces[f"pixels/{name}"] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+                spaces[PIXELS_PREFIX + name] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
         self.single_observation_space = gym.spaces.Dict(spaces)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._state: State | None = None
@@ -245,7 +335,12 @@ class SerlVectorEnv(gym.vector.VectorEnv):
 
         c = self.config
         render_config = RenderConfig(backend=c.render_backend, image_size=c.image_size, cameras=tuple(c.cameras))
-        return RenderStage(self.task.mj_model, render_config)
+        return RenderStage(self.task.mj_model, render_config, self.gaussian_scene)
+
+    def _load_scene(self):
+        from serl_gs.render.manifest import scene_with_captures
+
+        return scene_with_captures(self.task.mj_model, self.config.scene)
 
     # ---- gymnasium API ----------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -257,7 +352,9 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         base = jax.random.PRNGKey(seed)
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(self.num_envs))
         self._state = self._batch.reset(keys)
-        self._obs = self._observation(self._state)
+        self._obs = dict(self._state.obs)
+        if self.renderer is not None:
+            self._obs.update(self._split_cameras(self._render(self._batch.poses(self._state))))
         return self._out(self._obs), {}
 
     def step(self, actions):
@@ -266,23 +363,24 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         check_action(actions, self.task.action_size, self.num_envs)
         out = self._batch.step(self._state, jnp.asarray(actions, jnp.float32))
         self._state, stepped = out.state, out.stepped
-        self.final_poses = (out.done_ids, out.final_poses)
-        self._obs = self._observation(out.state)
+        self._stepped = stepped
+        self._obs = dict(out.state.obs)
         final_obs = dict(stepped.obs)
         if self.renderer is not None:
-            # Rows of finished envs get their true last frame; the others keep this step's (they are masked).
-            final_pixels = self._pixels(out.final_poses) if out.final_poses is not None else {}
-            for key, pixels in self._obs.items():
-                if key.startswith("pixels/"):
-                    final_obs[key] = pixels.at[out.done_ids].set(final_pixels[key]) if key in final_pixels else pixels
+            # Rows of finished envs hold their true last frame in final_obs; the others equal obs (masked).
+            observed, final = out.assemble(self._render(out.render_poses))
+            self._obs.update(self._split_cameras(observed))
+            final_obs.update(self._split_cameras(final))
         done = jnp.logical_or(stepped.terminated, stepped.truncated)
         infos: dict[str, Any] = {"final_obs": final_obs, "_final_obs": done, **stepped.metrics}
         infos["episode_step"] = stepped.info["step"]
+        # Reward and done flags [N] come to the host as writable numpy on both backends: every consumer reads
+        # them there, and gymnasium's vector wrappers (RecordEpisodeStatistics, ClipReward) write into them.
         return (
             self._out(self._obs),
-            self._out(stepped.reward),
-            self._out(stepped.terminated),
-            self._out(stepped.truncated),
+            np.array(stepped.reward),
+            np.array(stepped.terminated),
+            np.array(stepped.truncated),
             self._out(infos),
         )
 
@@ -298,8 +396,8 @@ class SerlVectorEnv(gym.vector.VectorEnv):
 
     # ---- helpers ----------------------------------------------------------------------------------------
     def render_frames(self, poses: Poses, obs: dict[str, Any] | None = None) -> np.ndarray:
-        """`render()` frames [k, H, W, 3] of the envs whose poses are given (e.g. `final_poses`); `obs`: their
-        observations, whose pixels are reused when they are the frames asked for."""
+        """`render()` frames [k, H, W, 3] of the envs whose poses are given (e.g. `frame_poses(final=True)`); `obs`:
+        their observations, whose pixels are reused when they are the frames asked for."""
         if self._frames is None:
             self._frames = self._make_frame_renderer()
         return self._frames.frames(poses, obs)
@@ -310,7 +408,17 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         c = self.config
         size = c.render_size or (c.image_size if c.obs_mode == "pixels" else 128)
         frame_config = FrameConfig(camera=c.render_camera, size=size, backend=c.render_backend)
-        return FrameRenderer(self.task.mj_model, frame_config)
+        return FrameRenderer(self.task.mj_model, frame_config, self.gaussian_scene)
+
+    def frame_poses(self, final: bool = False) -> Poses:
+        """Poses of every env from its joint positions (MuJoCo kinematics on the host): now, or with `final` at
+        the end of the last step before autoreset, i.e. a finished episode's last state."""
+        from serl_gs.render.poses import poses_from_qpos
+
+        state = self._stepped if final else self._state
+        if state is None:
+            raise RuntimeError("call reset() (and step(), for final poses) before frame_poses()")
+        return poses_from_qpos(self.task.mj_model, np.asarray(state.data.qpos))
 
     def body_poses(self) -> Poses:
         """World poses of every env's bodies and cameras now (xpos, xquat, cam_xpos, cam_xmat), for renderers
@@ -327,13 +435,11 @@ class SerlVectorEnv(gym.vector.VectorEnv):
     def _out(self, tree):
         return jax.tree.map(np.asarray, tree) if self.config.array_backend == "numpy" else tree
 
-    def _observation(self, state: State) -> dict[str, Any]:
-        obs = dict(state.obs)
-        if self.renderer is not None:
-            obs.update(self._pixels(self._batch.poses(state)))
-        return obs
+    def _render(self, poses: Poses):
+        """The render stage, between physics and policy: uint8 [k, C, H, W, 3], JAX in -> JAX out (DLPack)."""
+        return self.renderer.render(*poses)
 
-    def _pixels(self, poses: Poses) -> dict[str, jax.Array]:
-        """The render stage, between physics and policy: {"pixels/<camera>": uint8 [k, H, W, 3]} as JAX arrays."""
-        images = jnp.asarray(self.renderer.render(*poses))  # [k, C, H, W, 3]; DLPack, no copy, for JAX poses
-        return {f"pixels/{name}": images[:, i] for i, name in enumerate(self.renderer.camera_names)}
+    def _split_cameras(self, images) -> dict[str, jax.Array]:
+        """[B, C, H, W, 3] -> {"pixels/<camera>": uint8 [B, H, W, 3]} as JAX arrays."""
+        images = jnp.asarray(images)
+        return {PIXELS_PREFIX + name: images[:, i] for i, name in enumerate(self.renderer.camera_names)}

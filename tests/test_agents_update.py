@@ -101,6 +101,7 @@ def test_k_fused_updates_equal_k_sequential_updates_on_the_same_batches(obs_spec
     jax.tree.map(close, fused_metrics, jax.tree.map(lambda *xs: np.mean(xs), *infos))
 
 
+@pytest.mark.slow
 def test_learner_step_samples_and_updates_in_one_call():
     from serl_gs.data.records import RecordSpec
     from serl_gs.data.replay import ReplayBuffer, ReplayConfig
@@ -200,6 +201,7 @@ def test_frozen_encoder_stays_put():
     jax.tree.map(np.testing.assert_array_equal, state.params["encoder"], new_state.params["encoder"])
 
 
+@pytest.mark.slow
 def test_cameras_get_one_shared_conv_net_or_one_each():
     shared = make_networks(AgentConfig(**TINY, encoder=TINY_ENCODER), PIXEL_SPEC, 2).init(jax.random.PRNGKey(0))
     own_config = AgentConfig(**TINY, encoder=EncoderConfig(channels=(4, 4), latent_dim=8, share_across_cameras=False))

@@ -44,6 +44,11 @@ def test_render_modes_are_declared_and_bad_render_options_raise():
     assert env.metadata["render_modes"] == ["rgb_array"] and env.render_mode == "rgb_array"
     assert env.metadata["render_fps"] == pytest.approx(100.0)  # cartpole steps 10 ms
     env.close()
+    collected = gym.make(CARTPOLE, render_mode="rgb_array_list", render_size=16, episode_length=3, **FAST)
+    collected.reset(seed=0)
+    collected.step(np.zeros(1, np.float32))
+    assert [f.shape for f in collected.render()] == [(16, 16, 3)] * 2  # gymnasium's RenderCollection over ours
+    collected.close()
     vec = gym.make_vec(PANDA, num_envs=1, physics="mujoco")
     assert vec.metadata["render_modes"] == ["rgb_array"] and vec.render_mode is None
     assert vec.metadata["render_fps"] == pytest.approx(50.0)  # 5 substeps of 4 ms
@@ -54,6 +59,7 @@ def test_render_modes_are_declared_and_bad_render_options_raise():
         gym.make_vec(CARTPOLE, num_envs=1, render_mode="rgb_array", render_camera="side")
 
 
+@pytest.mark.slow
 def test_single_env_renders_the_state_it_returned_including_the_final_one():
     short = gym.make(CARTPOLE, render_mode="rgb_array", render_size=24, episode_length=6, **FAST)
     long = gym.make(CARTPOLE, render_mode="rgb_array", render_size=24, episode_length=50, **FAST)
@@ -82,6 +88,7 @@ def test_pixel_env_renders_from_its_observations():
     env.close()
 
 
+@pytest.mark.slow
 def test_record_video_writes_whole_episodes(tmp_path):
     env = gym.make(CARTPOLE, render_mode="rgb_array", render_size=32, episode_length=2, **FAST)
     env = gym.wrappers.RecordVideo(env, str(tmp_path), episode_trigger=lambda _: True, disable_logger=True)
@@ -99,6 +106,7 @@ def test_record_video_writes_whole_episodes(tmp_path):
     assert frames.std() > 5
 
 
+@pytest.mark.slow
 def test_vector_env_renders_one_frame_per_env_and_records_video(tmp_path):
     opts = dict(render_mode="rgb_array", render_camera="fixed", render_size=24, episode_length=3, **FAST)
     vec = gym.make_vec(CARTPOLE, num_envs=2, **opts)
@@ -184,3 +192,63 @@ def test_async_vector_env_with_fork_refuses_at_once_and_says_to_use_spawn():
     assert done.returncode == 3, done.stderr[-3000:]
     assert "REFUSED: this process was forked from one where JAX was running" in done.stdout
     assert "context': 'spawn'" in done.stdout
+
+
+def _cartpole(backend: str, num_envs: int = 2):
+    return gym.make_vec(CARTPOLE, num_envs=num_envs, physics="mujoco", episode_length=3, array_backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["jax", "numpy"])
+def test_episode_statistics_work_on_both_array_backends(backend):
+    env = gym.wrappers.vector.RecordEpisodeStatistics(_cartpole(backend))
+    env.reset(seed=0)
+    total = np.zeros(2)
+    for _ in range(3):
+        _, reward, _, truncated, infos = env.step(np.zeros((2, 1), np.float32))
+        assert isinstance(reward, np.ndarray) and reward.flags.writeable  # host scalars on both backends
+        total += reward
+    assert truncated.all()
+    np.testing.assert_allclose(infos["episode"]["r"], total, rtol=1e-6)
+    np.testing.assert_array_equal(infos["episode"]["l"], [3, 3])
+    env.close()
+
+
+@pytest.mark.parametrize("backend", ["jax", "numpy"])
+def test_action_clip_and_rescale_and_reward_clip_work_on_both_array_backends(backend):
+    plain, clipped, rescaled = _cartpole(backend), _cartpole(backend), _cartpole(backend)
+    clipped = gym.wrappers.vector.ClipReward(gym.wrappers.vector.ClipAction(clipped), 0.0, 0.5)
+    rescaled = gym.wrappers.vector.RescaleAction(rescaled, -2.0, 2.0)
+    for env in (plain, clipped, rescaled):
+        env.reset(seed=3)
+    push = np.array([[1.0], [-0.5]], np.float32)
+    obs_plain, reward_plain, *_ = plain.step(push)
+    obs_clipped, reward_clipped, *_ = clipped.step(np.array([[5.0], [-0.5]], np.float32))  # 5 -> 1
+    obs_rescaled, *_ = rescaled.step(2.0 * push)  # [-2, 2] -> [-1, 1]
+    for obs in (obs_clipped, obs_rescaled):
+        np.testing.assert_allclose(np.asarray(obs["state"]), np.asarray(obs_plain["state"]), atol=1e-6)
+    np.testing.assert_allclose(reward_clipped, np.minimum(reward_plain, 0.5))
+
+
+@pytest.mark.parametrize("backend", ["jax", "numpy"])
+def test_vector_observation_wrappers_refuse_same_step_autoreset_and_the_per_env_route_works(backend):
+    with pytest.raises(ValueError, match="autoreset_mode"):  # gymnasium's vector observation wrappers
+        gym.wrappers.vector.FlattenObservation(_cartpole(backend))
+    # The documented route: wrap each env, gymnasium vectorizes them (next-step autoreset).
+    vec = gym.make_vec(
+        CARTPOLE, num_envs=2, vectorization_mode="sync", wrappers=[gym.wrappers.FlattenObservation],
+        physics="mujoco", episode_length=3,
+    )  # fmt: skip
+    obs, _ = vec.reset(seed=0)
+    assert obs.shape == (2, 5) and isinstance(obs, np.ndarray)
+    vec.close()
+
+
+def test_dict_info_to_list_needs_the_numpy_backend():
+    infos = gym.wrappers.vector.DictInfoToList(_cartpole("numpy"))
+    infos.reset(seed=0)
+    *_, info_list = infos.step(np.zeros((2, 1), np.float32))
+    assert len(info_list) == 2 and "success" not in info_list[0] and "upright" in info_list[0]
+    with pytest.raises(AssertionError):  # it asserts numpy arrays in infos; JAX infos stay on the device
+        jax_infos = gym.wrappers.vector.DictInfoToList(_cartpole("jax"))
+        jax_infos.reset(seed=0)
+        jax_infos.step(np.zeros((2, 1), np.float32))

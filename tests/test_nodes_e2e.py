@@ -112,6 +112,12 @@ def _actor_version(run_dir: Path, actor_id: str) -> int:
     return int(rows[-1].get("param_version", -1)) if rows else -1
 
 
+def _stored(run_dir: Path, actor_id: str, since: float) -> int:
+    """Records of `actor_id` the learner has stored, as its newest metric row written after `since` says."""
+    rows = [r for r in read_metrics(run_dir / "learner_metrics.jsonl") if r["time"] > since]
+    return int(rows[-1].get(f"records/{actor_id}", 0)) if rows else 0
+
+
 def _final_actor_counters(log: Path, actor_id: str) -> dict:
     for line in log.read_text().splitlines():
         if line.startswith(f"[actor {actor_id}] final: "):
@@ -181,7 +187,8 @@ def test_learner_two_actors_kills_resume_and_eval(tmp_path):
         a0.send_signal(signal.SIGINT)
         assert a0.wait(60) == 0, logs["a0"].read_text()[-2000:]
         sent = _final_actor_counters(logs["a0"], "a0")["records_sent"]
-        time.sleep(3.0)  # let the learner drain what the actor flushed
+        _wait_for(lambda: _stored(run_dir, "a0", since=restarted_at) >= sent, 60,
+                  "the learner to store what the actor flushed", [learner], [logs["learner2"]])  # fmt: skip
         learner.send_signal(signal.SIGINT)
         assert learner.wait(60) == 0, logs["learner2"].read_text()[-2000:]
         final_step = max(_checkpoint_steps(run_dir))

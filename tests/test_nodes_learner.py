@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from serl_gs.agents.config import AgentConfig
 from serl_gs.data.replay import ReplayConfig
 from serl_gs.nodes.actor import ActorConfig, run_actor
@@ -65,6 +67,7 @@ def _learner_config(run_dir) -> LearnerConfig:
     )
 
 
+@pytest.mark.slow  # ~20 s on a quiet 2-core machine, half of it compiling the networks' init op by op
 def test_actor_and_learner_train_in_one_process_and_a_new_learner_resumes(tmp_path):
     learner = Learner(_learner_config(tmp_path / "run"))
     transport = ActorTransportConfig(

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from captures import write_tool_ply
 
-from serl_gs.render.ply import load_scene_manifest, read_ply, save_scene_manifest, write_ply
+from serl_gs.render.manifest import load_scene_manifest, save_scene_manifest
+from serl_gs.render.ply import read_ply, write_ply
 from serl_gs.render.scene import GaussianScene, concat_scenes, quat_to_matrix
 
 

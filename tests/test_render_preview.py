@@ -67,3 +67,30 @@ def test_every_task_gives_pixel_observations_through_the_reference_backend(env_i
         raise
     assert images.dtype == np.uint8 and images.shape[0] == 2 and images.shape[2:] == (32, 32, 3)
     assert len(cameras) >= 1 and images.std() > 5  # a scene, not a blank frame
+
+
+def test_overlay_draws_captures_half_transparent_over_the_generated_scene(tmp_path):
+    import json
+
+    import mujoco
+    from captures import ball_capture, write_tool_ply
+
+    from serl_gs.render.manifest import body_name_to_id, load_scene_manifest
+    from serl_gs.render.preview import model_poses, render_overlay
+    from serl_gs.render.stage import RenderStage
+
+    write_tool_ply(tmp_path / "ball.ply", ball_capture(radius=0.15, n=600, rgb=(0.1, 0.2, 0.95)), normals=True)
+    part = {"ply": "ball.ply", "body": "world", "mode": "add", "transform": {"translation": [0.25, 0.25, 0.3]}}
+    (tmp_path / "scene.json").write_text(json.dumps({"format": "serl_gs.scene/1", "parts": [part]}))
+    model = mujoco.MjModel.from_xml_string(MJCF)
+    config = RenderConfig(backend="reference", image_size=32, cameras=("b",))  # b looks straight down
+    poses = model_poses(model)
+    overlay = render_overlay(model, poses, config, str(tmp_path / "scene.json"))[0, 0].astype(int)
+    generated = RenderStage(model, config).render(*poses)[0, 0].astype(int)
+    captures = load_scene_manifest(tmp_path / "scene.json", body_name_to_id(model))
+    capture = RenderStage(model, config, captures).render(*poses)[0, 0].astype(int)
+    # The ball projects around pixel (row 8, col 24): there the overlay is half capture, half generated.
+    centre = (slice(7, 10), slice(23, 26))
+    np.testing.assert_allclose(overlay[centre], (generated[centre] + capture[centre]) / 2, atol=3)
+    assert capture[centre][..., 2].min() > 200 and generated[centre][..., 2].max() < 100
+    np.testing.assert_array_equal(overlay[20:, :10], generated[20:, :10])  # far from the ball: untouched

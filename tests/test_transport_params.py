@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import zmq
+from flax import serialization
 
 from serl_gs.transport import (
     PROTOCOL_VERSION,
@@ -16,8 +17,6 @@ from serl_gs.transport import (
     ParamSubscriber,
     ProtocolMismatch,
     TransportError,
-    params_from_bytes,
-    params_to_bytes,
     wire,
 )
 
@@ -133,10 +132,10 @@ def test_flax_params_round_trip_through_the_broadcast():
         ParamPublisher(learner_config()) as publisher,
         ParamSubscriber(actor_config(publisher)) as subscriber,
     ):
-        publisher.publish(params_to_bytes(params), version=1)
+        publisher.publish(serialization.to_bytes(params), version=1)
         update = subscriber.wait(timeout=5)
         template = {"encoder": {"kernel": np.zeros((2, 3), np.float32)}, "log_alpha": np.float32(0)}
-        restored = params_from_bytes(template, update.data)
+        restored = serialization.from_bytes(template, update.data)
         np.testing.assert_array_equal(restored["encoder"]["kernel"], params["encoder"]["kernel"])
         assert float(restored["log_alpha"]) == -1.5
 

@@ -1,10 +1,8 @@
-"""Wire format, config and key derivation: pure functions, no sockets."""
+"""The wire format (serl_gs.transport.wire): pure functions, no sockets."""
 
 from __future__ import annotations
 
-import os
 import pickle
-import stat
 import zlib
 
 import msgpack
@@ -12,8 +10,6 @@ import numpy as np
 import pytest
 
 from serl_gs.transport import wire
-from serl_gs.transport.auth import load_curve_keys, write_secret_file
-from serl_gs.transport.config import ActorTransportConfig, AuthConfig, LearnerTransportConfig
 from serl_gs.transport.errors import ProtocolMismatch
 
 
@@ -275,85 +271,3 @@ def test_param_messages_round_trip_and_reject_truncation():
         assert err.value.reason == reason
     with pytest.raises(wire.WireError, match="oversized"):
         wire.decode_param_message(message + b"x" * (wire.MAX_HEADER_BYTES + 2048), max_bytes=1024)
-
-
-# --- config -----------------------------------------------------------------------------------
-
-
-def test_defaults_bind_loopback_only():
-    assert LearnerTransportConfig().bind == "127.0.0.1"
-    assert ActorTransportConfig(actor_id="a").host == "127.0.0.1"
-
-
-@pytest.mark.parametrize(
-    "changes, message",
-    [
-        ({"bind": ""}, "bind"),
-        ({"transitions_port": 70000}, "transitions_port"),
-        ({"params_port": 5588}, "must differ"),
-        ({"credits_per_actor": 65}, "credits_per_actor"),
-        ({"max_message_bytes": 10}, "max_message_bytes"),
-        ({"socket_timeout_s": 0}, "socket_timeout_s"),
-        ({"auth": "secret"}, "AuthConfig"),
-    ],
-)
-def test_learner_config_validates(changes, message):
-    with pytest.raises(ValueError, match=message):
-        LearnerTransportConfig(**changes)
-
-
-@pytest.mark.parametrize(
-    "changes, message",
-    [
-        ({"actor_id": ""}, "actor_id"),
-        ({"actor_id": "has space"}, "actor_id"),
-        ({"overflow": "drop_newest"}, "overflow"),
-        ({"transitions_port": 0}, "transitions_port"),
-        ({"max_pending_batches": 0}, "max_pending_batches"),
-        ({"block_timeout_s": -1.0}, "block_timeout_s"),
-        ({"host": "a b"}, "host"),
-    ],
-)
-def test_actor_config_validates(changes, message):
-    base = {"actor_id": "a0"}
-    base.update(changes)
-    with pytest.raises(ValueError, match=message):
-        ActorTransportConfig(**base)
-
-
-# --- auth -------------------------------------------------------------------------------------
-
-
-def test_keys_derive_from_the_secret_file(tmp_path):
-    path = tmp_path / "secret"
-    write_secret_file(str(path))
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    with pytest.raises(FileExistsError):
-        write_secret_file(str(path))  # never overwrites
-    keys = load_curve_keys(AuthConfig(secret_file=str(path)))
-    again = load_curve_keys(AuthConfig(secret_file=str(path)))
-    assert keys == again and len(keys.server_public) == 40
-    assert len({keys.server_public, keys.server_secret, keys.client_public, keys.client_secret}) == 4
-    other = tmp_path / "other"
-    write_secret_file(str(other))
-    assert load_curve_keys(AuthConfig(secret_file=str(other))).client_public != keys.client_public
-    assert load_curve_keys(AuthConfig()) is None
-
-
-def test_unusable_secret_files_raise_value_error(tmp_path):
-    short = tmp_path / "short"
-    short.write_bytes(b"tiny")
-    with pytest.raises(ValueError, match="need >= 16"):
-        load_curve_keys(AuthConfig(secret_file=str(short)))
-    with pytest.raises(ValueError, match="cannot be read"):
-        load_curve_keys(AuthConfig(secret_file=str(tmp_path / "missing")))
-
-
-def test_the_secret_entry_point_writes_a_private_file(tmp_path, capsys):
-    from serl_gs.transport import secret
-
-    path = tmp_path / "node.secret"
-    secret.main([str(path)])
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and len(path.read_text().strip()) == 64
-    assert "wrote" in capsys.readouterr().out
-    assert load_curve_keys(AuthConfig(secret_file=str(path))) is not None

@@ -137,7 +137,7 @@ def make_learner_step_fn(
 
 def _make_update_many(networks: AgentNetworks):
     update = _make_update(networks)
-    unroll = _unrolls(networks)
+    unroll = unrolls_updates(networks)
 
     def update_many(state: TrainingState, batches: Batch) -> tuple[TrainingState, dict[str, jax.Array]]:
         if unroll:  # convolutions in a loop body are slow on XLA:CPU (see AgentConfig.scan_unroll)
@@ -153,7 +153,8 @@ def _make_update_many(networks: AgentNetworks):
     return update_many
 
 
-def _unrolls(networks: AgentNetworks) -> bool:
+def unrolls_updates(networks: AgentNetworks) -> bool:
+    """Whether updates run unrolled (pixel agents on XLA:CPU, see AgentConfig.scan_unroll) rather than scanned."""
     config = networks.config
     if config.scan_unroll == "auto":
         return bool(networks.image_keys) and jax.default_backend() == "cpu"
@@ -165,7 +166,7 @@ def _make_update(networks: AgentNetworks):
     ratio = config.critic_actor_ratio
     target_entropy = config.resolved_target_entropy(networks.action_dim)
     opt = _optimizers(networks)
-    unroll = _unrolls(networks)
+    unroll = unrolls_updates(networks)
 
     reuse_features = config.actor_features == "critic_step"
 

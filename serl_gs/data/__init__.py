@@ -1,1 +1,2 @@
-"""Records, the frame-once replay, batches and image augmentation for the learner."""
+"""Records (what actors send), the frame-once replay (replay, storage, sampling), batches, augmentation, and
+crash-safe directory swaps (saving)."""

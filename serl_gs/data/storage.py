@@ -1,8 +1,9 @@
 """Where the replay's frames live: on the learner's device when they fit, else in host memory.
 
-Both storages hold the same per-slot fields and answer the same two calls: `write` (scatter new records and
-forward links) and `gather` (rebuild a Batch from sampled slots). The sampler in `replay.py` always runs on
-the device; only the frame gather differs.
+Both storages hold the same per-slot fields and answer the same calls: `write` (scatter new records and
+forward links), `sample` (a Batch of uniform transitions, see `data.sampling`) and `device_fields` (the fields
+as device arrays for a caller's jit, or None). Slots are always drawn on the device; only the frame gather
+differs: inside the same jit (device) or one numpy gather and one transfer (host).
 """
 
 from __future__ import annotations
@@ -107,6 +108,12 @@ def _device_write(fields, slots, rows, link_slots, link_gaps):
     return out
 
 
+_sample_slots = jax.jit(sampling.sample_slots, static_argnames=("num_batches", "batch_size"))
+_sample_on_device = jax.jit(
+    sampling.sample_batch, static_argnames=("num_batches", "batch_size", "n_step", "discount")
+)
+
+
 @jax.jit
 def _link_only(next_gap, slots, link_slots, link_gaps):
     next_gap = next_gap.at[slots].set(0, mode="drop")
@@ -129,6 +136,12 @@ class DeviceStorage:
 
     def write(self, slots, rows, link_slots, link_gaps) -> None:
         self.fields = _device_write(self.fields, slots, rows, link_slots, link_gaps)
+
+    def sample(self, key: jax.Array, num_batches: int, batch_size: int, n_step: int, discount: float) -> Batch:
+        return _sample_on_device(self.fields, key, num_batches, batch_size, n_step, discount)
+
+    def device_fields(self) -> dict:
+        return self.fields
 
     def load_numpy(self, fields: dict) -> None:
         self.fields = jax.device_put(fields, self.fields["reward"].device)
@@ -161,9 +174,13 @@ class HostStorage:
         self.fields["next_gap"][link_slots[link_keep]] = link_gaps[link_keep]
         self._next_gap = _link_only(self._next_gap, slots, link_slots, link_gaps)
 
-    def gather(self, k: np.ndarray, j: np.ndarray, n_step: int = 1, discount: float = 1.0) -> Batch:
-        """One numpy gather for all the sampled slots (n-step chains followed on the host), one transfer."""
+    def sample(self, key: jax.Array, num_batches: int, batch_size: int, n_step: int, discount: float) -> Batch:
+        """Slots drawn on the device, then one numpy gather (n-step chains followed on the host), one transfer."""
+        k, j = jax.device_get(_sample_slots(self._next_gap, key, num_batches, batch_size))
         return jax.device_put(sampling.gather(self.fields, k, j, n_step, discount, xp=np), self._device)
+
+    def device_fields(self) -> None:
+        return None  # the frames are in host memory
 
     def load_numpy(self, fields: dict) -> None:
         self.fields = fields

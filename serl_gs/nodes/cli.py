@@ -34,12 +34,21 @@ def run(main: Callable[[list[str]], None], define_flags: Callable[[], None]) -> 
     def guarded(argv: list[str]) -> None:
         from absl import logging
 
-        logging.set_verbosity(logging.WARNING)  # libraries (orbax) log every save at INFO
+        from serl_gs.transport.errors import AddressInUse, BatchRejected, ProtocolMismatch, TransportError
+
+        # Users see our lines only: libraries (orbax) log every save at INFO and every read-only open at
+        # WARNING. absl's own --verbosity (e.g. --verbosity=-1 for warnings, 0 for info) asks for more.
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.ERROR)
         try:
             main(argv)
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, FileNotFoundError, AddressInUse, BatchRejected, ProtocolMismatch) as e:
+            # Bad input, a taken port, or a learner that refuses this node (another task or version).
             print(f"error: {e}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except TransportError as e:  # the transport cannot go on (e.g. its I/O thread failed): still one line
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(1)
 
     app.run(guarded)
 
@@ -61,6 +70,7 @@ def define_env_flags() -> None:
     flags.DEFINE_integer("image_size", 64, "Square image side for pixel observations.")
     flags.DEFINE_string("cameras", "", "Comma-separated MJCF camera names (pixels); empty = all cameras.")
     flags.DEFINE_integer("episode_length", 0, "Override the task's episode length (0 = the task's default).")
+    flags.DEFINE_string("scene", "", "A scene manifest (JSON) of 3DGS captures bound to bodies; empty = generated.")
 
 
 def env_spec_from_flags(**overrides: Any):
@@ -76,5 +86,6 @@ def env_spec_from_flags(**overrides: Any):
         image_size=f.image_size,
         cameras=tuple(c for c in f.cameras.split(",") if c),
         episode_length=f.episode_length or None,
+        scene=f.scene or None,
     )
     return EnvSpec(**{**fields, **overrides})

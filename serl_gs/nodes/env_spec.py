@@ -25,6 +25,7 @@ class EnvSpec:
     render_backend: BackendName = "auto"
     physics: PhysicsPath = "auto"
     episode_length: int | None = None  # None: the task's default
+    scene: str | None = None  # a manifest of 3DGS captures bound to bodies (serl_gs.render.manifest); None: generated
 
     def __post_init__(self):
         choices = (("obs_mode", OBS_MODES), ("physics", PHYSICS_PATHS), ("render_backend", get_args(BackendName)))
@@ -41,10 +42,20 @@ class EnvSpec:
     def task_kwargs(self) -> dict[str, Any]:
         return {} if self.episode_length is None else {"episode_length": self.episode_length}
 
+    def task(self) -> dict[str, Any]:
+        """What the nodes of one run must agree on, JSON-ready (render backend and physics are each node's own;
+        image size and cameras matter for pixels only)."""
+        task: dict[str, Any] = {"env": self.env, "obs_mode": self.obs_mode}
+        if self.obs_mode == "pixels":
+            task.update(image_size=self.image_size, cameras=list(self.cameras))
+        return task
+
     def make_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"physics": self.physics, "obs_mode": self.obs_mode, **self.task_kwargs()}
         if self.obs_mode == "pixels":
             kwargs.update(image_size=self.image_size, cameras=tuple(self.cameras), render_backend=self.render_backend)
+        if self.scene:
+            kwargs["scene"] = self.scene
         return kwargs
 
     def make_vec(self, num_envs: int, seed: int | None = None):

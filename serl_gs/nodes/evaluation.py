@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from serl_gs.agents.payload import agent_config_from_dict, check_obs_spec, spec_from_jsonable
-from serl_gs.nodes.checkpoint import Checkpointer, checkpoint_root
+from serl_gs.nodes.checkpoint import CheckpointDamaged, Checkpointer, checkpoint_root
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
 
 
@@ -32,6 +32,7 @@ class EvalConfig:
     video_episodes: int = 2  # envs recorded (their first episode each); 0 = no video
     video_size: int = 128
     video_camera: str = ""  # empty: the task's first camera
+    scene: str | None = None  # a scene manifest of captures; None: the one the run trained with, if any
     out_dir: str | None = None  # default: <run dir>/eval/<step>
 
     def __post_init__(self):
@@ -60,31 +61,36 @@ def summarize(returns: list[float], successes: list[float]) -> dict[str, float]:
     return out
 
 
-def _load_newest(root: Path, requested: int | None, attempts: int = 3):
-    """(step, meta, networks, training state) of checkpoint `requested`, default the newest.
+def _load_newest(root: Path, requested: int | None):
+    """(step, meta, networks, training state) of checkpoint `requested`, default the newest intact one.
 
-    Reads the state right after its meta, before anything slow: a running learner keeps only its last K
-    checkpoints and may delete the one being read; then the newest is tried again.
+    Damaged checkpoints are skipped (and named); a running learner keeps only its last K checkpoints and may
+    delete the one being read, then the next newest is read.
     """
     from serl_gs.agents.learning import init_training_state
     from serl_gs.agents.networks import make_networks
 
+    built = {}
+
+    def template_for(meta: dict[str, Any]):
+        try:
+            obs_spec = spec_from_jsonable(meta["obs_spec"])
+            config = agent_config_from_dict(meta["agent_config"])
+            action_dim = int(meta["action_dim"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointDamaged(f"its meta lacks what the networks were built for ({e!r})") from None
+        built["networks"] = make_networks(config, obs_spec, action_dim)
+        return init_training_state(built["networks"], jax.random.PRNGKey(0))
+
     checkpoints = Checkpointer(root, read_only=True)
     try:
-        for attempt in range(attempts):
-            step, meta = checkpoints.restore_meta(requested)
-            obs_spec = spec_from_jsonable(meta["obs_spec"])
-            networks = make_networks(agent_config_from_dict(meta["agent_config"]), obs_spec, int(meta["action_dim"]))
-            template = init_training_state(networks, jax.random.PRNGKey(0))
-            try:
-                _, state, _ = checkpoints.restore(template, step)
-                return step, meta, networks, state
-            except (FileNotFoundError, OSError, ValueError):
-                if requested is not None or attempt == attempts - 1:
-                    raise
+        intact = checkpoints.restore_intact(template_for=template_for, step=requested)
     finally:
         checkpoints.close()
-    raise AssertionError("unreachable")
+    note = intact.fallback_note()
+    if note:
+        print(f"[eval] warning: {note}", flush=True)
+    return intact.step, intact.meta, built["networks"], intact.state
 
 
 def evaluate(config: EvalConfig) -> dict[str, Any]:
@@ -94,6 +100,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     step, meta, networks, state = _load_newest(root, requested)
     env_spec = EnvSpec(**{**meta["env"], "cameras": tuple(meta["env"]["cameras"])})
     env_spec = dataclasses.replace(env_spec, physics=config.physics, render_backend=config.render_backend)
+    if config.scene:
+        env_spec = dataclasses.replace(env_spec, scene=config.scene)
     vec = env_spec.make_vec(config.num_envs, seed=config.seed)
     check_obs_spec(meta["obs_spec"], obs_spec_of(vec), "eval")
     params = policy_params(state.params)
@@ -105,7 +113,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
 
         camera = config.video_camera or vec.task.mj_model.camera(0).name
         render_config = RenderConfig(backend=config.render_backend, image_size=config.video_size, cameras=(camera,))
-        renderer = RenderStage(vec.task.mj_model, render_config)
+        renderer = RenderStage(vec.task.mj_model, render_config, vec.gaussian_scene)
     frames: list[np.ndarray] = []
     recording = np.zeros(config.num_envs, bool)
     recording[: config.video_episodes] = True

@@ -6,11 +6,12 @@ Importing this package is cheap (no torch, no gsplat); the names below load thei
     stage = RenderStage(mj_model, RenderConfig(backend="auto", image_size=64, cameras=("front",)))
     images = stage.render(xpos, xquat, cam_xpos, cam_xmat)  # [B, C, H, W, 3] uint8
 
-Modules: config (RenderConfig, SceneConfig), scene (GaussianScene), ply (.ply + manifest I/O), sh (SH
-basis, turning captured colour), generate (scenes from MJCF geoms, cached), cameras (MJCF cameras,
+Modules: config (RenderConfig, SceneConfig), scene (GaussianScene), ply (.ply I/O), manifest (captures
+bound to bodies, composed with the generated scene), registration (placing a capture: point pairs, planes),
+sh (SH basis, turning captured colour), generate (scenes from MJCF geoms, cached), cameras (MJCF cameras,
 intrinsics), geometry (posing, view matrices), reference (pure-PyTorch rasterizer), gsplat_backend (CUDA,
-lazy), bridge (JAX <-> torch via DLPack), poses (body/camera poses from qpos), stage (RenderStage), preview
-(command line: a PNG grid of every env's cameras).
+lazy), bridge (JAX <-> torch via DLPack), poses (body/camera poses from qpos), stage (RenderStage), frames
+(gymnasium render() frames), preview (command line: a PNG grid of every env's cameras, overlays).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ _EXPORTS = {
     "concat_scenes": "scene",
     "read_ply": "ply",
     "write_ply": "ply",
-    "load_scene_manifest": "ply",
-    "save_scene_manifest": "ply",
+    "load_scene_manifest": "manifest",
+    "save_scene_manifest": "manifest",
+    "scene_with_captures": "manifest",
     "generate_scene": "generate",
     "scene_for_model": "generate",
     "RenderStage": "stage",

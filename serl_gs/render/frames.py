@@ -12,6 +12,7 @@ import dataclasses
 import mujoco
 import numpy as np
 
+from serl_gs.data.records import PIXELS_PREFIX
 from serl_gs.render.scene import GaussianScene
 
 ALL_CAMERAS = "all"
@@ -48,7 +49,7 @@ class FrameRenderer:
 
         `pixels`: the same envs' observation images {"pixels/<camera>": [B, h, w, 3]}, used when they match.
         """
-        keys = [f"pixels/{name}" for name in self.camera_names]
+        keys = [PIXELS_PREFIX + name for name in self.camera_names]
         size = self.config.size
         if pixels and all(k in pixels and tuple(pixels[k].shape[1:3]) == (size, size) for k in keys):
             images = np.stack([np.asarray(pixels[k]) for k in keys], axis=1)  # [B, C, H, W, 3]

@@ -1,4 +1,4 @@
-"""Standard 3DGS `.ply` files, read by property name, plus a manifest that binds `.ply` parts to bodies.
+"""Standard 3DGS `.ply` files, read by property name (manifests binding files to bodies: `manifest.py`).
 
 Layout (INRIA trainer, gsplat's exporter, SuperSplat's uncompressed export): one `vertex` element with
 float properties x y z, optional nx ny nz, f_dc_0..2, f_rest_0..(3*(K-1)-1) stored channel-major (all of
@@ -8,27 +8,17 @@ means and rotations given in that body's frame. A file without it is bound to th
 unless the caller says otherwise. Every other vertex property (nx ny nz, a viewer's red green blue, ...)
 is kept in `GaussianScene.extras` with its type and written back by `write_ply` (nx ny nz right after
 x y z, as INRIA writes them; the others after rot_3). Elements other than `vertex` are not read.
-
-A manifest (JSON) binds whole files to bodies by name, and places captures with a rigid transform + scale:
-
-    {"format": "serl_gs.scene/1",
-     "parts": [{"ply": "lab.ply", "body": "world",
-                "transform": {"rotation_wxyz": [1, 0, 0, 0], "translation": [0, 0, -0.1], "scale": 0.5}},
-               {"ply": "cube.ply", "body": "cube"}]}
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from serl_gs.render.scene import NORMAL_NAMES, GaussianScene, concat_scenes
-
-MANIFEST_FORMAT = "serl_gs.scene/1"
+from serl_gs.render.scene import NORMAL_NAMES, GaussianScene
 
 _PLY_TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
@@ -130,71 +120,6 @@ def write_ply(path: str | os.PathLike, scene: GaussianScene) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(("\n".join(header) + "\n").encode("ascii") + table.tobytes())
     os.replace(tmp, path)  # readers never see a half-written file (the scene cache relies on it)
-
-
-def load_scene_manifest(path: str | os.PathLike, body_names: dict[str, int] | None = None) -> GaussianScene:
-    """Loads every part of a manifest (see the module docstring), resolving body names via `body_names`.
-
-    `body` may be an integer id or a name; names need `body_names` (e.g. `body_name_to_id(mj_model)`).
-    Paths of parts are relative to the manifest's folder.
-    """
-    path = Path(path)
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path}: expected a JSON object with format {MANIFEST_FORMAT!r}")
-    parts = manifest.get("parts")
-    if not isinstance(parts, list) or not parts:
-        raise ValueError(f"{path}: 'parts' must be a non-empty list")
-    scenes = []
-    for i, part in enumerate(parts):
-        if not isinstance(part, dict) or "ply" not in part or "body" not in part:
-            raise ValueError(f"{path}: part {i} needs 'ply' and 'body', got {part!r}")
-        body = part["body"]
-        if isinstance(body, str):
-            if body_names is None or body not in body_names:
-                known = sorted(body_names) if body_names else "none given"
-                raise ValueError(f"{path}: part {i} names body {body!r}; known bodies: {known}")
-            body = body_names[body]
-        elif not isinstance(body, int) or body < 0:
-            raise ValueError(f"{path}: part {i} body must be a name or an id >= 0, got {body!r}")
-        scene = read_ply(path.parent / part["ply"], body_id=body)
-        transform = part.get("transform", {})
-        unknown = set(transform) - {"rotation_wxyz", "translation", "scale"}
-        if unknown:
-            raise ValueError(f"{path}: part {i} transform has unknown keys {sorted(unknown)}")
-        if transform:
-            scene = scene.transformed(
-                rotation_wxyz=transform.get("rotation_wxyz", (1.0, 0.0, 0.0, 0.0)),
-                translation=transform.get("translation", (0.0, 0.0, 0.0)),
-                scale=float(transform.get("scale", 1.0)),
-            )
-        scenes.append(scene)
-    return concat_scenes(scenes)
-
-
-def save_scene_manifest(folder: str | os.PathLike, scene: GaussianScene, body_names: list[str]) -> Path:
-    """Writes one `.ply` per body (in that body's frame) and a manifest naming the bodies; returns its path.
-
-    `body_names[i]` is body i's name (e.g. `[mj_model.body(i).name for i in range(mj_model.nbody)]`).
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    parts = []
-    for body in np.unique(scene.body_ids):
-        if body >= len(body_names):
-            raise ValueError(
-                f"scene binds Gaussians to body {body}, but only {len(body_names)} names were given"
-            )
-        name = body_names[body] or f"body{body}"
-        file = f"{int(body):03d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.ply"
-        write_ply(folder / file, scene.subset(scene.body_ids == body))
-        parts.append({"ply": file, "body": body_names[body] or int(body)})
-    manifest = folder / "scene.json"
-    manifest.write_text(json.dumps({"format": MANIFEST_FORMAT, "parts": parts}, indent=1) + "\n")
-    return manifest
 
 
 def _parse_header(path: Path, data: bytes) -> tuple[str, list[_Element], int]:

@@ -24,6 +24,7 @@ import torch
 
 from serl_gs.render.config import ALPHA_THRESHOLD, EPS2D, MAX_ALPHA, TRANSMITTANCE_THRESHOLD
 from serl_gs.render.geometry import quat_to_rotmat
+from serl_gs.render.sh import SH_C0
 
 _EXTEND = 3.33  # gsplat's bounding-box half-width in standard deviations
 _CHUNK_ELEMENTS = 1 << 20  # tiles x K x pixels per compositing step: ~4 MB tensors, measured fastest on a CPU
@@ -162,7 +163,7 @@ def _sh_colors(means, sh, viewmats, proj, sh_degree: int) -> torch.Tensor:
     """RGB [S, 3] from SH seen from each camera's centre, +0.5 and clamped at 0 (as gsplat and INRIA)."""
     coeffs = sh[proj["gaussian"], : (sh_degree + 1) ** 2]  # [S, K, 3]
     if sh_degree == 0:
-        return torch.clamp_min(_SH_C0 * coeffs[:, 0] + 0.5, 0.0)
+        return torch.clamp_min(SH_C0 * coeffs[:, 0] + 0.5, 0.0)
     rot = viewmats[proj["env"], proj["camera"], :3, :3]
     campos = -(rot.transpose(-1, -2) @ viewmats[proj["env"], proj["camera"], :3, 3:])[..., 0]
     dirs = means[proj["env"], proj["gaussian"]] - campos
@@ -289,7 +290,7 @@ def _composite(proj, colors, order, counts, offsets, out, trans, tile_size, tile
 def sh_basis(degree: int, dirs: torch.Tensor) -> torch.Tensor:
     """Real SH basis [..., (degree+1)^2] at unit directions [..., 3], in the 3DGS/gsplat order and signs."""
     x, y, z = dirs.unbind(-1)
-    out = [torch.full_like(x, _SH_C0)]
+    out = [torch.full_like(x, SH_C0)]
     if degree >= 1:
         out += [-0.4886025119029199 * y, 0.4886025119029199 * z, -0.4886025119029199 * x]
     if degree >= 2:
@@ -315,5 +316,3 @@ def sh_basis(degree: int, dirs: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"SH degree must be 0-3, got {degree}")
     return torch.stack(out, -1)
 
-
-_SH_C0 = 0.28209479177387814

@@ -14,9 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from serl_gs.render.sh import rotate_sh
-
-SH_C0 = 0.28209479177387814  # the degree-0 SH basis constant: rgb = SH_C0 * dc + 0.5
+from serl_gs.render.sh import SH_C0, rotate_sh  # SH_C0: rgb = SH_C0 * dc + 0.5
 
 
 def sh_bands_to_degree(num_bands: int) -> int:

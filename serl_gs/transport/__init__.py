@@ -4,7 +4,7 @@ Learner side (binds 127.0.0.1 unless `LearnerTransportConfig.bind` says otherwis
 
     cfg = LearnerTransportConfig(bind="0.0.0.0", auth=AuthConfig(secret_file="~/.serl_gs/secret"))
     with TransitionServer(cfg) as server, ParamPublisher(cfg) as publisher:
-        publisher.publish(params_to_bytes(params), version=0)
+        publisher.publish(pack_policy(agent_config, obs_spec, action_dim, params), version=0)
         while training:
             batch = server.get(timeout=1.0, ack=False)   # TransitionBatch(header, arrays) or None
             if batch is not None:
@@ -12,7 +12,7 @@ Learner side (binds 127.0.0.1 unless `LearnerTransportConfig.bind` says otherwis
                 server.ack(batch.header)                  # stored: the actor may forget it
             server.set_credits(rate_limiter.credits())    # 0 pauses every actor
             ...
-            publisher.publish(params_to_bytes(params), version=step)
+            publisher.publish(pack_policy(agent_config, obs_spec, action_dim, params), version=step)
             log(server.stats(current_param_version=step), publisher.stats())
 
 Actor side::
@@ -20,11 +20,11 @@ Actor side::
     cfg = ActorTransportConfig(actor_id="gpu0", host="learner-host", auth=AuthConfig(secret_file=...))
     with TransitionClient(cfg) as client, ParamSubscriber(cfg) as subscriber:
         update = subscriber.wait(timeout=60)         # a late joiner gets the current params at once
-        params = params_from_bytes(template, update.data)
+        policy = unpack_policy(update.data)          # serl_gs.agents.payload
         while running:
             client.send(record_arrays, param_version=update.version)   # returns at once (see flow control)
             if (newer := subscriber.poll()) is not None:                 # latest only, never blocks
-                update, params = newer, params_from_bytes(template, newer.data)
+                update, policy = newer, unpack_policy(newer.data)
 
 Records: a flat dict of numpy arrays sharing the leading dim n (one record per env), with
 "env_index" int [n] required; names, dtypes (bool, ints, floats) and shapes are otherwise free.
@@ -58,27 +58,28 @@ bytes in, duplicates dropped, rejected by reason, queue depth, credits, per-acto
 `fetch_learner_stats(actor_config)` to ask a running learner over the network.
 
 Public API: TransitionServer, TransitionBatch, BatchHeader, StreamPosition, TransitionClient,
-ParamPublisher, ParamSubscriber, ParamUpdate, params_to_bytes, params_from_bytes,
-fetch_learner_stats, LearnerTransportConfig, ActorTransportConfig, AuthConfig, write_secret_file,
-TransportError, ProtocolMismatch, BatchRejected, PROTOCOL_VERSION.
+ParamPublisher, ParamSubscriber, ParamUpdate, fetch_learner_stats, LearnerTransportConfig,
+ActorTransportConfig, AuthConfig, port_layout, write_secret_file, TransportError, ProtocolMismatch,
+BatchRejected, AddressInUse, PROTOCOL_VERSION.
+
+Modules: config (the two configs, the port rule), wire (the format), streams (the learner's protocol
+state: stream table, outcome ladder), send_window (the actor's: go-back-N window), server and client
+(their sockets and threads), params and subscriber (the parameter broadcast), _io_thread and _sockets
+(socket plumbing both ends share), auth (CURVE), stats_request.
 """
 
 from serl_gs.transport.auth import write_secret_file
 from serl_gs.transport.client import TransitionClient
-from serl_gs.transport.config import ActorTransportConfig, AuthConfig, LearnerTransportConfig
-from serl_gs.transport.errors import BatchRejected, ProtocolMismatch, TransportError
-from serl_gs.transport.params import (
-    ParamPublisher,
-    ParamSubscriber,
-    ParamUpdate,
-    params_from_bytes,
-    params_to_bytes,
-)
+from serl_gs.transport.config import ActorTransportConfig, AuthConfig, LearnerTransportConfig, port_layout
+from serl_gs.transport.errors import AddressInUse, BatchRejected, ProtocolMismatch, TransportError
+from serl_gs.transport.params import ParamPublisher, ParamUpdate
 from serl_gs.transport.server import BatchHeader, StreamPosition, TransitionBatch, TransitionServer
 from serl_gs.transport.stats_request import fetch_learner_stats
+from serl_gs.transport.subscriber import ParamSubscriber
 from serl_gs.transport.wire import PROTOCOL_VERSION
 
 __all__ = [
+    "AddressInUse",
     "PROTOCOL_VERSION",
     "ActorTransportConfig",
     "AuthConfig",
@@ -95,7 +96,6 @@ __all__ = [
     "TransitionServer",
     "TransportError",
     "fetch_learner_stats",
-    "params_from_bytes",
-    "params_to_bytes",
+    "port_layout",
     "write_secret_file",
 ]

@@ -17,6 +17,7 @@ import zmq
 
 from serl_gs.transport._sockets import WakePipe, close_all
 from serl_gs.transport.auth import ZapHandler
+from serl_gs.transport.errors import TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class IoThread:
         open_sockets: Callable[[IoThread], Iterable[zmq.Socket]],
         turn: Callable[[Events], None],
         poll_interval_s: float,
+        linger_s: float,
         finish: Callable[[], None] | None = None,
         on_failure: Callable[[Exception], None] | None = None,
     ) -> None:
@@ -49,6 +51,8 @@ class IoThread:
         self._finish = finish
         self._on_failure = on_failure
         self._poll_ms = int(poll_interval_s * 1000)
+        # How long stop() waits: the owner's linger (last acks, flushes), a few turns, and slack for a busy machine.
+        self._stop_timeout_s = linger_s + 10 * poll_interval_s + 5.0
         self._context: zmq.Context | None = None
         self._sockets: list[zmq.Socket] = []
         self._monitored: list[zmq.Socket] = []
@@ -89,13 +93,13 @@ class IoThread:
         """Makes the thread take a turn now instead of at the end of its poll interval."""
         self._wake.wake()
 
-    def stop(self, timeout: float) -> bool:
+    def stop(self) -> bool:
         """Ends the loop (after `finish`), closes every socket and the context; False if still running."""
         self._stop.set()
         self._wake.wake()
-        self._thread.join(timeout=timeout)
+        self._thread.join(timeout=self._stop_timeout_s)
         if self._thread.is_alive():
-            logger.error("%s: I/O thread did not stop in %.1f s", self.name, timeout)
+            logger.error("%s: I/O thread did not stop in %.1f s", self.name, self._stop_timeout_s)
             return False
         self._wake.close()
         return True
@@ -106,7 +110,8 @@ class IoThread:
         try:
             polled = list(self._open_sockets(self))
         except BaseException as exc:  # raised again in the constructor's thread
-            self._start_error = exc if isinstance(exc, (zmq.ZMQError, ValueError)) else RuntimeError(str(exc))
+            known = (zmq.ZMQError, ValueError, TransportError)
+            self._start_error = exc if isinstance(exc, known) else RuntimeError(str(exc))
             self._close()
             self._ready.set()
             return

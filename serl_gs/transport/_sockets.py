@@ -1,11 +1,22 @@
-"""Socket options every transport socket gets, and a wake-up pipe for the I/O threads' pollers."""
+"""Socket plumbing the transport's ends share: options, endpoints, monitor events, a wake-up pipe."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+from collections.abc import Iterator
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from serl_gs.transport.errors import AddressInUse
+
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+# What a transport end watches on its main socket: peers arriving, refused, leaving.
+CONNECTION_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | HANDSHAKE_FAILED | zmq.EVENT_DISCONNECTED
 
 
 def configure_socket(
@@ -70,12 +81,40 @@ class WakePipe:
                 os.close(fd)
 
 
-def endpoint(host: str, port: int, sock: zmq.Socket) -> str:
-    """A tcp:// endpoint; port 0 binds a free port, an IPv6 literal turns IPv6 on for the socket."""
-    if ":" in host:
+def _tcp(host: str, port: int | str, sock: zmq.Socket) -> str:
+    if ":" in host:  # an IPv6 literal: bracketed, and the socket must speak IPv6
         sock.setsockopt(zmq.IPV6, 1)
         host = f"[{host}]"
-    return f"tcp://{host}:{port if port else '*'}"
+    return f"tcp://{host}:{port}"
+
+
+def endpoint(host: str, port: int, sock: zmq.Socket) -> str:
+    """A tcp:// endpoint to bind; port 0 binds a free port, an IPv6 literal turns IPv6 on for the socket."""
+    return _tcp(host, port if port else "*", sock)
+
+
+def connect(sock: zmq.Socket, host: str, port: int) -> None:
+    """Connects to a host name or address (IPv6 literals too) and port."""
+    sock.connect(_tcp(host, port, sock))
+
+
+def monitor_events(monitor: zmq.Socket) -> Iterator[int]:
+    """The events a monitor socket holds now, oldest first; never waits."""
+    while True:
+        try:
+            yield recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
+        except zmq.Again:
+            return
+
+
+def bind(sock: zmq.Socket, host: str, port: int, field: str) -> None:
+    """Binds `sock` like `endpoint` says; a taken port raises AddressInUse naming it and its config `field`."""
+    try:
+        sock.bind(endpoint(host, port, sock))
+    except zmq.ZMQError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUse(host, port, field) from None
+        raise
 
 
 def close_all(context: zmq.Context, sockets: list[zmq.Socket], *others: object) -> None:

@@ -1,12 +1,9 @@
 """The actor's end of the transition stream: `TransitionClient`.
 
-`send()` validates a batch and hands it to a background I/O thread, which owns one DEALER socket.
-Each batch gets a sequence number when it goes on the wire and stays in memory until the learner
-confirms it took it (a cumulative "delivered" ack). The thread resends, in order:
-- everything unconfirmed when the learner's incarnation changes (a learner restart), and
-- from the learner's "received" mark when an ack shows a batch sent earlier never arrived
-  (it went down with a broken connection), or when no ack came for `ack_timeout_s`.
-The learner drops what it already has, so the stream arrives complete, in order, exactly once.
+`send()` validates a batch and puts it in a pending buffer (flow control: credits, the away buffer, the
+overflow policy); a background I/O thread, which owns one DEALER socket, moves pending batches into the
+go-back-N send window (`serl_gs.transport.send_window`: sequence numbers, acks, resends) as the learner's
+credits allow, and sends what the window says.
 """
 
 from __future__ import annotations
@@ -14,6 +11,7 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
+import random
 import secrets
 import threading
 import time
@@ -22,58 +20,19 @@ from typing import Any
 
 import numpy as np
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from serl_gs.transport import wire
 from serl_gs.transport._io_thread import IoThread
 from serl_gs.transport._ratelog import RateLimitedLog
-from serl_gs.transport._sockets import configure_socket
+from serl_gs.transport._sockets import CONNECTION_EVENTS, configure_socket, connect, monitor_events
 from serl_gs.transport.auth import load_curve_keys, make_curve_client
 from serl_gs.transport.config import ActorTransportConfig
 from serl_gs.transport.errors import BatchRejected, ProtocolMismatch, TransportError
+from serl_gs.transport.send_window import Outgoing, SendWindow
 
 logger = logging.getLogger(__name__)
 
 _MAX_REPLY_BYTES = 64 << 20  # acks are tiny; a stats reply from a big cluster is the largest
-_MONITOR_EVENTS = (
-    zmq.EVENT_HANDSHAKE_SUCCEEDED
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_DISCONNECTED
-)
-_MIN_GO_BACK_INTERVAL_S = 0.01
-
-
-class _Outgoing:
-    __slots__ = (
-        "n",
-        "specs",
-        "buffers",
-        "nbytes",
-        "param_version",
-        "index",
-        "dropped_before",
-        "seq",
-        "last_tx",
-        "sent_at",
-        "received",
-    )
-
-    def __init__(self, n: int, specs: list, buffers: list[np.ndarray], nbytes: int, param_version: int) -> None:
-        self.n = n
-        self.specs = specs
-        self.buffers = buffers
-        self.nbytes = nbytes
-        self.param_version = param_version
-        self.index = -1
-        self.dropped_before = 0
-        self.seq = -1
-        self.last_tx = -1  # -1: not on the wire yet (or queued for a resend)
-        self.sent_at = 0.0
-        self.received = False  # the current learner incarnation has it
-
-
 class TransitionClient:
     """Streams record batches to the learner from a background thread. Use as a context manager.
 
@@ -89,7 +48,7 @@ class TransitionClient:
         self._session = secrets.randbits(63)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # pending shrank, a batch was confirmed, or an error
-        self._pending: collections.deque[_Outgoing] = collections.deque()
+        self._pending: collections.deque[Outgoing] = collections.deque()
         self._pending_bytes = 0
         self._unconfirmed = 0  # batches handed to the I/O thread and not yet confirmed delivered
         self._next_index = 0
@@ -97,23 +56,22 @@ class TransitionClient:
         self._closed = False
         self._counters = collections.Counter()
         # Owned by the I/O thread.
-        self._in_flight: dict[int, _Outgoing] = {}  # seq -> batch, in seq order
-        self._to_send: collections.deque[int] = collections.deque()  # seqs awaiting (re)transmission
-        self._next_seq = 0
-        self._next_tx = 0
-        self._incarnation: int | None = None
+        self._window = SendWindow()
         self._credits = 0  # nothing goes out before the learner has answered a ping
         self._connected = False
+        self._disconnected_since: float | None = time.time()  # wall clock; None while connected
         self._ping_due = True
         self._last_ping = 0.0
         self._last_reply = 0.0
-        self._last_go_back = (-1, 0.0)
+        self._hold_until = 0.0  # the learner had no room for this stream: nothing goes out before this
+        self._full_retry_s = config.full_retry_s
         self._reply_log = RateLimitedLog(logger, f"TransitionClient[{config.actor_id}]", 10.0)
         self._io = IoThread(
             f"transition-client-{config.actor_id}",
             open_sockets=self._open_sockets,
             turn=self._turn,
             poll_interval_s=config.poll_interval_s,
+            linger_s=config.linger_s,
             on_failure=lambda exc: self._fail(TransportError(f"transport I/O thread failed: {exc!r}")),
         )
         atexit.register(self.close)  # a finished actor flushes (up to linger_s) and exits
@@ -145,7 +103,7 @@ class TransitionClient:
                 f"batch of {nbytes} bytes exceeds max_message_bytes={cfg.max_message_bytes}; send fewer "
                 "envs per batch or raise the limit on both ends"
             )
-        out = _Outgoing(n, [s.to_wire() for s in specs], buffers, nbytes, param_version)
+        out = Outgoing(n, [s.to_wire() for s in specs], buffers, nbytes, param_version)
         deadline = None if cfg.block_timeout_s is None else time.monotonic() + cfg.block_timeout_s
         with self._changed:
             self._raise_if_unusable()
@@ -212,9 +170,11 @@ class TransitionClient:
                 "unconfirmed_batches": self._unconfirmed,
                 "credits": self._credits,
                 "connected": self._connected,
+                "disconnected_since": self._disconnected_since,
                 "learner_restarts": self._counters["learner_restarts"],
                 "handshake_failures": self._counters["handshake_failures"],
                 "bad_replies": self._counters["bad_replies"],
+                "refused_full": self._counters["refused_full"],  # times the learner had no room for this stream
                 "error": None if self._error is None else str(self._error),
             }
 
@@ -229,7 +189,7 @@ class TransitionClient:
             self._closed = True
             lost = len(self._pending) + self._unconfirmed
             self._changed.notify_all()
-        self._io.stop(timeout=self._config.linger_s + 10 * self._config.poll_interval_s + 5.0)
+        self._io.stop()
         if not flushed and lost:
             logger.warning(
                 "TransitionClient[%s]: closed with %d batches the learner had not taken",
@@ -268,11 +228,8 @@ class TransitionClient:
         # IMMEDIATE stays 0: the pipe then survives reconnects, so the learner's last acks before a
         # disconnect are still read (with 1, libzmq drops them and we would resend delivered data).
         make_curve_client(dealer, self._keys)
-        self._monitor = io.monitor(dealer, _MONITOR_EVENTS)
-        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-        if ":" in cfg.host:
-            dealer.setsockopt(zmq.IPV6, 1)
-        dealer.connect(f"tcp://{host}:{cfg.transitions_port}")
+        self._monitor = io.monitor(dealer, CONNECTION_EVENTS)
+        connect(dealer, cfg.host, cfg.transitions_port)
         return [dealer, self._monitor]
 
     def _turn(self, events: dict) -> None:
@@ -285,14 +242,11 @@ class TransitionClient:
         now = time.monotonic()
         self._check_ack_timeout(now)
         self._maybe_ping(self._dealer, now)
-        self._transmit(self._dealer)
+        if now >= self._hold_until:
+            self._transmit(self._dealer)
 
     def _on_monitor(self, monitor: zmq.Socket) -> None:
-        while True:
-            try:
-                event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
-            except zmq.Again:
-                return
+        for event in monitor_events(monitor):
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._set_connected(True)
                 self._ping_due = True  # learn the learner's state (restart? credits?) at once
@@ -308,6 +262,10 @@ class TransitionClient:
 
     def _set_connected(self, connected: bool) -> None:
         with self._changed:
+            if connected:
+                self._disconnected_since = None
+            elif self._connected:
+                self._disconnected_since = time.time()
             self._connected = connected
             self._changed.notify_all()  # a blocked send() may go on into the away buffer
 
@@ -339,9 +297,12 @@ class TransitionClient:
             self._on_ack(header)
         elif kind == "rejected":
             if wire.get_int(header, "session") == self._session:
-                reason = header.get("reason")
-                detail = header.get("detail")
-                self._fail(BatchRejected(f"the learner rejected batch seq={header.get('seq')}: {reason}: {detail}"))
+                reason, detail = str(header.get("reason"))[:64], str(header.get("detail"))[:2000]
+                if reason == "too_many_actors":
+                    self._hold_for_room(detail)
+                    return
+                message = f"the learner rejected batch seq={header.get('seq')}: {reason}: {detail}"
+                self._fail(BatchRejected(message, reason=reason, detail=detail))
         elif kind == "refused":
             self._fail(ProtocolMismatch(str(header.get("reason"))[:500]))
         else:
@@ -350,71 +311,48 @@ class TransitionClient:
     def _on_ack(self, header: dict[str, Any]) -> None:
         if wire.get_int(header, "session") != self._session:
             return  # meant for an earlier client that had this socket's routing id
+        # Every field is checked before the window moves: a malformed ack changes nothing.
         incarnation = wire.get_int(header, "incarnation")
         received = wire.get_int(header, "received")
         delivered = wire.get_int(header, "delivered")
         credits = wire.get_int(header, "credits", 0, 1 << 20)
         tx = wire.get_int(header, "tx", -1)
-        restarted = incarnation != self._incarnation
-        if restarted and self._incarnation is not None:
-            logger.info(
-                "TransitionClient[%s]: learner restarted; resending unconfirmed batches",
-                self._config.actor_id,
-            )
-        freed = freed_records = 0
-        while self._in_flight:
-            seq = next(iter(self._in_flight))
-            if seq >= delivered:
-                break
-            freed_records += self._in_flight.pop(seq).n
-            freed += 1
+        outcome = self._window.on_ack(incarnation, received, delivered, tx, time.monotonic())
+        if outcome.freed:
+            self._full_retry_s = self._config.full_retry_s  # the learner takes our data: room again
+        if outcome.learner_restarted:
+            logger.info("TransitionClient[%s]: learner restarted; resending unconfirmed batches", self._config.actor_id)
         with self._changed:
-            if restarted and self._incarnation is not None:
-                self._counters["learner_restarts"] += 1
+            self._counters["learner_restarts"] += outcome.learner_restarted
             self._credits = credits
-            if freed:
-                self._unconfirmed -= freed
-                self._counters["batches_confirmed"] += freed
-                self._counters["records_confirmed"] += freed_records
+            if outcome.freed:
+                self._unconfirmed -= outcome.freed
+                self._counters["batches_confirmed"] += outcome.freed
+                self._counters["records_confirmed"] += outcome.freed_records
                 self._changed.notify_all()
-        self._incarnation = incarnation
-        for seq, out in self._in_flight.items():
-            if seq >= received:
-                break
-            out.received = True
-        if not self._in_flight:
-            return
-        if restarted:  # the new learner has none of it
-            for out in self._in_flight.values():
-                out.received = False
-            self._go_back(next(iter(self._in_flight)), force=True)
-        elif tx >= 0 and received in self._in_flight:
-            # The learner processed message `tx` but still expects `received`: if we sent that batch
-            # before `tx`, it was lost (a broken connection). If we resent it since, wait for it.
-            first_missing = self._in_flight[received]
-            if 0 <= first_missing.last_tx < tx:
-                self._go_back(received)
 
-    def _go_back(self, from_seq: int, *, force: bool = False) -> None:
+    def _hold_for_room(self, detail: str) -> None:
+        """The learner has no room for this stream yet: keep every batch, try again after a growing delay."""
         now = time.monotonic()
-        last_seq, last_time = self._last_go_back
-        if not force and last_seq == from_seq and now - last_time < _MIN_GO_BACK_INTERVAL_S:
-            return
-        self._last_go_back = (from_seq, now)
-        self._to_send = collections.deque(seq for seq in self._in_flight if seq >= from_seq)
-        for seq in self._to_send:
-            self._in_flight[seq].last_tx = -1
+        if now < self._hold_until:
+            return  # the other batches in flight were refused too: one backoff step for all of them
+        cfg = self._config
+        delay = self._full_retry_s * random.uniform(0.75, 1.25)
+        self._full_retry_s = min(2 * self._full_retry_s, cfg.full_retry_max_s)
+        self._hold_until = now + delay
+        self._window.go_back(self._window.base(), now, force=True)  # resent, in order, once the hold ends
+        with self._lock:
+            self._counters["refused_full"] += 1
+        self._reply_log.note(
+            "too_many_actors",
+            f"the learner at {cfg.host}:{cfg.transitions_port} has no room for this actor yet ({detail}); "
+            f"holding its batches and retrying in {delay:.1f} s",
+        )
 
     def _check_ack_timeout(self, now: float) -> None:
-        if not self._connected:
-            return  # resending into a dead connection only queues copies; the reconnect ping reconciles
-        for seq, out in self._in_flight.items():
-            if out.received or out.last_tx < 0:
-                continue
-            if now - out.sent_at > self._config.ack_timeout_s:
-                self._go_back(seq, force=True)
-                self._ping_due = True
-            return  # only the oldest unconfirmed batch matters
+        # While disconnected, resending only queues copies; the reconnect ping reconciles.
+        if self._connected and self._window.check_timeout(now, self._config.ack_timeout_s):
+            self._ping_due = True
 
     def _maybe_ping(self, dealer: zmq.Socket, now: float) -> None:
         hb = self._config.heartbeat_s
@@ -422,28 +360,21 @@ class TransitionClient:
             return  # a ping goes out as soon as the handshake succeeds
         if not (self._ping_due or (now - self._last_ping >= hb and now - self._last_reply >= hb)):
             return
-        ping = {
-            "v": wire.PROTOCOL_VERSION,
-            "type": "ping",
-            "actor": self._config.actor_id,
-            "session": self._session,
-            "base": self._base(),
-            "tx": self._next_tx,
-        }
+        window = self._window
+        ping = wire.pack_message(
+            "ping", actor=self._config.actor_id, session=self._session, base=window.base(), tx=window.next_tx
+        )
         try:
-            dealer.send(wire.pack(ping), zmq.NOBLOCK)
+            dealer.send(ping, zmq.NOBLOCK)
         except zmq.Again:
             return  # not connected yet
-        self._next_tx += 1
+        window.ping_sent()
         self._ping_due = False
         self._last_ping = now
 
-    def _base(self) -> int:
-        return next(iter(self._in_flight)) if self._in_flight else self._next_seq
-
     def _transmit(self, dealer: zmq.Socket) -> None:
-        window = min(self._config.max_in_flight_batches, self._credits)
-        while len(self._in_flight) < window:
+        window = self._window
+        while len(window) < min(self._config.max_in_flight_batches, self._credits):
             with self._changed:
                 if not self._pending:
                     break
@@ -451,40 +382,30 @@ class TransitionClient:
                 self._pending_bytes -= out.nbytes
                 self._unconfirmed += 1
                 self._changed.notify_all()
-            out.seq = self._next_seq
-            self._next_seq += 1
-            self._in_flight[out.seq] = out
-            self._to_send.append(out.seq)
-        while self._to_send:
-            out = self._in_flight.get(self._to_send[0])
-            if out is not None and not self._send_batch(dealer, out):
+            window.admit(out)
+        while (out := window.next_to_send()) is not None:
+            if not self._send_batch(dealer, out):
                 return  # not connected: retry on the next turn
-            self._to_send.popleft()
 
-    def _send_batch(self, dealer: zmq.Socket, out: _Outgoing) -> bool:
-        header = {
-            "v": wire.PROTOCOL_VERSION,
-            "type": "batch",
-            "actor": self._config.actor_id,
-            "session": self._session,
-            "seq": out.seq,
-            "base": self._base(),
-            "tx": self._next_tx,
-            "index": out.index,
-            "dropped_before": out.dropped_before,
-            "param_version": out.param_version,
-            "n": out.n,
-            "arrays": out.specs,
-        }
+    def _send_batch(self, dealer: zmq.Socket, out: Outgoing) -> bool:
+        header = wire.make_header(
+            "batch",
+            actor=self._config.actor_id,
+            session=self._session,
+            seq=out.seq,
+            base=self._window.base(),
+            tx=self._window.next_tx,
+            index=out.index,
+            dropped_before=out.dropped_before,
+            param_version=out.param_version,
+            n=out.n,
+            arrays=out.specs,
+        )
         try:
             dealer.send_multipart([wire.pack(header), *out.buffers], zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return False
-        resend = out.sent_at > 0
-        out.last_tx = self._next_tx
-        out.sent_at = time.monotonic()
-        out.received = False
-        self._next_tx += 1
+        resend = self._window.sent(out, time.monotonic())
         with self._lock:
             self._counters["batches_sent"] += 1
             self._counters["bytes_sent"] += out.nbytes

@@ -21,25 +21,26 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from serl_gs.transport import wire
 from serl_gs.transport._io_thread import IoThread
-from serl_gs.transport._ratelog import RateLimitedLog
-from serl_gs.transport._sockets import bound_port, configure_socket, endpoint
+from serl_gs.transport._ratelog import RateLimitedLog, WindowLimit
+from serl_gs.transport._sockets import (
+    CONNECTION_EVENTS,
+    HANDSHAKE_FAILED,
+    bind,
+    bound_port,
+    configure_socket,
+    monitor_events,
+)
 from serl_gs.transport.auth import load_curve_keys, make_curve_server
 from serl_gs.transport.config import LearnerTransportConfig
+from serl_gs.transport.streams import Stream, StreamPosition, StreamTable
 
 logger = logging.getLogger(__name__)
 
-_MONITOR_EVENTS = (
-    zmq.EVENT_HANDSHAKE_SUCCEEDED
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_DISCONNECTED
-)
 _MAX_MESSAGES_PER_POLL = 256  # then send acks and look at the stop flag again
+_STATS_REPLIES_PER_S = 20  # a stats reply costs a walk over every stream: a flood of requests must not
 
 
 @dataclass(frozen=True)
@@ -62,50 +63,8 @@ class TransitionBatch(NamedTuple):
     arrays: dict[str, np.ndarray]  # read-only views, each [num_records, ...]
 
 
-@dataclass(frozen=True)
-class StreamPosition:
-    """Where a stream stands: every seq below `next_seq` was acknowledged. Checkpoint these
-    with the replay and pass them back (`resume_positions`) so a restarted learner drops resends of
-    batches it already has, even after a crash."""
-
-    actor_id: str
-    session: int
-    next_seq: int
-
-
-class _Stream:
-    __slots__ = (
-        "actor_id",
-        "session",
-        "next_seq",
-        "delivered",
-        "unacked",
-        "ack_tx",
-        "routing_id",
-        "last_seen",
-        "batches",
-        "records",
-        "bytes",
-        "param_version",
-    )
-
-    def __init__(self, actor_id: str, session: int, start: int) -> None:
-        self.actor_id = actor_id
-        self.session = session
-        self.next_seq = start  # next seq to accept
-        self.delivered = start  # every seq below was acknowledged (taken by get(), or ack())
-        self.unacked = 0  # received and not acknowledged yet: queued, or taken with ack=False
-        self.ack_tx = -1  # highest tx handled since the last ack we sent (-1: none)
-        self.routing_id: bytes | None = None
-        self.last_seen = time.monotonic()
-        self.batches = 0
-        self.records = 0
-        self.bytes = 0
-        self.param_version = -1
-
-
 class _Queued(NamedTuple):
-    stream: _Stream
+    stream: Stream
     seq: int
     batch: TransitionBatch
 
@@ -125,18 +84,22 @@ class TransitionServer:
         self._lock = threading.Lock()
         self._nonempty = threading.Condition(self._lock)
         self._queue: collections.deque[_Queued] = collections.deque()
-        self._streams: dict[tuple[str, int], _Stream] = {}
-        for pos in resume_positions:
-            if not isinstance(pos, StreamPosition) or pos.next_seq < 0:
-                raise ValueError(f"resume_positions must hold StreamPosition(next_seq >= 0), got {pos!r}")
-            self._streams[(pos.actor_id, pos.session)] = _Stream(pos.actor_id, pos.session, pos.next_seq)
-        self._ack_due: set[tuple[str, int]] = set()
-        self._credit_broadcast = False
+        self._table = StreamTable(
+            max_actors=config.max_actors,
+            max_credits_per_actor=config.max_credits_per_actor,
+            stream_forget_s=config.stream_forget_s,
+            stream_evict_idle_s=config.stream_evict_idle_s,
+            resume_positions=resume_positions,
+            now=time.monotonic(),
+        )
         self._credits = config.credits_per_actor
         self._counters = collections.Counter()
         self._rejected = dict.fromkeys(wire.REJECT_REASONS, 0)
         self._queue_records = 0
         self._queue_bytes = 0
+        self._replies_due: list[tuple[bytes, str, dict[str, Any]]] = []  # sent by the I/O thread, with the acks
+        self._stats_replies = WindowLimit(_STATS_REPLIES_PER_S)
+        self._last_expiry = time.monotonic()
         self._closed = False
         self._port = 0
         self._reject_log = RateLimitedLog(logger, "TransitionServer", config.reject_log_interval_s)
@@ -145,6 +108,7 @@ class TransitionServer:
             open_sockets=self._open_sockets,
             turn=self._turn,
             poll_interval_s=config.poll_interval_s,
+            linger_s=config.linger_s,
             finish=lambda: self._send_due_acks(self._router),  # the last deliveries must reach their actors
             on_failure=self._on_io_failure,
         )
@@ -188,7 +152,7 @@ class TransitionServer:
             item = self._queue.popleft()
             self._queue_records -= item.batch.header.num_records
             self._queue_bytes -= item.batch.header.nbytes
-            wake = ack and self._acknowledge(item.stream, item.seq)
+            wake = ack and self._table.acknowledge(item.stream, item.seq)
         if wake:
             self._io.wake()
         return item.batch
@@ -198,26 +162,46 @@ class TransitionServer:
         if not isinstance(header, BatchHeader):
             raise ValueError(f"ack() takes a BatchHeader (batch.header), got {type(header).__name__}")
         with self._lock:
-            stream = self._streams.get((header.actor_id, header.session))
+            stream = self._table.streams.get((header.actor_id, header.session))
             if stream is None or header.seq >= stream.next_seq:
                 raise ValueError(f"ack() of a batch this server never delivered: {header.actor_id} seq {header.seq}")
-            wake = self._acknowledge(stream, header.seq)
+            wake = self._table.acknowledge(stream, header.seq)
         if wake:
             self._io.wake()
 
-    def _acknowledge(self, stream: _Stream, seq: int) -> bool:
-        """Caller holds the lock. Acks are cumulative per stream, like the actor's view of them.
+    def refuse(self, header: BatchHeader, reason: str, detail: str) -> None:
+        """Refuses a batch taken with get(ack=False) that the learner cannot use (e.g. another task's records).
 
-        True when the I/O thread must be woken: if acks were already due, a wake-up is pending or
-        the I/O thread has not sent them yet (it sends every due ack at the end of each turn).
+        The batch is acknowledged (its actor will not resend it) and counted under `reason`; its actor hears
+        `reason: detail` and stops with that error. The rest of its stream is refused too, counted the same,
+        without being queued: those still queued are dropped now, later ones as they arrive. Logging the refusal
+        is the caller's (e.g. once per actor), so a refused stream's batches are only counted here.
         """
-        if seq < stream.delivered:
-            return False
-        stream.unacked -= seq + 1 - stream.delivered
-        stream.delivered = seq + 1
-        wake = not self._ack_due
-        self._ack_due.add((stream.actor_id, stream.session))
-        return wake
+        if not isinstance(header, BatchHeader):
+            raise ValueError(f"refuse() takes a BatchHeader (batch.header), got {type(header).__name__}")
+        if reason not in self._rejected:
+            raise ValueError(f"reason must be one of {list(self._rejected)}, got {reason!r}")
+        with self._lock:
+            stream = self._table.streams.get((header.actor_id, header.session))
+            if stream is None or header.seq >= stream.next_seq:
+                raise ValueError(f"refuse() of a batch this server never delivered: {header.actor_id} seq {header.seq}")
+            self._table.refuse(stream, reason, detail)
+            last, kept = header.seq, collections.deque()
+            for item in self._queue:
+                if item.stream is not stream:
+                    kept.append(item)
+                    continue
+                last = max(last, item.seq)
+                self._queue_records -= item.batch.header.num_records
+                self._queue_bytes -= item.batch.header.nbytes
+                self._rejected[reason] += 1
+            self._queue = kept
+            self._rejected[reason] += 1
+            self._table.acknowledge(stream, last)
+            if stream.routing_id is not None:
+                fields = {"session": header.session, "seq": header.seq, "reason": reason, "detail": detail[:2000]}
+                self._replies_due.append((stream.routing_id, "rejected", fields))
+        self._io.wake()
 
     def set_credits(self, credits: int) -> None:
         """Rate-limiter hook: how many unacknowledged batches each actor may have out (0 pauses all).
@@ -230,42 +214,19 @@ class TransitionServer:
         with self._lock:
             changed = credits != self._credits
             self._credits = credits
-            self._credit_broadcast = self._credit_broadcast or changed
+            self._table.credit_broadcast = self._table.credit_broadcast or changed
         self._io.wake()
 
     def positions(self) -> list[StreamPosition]:
         """Per-stream acknowledged positions: checkpoint them with the replay they describe."""
         with self._lock:
-            return [StreamPosition(s.actor_id, s.session, s.delivered) for s in self._streams.values()]
+            return self._table.positions()
 
     def stats(self, current_param_version: int | None = None) -> dict[str, Any]:
         """Counters for logging. With `current_param_version`, each actor gets its `param_lag`."""
         now = time.monotonic()
         with self._lock:
-            actors: dict[str, dict[str, Any]] = {}
-            for s in self._streams.values():
-                idle_s = round(now - s.last_seen, 3)
-                a = actors.setdefault(
-                    s.actor_id,
-                    {
-                        "sessions": 0,
-                        "batches": 0,
-                        "records": 0,
-                        "bytes": 0,
-                        "param_version": -1,
-                        "idle_s": idle_s,
-                    },
-                )
-                a["sessions"] += 1
-                a["batches"] += s.batches
-                a["records"] += s.records
-                a["bytes"] += s.bytes
-                a["idle_s"] = min(a["idle_s"], idle_s)
-                if s.batches:
-                    a["param_version"] = max(a["param_version"], s.param_version)
-            if current_param_version is not None:
-                for a in actors.values():
-                    a["param_lag"] = current_param_version - a["param_version"] if a["param_version"] >= 0 else None
+            actors = self._table.actor_stats(now, current_param_version)
             return {
                 "records_in": self._counters["records_in"],
                 "batches_in": self._counters["batches_in"],
@@ -279,7 +240,10 @@ class TransitionServer:
                 "queue_records": self._queue_records,
                 "queue_bytes": self._queue_bytes,
                 "credits": self._credits,
-                "streams": len(self._streams),
+                "streams": len(self._table.streams),
+                "streams_evicted": self._table.evicted,
+                "pings_unknown": self._counters["pings_unknown"],  # answered from the ping alone, nothing kept
+                "streams_expired": self._table.expired,
                 "connections": self._counters["connections"],
                 "disconnections": self._counters["disconnections"],
                 "actors": actors,
@@ -292,7 +256,7 @@ class TransitionServer:
                 return
             self._closed = True  # from here get() hands out nothing, so every delivery gets acked
             self._nonempty.notify_all()
-        self._io.stop(timeout=self._config.linger_s + 10 * self._config.poll_interval_s + 5.0)
+        self._io.stop()
 
     def __enter__(self) -> TransitionServer:
         return self
@@ -316,8 +280,8 @@ class TransitionServer:
             max_message_bytes=cfg.max_message_bytes + wire.MAX_HEADER_BYTES,
         )
         make_curve_server(router, self._keys)
-        self._monitor = io.monitor(router, _MONITOR_EVENTS)
-        router.bind(endpoint(cfg.bind, cfg.transitions_port, router))
+        self._monitor = io.monitor(router, CONNECTION_EVENTS)
+        bind(router, cfg.bind, cfg.transitions_port, "transitions_port")
         self._port = bound_port(router)
         self._router = router
         return [router, self._monitor]
@@ -334,6 +298,11 @@ class TransitionServer:
                 self._on_message_safely(self._router, frames)
         self._send_due_acks(self._router)
         self._reject_log.maybe_summarize()
+        now = time.monotonic()
+        if now - self._last_expiry >= 1.0:
+            with self._lock:
+                self._table.expire(now)
+            self._last_expiry = now
 
     def _on_io_failure(self, exc: Exception) -> None:
         with self._nonempty:
@@ -341,20 +310,12 @@ class TransitionServer:
             self._nonempty.notify_all()
 
     def _on_monitor(self, monitor: zmq.Socket) -> None:
-        while True:
-            try:
-                event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
-            except zmq.Again:
-                return
+        for event in monitor_events(monitor):
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._count("connections")
             elif event == zmq.EVENT_DISCONNECTED:
                 self._count("disconnections")
-            elif event & (
-                zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-            ):
+            elif event & HANDSHAKE_FAILED:
                 reason = "unauthenticated" if self._keys is not None else "handshake_failed"
                 self._reject(reason, f"handshake failed ({zmq.Event(event).name})")
 
@@ -373,16 +334,13 @@ class TransitionServer:
         body = frames[1:]
         if not body:
             raise wire.WireError("malformed", "empty message")
+        wire.reject_req_envelope(body)
         header = wire.unpack_header(body[0].buffer)
         try:
             wire.check_version(header, local="this learner", remote="the peer")
         except wire.ProtocolMismatch as exc:
             self._reject("version", str(exc))  # counted before the peer hears of it
-            self._reply(
-                router,
-                routing_id,
-                {"type": "refused", "reason": str(exc), "server_version": wire.PROTOCOL_VERSION},
-            )
+            self._reply(router, routing_id, "refused", reason=str(exc), server_version=wire.PROTOCOL_VERSION)
             return
         kind = wire.get_type(header)
         if kind == "batch":
@@ -390,7 +348,9 @@ class TransitionServer:
         elif kind == "ping":
             self._on_ping(router, routing_id, header)
         elif kind == "stats":
-            self._reply(router, routing_id, {"type": "stats", "stats": self.stats()})
+            if not self._stats_replies.allow(time.monotonic()):
+                raise wire.WireError("rate_limited", f"more than {_STATS_REPLIES_PER_S} stats requests per second")
+            self._reply(router, routing_id, "stats", stats=self.stats())
         else:
             raise wire.WireError("bad_header", f"unknown message type {kind!r}")
 
@@ -400,11 +360,11 @@ class TransitionServer:
         base = wire.get_int(header, "base")
         tx = wire.get_int(header, "tx")
         with self._lock:
-            stream = self._stream_for(actor_id, session, base, routing_id)
-        if stream is None:
-            self._refuse_stream(router, routing_id, session, -1)
-            return
-        self._ack_later(stream, tx)
+            stream = self._table.ping(actor_id, session, base, tx, routing_id, time.monotonic())
+            credits, incarnation = self._credits, self._incarnation
+            self._counters["pings_unknown"] += stream is None
+        if stream is None:  # a stream the learner does not track: answered, and nothing kept
+            self._reply(router, routing_id, "ack", **StreamTable.stateless_ack(session, base, tx, credits, incarnation))
 
     def _on_batch(self, router: zmq.Socket, routing_id: bytes, header: dict[str, Any], body: list[zmq.Frame]) -> None:
         cfg = self._config
@@ -421,154 +381,74 @@ class TransitionServer:
             arrays = wire.decode_arrays(specs, [f.buffer for f in data_frames])
         except wire.WireError as exc:
             # The sender identified itself: tell it why, so an honest actor can report the error.
-            self._reject(exc.reason, exc.detail)
-            self._reply(
-                router,
-                routing_id,
-                {
-                    "type": "rejected",
-                    "session": fields.session,
-                    "seq": fields.seq,
-                    "reason": exc.reason,
-                    "detail": exc.detail,
-                },
-            )
+            self._reject_batch(router, routing_id, fields.session, fields.seq, exc.reason, exc.detail)
             return
         with self._nonempty:
-            stream = self._stream_for(fields.actor_id, fields.session, fields.base, routing_id)
-            if stream is None:
-                outcome = "too_many_actors"
-            elif fields.seq < stream.next_seq:
-                outcome = "duplicate"
-                self._counters["duplicates_dropped"] += 1
-            elif fields.seq > stream.next_seq:
-                outcome = "out_of_order"  # a predecessor was lost; the actor resends from next_seq
-                self._counters["out_of_order"] += 1
-            elif stream.unacked >= cfg.max_credits_per_actor:
-                outcome = "over_credit"
-            else:
-                outcome = "accepted"
-                batch = TransitionBatch(
-                    BatchHeader(
-                        actor_id=fields.actor_id,
-                        session=fields.session,
-                        seq=fields.seq,
-                        index=fields.index,
-                        dropped_before=fields.dropped_before,
-                        param_version=fields.param_version,
-                        num_records=fields.n,
-                        nbytes=total,
-                        received_at=time.time(),
-                    ),
-                    arrays,
+            f, now = fields, time.monotonic()
+            outcome, stream = self._table.offer(
+                f.actor_id, f.session, f.seq, f.base, f.tx, routing_id, now,
+                num_records=f.n, nbytes=total, param_version=f.param_version,
+            )  # fmt: skip
+            if outcome == "refused":
+                self._rejected[stream.refused[0]] += 1  # logged once, by whoever refused the stream
+            elif outcome in ("duplicate", "out_of_order"):
+                self._counters["duplicates_dropped" if outcome == "duplicate" else "out_of_order"] += 1
+            elif outcome == "accepted":
+                batch_header = BatchHeader(
+                    actor_id=fields.actor_id,
+                    session=fields.session,
+                    seq=fields.seq,
+                    index=fields.index,
+                    dropped_before=fields.dropped_before,
+                    param_version=fields.param_version,
+                    num_records=fields.n,
+                    nbytes=total,
+                    received_at=time.time(),
                 )
-                self._queue.append(_Queued(stream, fields.seq, batch))
-                stream.next_seq += 1
-                stream.unacked += 1
-                stream.batches += 1
-                stream.records += fields.n
-                stream.bytes += total
-                stream.param_version = fields.param_version
+                self._queue.append(_Queued(stream, fields.seq, TransitionBatch(batch_header, arrays)))
                 self._queue_records += fields.n
                 self._queue_bytes += total
                 self._counters["batches_in"] += 1
                 self._counters["records_in"] += fields.n
                 self._counters["bytes_in"] += total
                 self._nonempty.notify()
-        if stream is None:
+        if outcome == "refused":
+            reason, detail = stream.refused
+            detail = detail[:2000]
+            self._reply(router, routing_id, "rejected", session=f.session, seq=f.seq, reason=reason, detail=detail)
+        elif outcome == "too_many_actors":
             self._refuse_stream(router, routing_id, fields.session, fields.seq)
-            return
-        self._ack_later(stream, fields.tx)
-        if outcome == "over_credit":
+        elif outcome == "over_credit":
             self._reject(
                 "over_credit",
                 f"actor {fields.actor_id!r} exceeded {cfg.max_credits_per_actor} unacknowledged batches",
             )
 
-    def _stream_for(self, actor_id: str, session: int, base: int, routing_id: bytes) -> _Stream | None:
-        """Finds or creates a stream (caller holds the lock). None when max_actors is reached."""
-        key = (actor_id, session)
-        stream = self._streams.get(key)
-        now = time.monotonic()
-        if stream is None:
-            if len(self._streams) >= self._config.max_actors and not self._forget_idle_stream(now):
-                return None
-            stream = self._streams[key] = _Stream(actor_id, session, base)
-        # The actor vouches that every seq below `base` was delivered (maybe by an earlier learner).
-        if base > stream.delivered:
-            stream.delivered = base
-        if base > stream.next_seq:
-            stream.next_seq = base
-        stream.routing_id = routing_id
-        stream.last_seen = now
-        return stream
-
-    def _forget_idle_stream(self, now: float) -> bool:
-        idle = [
-            (s.last_seen, key)
-            for key, s in self._streams.items()
-            if s.unacked == 0 and now - s.last_seen >= self._config.stream_forget_s
-        ]
-        if not idle:
-            return False
-        del self._streams[min(idle)[1]]
-        return True
-
     def _refuse_stream(self, router: zmq.Socket, routing_id: bytes, session: int, seq: int) -> None:
         detail = f"the learner already tracks max_actors={self._config.max_actors} actor streams"
-        self._reject("too_many_actors", detail)
-        self._reply(
-            router,
-            routing_id,
-            {
-                "type": "rejected",
-                "session": session,
-                "seq": seq,
-                "reason": "too_many_actors",
-                "detail": detail,
-            },
-        )
+        self._reject_batch(router, routing_id, session, seq, "too_many_actors", detail)
 
-    def _ack_later(self, stream: _Stream, tx: int) -> None:
-        """One ack per stream per turn of the I/O loop answers every message of that turn."""
-        with self._lock:
-            stream.ack_tx = max(stream.ack_tx, tx)
-            self._ack_due.add((stream.actor_id, stream.session))
+    def _reject_batch(
+        self, router: zmq.Socket, routing_id: bytes, session: int, seq: int, reason: str, detail: str
+    ) -> None:
+        """Counts a rejection and tells the actor, which raises BatchRejected naming the reason."""
+        self._reject(reason, detail)
+        self._reply(router, routing_id, "rejected", session=session, seq=seq, reason=reason, detail=detail)
 
     def _send_due_acks(self, router: zmq.Socket) -> None:
-        acks = []
         with self._lock:
-            if self._credit_broadcast:
-                due = list(self._streams.values())
-                self._credit_broadcast = False
-            else:
-                due = [self._streams[k] for k in self._ack_due if k in self._streams]
-            self._ack_due.clear()
-            for stream in due:
-                if stream.routing_id is None:
-                    continue
-                ack = {
-                    "type": "ack",
-                    "session": stream.session,
-                    "incarnation": self._incarnation,
-                    "received": stream.next_seq,
-                    "delivered": stream.delivered,
-                    "credits": self._credits,
-                    # The newest message handled since the last ack (-1: none, e.g. a delivery or
-                    # a credit change): the actor checks its older messages against `received`.
-                    "tx": stream.ack_tx,
-                }
-                stream.ack_tx = -1
-                acks.append((stream.routing_id, ack))
+            acks = self._table.due_acks(self._credits, self._incarnation)
             self._counters["acks_out"] += len(acks)
+            replies, self._replies_due = self._replies_due, []
         for routing_id, ack in acks:
-            self._reply(router, routing_id, ack)
+            self._reply(router, routing_id, "ack", **ack)
+        for routing_id, kind, fields in replies:
+            self._reply(router, routing_id, kind, **fields)
 
-    def _reply(self, router: zmq.Socket, routing_id: bytes, message: dict[str, Any]) -> None:
-        message = {"v": wire.PROTOCOL_VERSION, **message}
+    def _reply(self, router: zmq.Socket, routing_id: bytes, kind: str, **fields: Any) -> None:
         try:
             # ROUTER drops messages to unknown or full peers without blocking; acks are cumulative.
-            router.send_multipart([routing_id, wire.pack(message)], zmq.NOBLOCK)
+            router.send_multipart([routing_id, wire.pack_message(kind, **fields)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             logger.debug("TransitionServer: reply dropped (%s)", exc)
 

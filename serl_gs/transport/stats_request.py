@@ -11,7 +11,7 @@ from typing import Any
 import zmq
 
 from serl_gs.transport import wire
-from serl_gs.transport._sockets import configure_socket
+from serl_gs.transport._sockets import configure_socket, connect
 from serl_gs.transport.auth import load_curve_keys, make_curve_client
 from serl_gs.transport.config import ActorTransportConfig
 from serl_gs.transport.errors import ProtocolMismatch
@@ -30,20 +30,14 @@ def fetch_learner_stats(config: ActorTransportConfig, timeout_s: float = 5.0) ->
             sock, timeout_s=timeout_s, heartbeat_s=config.heartbeat_s, linger_s=0, max_message_bytes=64 << 20
         )
         make_curve_client(sock, load_curve_keys(config.auth))
-        host = f"[{config.host}]" if ":" in config.host else config.host
-        if ":" in config.host:
-            sock.setsockopt(zmq.IPV6, 1)
-        sock.connect(f"tcp://{host}:{config.transitions_port}")
-        sock.send(wire.pack({"v": wire.PROTOCOL_VERSION, "type": "stats"}))  # queued until connected
+        connect(sock, config.host, config.transitions_port)
+        sock.send(wire.pack_message("stats"))  # queued until connected
         deadline = time.monotonic() + timeout_s
         while (remaining := deadline - time.monotonic()) > 0:
             if not sock.poll(int(remaining * 1000) + 1):
                 break
             header = wire.unpack_header(sock.recv())
-            try:
-                wire.check_version(header, local="this client", remote="the learner")
-            except ProtocolMismatch:
-                raise
+            wire.check_version(header, local="this client", remote="the learner")  # raises ProtocolMismatch
             if header.get("type") == "refused":
                 raise ProtocolMismatch(str(header.get("reason")))
             if header.get("type") == "stats" and isinstance(header.get("stats"), dict):
