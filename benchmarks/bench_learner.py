@@ -11,6 +11,8 @@ One JSON line per figure (benchmarks/_report.py). For each agent:
   fused_updates_per_s        K updates per call with their sampling inside the call (make_learner_step_fn),
                              K = --updates_per_call; baseline: learner_steps_per_s of the same run, the two
                              timed in alternating rounds (median) so a busy machine slows both alike
+  cpu_ms_per_update_...      the same two paths' CPU time per update (this process, all threads): on a
+                             machine shared with other work, what the update costs rather than what it got
   sac_state_demo             the main job's agent (run_demo.sh: 4 critics, 128x128, batch 128, ratio 2, n-step 3)
                              on a replay of the main job's capacity (200k; the sampler's pass over it is a
                              per-call cost)
@@ -129,19 +131,24 @@ def previous_result(metric: str, config: dict, device: str, quick: bool) -> floa
     return value
 
 
-def alternating_rates(fns: dict, iterations: dict, rounds: int) -> dict:
-    """Median calls/s of each fn over `rounds` rounds that run every fn once in turn (one warm-up call each)."""
+def alternating_rates(fns: dict, iterations: dict, rounds: int) -> tuple[dict, dict]:
+    """Median calls/s (wall-clock) and CPU seconds per call (this process, all threads) of each fn over `rounds`
+    rounds that run every fn once in turn (one warm-up call each). On a machine shared with other work the
+    wall-clock rate falls with the load; the CPU time a call takes much less so."""
     for fn in fns.values():
         jax.block_until_ready(fn())
-    samples = {name: [] for name in fns}
+    rates = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(iterations[name]):
                 out = fn()
             jax.block_until_ready(out)
-            samples[name].append(iterations[name] / (time.perf_counter() - start))
-    return {name: float(np.median(values)) for name, values in samples.items()}
+            rates[name].append(iterations[name] / (time.perf_counter() - start))
+            cpu[name].append((time.process_time() - cpu_start) / iterations[name])
+    median = lambda d: {name: float(np.median(values)) for name, values in d.items()}
+    return median(rates), median(cpu)
 
 
 def learner_step_fn(replay, update, holder: dict, agent_config):
@@ -221,10 +228,14 @@ def run_case(case: Case, args, device: str) -> None:
         return metrics
 
     calls = max(1, args.update_iterations // k)
-    rates = alternating_rates({"old": learner_step, "fused": fused}, {"old": calls * k, "fused": calls}, args.rounds)
+    rates, cpu = alternating_rates({"old": learner_step, "fused": fused}, {"old": calls * k, "fused": calls},
+                                   args.rounds)  # fmt: skip
+    fused_config = {**config, "updates_per_call": k}
     emit(BENCH, "learner_steps_per_s", rates["old"], "1/s", config=config, quick=args.quick, device=device)
-    emit(BENCH, "fused_updates_per_s", rates["fused"] * k, "1/s", config={**config, "updates_per_call": k},
-         quick=args.quick, baseline="one_update_per_call", baseline_value=rates["old"], device=device)  # fmt: skip
+    emit(BENCH, "fused_updates_per_s", rates["fused"] * k, "1/s", config=fused_config, quick=args.quick,
+         baseline="one_update_per_call", baseline_value=rates["old"], device=device)  # fmt: skip
+    emit(BENCH, "cpu_ms_per_update_lower_is_better", cpu["fused"] / k * 1e3, "ms", config=fused_config,
+         quick=args.quick, baseline="one_update_per_call", baseline_value=cpu["old"] * 1e3, device=device)  # fmt: skip
 
 
 def main() -> None:

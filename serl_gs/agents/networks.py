@@ -220,20 +220,29 @@ def policy_params(params: Mapping[str, Params]) -> dict[str, Params]:
 
 
 def make_inference_fn(networks: AgentNetworks) -> Callable[..., jax.Array]:
-    """Returns jitted `policy(policy_params, obs, key, deterministic) -> actions [N, A]` for a batch of envs.
+    """Returns jitted `policy(policy_params, obs, key, deterministic, noise=None) -> actions [N, A]` for a batch
+    of envs.
 
     `policy_params` is `policy_params(state.params)`; `obs` is the env's batched obs dict; `deterministic`
-    (a Python bool) selects tanh(mean) instead of a sample.
+    (a Python bool) selects tanh(mean) instead of a sample. `noise` [N, A], when given, is the standard normal
+    eps of the sample tanh(mean + std * eps) instead of one drawn from `key` (e.g. temporally correlated
+    noise, agents.exploration).
     """
 
     @partial(jax.jit, static_argnames="deterministic")
     def policy(
-        params: Mapping[str, Params], obs: Mapping[str, jax.Array], key: jax.Array, deterministic: bool
+        params: Mapping[str, Params],
+        obs: Mapping[str, jax.Array],
+        key: jax.Array,
+        deterministic: bool,
+        noise: jax.Array | None = None,
     ):
         features = networks.encoder.apply({"params": params["encoder"]}, obs)
         mean, std = networks.actor.apply({"params": params["actor"]}, features)
         if deterministic:
             return jnp.tanh(mean)
+        if noise is not None:
+            return jnp.tanh(mean + std * noise)
         action, _ = sample_tanh_gaussian(mean, std, key)
         return action
 
