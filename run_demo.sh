@@ -1,30 +1,40 @@
 #!/usr/bin/env bash
 # The README's main job: a learner and one local actor on localhost with CPU defaults train state-based SAC on
-# PandaPickCube-v0 for a bounded time, then the eval runs on the checkpoint the learner wrote.
-#   ./run_demo.sh                         # 10 minutes of training, ~12 minutes in all on a 2-core CPU
-#   TRAIN_SECONDS=120 ./run_demo.sh       # shorter
+# PandaPickCube-v0 until the policy picks reliably, then the eval runs on the checkpoint the learner wrote.
+#   ./run_demo.sh                         # ~10 minutes in all on a quiet 2-core CPU
+#   STOP_SUCCESS=0.5 ./run_demo.sh        # stop training earlier (training success over the last 64 episodes)
 #   ./run_demo.sh --num_envs 64           # extra flags go to the actor (./run_actor.sh --help)
+# Training ends at the first of: training success (stochastic policy, last SUCCESS_WINDOW episodes) reaching
+# STOP_SUCCESS, MAX_UPDATES updates, TRAIN_SECONDS seconds; the learner says which. A slower machine takes
+# longer to get there, not a worse policy, up to the caps.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$root/scripts/venv.sh"
 
 run_dir="${RUN_DIR:-runs/demo-$(date +%Y%m%d-%H%M%S)}"
-train_seconds="${TRAIN_SECONDS:-600}"
+stop_success="${STOP_SUCCESS:-0.75}"
+success_window="${SUCCESS_WINDOW:-64}"
+max_updates="${MAX_UPDATES:-100000}"
+train_seconds="${TRAIN_SECONDS:-1800}"
 port="${PORT:-5588}"
 env_id="serl_gs/PandaPickCube-v0"
 
 learner_args=(
-  --env "$env_id" --run_dir "$run_dir" --port "$port" --max_seconds "$train_seconds"
-  --training_starts 2000 --utd 0.5 --hidden_dims 128,128 --critic_ensemble_size 4 --batch_size 128
-  --critic_actor_ratio 2 --lr 1e-3 --checkpoint_every 2000 --publish_every 10 --log_every_s 30
+  --env "$env_id" --run_dir "$run_dir" --port "$port"
+  --stop_success "$stop_success" --success_window "$success_window" --max_updates "$max_updates"
+  --max_seconds "$train_seconds"
+  --training_starts 2000 --utd 0.25 --n_step 3 --hidden_dims 128,128 --critic_ensemble_size 4 --batch_size 128
+  --critic_actor_ratio 2 --lr 1e-3 --checkpoint_every 5000 --publish_every 10 --log_every_s 30
 )
 actor_args=(
-  --env "$env_id" --learner_host 127.0.0.1 --port "$port" --num_envs 16 --random_steps 2000
+  --env "$env_id" --learner_host 127.0.0.1 --port "$port" --num_envs 16 --random_steps 2000 --noise_beta 1
   --run_dir "$run_dir" --log_every_s 30 "$@"
 )
 eval_args=(--checkpoint "$run_dir" --num_envs 16 --episodes 32 --video_episodes 4)
 
-echo "[demo] training for ${train_seconds}s; run directory: $run_dir"
+echo "[demo] training until ${stop_success} training success over ${success_window} episodes," \
+  "at most ${max_updates} updates or ${train_seconds} s; run directory: $run_dir"
+start=$SECONDS
 python -m learners.learner "${learner_args[@]}" &
 learner_pid=$!
 python -m actors.actor "${actor_args[@]}" &
@@ -32,7 +42,7 @@ actor_pid=$!
 trap 'kill "$actor_pid" "$learner_pid" 2>/dev/null || true' EXIT
 
 learner_status=0
-wait "$learner_pid" || learner_status=$?   # the learner stops itself after --max_seconds, with a final checkpoint
+wait "$learner_pid" || learner_status=$?   # the learner stops itself (see above), with a final checkpoint
 kill -INT "$actor_pid" 2>/dev/null || true
 wait "$actor_pid" || true
 trap - EXIT
@@ -40,5 +50,6 @@ if [[ "$learner_status" -ne 0 ]]; then
   echo "[demo] the learner exited with status $learner_status; evaluating its newest checkpoint anyway" >&2
 fi
 
-echo "[demo] evaluating the final checkpoint (deterministic policy)"
+echo "[demo] trained for $((SECONDS - start)) s; evaluating the final checkpoint (deterministic policy)"
 python -m actors.evaluate "${eval_args[@]}"
+echo "[demo] done in $((SECONDS - start)) s"

@@ -37,6 +37,7 @@ def main(argv: list[str]) -> None:
         max_steps=f.max_steps,
         run_dir=f.run_dir or None,
         log_every_s=f.log_every_s,
+        noise_beta=f.noise_beta,
     )
     print(f"[actor {config.actor_id}] {config}", flush=True)
     run_actor(config, stop_on_signals())
@@ -57,6 +58,9 @@ def define_flags() -> None:
     flags.DEFINE_string("auth_secret_file", "", "Shared secret file (CURVE auth); must match the learner's.")
     flags.DEFINE_integer("random_steps", 1000, "Env steps (all envs) of uniform random actions first.")
     flags.DEFINE_integer("seed", 0, "Seed of the envs and of the action noise.")
+    flags.DEFINE_float(
+        "noise_beta", 0.0, "Exploration noise colour: 0 white (SAC's own), 1 pink (correlated over an episode)."
+    )
     flags.DEFINE_integer("max_steps", 0, "Batched steps to run before exiting; 0 = until Ctrl-C.")
     flags.DEFINE_string("run_dir", "", "Directory for this actor's metric logs; empty = console only.")
     flags.DEFINE_float("log_every_s", 10.0, "Seconds between progress lines.")

@@ -62,6 +62,7 @@ def run_seed(args, seed: int) -> dict:
     import gymnasium as gym
 
     import envs  # noqa: F401  (registers the serl_gs/ ids)
+    from serl_gs.agents.exploration import ColoredNoise
     from serl_gs.agents.learning import init_training_state, make_learner_step_fn
     from serl_gs.agents.networks import make_inference_fn, make_networks, obs_spec_from_batch, policy_params
     from serl_gs.data.records import RecordSpec, reset_records, step_records
@@ -81,6 +82,9 @@ def run_seed(args, seed: int) -> dict:
     params = policy_params(state.params)
     key = jax.random.PRNGKey(seed + 1)
     rng = np.random.default_rng(seed)
+    noise = None
+    if args.noise_beta > 0:
+        noise = ColoredNoise(args.num_envs, action_dim, steps=100, beta=args.noise_beta, seed=seed + 2)
 
     returns = np.zeros(args.num_envs)
     window: deque[float] = deque(maxlen=args.window)
@@ -97,7 +101,8 @@ def run_seed(args, seed: int) -> dict:
                 action = rng.uniform(-1.0, 1.0, (args.num_envs, action_dim)).astype(np.float32)
             else:
                 key, act_key = jax.random.split(key)
-                action = np.asarray(policy(params, obs, act_key, deterministic=False))
+                eps = None if noise is None else noise.next()
+                action = np.asarray(policy(params, obs, act_key, False, eps))
             obs, reward, terminated, truncated, infos = vec.step(action)
             records = step_records(obs, action, reward, terminated, truncated, infos)
             replay.insert(0, records)
@@ -105,6 +110,8 @@ def run_seed(args, seed: int) -> dict:
             env_steps += args.num_envs
             returns += reward
             done = terminated | truncated
+            if noise is not None:
+                noise.reset(done)
             for i in np.flatnonzero(done):
                 success = float(infos["success"][i])
                 window.append(success)
@@ -182,6 +189,7 @@ def main() -> None:
     a("--n_step", type=int, default=1)
     a("--initial_temperature", type=float, default=0.01)
     a("--target_entropy", type=float, default=None)
+    a("--noise_beta", type=float, default=0.0, help="exploration noise colour: 0 white (SAC's own), 1 pink")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.max_updates, args.log_every = "0", 3_000, 1_000
@@ -192,7 +200,7 @@ def main() -> None:
         k: getattr(args, k)
         for k in ("num_envs", "utd", "training_starts", "random_steps", "publish_every", "hidden_dims", "activation",
                   "critic_ensemble_size", "batch_size", "critic_actor_ratio", "lr", "discount", "n_step",
-                  "initial_temperature", "target_entropy", "max_updates", "window")
+                  "initial_temperature", "target_entropy", "noise_beta", "max_updates", "window")
     }  # fmt: skip
     config["label"] = args.label
     log(f"first_pick on {device}: {json.dumps(config)}")

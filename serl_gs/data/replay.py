@@ -121,8 +121,8 @@ class ReplayBuffer:
         self._stream_slots = 0
         self.streams_forgotten = 0
         self._lock = threading.Lock()
-        self.total_inserted = 0
-        self.num_transitions = 0
+        self.total_inserted = 0  # records ever inserted (not transitions: an episode's first frame ends none)
+        self.num_transitions = 0  # linked slots now in the ring: what `sample` draws from
         self.unpaired = 0  # non-first records whose predecessor was unknown, ended or already overwritten
 
     @property

@@ -52,6 +52,9 @@ class ActorConfig:
     # At start, wait this long for the learner's policy (it names the learner's task) before sending anything,
     # so an actor of another task refuses to start; a learner that is not up yet is then waited for no longer.
     learner_wait_s: float = 2.0
+    # Colour of the policy's exploration noise: 0 = white (independent every step, SAC's own sampling), 1 = pink
+    # (correlated over an episode, agents.exploration), 2 = red.
+    noise_beta: float = 0.0
 
     def __post_init__(self):
         if self.num_envs <= 0:
@@ -60,6 +63,8 @@ class ActorConfig:
             raise ValueError(
                 f"learner_wait_s must be >= 0 and log_every_s > 0, got {self.learner_wait_s}, {self.log_every_s}"
             )
+        if self.noise_beta < 0:
+            raise ValueError(f"noise_beta must be >= 0 (0 = white noise), got {self.noise_beta}")
         if self.random_steps < 0 or self.max_steps < 0:
             raise ValueError(f"random_steps and max_steps must be >= 0, got {self.random_steps}, {self.max_steps}")
         if self.transport.block_timeout_s is None:
@@ -121,8 +126,8 @@ class PolicyHolder:
                 "start the actor with the learner's env flags (--env, --obs_mode, --image_size, --cameras)"
             )
 
-    def __call__(self, obs, key, deterministic: bool = False):
-        return self._act(self.params, obs, key, deterministic)
+    def __call__(self, obs, key, deterministic: bool = False, noise=None):
+        return self._act(self.params, obs, key, deterministic, noise)
 
 
 class EpisodeTracker:
@@ -239,6 +244,12 @@ def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, st
     """The acting loop; returns (env steps, the last progress counters)."""
     action_dim = vec.single_action_space.shape[0]
     tracker = EpisodeTracker(config.num_envs)
+    noise = None
+    if config.noise_beta > 0:
+        from serl_gs.agents.exploration import ColoredNoise
+
+        steps_per_episode = config.env.episode_length or vec.task.episode_length
+        noise = ColoredNoise(config.num_envs, action_dim, steps_per_episode, config.noise_beta, config.seed + 104729)
     key = jax.random.PRNGKey(config.seed + 7919)
     env_steps, steps, last_log, t0 = 0, 0, time.monotonic(), time.monotonic()
     counters: dict[str, float] = {}
@@ -253,10 +264,12 @@ def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, st
         if env_steps < config.random_steps or policy.version < 0:
             actions = jax.random.uniform(act_key, (config.num_envs, action_dim), minval=-1.0, maxval=1.0)
         else:
-            actions = policy(obs, act_key)
+            actions = policy(obs, act_key, noise=None if noise is None else noise.next())
         step = EnvStep(*vec.step(actions))
         obs = step.obs
         done = np.asarray(step.terminated) | np.asarray(step.truncated)
+        if noise is not None:
+            noise.reset(done)
         success = np.asarray(step.infos["success"], np.float32) if "success" in step.infos else None
         episode_return = tracker.step(np.asarray(step.reward), done, success)
         # For the learner's logs: each env's return so far and success, read where episodes end.
