@@ -20,6 +20,15 @@ One JSON line per figure (benchmarks/_report.py). For each agent:
     python benchmarks/bench_learner.py --quick     # < 1 min on a 2-core CPU: SAC and DrQ 64² 1 camera,
                                                    # batch 32, few iterations (compiling dominates)
     python benchmarks/bench_learner.py             # batch 256, every case
+
+DrQ on a CPU (cases drq_cpu_*): the update at the issue-11 configuration (one camera, batch 128, 2 critics, one
+critic step per update) and at the CPU pixel preset (serl_gs.agents.config.cpu_pixel_preset), each measured
+in fresh processes (benchmarks/drq_update_worker.py), variants interleaved round by round, median reported:
+  today       the update as it was: glibc's default allocator, the actor step encodes its obs again
+  allocator   + serl_gs.cpu_memory.keep_freed_memory() (XLA:CPU's buffers no longer page-fault each call)
+  features    + the actor step reuses the critic step's obs features (AgentConfig.actor_features)
+  ours        both (what the learner runs); baseline: today, same process layout, same run
+    python benchmarks/bench_learner.py --cases drq_cpu_64 drq_cpu_preset [--drq_rounds 3]
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ import argparse
 import glob
 import json
 import os
+import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -38,7 +49,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks._report import device_name, emit, log  # noqa: E402
-from serl_gs.agents.config import AgentConfig  # noqa: E402
+from serl_gs.agents.config import AgentConfig, cpu_pixel_preset  # noqa: E402
 from serl_gs.agents.learning import (  # noqa: E402
     init_training_state,
     make_learner_step_fn,
@@ -76,6 +87,42 @@ CASES = [
     Case("drq_128_2cam", 128, 2),
 ]
 QUICK_CASES = ["sac_state", "sac_state_demo", "drq_64_1cam"]
+
+
+@dataclass(frozen=True)
+class CpuDrqCase:
+    name: str
+    image_size: int
+    channels: tuple[int, ...]
+    batch_size: int = 128
+    critic_ensemble_size: int = 2
+    critic_actor_ratio: int = 1
+    frames: int = 1  # frames stacked per camera (channels 3 * frames)
+
+
+def _cpu_drq_cases() -> list[CpuDrqCase]:
+    preset = cpu_pixel_preset()
+    return [
+        CpuDrqCase("drq_cpu_64", 64, (32, 32, 32, 32)),
+        CpuDrqCase(
+            "drq_cpu_preset",
+            preset.image_size,
+            preset.agent.encoder.channels,
+            preset.agent.batch_size,
+            preset.agent.critic_ensemble_size,
+            preset.agent.critic_actor_ratio,
+            preset.frames,
+        ),
+    ]
+
+
+CPU_DRQ_CASES = [c.name for c in _cpu_drq_cases()]
+VARIANTS = {  # name: (keep_freed_memory, actor_features)
+    "today": (False, "recompute"),
+    "allocator": (True, "recompute"),
+    "features": (False, "critic_step"),
+    "ours": (True, "critic_step"),
+}
 
 
 def record_spec(case: Case) -> RecordSpec:
@@ -238,14 +285,55 @@ def run_case(case: Case, args, device: str) -> None:
          quick=args.quick, baseline="one_update_per_call", baseline_value=cpu["old"] * 1e3, device=device)  # fmt: skip
 
 
+def measure_in_subprocess(case: CpuDrqCase, variant: str, updates: int) -> dict:
+    keep, actor_features = VARIANTS[variant]
+    spec = {
+        "image_size": case.image_size, "channels": list(case.channels), "batch_size": case.batch_size,
+        "critic_ensemble_size": case.critic_ensemble_size, "critic_actor_ratio": case.critic_actor_ratio,
+        "frames": case.frames, "actor_features": actor_features, "keep_freed_memory": keep, "updates": updates,
+    }  # fmt: skip
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.drq_update_worker", json.dumps(spec)],
+        cwd=root, env={**os.environ, "PYTHONPATH": root}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_cpu_drq_case(case: CpuDrqCase, args, device: str) -> None:
+    """Every variant in its own process, interleaved round by round (rotating the order against load drift)."""
+    names = list(VARIANTS)
+    results: dict[str, list[dict]] = {v: [] for v in names}
+    for r in range(args.drq_rounds):
+        for variant in names[r % len(names) :] + names[: r % len(names)]:
+            row = measure_in_subprocess(case, variant, args.drq_updates)
+            log(f"   round {r} {variant:9s} {row['updates_per_s']:.3f} updates/s, "
+                f"{row['page_faults_per_update']:.0f} page faults/update")  # fmt: skip
+            results[variant].append(row)
+    median = {v: statistics.median(x["updates_per_s"] for x in rows) for v, rows in results.items()}
+    config = {
+        "agent": case.name, "image": [case.image_size, case.image_size, 3 * case.frames], "cameras": 1,
+        "channels": list(case.channels), "batch": case.batch_size, "ensemble": case.critic_ensemble_size,
+        "critic_actor_ratio": case.critic_actor_ratio, "rounds": args.drq_rounds, "updates_per_round": args.drq_updates,
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+    }  # fmt: skip
+    for variant in names[1:]:
+        faults = statistics.median(x["page_faults_per_update"] for x in results[variant])
+        emit(BENCH, "updates_per_s", median[variant], "1/s", config={**config, "variant": variant,
+             "page_faults_per_update": round(faults)}, quick=args.quick, baseline="today",
+             baseline_value=median["today"], device=device)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute on a 2-core CPU")
     parser.add_argument("--batch_size", type=int, default=None, help="default: 32 with --quick, else 256")
     parser.add_argument("--capacity", type=int, default=None, help="replay records; default 1000 / 100000")
     parser.add_argument("--updates_per_call", type=int, default=10, help="K of the fused path (the main job's)")
-    parser.add_argument("--cases", nargs="*", default=None, choices=[c.name for c in CASES],
+    parser.add_argument("--cases", nargs="*", default=None, choices=[c.name for c in CASES] + CPU_DRQ_CASES,
                         help=f"default: all, or {QUICK_CASES} with --quick")  # fmt: skip
+    parser.add_argument("--drq_rounds", type=int, default=3, help="drq_cpu cases: interleaved rounds per variant")
+    parser.add_argument("--drq_updates", type=int, default=None, help="drq_cpu cases: updates timed per process")
     args = parser.parse_args()
     args.batch_size = args.batch_size or (32 if args.quick else 256)
     args.capacity = args.capacity or (1_000 if args.quick else 100_000)
@@ -253,6 +341,7 @@ def main() -> None:
     args.plain_iterations = 2 if args.quick else 20
     args.update_iterations = args.updates_per_call * (2 if args.quick else 8)
     args.rounds = 3 if args.quick else 5
+    args.drq_updates = args.drq_updates or (2 if args.quick else 6)
     device = device_name()
     log(f"bench_learner on {device}, jax backend {jax.default_backend()}")
     chosen = args.cases or (QUICK_CASES if args.quick else [c.name for c in CASES])
@@ -260,6 +349,10 @@ def main() -> None:
         if case.name in chosen:
             log(f"-- {case.name}")
             run_case(case, args, device)
+    for case in _cpu_drq_cases():
+        if case.name in chosen or not (args.cases or args.quick):
+            log(f"-- {case.name}")
+            run_cpu_drq_case(case, args, device)
 
 
 if __name__ == "__main__":

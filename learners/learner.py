@@ -17,7 +17,7 @@ def main(argv: list[str]) -> None:
     from serl_gs.nodes.cli import env_spec_from_flags, stop_on_signals
     from serl_gs.nodes.learner import Learner, LearnerConfig
     from serl_gs.nodes.rate_limiter import RateLimiterConfig
-    from serl_gs.transport import AuthConfig, LearnerTransportConfig
+    from serl_gs.transport import AddressInUse, AuthConfig, LearnerTransportConfig
     from serl_gs.transport.config import port_layout
 
     f = flags.FLAGS
@@ -58,7 +58,14 @@ def main(argv: list[str]) -> None:
         use_wandb=f.wandb,
     )
     print(f"[learner] {config}", flush=True)
-    learner = Learner(config)
+    try:
+        learner = Learner(config)
+    except AddressInUse as e:
+        offset = {"transitions_port": "", "params_port": " + 1", "params_snapshot_port": " + 2"}[e.field]
+        raise ValueError(
+            f"port {e.port} ({e.field}: --port {f.port}{offset}) on {e.host} is already in use; choose another "
+            "--port (the learner takes it and the next two) or stop the program holding it"
+        ) from None
     try:
         final = learner.run(stop_on_signals())
     finally:

@@ -156,8 +156,9 @@ def warp_installed() -> bool:
     from mujoco.mjx import warp as mjx_warp
 
     if mjx_warp.WARP_INSTALLED:
-        # Warp prints a line per kernel module it loads, on stdout, where benchmarks print their JSON lines.
-        mjx_warp.warp.config.quiet = True
+        # Warp logs its start and every kernel module it loads at INFO, on stdout, where benchmarks print JSON.
+        wp = mjx_warp.warp
+        wp.config.log_level = max(wp.config.log_level, wp.LOG_WARNING)
     return bool(mjx_warp.WARP_INSTALLED)
 
 

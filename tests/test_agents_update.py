@@ -81,9 +81,7 @@ def test_scanned_and_unrolled_critic_steps_compute_the_same_update():
     jax.tree.map(close, scanned_metrics, unrolled_metrics)
 
 
-@pytest.mark.parametrize(
-    "obs_spec", [STATE_SPEC, pytest.param(PIXEL_SPEC, marks=pytest.mark.slow)], ids=["sac", "drq"]
-)
+@pytest.mark.parametrize("obs_spec", [STATE_SPEC, pytest.param(PIXEL_SPEC, marks=pytest.mark.slow)], ids=["sac", "drq"])
 def test_k_fused_updates_equal_k_sequential_updates_on_the_same_batches(obs_spec):
     config = AgentConfig(**TINY, encoder=TINY_ENCODER, critic_actor_ratio=2)
     networks = make_networks(config, obs_spec, action_dim=2)
@@ -103,6 +101,7 @@ def test_k_fused_updates_equal_k_sequential_updates_on_the_same_batches(obs_spec
     jax.tree.map(close, fused_metrics, jax.tree.map(lambda *xs: np.mean(xs), *infos))
 
 
+@pytest.mark.slow
 def test_learner_step_samples_and_updates_in_one_call():
     from serl_gs.data.records import RecordSpec
     from serl_gs.data.replay import ReplayBuffer, ReplayConfig
@@ -136,8 +135,15 @@ def test_critic_loss_bootstraps_with_the_batch_discount_when_given():
     state = init_training_state(networks, jax.random.PRNGKey(0))
     batch = random_batch(jax.random.PRNGKey(1), STATE_SPEC, 2, (4,))
     p = state.params
-    loss = lambda b: losses.critic_loss(networks, {"encoder": p["encoder"], "critic": p["critic"]},
-                                        state.target_params, p["actor"], p["temperature"], b, jax.random.PRNGKey(2))[1]
+    loss = lambda b: losses.critic_loss(
+        networks,
+        {"encoder": p["encoder"], "critic": p["critic"]},
+        state.target_params,
+        p["actor"],
+        p["temperature"],
+        b,
+        jax.random.PRNGKey(2),
+    )[1]
     one_step = loss(batch)
     same = loss(batch.replace(discount=0.9 * (1.0 - batch.terminated.astype(jnp.float32))))
     np.testing.assert_allclose(one_step["target_q"], same["target_q"], rtol=1e-6)
@@ -195,6 +201,7 @@ def test_frozen_encoder_stays_put():
     jax.tree.map(np.testing.assert_array_equal, state.params["encoder"], new_state.params["encoder"])
 
 
+@pytest.mark.slow
 def test_cameras_get_one_shared_conv_net_or_one_each():
     shared = make_networks(AgentConfig(**TINY, encoder=TINY_ENCODER), PIXEL_SPEC, 2).init(jax.random.PRNGKey(0))
     own_config = AgentConfig(**TINY, encoder=EncoderConfig(channels=(4, 4), latent_dim=8, share_across_cameras=False))
@@ -270,3 +277,25 @@ def test_shift_pixels_leaves_state_alone_and_shifts_cameras_independently():
     outs = [shift_pixels(obs, jax.random.PRNGKey(k), pad=3) for k in range(8)]
     assert all(out["state"] is obs["state"] for out in outs)
     assert any(not np.array_equal(out["pixels/a"], out["pixels/b"]) for out in outs)
+
+
+@pytest.mark.slow
+def test_actor_step_reuses_the_critic_steps_features_or_encodes_again():
+    # Both ways run the same critic step. With a frozen encoder the features are the same either way, so the
+    # whole update is too; with a trained one only the actor's step differs (features before vs after the
+    # critic step's gradient).
+    batch = jax.device_put(random_batch(jax.random.PRNGKey(1), PIXEL_SPEC, 2, (1, 4)), jax.devices()[0])
+    for trainable in (False, True):
+        results = {}
+        for mode in ("critic_step", "recompute"):
+            encoder = EncoderConfig(channels=(4, 4), latent_dim=8, trainable=trainable)
+            config = AgentConfig(**TINY, encoder=encoder, critic_actor_ratio=1, actor_features=mode)
+            networks = make_networks(config, PIXEL_SPEC, action_dim=2)
+            results[mode] = make_update_fn(networks)(init_training_state(networks, jax.random.PRNGKey(0)), batch)[0]
+        reused, recomputed = results["critic_step"].params, results["recompute"].params
+        same = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        jax.tree.map(same, reused["critic"], recomputed["critic"])
+        jax.tree.map(same, reused["encoder"], recomputed["encoder"])
+        moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), reused["actor"], recomputed["actor"])
+        actor_differs = any(jax.tree.leaves(moved))
+        assert actor_differs == trainable

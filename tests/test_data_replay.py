@@ -244,6 +244,22 @@ def test_insert_validates_records():
         ReplayConfig(capacity=1)
 
 
+def test_insert_refuses_nan_and_stream_tables_stay_bounded_whatever_env_index_peers_choose():
+    replay = ReplayBuffer(spec(), ReplayConfig(capacity=8), log=quiet)
+    world = StreamWorld(np.random.default_rng(0), {"honest": 1})
+    records, _ = world.message("honest", [0], max_per_env=1)
+    with pytest.raises(ValueError, match="'reward'] holds NaN"):
+        replay.insert("honest", dict(records, reward=np.full_like(records["reward"], np.nan)))
+    replay.insert("honest", records)
+    # Sessions that each claim a huge env_index: without a bound, 9 bytes per env slot per session.
+    far = dict(records, env_index=np.full_like(records["env_index"], 50_000))
+    for session in range(5):
+        replay.insert(f"flood:{session}", far)
+    assert replay._stream_slots <= replay.max_stream_slots == 1 << 16
+    assert replay.streams_forgotten >= 3 and "flood:4" in replay._streams  # the newest stays
+    assert replay.total_inserted == 6  # every record was stored; only pairing state was forgotten
+
+
 def test_write_sizes_compile_a_few_times_only():
     from serl_gs.data.storage import _device_write
 

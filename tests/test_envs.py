@@ -68,6 +68,7 @@ def test_single_env_passes_gymnasium_check_env(env_id):
     env.close()
 
 
+@pytest.mark.slow
 def test_same_seed_same_trajectory_and_env_indices_differ():
     def rollout(seed):
         vec = gym.make_vec("serl_gs/PandaPickCube-v0", num_envs=3, physics="mujoco")
@@ -89,6 +90,7 @@ def test_same_seed_same_trajectory_and_env_indices_differ():
     assert not np.allclose(first_a, first_c)
 
 
+@pytest.mark.slow
 def test_mjx_env_is_pure_and_deterministic():
     env = MjxEnv(CartpoleBalance())
     reset, step = jax.jit(env.reset), jax.jit(env.step)  # eager MJX ops compile one by one: jit them once
@@ -136,6 +138,7 @@ def test_cartpole_reward_matches_dm_control_formula():
     np.testing.assert_allclose(float(tolerance_gaussian(jnp.float32(5.0), 5.0)), 0.1, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_autoreset_returns_final_obs_and_starts_a_fresh_episode():
     vec = gym.make_vec("serl_gs/PandaPickCube-v0", num_envs=2, physics="mujoco", episode_length=3)
     obs0, _ = vec.reset(seed=0)
@@ -201,6 +204,7 @@ def test_bad_arguments_raise_errors_that_name_the_value():
     vec.close()
 
 
+@pytest.mark.slow
 def test_pixel_observations_and_the_true_final_frame():
     kwargs = dict(num_envs=2, physics="mujoco", obs_mode="pixels", render_backend="reference", image_size=24)
     short = gym.make_vec("serl_gs/PandaPickCube-v0", episode_length=3, **kwargs)
@@ -226,6 +230,7 @@ def test_pixel_observations_and_the_true_final_frame():
     long.close()
 
 
+@pytest.mark.slow
 def test_mjx_pixel_path_renders_every_camera():
     vec = gym.make_vec(
         "serl_gs/CartpoleBalance-v0", num_envs=2, physics="mjx", obs_mode="pixels", image_size=16, episode_length=2

@@ -59,6 +59,7 @@ def test_render_modes_are_declared_and_bad_render_options_raise():
         gym.make_vec(CARTPOLE, num_envs=1, render_mode="rgb_array", render_camera="side")
 
 
+@pytest.mark.slow
 def test_single_env_renders_the_state_it_returned_including_the_final_one():
     short = gym.make(CARTPOLE, render_mode="rgb_array", render_size=24, episode_length=6, **FAST)
     long = gym.make(CARTPOLE, render_mode="rgb_array", render_size=24, episode_length=50, **FAST)
@@ -87,6 +88,7 @@ def test_pixel_env_renders_from_its_observations():
     env.close()
 
 
+@pytest.mark.slow
 def test_record_video_writes_whole_episodes(tmp_path):
     env = gym.make(CARTPOLE, render_mode="rgb_array", render_size=32, episode_length=2, **FAST)
     env = gym.wrappers.RecordVideo(env, str(tmp_path), episode_trigger=lambda _: True, disable_logger=True)
@@ -104,6 +106,7 @@ def test_record_video_writes_whole_episodes(tmp_path):
     assert frames.std() > 5
 
 
+@pytest.mark.slow
 def test_vector_env_renders_one_frame_per_env_and_records_video(tmp_path):
     opts = dict(render_mode="rgb_array", render_camera="fixed", render_size=24, episode_length=3, **FAST)
     vec = gym.make_vec(CARTPOLE, num_envs=2, **opts)

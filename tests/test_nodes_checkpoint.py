@@ -1,4 +1,4 @@
-"""Learner checkpoints (serl_gs.nodes.checkpoint): keep the last K, restore, rewrite a meta."""
+"""Learner checkpoints (serl_gs.nodes.checkpoint): keep the last K, restore, rewrite a meta, skip damaged ones."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from serl_gs.nodes.checkpoint import Checkpointer, CheckpointNotFoundError, checkpoint_root
+from serl_gs.nodes.checkpoint import CheckpointDamaged, Checkpointer, CheckpointNotFoundError, checkpoint_root
 
 
 def test_checkpointer_keeps_the_last_k_and_restores(tmp_path, monkeypatch):
@@ -40,4 +40,37 @@ def test_a_second_save_of_a_step_updates_its_meta_only(tmp_path):
     assert ckpt.restore_meta(5)[1] == meta and (state["w"] == tree["w"]).all()
     with pytest.raises(CheckpointNotFoundError, match="step 6"):
         ckpt.replace_meta(6, meta)
+    ckpt.close()
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_text("")
+
+
+@pytest.mark.parametrize("how", ["truncate", "empty_meta"])
+def test_a_damaged_checkpoint_is_named_and_the_previous_intact_one_restored(tmp_path, how):
+    ckpt = Checkpointer(tmp_path / "checkpoints", keep=3)
+    tree = {"w": jax.numpy.arange(64.0), "step": jax.numpy.int32(0)}
+    for step in (1, 2, 3):
+        ckpt.save(step, {**tree, "step": jax.numpy.int32(step)}, {"counters": {"updates": step}})
+    step_dir = tmp_path / "checkpoints" / "3"
+    if how == "truncate":
+        victim = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    else:
+        victim = step_dir / "meta" / "metadata"
+    _damage(victim, how)
+    intact = ckpt.restore_intact(tree)
+    assert intact.step == 2 and int(intact.state["step"]) == 2 and intact.meta["counters"]["updates"] == 2
+    assert str(victim) in intact.fallback_note()  # the file is named
+    with pytest.raises(CheckpointDamaged, match=str(victim)):
+        ckpt.restore(tree, 3)
+    for step in (1, 2):  # none intact: one error naming every damaged file
+        _damage(tmp_path / "checkpoints" / str(step) / "meta" / "metadata", "empty")
+    with pytest.raises(CheckpointNotFoundError, match="no intact checkpoint") as none:
+        ckpt.restore_intact(tree)
+    assert "1/meta/metadata is empty" in str(none.value) and "\n" not in str(none.value)
     ckpt.close()

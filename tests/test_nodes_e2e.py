@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from serl_gs.nodes.metrics_log import read_metrics
-from serl_gs.transport import ActorTransportConfig, fetch_learner_stats, port_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = "serl_gs/CartpoleBalance-v0"
@@ -113,11 +112,10 @@ def _actor_version(run_dir: Path, actor_id: str) -> int:
     return int(rows[-1].get("param_version", -1)) if rows else -1
 
 
-def _learner_took(port: int, actor_id: str) -> int:
-    """Records of `actor_id` the running learner's server received, or -1 while some wait in its queue."""
-    probe = ActorTransportConfig(actor_id="probe", **port_layout(port))
-    stats = fetch_learner_stats(probe, timeout_s=5.0)
-    return -1 if stats["queue_batches"] else stats["actors"].get(actor_id, {}).get("records", 0)
+def _stored(run_dir: Path, actor_id: str, since: float) -> int:
+    """Records of `actor_id` the learner has stored, as its newest metric row written after `since` says."""
+    rows = [r for r in read_metrics(run_dir / "learner_metrics.jsonl") if r["time"] > since]
+    return int(rows[-1].get(f"records/{actor_id}", 0)) if rows else 0
 
 
 def _final_actor_counters(log: Path, actor_id: str) -> dict:
@@ -189,10 +187,8 @@ def test_learner_two_actors_kills_resume_and_eval(tmp_path):
         a0.send_signal(signal.SIGINT)
         assert a0.wait(60) == 0, logs["a0"].read_text()[-2000:]
         sent = _final_actor_counters(logs["a0"], "a0")["records_sent"]
-        # The learner has stored all of it once its server received every record a0 sent and its queue is empty
-        # (the learner stores what it takes from the queue within the same loop step, before it looks at a stop).
-        _wait_for(lambda: _learner_took(port, "a0") >= sent, 60, "the learner to take what the actor flushed",
-                  [learner], [logs["learner2"]])  # fmt: skip
+        _wait_for(lambda: _stored(run_dir, "a0", since=restarted_at) >= sent, 60,
+                  "the learner to store what the actor flushed", [learner], [logs["learner2"]])  # fmt: skip
         learner.send_signal(signal.SIGINT)
         assert learner.wait(60) == 0, logs["learner2"].read_text()[-2000:]
         final_step = max(_checkpoint_steps(run_dir))

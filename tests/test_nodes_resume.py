@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from serl_gs.nodes.resume import load_replay_state
+import jax
+
+from serl_gs.nodes.resume import ResumableRun, load_replay_state
 
 
 def test_replay_state_file_matching_the_replay_wins(tmp_path):
@@ -14,3 +16,21 @@ def test_replay_state_file_matching_the_replay_wins(tmp_path):
     assert load_replay_state(tmp_path, 20)["counters"] == {"records": 20}  # crash after the replay's rename
     assert load_replay_state(tmp_path, 10)["total_inserted"] == 10  # crash before it
     assert load_replay_state(tmp_path, 30) is None
+
+
+def test_a_resumed_learner_skips_a_damaged_checkpoint_and_moves_it_aside(tmp_path):
+    run = ResumableRun(tmp_path, keep=3, save_replay=False, meta={})
+    tree = {"w": jax.numpy.arange(8.0)}
+    for step in (10, 20):
+        counters = {"updates": step, "transitions": step}
+        run.save({"w": tree["w"] + step}, counters, key_seed=step, replay=None, positions=[])
+    run.close()
+    (tmp_path / "checkpoints" / "20" / "meta" / "metadata").write_text("")
+    run = ResumableRun(tmp_path, keep=3, save_replay=False, meta={})
+    restored = run.restore(tree)
+    assert restored.step == 10 and restored.counters["updates"] == 10 and float(restored.state["w"][0]) == 10.0
+    assert "20/meta/metadata is empty" in restored.warning and "using step 10" in restored.warning
+    assert run.checkpoints.steps() == [10] and (tmp_path / "damaged_checkpoints" / "20").is_dir()
+    run.save({"w": tree["w"] + 20}, {"updates": 20, "transitions": 30}, key_seed=1, replay=None, positions=[])
+    assert run.checkpoints.restore_intact(tree).step == 20  # a fresh save, not a meta patch on the damaged one
+    run.close()

@@ -40,6 +40,7 @@ def _trajectory(env_id: str, physics: str, impl: str | None, actions: np.ndarray
     return np.stack(states)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["jax", "warp"])
 def test_cartpole_mjx_and_cpu_mujoco_agree(impl):
     actions = np.random.default_rng(0).uniform(-1, 1, (60, 3, 1)).astype(np.float32)
@@ -50,6 +51,7 @@ def test_cartpole_mjx_and_cpu_mujoco_agree(impl):
     assert np.abs(mjx_traj[-1] - mjx_traj[0]).max() > 0.1, "the actions must move the system"
 
 
+@pytest.mark.slow
 def test_panda_mjx_warp_and_cpu_mujoco_agree_with_saturated_servos():
     # Full-scale actions: big IK jumps drive the joint servos into their force limits, where MJX-JAX parts ways
     # by centimetres. MJX-Warp skips saturated actuators in its implicit damping as MuJoCo C does.
@@ -92,6 +94,7 @@ def _c_poses(model: mujoco.MjModel, qpos: np.ndarray):
     return [np.stack(x) for x in zip(*out, strict=True)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("physics", "impl"), PATHS, ids=PATH_IDS)
 def test_frame_poses_are_the_state_observed(physics, impl):
     # Cartpole swings fast enough that poses one physics substep old miss by ~1e-2 (what MJX rendered before
@@ -111,6 +114,7 @@ def test_frame_poses_are_the_state_observed(physics, impl):
     vec.close()
 
 
+@pytest.mark.slow
 def test_warp_capacity_holds_what_mujoco_c_needs_in_a_scripted_pick():
     # MJX-Warp drops contacts and constraint rows beyond its buffers; the bound must cover a real grasp.
     task = PandaPickCube()

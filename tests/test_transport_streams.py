@@ -69,24 +69,52 @@ def test_resumed_positions_drop_what_a_previous_learner_took_and_the_base_moves_
         table(resume_positions=[StreamPosition("a", 1, -1)])
 
 
-def test_too_many_actors_until_an_idle_stream_may_be_forgotten():
-    t = table(max_actors=1, stream_forget_s=10.0)
+def test_pings_make_no_stream_and_a_new_stream_takes_the_place_of_a_refused_or_idle_one():
+    t = table(max_actors=1, stream_forget_s=600.0, stream_evict_idle_s=10.0)
+    assert t.ping("a", 1, 0, 0, RID, now=0.0) is None and not t.streams  # only a well-formed batch makes one
     assert offer(t, 0, actor="a", now=0.0) == "accepted"
     assert offer(t, 0, actor="b", now=100.0) == "too_many_actors"  # "a" still holds an unacknowledged batch
-    assert t.ping("b", 1, 0, 0, RID, now=100.0) is None
-    t.acknowledge(t.streams[("a", 1)], 0)
+    a = t.streams[("a", 1)]
+    t.acknowledge(a, 0)
+    assert offer(t, 0, actor="b", now=100.0) == "too_many_actors"  # "a" is owed an ack: it must get it first
+    t.due_acks(8, 1)
     assert offer(t, 0, actor="b", now=5.0) == "too_many_actors"  # "a" is idle only 5 s
-    assert offer(t, 0, actor="b", now=100.0) == "accepted"
-    assert list(t.streams) == [("b", 1)]
+    assert offer(t, 0, actor="b", now=10.0) == "accepted"  # idle 10 s with nothing outstanding: it gives way
+    assert list(t.streams) == [("b", 1)] and t.evicted == 1
+    b = t.streams[("b", 1)]
+    t.refuse(b, "schema", "another task's records")
+    t.acknowledge(b, 0)
+    t.due_acks(8, 1)
+    assert offer(t, 1, actor="b", now=10.1) == "refused"  # the rest of a refused stream is not queued
+    assert offer(t, 0, actor="c", now=10.2) == "accepted"  # a refused stream gives its place at once
+    assert list(t.streams) == [("c", 1)] and t.evicted == 2
+
+
+def test_refused_streams_expire_fast_and_idle_ones_after_stream_forget_s():
+    t = table(stream_forget_s=60.0, stream_evict_idle_s=10.0)
+    for actor in ("a", "b"):
+        offer(t, 0, actor=actor, now=0.0)
+        t.acknowledge(t.streams[(actor, 1)], 0)
+    t.refuse(t.streams[("b", 1)], "schema", "another task's records")
+    t.due_acks(8, 1)
+    assert t.expire(now=5.0) == 0
+    assert t.expire(now=10.0) == 1 and list(t.streams) == [("a", 1)]
+    assert t.expire(now=59.0) == 0 and t.expire(now=60.0) == 1 and not t.streams and t.expired == 2
+
+
+def test_an_unknown_stream_is_acked_from_the_ping_alone():
+    ack = StreamTable.stateless_ack(session=7, base=3, tx=12, credits=8, incarnation=77)
+    assert ack == {"session": 7, "incarnation": 77, "received": 3, "delivered": 3, "credits": 8, "tx": 12}
 
 
 def test_actor_stats_sum_sessions_and_measure_the_param_lag():
     t = table()
     t.offer("a", 1, 0, 0, 0, RID, 0.0, num_records=2, nbytes=5, param_version=3)
     t.offer("a", 2, 0, 0, 0, RID, 1.0, num_records=4, nbytes=7, param_version=6)
-    t.ping("b", 1, 0, 0, b"peer-2", 2.0)
+    t.ping("a", 2, 1, 1, RID, 2.0)  # a ping of a known stream counts as hearing from it
     stats = t.actor_stats(now=3.0, current_param_version=10)
     assert stats["a"] == {
-        "sessions": 2, "batches": 2, "records": 6, "bytes": 12, "param_version": 6, "idle_s": 2.0, "param_lag": 4,
+        "sessions": 2, "batches": 2, "records": 6, "bytes": 12, "param_version": 6, "idle_s": 1.0, "param_lag": 4,
     }  # fmt: skip
-    assert stats["b"]["param_lag"] is None  # nothing sent yet: no lag to report
+    t.offer("b", 1, 0, 0, 0, b"peer-2", 2.0, num_records=2, nbytes=5, param_version=-1)
+    assert t.actor_stats(now=3.0, current_param_version=10)["b"]["param_lag"] is None  # no policy acted yet

@@ -69,6 +69,10 @@ class AgentConfig:
     # The critic steps run in lax.scan. XLA:CPU runs convolutions inside loop bodies many times slower
     # (jax-ml/jax#12868; measured 15x here), so "auto" unrolls the scan for pixel agents on the CPU backend.
     scan_unroll: Literal["auto", "always", "never"] = "auto"
+    # What the actor step encodes its observations with. "critic_step": the features the last critic step
+    # computed (before its gradient step; DrQ-v2 does the same), saving one encoder pass per update (measured in
+    # bench_learner's drq_cpu cases). "recompute": encode again with the updated encoder (SERL).
+    actor_features: Literal["critic_step", "recompute"] = "critic_step"
 
     def __post_init__(self):
         if self.critic_ensemble_size < 1:
@@ -98,8 +102,34 @@ class AgentConfig:
             raise ValueError(f"image_augmentation_pad must be >= 0, got {self.image_augmentation_pad}")
         if self.scan_unroll not in ("auto", "always", "never"):
             raise ValueError(f"scan_unroll must be auto, always or never, got {self.scan_unroll!r}")
+        if self.actor_features not in ("critic_step", "recompute"):
+            raise ValueError(f"actor_features must be critic_step or recompute, got {self.actor_features!r}")
         if self.activation not in ("relu", "tanh", "silu", "elu"):
             raise ValueError(f"activation must be relu, tanh, silu or elu, got {self.activation!r}")
 
     def resolved_target_entropy(self, action_dim: int) -> float:
         return -action_dim / 2 if self.target_entropy is None else self.target_entropy
+
+
+@dataclass(frozen=True)
+class PixelPreset:
+    """What a pixel agent needs beyond the task: image size, frames stacked per camera, and the agent."""
+
+    image_size: int
+    frames: int
+    agent: AgentConfig
+
+
+def cpu_pixel_preset() -> PixelPreset:
+    """Pixel DrQ sized for a few CPU cores, chosen from bench_learner's drq_cpu measurements (README, "DrQ on a
+    CPU"): the images, encoder, critics and batch that give the most updates/s still able to learn."""
+    return PixelPreset(
+        image_size=48,
+        frames=3,
+        agent=AgentConfig(
+            encoder=EncoderConfig(channels=(32, 32, 32, 32)),
+            critic_ensemble_size=2,
+            batch_size=128,
+            critic_actor_ratio=1,
+        ),
+    )

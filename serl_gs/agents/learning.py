@@ -29,6 +29,8 @@ from serl_gs.data import sampling
 from serl_gs.data.augment import shift_pixels
 from serl_gs.data.batch import Batch
 
+ActorInput = jax.Array | dict[str, jax.Array]  # encoded obs [B, F], or an obs dict to encode
+
 
 @flax.struct.dataclass
 class TrainingState:
@@ -166,8 +168,11 @@ def _make_update(networks: AgentNetworks):
     opt = _optimizers(networks)
     unroll = unrolls_updates(networks)
 
-    def critic_step(state: TrainingState, minibatch: Batch) -> tuple[TrainingState, dict, Batch]:
-        """One critic step; also returns the augmented minibatch (the last one's actor step reuses it)."""
+    reuse_features = config.actor_features == "critic_step"
+
+    def critic_step(state: TrainingState, minibatch: Batch) -> tuple[TrainingState, dict, ActorInput]:
+        """One critic step; also returns what the actor step needs if this is the last one: the minibatch's
+        encoded obs (config.actor_features == "critic_step") or its augmented obs."""
         rng, aug_key, loss_key = jax.random.split(state.rng, 3)
         minibatch = _augment(networks, minibatch, aug_key)
         critic_params = _critic_part(state.params)
@@ -184,20 +189,21 @@ def _make_update(networks: AgentNetworks):
             critic_opt_state=critic_opt_state,
             rng=rng,
         )
-        return state, info, minibatch
+        features = info.pop(losses.OBS_FEATURES)
+        return state, info, features if reuse_features else minibatch.obs
 
-    def scanned_critic_step(carry: tuple[TrainingState, Batch], minibatch: Batch):
-        # The carry keeps the latest augmented minibatch: the actor step after the scan reuses it, so the
-        # critic step is traced once for all `ratio` steps.
+    def scanned_critic_step(carry: tuple[TrainingState, ActorInput], minibatch: Batch):
+        # The carry keeps the actor step's input from the latest minibatch: the actor step after the scan uses
+        # it, so the critic step is traced once for all `ratio` steps.
         state, info, augmented = critic_step(carry[0], minibatch)
         return (state, augmented), info
 
-    def actor_and_temperature_step(state: TrainingState, minibatch: Batch) -> tuple[TrainingState, dict]:
+    def actor_and_temperature_step(state: TrainingState, actor_input: ActorInput) -> tuple[TrainingState, dict]:
         rng, actor_key = jax.random.split(state.rng)
         params = state.params
-        actor_grads, actor_info = jax.grad(losses.actor_loss, argnums=1, has_aux=True)(
-            networks, params["actor"], params["encoder"], params["critic"], params["temperature"],
-            minibatch.obs, actor_key,
+        features = actor_input if reuse_features else networks.encode(params["encoder"], actor_input)
+        actor_grads, actor_info = jax.grad(losses.actor_loss_on_features, argnums=1, has_aux=True)(
+            networks, params["actor"], params["critic"], params["temperature"], features, actor_key,
         )  # fmt: skip
         actor_updates, actor_opt_state = opt.actor.update(actor_grads, state.actor_opt_state, params["actor"])
         log_probs = actor_info.pop("log_probs")
@@ -226,16 +232,20 @@ def _make_update(networks: AgentNetworks):
                 f"update needs batch leaves shaped [critic_actor_ratio={ratio}, B, ...], "
                 f"got reward shape {batch.reward.shape}"
             )
-        placeholder = jax.tree.map(lambda x: x[0], batch)  # same shapes as an augmented minibatch
+        first = jax.tree.map(lambda x: x[0], batch)
+        # Zeros shaped like what critic_step hands the actor step (features, or an augmented minibatch's obs).
+        placeholder = jax.tree.map(
+            lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(lambda m: critic_step(state, m)[2], first)
+        )
         if unroll or ratio == 1:  # XLA keeps even a one-step scan as a loop; unrolled, there is none
             carry, infos = (state, placeholder), []
             for i in range(ratio):
                 carry, info = scanned_critic_step(carry, jax.tree.map(lambda x, i=i: x[i], batch))
                 infos.append(info)
-            (state, augmented_last), critic_info = carry, jax.tree.map(lambda *xs: jnp.stack(xs), *infos)
+            (state, actor_input), critic_info = carry, jax.tree.map(lambda *xs: jnp.stack(xs), *infos)
         else:
-            (state, augmented_last), critic_info = jax.lax.scan(scanned_critic_step, (state, placeholder), batch)
-        state, actor_info = actor_and_temperature_step(state, augmented_last)
+            (state, actor_input), critic_info = jax.lax.scan(scanned_critic_step, (state, placeholder), batch)
+        state, actor_info = actor_and_temperature_step(state, actor_input)
         critic_metrics = jax.tree.map(jnp.mean, critic_info)
         state = state.replace(step=state.step + 1)
         return state, {**critic_metrics, **actor_info}

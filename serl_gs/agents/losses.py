@@ -21,6 +21,8 @@ from serl_gs.agents.distributions import sample_tanh_gaussian
 from serl_gs.agents.networks import AgentNetworks, Params, temperature_value
 from serl_gs.data.batch import Batch
 
+OBS_FEATURES = "obs_features"  # critic_loss's aux entry holding the encoded obs [B, F] (not a metric)
+
 
 def redq_min(
     qs: jax.Array,  # [E, B]
@@ -71,7 +73,9 @@ def critic_loss(
     features = networks.encode(critic_params["encoder"], batch.obs)
     qs = networks.critic.apply({"params": critic_params["critic"]}, features, batch.action)  # [E, B]
     loss = jnp.mean((qs - target[None]) ** 2)
-    return loss, {"critic_loss": loss, "q": qs.mean(), "target_q": target.mean()}
+    info = {"critic_loss": loss, "q": qs.mean(), "target_q": target.mean()}
+    # The obs features before this step's gradient: the actor step may reuse them (AgentConfig.actor_features).
+    return loss, {**info, OBS_FEATURES: jax.lax.stop_gradient(features)}
 
 
 def actor_loss(
@@ -83,9 +87,19 @@ def actor_loss(
     obs: Mapping[str, jax.Array],  # [B, ...]
     key: jax.Array,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    features = jax.lax.stop_gradient(
-        networks.encode(encoder_params, obs)
-    )  # the actor does not train the encoder
+    features = networks.encode(encoder_params, obs)
+    return actor_loss_on_features(networks, actor_params, critic_params, temperature_params, features, key)
+
+
+def actor_loss_on_features(
+    networks: AgentNetworks,
+    actor_params: Params,
+    critic_params: Params,
+    temperature_params: jax.Array,
+    features: jax.Array,  # [B, F] encoded observations
+    key: jax.Array,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    features = jax.lax.stop_gradient(features)  # the actor does not train the encoder
     actions, log_probs = sample_actions(networks, actor_params, features, key)
     q = networks.critic.apply({"params": critic_params}, features, actions).mean(axis=0)
     alpha = jax.lax.stop_gradient(temperature_value(temperature_params))

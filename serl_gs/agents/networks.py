@@ -60,7 +60,7 @@ class ConvNet(nn.Module):
     first_stride: int
 
     @nn.compact
-    def __call__(self, pixels: jax.Array) -> jax.Array:  # [B, H, W, 3] uint8 -> [B, F] float32
+    def __call__(self, pixels: jax.Array) -> jax.Array:  # [B, H, W, 3k] uint8 -> [B, F] float32
         x = pixels.astype(jnp.float32) / 255.0 - 0.5
         for i, width in enumerate(self.channels):
             stride = self.first_stride if i == 0 else 1
@@ -188,9 +188,10 @@ def make_networks(config: AgentConfig, obs_spec: ObsSpec, action_dim: int) -> Ag
     image_keys, vector_keys = [], []
     for name, spec in sorted(obs_spec.items()):
         if name.startswith(PIXELS_PREFIX):
-            if len(spec.shape) != 3 or spec.shape[-1] != 3 or spec.dtype != jnp.uint8:
+            # [H, W, 3k]: k RGB frames of one camera stacked along channels, oldest first (frame history).
+            if len(spec.shape) != 3 or spec.shape[-1] % 3 or spec.dtype != jnp.uint8:
                 raise ValueError(
-                    f"observation {name!r} must be uint8 [H, W, 3], got {spec.dtype}{list(spec.shape)}"
+                    f"observation {name!r} must be uint8 [H, W, 3k], got {spec.dtype}{list(spec.shape)}"
                 )
             image_keys.append(name)
         else:

@@ -49,13 +49,17 @@ def check_obs_spec(expected: dict[str, list], obs_spec: dict[str, jax.ShapeDtype
         raise ValueError(f"{who}: the env's observations {got} differ from the policy's {expected}")
 
 
-def pack_policy(config: AgentConfig, obs_spec: dict, action_dim: int, policy_params: Any) -> bytes:
-    """One parameter message: the policy's params plus what is needed to rebuild its networks."""
+def pack_policy(
+    config: AgentConfig, obs_spec: dict, action_dim: int, policy_params: Any, task: dict[str, Any] | None = None
+) -> bytes:
+    """One parameter message: the policy's params plus what is needed to rebuild its networks, and the `task`
+    (JSON: env id, observation mode, ...) it learns, so an actor of another task can refuse to start."""
     header = {
         "format": PAYLOAD_FORMAT,
         "agent_config": agent_config_to_dict(config),
         "obs_spec": spec_to_jsonable(obs_spec),
         "action_dim": int(action_dim),
+        "task": task,
     }
     state = {"header": json.dumps(header), "params": flax.serialization.to_state_dict(jax.device_get(policy_params))}
     return flax.serialization.msgpack_serialize(state)
@@ -67,6 +71,7 @@ class PolicyPayload:
     obs_spec: dict[str, list]
     action_dim: int
     params: Any  # nested dicts of jnp arrays
+    task: dict[str, Any] | None = None  # what the learner trains on (see `pack_policy`), if it said
 
 
 def unpack_policy(data: bytes) -> PolicyPayload:
@@ -79,6 +84,11 @@ def unpack_policy(data: bytes) -> PolicyPayload:
     if header.get("format") != PAYLOAD_FORMAT:
         raise ValueError(f"policy message format {header.get('format')!r}, expected {PAYLOAD_FORMAT!r}")
     params = jax.tree.map(jnp.asarray, state["params"])
+    task = header.get("task")
     return PolicyPayload(
-        agent_config_from_dict(header["agent_config"]), header["obs_spec"], int(header["action_dim"]), params
+        agent_config_from_dict(header["agent_config"]),
+        header["obs_spec"],
+        int(header["action_dim"]),
+        params,
+        task if isinstance(task, dict) else None,
     )

@@ -81,6 +81,15 @@ class RecordSpec:
                 return shape
         raise ValueError(f"unknown observation {name!r}; this spec has {self.obs_names}")
 
+    def describe(self) -> str:
+        """The record schema in one line, in `describe_records`' format, so the two can be compared by eye."""
+        fields = {
+            key: f"{dtype.name}{_dims([self.action_dim] if key == 'action' else [])}"
+            for key, (dtype, _) in _FIXED_FIELDS.items()
+        }
+        fields.update({OBS_PREFIX + name: f"{dtype}{_dims(shape)}" for name, shape, dtype in self.obs})
+        return _format_fields(fields)
+
     def check(self, records: Mapping[str, np.ndarray]) -> int:
         """Validates `records` against this spec; returns n. Raises ValueError naming what differs."""
         n = validate_records(records)
@@ -99,6 +108,35 @@ class RecordSpec:
         if records["action"].shape[1] != self.action_dim:
             raise ValueError(f"action dim {records['action'].shape[1]} != expected {self.action_dim}")
         return n
+
+
+def _dims(shape) -> str:
+    return f"[{','.join(str(int(d)) for d in shape)}]" if len(shape) else ""
+
+
+def _format_fields(fields: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{key}: {fields[key]}" for key in sorted(fields)) + "}"
+
+
+def describe_records(records: Mapping[str, Any]) -> str:
+    """A record dict's schema in one line, per record (without the leading dim n; extras left out):
+    "{action: float32[1], env_index: int32, ..., obs/state: float32[5], ...}". Safe on any mapping."""
+    fields = {}
+    for key, value in records.items():
+        if str(key).startswith(EXTRAS_PREFIX):
+            continue
+        if isinstance(value, np.ndarray) and value.ndim >= 1:
+            fields[str(key)] = f"{value.dtype.name}{_dims(value.shape[1:])}"
+        else:
+            fields[str(key)] = type(value).__name__
+    return _format_fields(fields)
+
+
+def check_finite(records: Mapping[str, np.ndarray]) -> None:
+    """Raises ValueError naming the first float field holding NaN or inf (they would poison every update)."""
+    for key, value in records.items():
+        if not key.startswith(EXTRAS_PREFIX) and value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(f"records[{key!r}] holds NaN or inf")
 
 
 def validate_records(records: Mapping[str, np.ndarray]) -> int:

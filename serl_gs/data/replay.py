@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from serl_gs.data.batch import Batch
-from serl_gs.data.records import OBS_PREFIX, RecordSpec
+from serl_gs.data.records import OBS_PREFIX, RecordSpec, check_finite
 from serl_gs.data.saving import replace_directory
 from serl_gs.data.storage import (
     DeviceStorage,
@@ -114,9 +114,15 @@ class ReplayBuffer:
         self._storage = storage_cls(spec, config.capacity, device)
         self._has_successor = np.zeros((config.capacity,), bool)  # host mirror of next_gap > 0
         self._streams: dict[ActorId, _Streams] = {}
+        # Env slots of all stream tables together: each actor session adds one table, and peers choose env_index,
+        # so the tables are bounded as a whole; over the bound, the tables that received least recently go
+        # (a later record of theirs starts unpaired, as after a restart). Honest runs stay far below it.
+        self.max_stream_slots = max(4 * config.capacity, 1 << 16)
+        self._stream_slots = 0
+        self.streams_forgotten = 0
         self._lock = threading.Lock()
-        self.total_inserted = 0
-        self.num_transitions = 0
+        self.total_inserted = 0  # records ever inserted (not transitions: an episode's first frame ends none)
+        self.num_transitions = 0  # linked slots now in the ring: what `sample` draws from
         self.unpaired = 0  # non-first records whose predecessor was unknown, ended or already overwritten
 
     @property
@@ -137,27 +143,38 @@ class ReplayBuffer:
             "streams": sum(int((s.last_seq >= 0).sum()) for s in self._streams.values()),
         }
 
-    def insert(self, actor_id: ActorId, records: Mapping[str, np.ndarray]) -> None:
-        """Stores one message's records (in stream order within each env) and links them to their streams."""
-        if not isinstance(actor_id, int | str) or isinstance(actor_id, bool):
-            raise ValueError(f"actor_id must be an int or str, got {actor_id!r}")
+    def check(self, records: Mapping[str, np.ndarray]) -> int:
+        """Raises ValueError naming what makes `records` unfit for this replay (schema, size, env_index, NaN);
+        returns n. `insert` checks the same before it changes anything."""
         n = self.spec.check(records)
-        if n == 0:
-            return
         if n > self.capacity:
             raise ValueError(f"a message of {n} records does not fit a replay of capacity {self.capacity}")
-        if int(records["env_index"].max()) >= MAX_ENVS_PER_ACTOR:
+        if n and int(records["env_index"].max()) >= MAX_ENVS_PER_ACTOR:
             raise ValueError(
                 f"env_index {int(records['env_index'].max())} >= {MAX_ENVS_PER_ACTOR}, "
                 "the limit of the per-actor stream table"
             )
+        check_finite(records)
+        return n
+
+    def insert(self, actor_id: ActorId, records: Mapping[str, np.ndarray]) -> None:
+        """Stores one message's records (in stream order within each env) and links them to their streams."""
+        if not isinstance(actor_id, int | str) or isinstance(actor_id, bool):
+            raise ValueError(f"actor_id must be an int or str, got {actor_id!r}")
+        n = self.check(records)
+        if n == 0:
+            return
         with self._lock:
             self._insert_locked(actor_id, records, n)
 
     def _insert_locked(self, actor_id: ActorId, records: Mapping[str, np.ndarray], n: int) -> None:
         env = records["env_index"].astype(np.int64)
         streams = self._streams.setdefault(actor_id, _Streams.empty())
+        slots_before = streams.last_seq.size
         streams.grow(int(env.max()) + 1)
+        self._stream_slots += streams.last_seq.size - slots_before
+        if self._stream_slots > self.max_stream_slots:
+            self._forget_streams(keep=actor_id)
 
         seq = self.total_inserted + np.arange(n, dtype=np.int64)
         end_total = self.total_inserted + n
@@ -194,6 +211,16 @@ class ReplayBuffer:
         self.total_inserted = end_total
 
         self._storage.write(*self._padded_write(records, slots, link_slots, link_gaps, n))
+
+    def _forget_streams(self, keep: ActorId) -> None:
+        """Drops the stream tables (other than `keep`'s) whose newest record is oldest, until within the bound."""
+        newest = sorted((int(s.last_seq.max(initial=-1)), i, a) for i, (a, s) in enumerate(self._streams.items()))
+        for _, _, actor in newest:
+            if self._stream_slots <= self.max_stream_slots:
+                return
+            if actor != keep:
+                self._stream_slots -= self._streams.pop(actor).last_seq.size
+                self.streams_forgotten += 1
 
     def _padded_write(self, records, slots, link_slots, link_gaps, n):
         width = _bucket(n)
@@ -302,6 +329,7 @@ class ReplayBuffer:
         replay._has_successor = fields["next_gap"] > 0
         for i, actor in enumerate(meta["actors"]):
             replay._streams[actor] = _Streams(load(f"streams.{i}.last_seq"), load(f"streams.{i}.last_ended"))
+            replay._stream_slots += replay._streams[actor].last_seq.size
         replay.total_inserted = int(meta["total_inserted"])
         replay.num_transitions = int(meta["num_transitions"])
         replay.unpaired = int(meta["unpaired"])

@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from serl_gs.agents.payload import check_obs_spec, unpack_policy
+from serl_gs.agents.payload import check_obs_spec, spec_to_jsonable, unpack_policy
 from serl_gs.nodes.adder import Adder, EnvStep
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
@@ -48,7 +48,10 @@ class ActorConfig:
     seed: int = 0
     max_steps: int = 0  # batched steps to run; 0 = until stopped (SIGINT/SIGTERM)
     run_dir: str | None = None  # where to write actor metrics (JSONL, TensorBoard); None = console only
-    log_every_s: float = 10.0
+    log_every_s: float = 10.0  # progress lines; also how often an unreachable learner is reported
+    # At start, wait this long for the learner's policy (it names the learner's task) before sending anything,
+    # so an actor of another task refuses to start; a learner that is not up yet is then waited for no longer.
+    learner_wait_s: float = 2.0
     # Colour of the policy's exploration noise: 0 = white (independent every step, SAC's own sampling), 1 = pink
     # (correlated over an episode, agents.exploration), 2 = red.
     noise_beta: float = 0.0
@@ -56,6 +59,10 @@ class ActorConfig:
     def __post_init__(self):
         if self.num_envs <= 0:
             raise ValueError(f"num_envs must be positive, got {self.num_envs}")
+        if self.learner_wait_s < 0 or self.log_every_s <= 0:
+            raise ValueError(
+                f"learner_wait_s must be >= 0 and log_every_s > 0, got {self.learner_wait_s}, {self.log_every_s}"
+            )
         if self.noise_beta < 0:
             raise ValueError(f"noise_beta must be >= 0 (0 = white noise), got {self.noise_beta}")
         if self.random_steps < 0 or self.max_steps < 0:
@@ -68,11 +75,26 @@ class ActorConfig:
         return self.transport.actor_id
 
 
-class PolicyHolder:
-    """The newest policy the learner published, ready to act for a whole batch in one call."""
+class TaskMismatch(ValueError):
+    """The learner trains another task than this actor's env (another env, observations or action size)."""
 
-    def __init__(self, obs_spec, action_dim: int):
+
+def describe_task(task: dict | None, obs_spec: dict, action_dim: int) -> str:
+    named = ", ".join(f"{key}={value}" for key, value in (task or {}).items())
+    shapes = ", ".join(f"{key}: {dtype}{list(shape)}" for key, (shape, dtype) in sorted(obs_spec.items()))
+    return f"{named + '; ' if named else ''}observations {{{shapes}}}, actions [{action_dim}]"
+
+
+class PolicyHolder:
+    """The newest policy the learner published, ready to act for a whole batch in one call.
+
+    Every policy is checked against this actor's task first: the learner's first one, fetched as the actor
+    connects, makes an actor of another task refuse to start (`TaskMismatch`) before it sends a record.
+    """
+
+    def __init__(self, obs_spec, action_dim: int, task: dict | None = None, learner: str = "the learner"):
         self._obs_spec, self._action_dim = obs_spec, action_dim
+        self._task, self._learner = task, learner
         self._networks_config = None
         self._act: Callable | None = None
         self.params = None
@@ -82,6 +104,7 @@ class PolicyHolder:
         from serl_gs.agents.networks import make_inference_fn, make_networks
 
         payload = unpack_policy(data)
+        self._check_task(payload)
         if payload.action_dim != self._action_dim:
             raise ValueError(f"the policy acts in {payload.action_dim} dims, the env in {self._action_dim}")
         if payload.agent_config != self._networks_config:  # build (and compile) once per architecture
@@ -90,6 +113,18 @@ class PolicyHolder:
             self._act = make_inference_fn(networks)
             self._networks_config = payload.agent_config
         self.params, self.version = payload.params, version
+
+    def _check_task(self, payload) -> None:
+        mine = spec_to_jsonable(self._obs_spec)
+        same = payload.obs_spec == mine and payload.action_dim == self._action_dim
+        if payload.task is not None and self._task is not None:
+            same = same and all(payload.task.get(k) == self._task.get(k) for k in ("env", "obs_mode"))
+        if not same:
+            raise TaskMismatch(
+                f"this actor's task ({describe_task(self._task, mine, self._action_dim)}) is not the task of "
+                f"{self._learner} ({describe_task(payload.task, payload.obs_spec, payload.action_dim)}); "
+                "start the actor with the learner's env flags (--env, --obs_mode, --image_size, --cameras)"
+            )
 
     def __call__(self, obs, key, deterministic: bool = False, noise=None):
         return self._act(self.params, obs, key, deterministic, noise)
@@ -124,15 +159,90 @@ class EpisodeTracker:
         return out
 
 
+class LearnerWatch:
+    """Says every `every_s` while the learner is unreachable: where, since when, and how much is buffered for it.
+
+    Its own thread, so it speaks even while sending waits on a full buffer (the progress lines stop then).
+    """
+
+    def __init__(self, client, config: ActorTransportConfig, every_s: float):
+        self._client, self._every_s = client, every_s
+        self._where = f"{config.host}:{config.transitions_port}"
+        self._prefix = f"[actor {config.actor_id}]"
+        self._away_mib = config.away_buffer_bytes / 2**20
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="serl_gs-learner-watch", daemon=True)
+        self._thread.start()
+
+    def message(self) -> str | None:
+        """The line to print now, or None while the learner is connected."""
+        s = self._client.stats()
+        since = s["disconnected_since"]
+        if since is None:
+            return None
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+        hint = (
+            f"; it refused the handshake {s['handshake_failures']} times: check --auth_secret_file"
+            if s["handshake_failures"]
+            else ""
+        )
+        return (
+            f"{self._prefix} the learner at {self._where} is unreachable since {when} ({time.time() - since:.0f} s); "
+            f"{s['pending_bytes'] / 2**20:.1f} MiB buffered for it (at most {self._away_mib:.0f} MiB, then "
+            f"the actor waits){hint}"
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            line = self.message()
+            if line is not None:
+                print(line, flush=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+
 def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[str, float]:
-    """Acts until `max_steps` or `stop`; returns final counters."""
+    """Acts until `max_steps` or `stop`; returns final counters.
+
+    Raises `TaskMismatch` when the learner trains another task, and the transport's `BatchRejected` when the
+    learner refuses this actor's records: both one-line errors.
+    """
     from serl_gs.transport import ParamSubscriber, TransitionClient
 
     stop = stop or threading.Event()
     vec = config.env.make_vec(config.num_envs, seed=config.seed)
     obs_spec, action_dim = obs_spec_of(vec), vec.single_action_space.shape[0]
+    where = f"the learner at {config.transport.host}:{config.transport.transitions_port}"
+    policy = PolicyHolder(obs_spec, action_dim, config.env.task(), where)
     log = MetricsLog(Path(config.run_dir), f"actor_{config.actor_id}") if config.run_dir else None
-    policy = PolicyHolder(obs_spec, action_dim)
+    try:
+        with TransitionClient(config.transport) as client, ParamSubscriber(config.transport) as params:
+            first = params.wait(timeout=config.learner_wait_s)
+            if first is not None:
+                policy.update(first.data, first.version)  # raises TaskMismatch before anything is sent
+            watch = LearnerWatch(client, config.transport, config.log_every_s)
+            try:
+                env_steps, counters = _act(config, vec, policy, client, params, log, stop)
+            finally:
+                watch.close()
+            client.flush(timeout=10.0)
+        # After close() (which waits up to linger_s more for the learner to take the rest): a backlog that the
+        # learner's credits were still pacing at the flush above has gone out by now and counts as sent.
+        sent = client.stats()
+    finally:
+        vec.close()
+        if log is not None:
+            log.close()
+    counters.update(env_steps=env_steps, param_version=policy.version, records_sent=sent["records_sent"])
+    print(f"[actor {config.actor_id}] final: {json.dumps(counters)}", flush=True)
+    return counters
+
+
+def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, stop) -> tuple[int, dict]:
+    """The acting loop; returns (env steps, the last progress counters)."""
+    action_dim = vec.single_action_space.shape[0]
     tracker = EpisodeTracker(config.num_envs)
     noise = None
     if config.noise_beta > 0:
@@ -143,51 +253,41 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
     key = jax.random.PRNGKey(config.seed + 7919)
     env_steps, steps, last_log, t0 = 0, 0, time.monotonic(), time.monotonic()
     counters: dict[str, float] = {}
-    with TransitionClient(config.transport) as client, ParamSubscriber(config.transport) as params:
-        adder = Adder(client, config.num_envs, action_dim, stop)
-        obs, _ = vec.reset(seed=config.seed)
-        adder.add_first(obs)
-        while not stop.is_set() and (config.max_steps == 0 or steps < config.max_steps):
-            update = params.poll()
-            if update is not None:
-                policy.update(update.data, update.version)
-            key, act_key = jax.random.split(key)
-            if env_steps < config.random_steps or policy.version < 0:
-                actions = jax.random.uniform(act_key, (config.num_envs, action_dim), minval=-1.0, maxval=1.0)
-            else:
-                actions = policy(obs, act_key, noise=None if noise is None else noise.next())
-            step = EnvStep(*vec.step(actions))
-            obs = step.obs
-            done = np.asarray(step.terminated) | np.asarray(step.truncated)
-            if noise is not None:
-                noise.reset(done)
-            success = np.asarray(step.infos["success"], np.float32) if "success" in step.infos else None
-            episode_return = tracker.step(np.asarray(step.reward), done, success)
-            # For the learner's logs: each env's return so far and success, read where episodes end.
-            extras = {"episode_return": episode_return, "success": success}
-            if not adder.add(actions, step, extras, param_version=policy.version):
-                break
-            env_steps += config.num_envs
-            steps += 1
-            now = time.monotonic()
-            if now - last_log >= config.log_every_s:
-                counters = {
-                    "env_steps": env_steps,
-                    "env_steps_per_s": env_steps / (now - t0),
-                    "param_version": policy.version,
-                    **tracker.drain(),
-                }
-                print(format_console(f"actor {config.actor_id}", counters, list(counters)), flush=True)
-                if log is not None:
-                    log.log(env_steps, counters)
-                last_log = now
-        client.flush(timeout=10.0)
-    # After close() (which waits up to linger_s more for the learner to take the rest): a backlog that the
-    # learner's credits were still pacing at the flush above has gone out by now and counts as sent.
-    sent = client.stats()
-    vec.close()
-    if log is not None:
-        log.close()
-    counters.update(env_steps=env_steps, param_version=policy.version, records_sent=sent["records_sent"])
-    print(f"[actor {config.actor_id}] final: {json.dumps(counters)}", flush=True)
-    return counters
+    adder = Adder(client, config.num_envs, action_dim, stop)
+    obs, _ = vec.reset(seed=config.seed)
+    adder.add_first(obs)
+    while not stop.is_set() and (config.max_steps == 0 or steps < config.max_steps):
+        update = params.poll()
+        if update is not None:
+            policy.update(update.data, update.version)
+        key, act_key = jax.random.split(key)
+        if env_steps < config.random_steps or policy.version < 0:
+            actions = jax.random.uniform(act_key, (config.num_envs, action_dim), minval=-1.0, maxval=1.0)
+        else:
+            actions = policy(obs, act_key, noise=None if noise is None else noise.next())
+        step = EnvStep(*vec.step(actions))
+        obs = step.obs
+        done = np.asarray(step.terminated) | np.asarray(step.truncated)
+        if noise is not None:
+            noise.reset(done)
+        success = np.asarray(step.infos["success"], np.float32) if "success" in step.infos else None
+        episode_return = tracker.step(np.asarray(step.reward), done, success)
+        # For the learner's logs: each env's return so far and success, read where episodes end.
+        extras = {"episode_return": episode_return, "success": success}
+        if not adder.add(actions, step, extras, param_version=policy.version):
+            break
+        env_steps += config.num_envs
+        steps += 1
+        now = time.monotonic()
+        if now - last_log >= config.log_every_s:
+            counters = {
+                "env_steps": env_steps,
+                "env_steps_per_s": env_steps / (now - t0),
+                "param_version": policy.version,
+                **tracker.drain(),
+            }
+            print(format_console(f"actor {config.actor_id}", counters, list(counters)), flush=True)
+            if log is not None:
+                log.log(env_steps, counters)
+            last_log = now
+    return env_steps, counters

@@ -10,8 +10,15 @@ from typing import Any
 
 
 def run(main: Callable[[list[str]], None], define_flags: Callable[[], None]) -> None:
-    """Runs `main` under absl; a ValueError or a missing file exits with status 2 and a message naming it."""
+    """Runs `main` under absl; a ValueError or a missing file exits with status 2 and a message naming it.
+
+    First, before JAX starts its threads: freed memory stays in the process (serl_gs.cpu_memory; on XLA:CPU a
+    pixel update otherwise page-faults through hundreds of MB per call)."""
     from absl import app, flags
+
+    from serl_gs.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()
 
     define_flags()
     if any(arg in ("-h", "--help", "--helpshort") for arg in sys.argv[1:]):
@@ -27,15 +34,21 @@ def run(main: Callable[[list[str]], None], define_flags: Callable[[], None]) -> 
     def guarded(argv: list[str]) -> None:
         from absl import logging
 
+        from serl_gs.transport.errors import AddressInUse, BatchRejected, ProtocolMismatch, TransportError
+
         # Users see our lines only: libraries (orbax) log every save at INFO and every read-only open at
         # WARNING. absl's own --verbosity (e.g. --verbosity=-1 for warnings, 0 for info) asks for more.
         if not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.ERROR)
         try:
             main(argv)
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, FileNotFoundError, AddressInUse, BatchRejected, ProtocolMismatch) as e:
+            # Bad input, a taken port, or a learner that refuses this node (another task or version).
             print(f"error: {e}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except TransportError as e:  # the transport cannot go on (e.g. its I/O thread failed): still one line
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(1)
 
     app.run(guarded)
 

@@ -42,6 +42,14 @@ class EnvSpec:
     def task_kwargs(self) -> dict[str, Any]:
         return {} if self.episode_length is None else {"episode_length": self.episode_length}
 
+    def task(self) -> dict[str, Any]:
+        """What the nodes of one run must agree on, JSON-ready (render backend and physics are each node's own;
+        image size and cameras matter for pixels only)."""
+        task: dict[str, Any] = {"env": self.env, "obs_mode": self.obs_mode}
+        if self.obs_mode == "pixels":
+            task.update(image_size=self.image_size, cameras=list(self.cameras))
+        return task
+
     def make_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"physics": self.physics, "obs_mode": self.obs_mode, **self.task_kwargs()}
         if self.obs_mode == "pixels":

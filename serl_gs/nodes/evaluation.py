@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from serl_gs.agents.payload import agent_config_from_dict, check_obs_spec, spec_from_jsonable
-from serl_gs.nodes.checkpoint import Checkpointer, checkpoint_root
+from serl_gs.nodes.checkpoint import CheckpointDamaged, Checkpointer, checkpoint_root
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
 
 
@@ -61,31 +61,36 @@ def summarize(returns: list[float], successes: list[float]) -> dict[str, float]:
     return out
 
 
-def _load_newest(root: Path, requested: int | None, attempts: int = 3):
-    """(step, meta, networks, training state) of checkpoint `requested`, default the newest.
+def _load_newest(root: Path, requested: int | None):
+    """(step, meta, networks, training state) of checkpoint `requested`, default the newest intact one.
 
-    Reads the state right after its meta, before anything slow: a running learner keeps only its last K
-    checkpoints and may delete the one being read; then the newest is tried again.
+    Damaged checkpoints are skipped (and named); a running learner keeps only its last K checkpoints and may
+    delete the one being read, then the next newest is read.
     """
     from serl_gs.agents.learning import init_training_state
     from serl_gs.agents.networks import make_networks
 
+    built = {}
+
+    def template_for(meta: dict[str, Any]):
+        try:
+            obs_spec = spec_from_jsonable(meta["obs_spec"])
+            config = agent_config_from_dict(meta["agent_config"])
+            action_dim = int(meta["action_dim"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointDamaged(f"its meta lacks what the networks were built for ({e!r})") from None
+        built["networks"] = make_networks(config, obs_spec, action_dim)
+        return init_training_state(built["networks"], jax.random.PRNGKey(0))
+
     checkpoints = Checkpointer(root, read_only=True)
     try:
-        for attempt in range(attempts):
-            step, meta = checkpoints.restore_meta(requested)
-            obs_spec = spec_from_jsonable(meta["obs_spec"])
-            networks = make_networks(agent_config_from_dict(meta["agent_config"]), obs_spec, int(meta["action_dim"]))
-            template = init_training_state(networks, jax.random.PRNGKey(0))
-            try:
-                _, state, _ = checkpoints.restore(template, step)
-                return step, meta, networks, state
-            except (FileNotFoundError, OSError, ValueError):
-                if requested is not None or attempt == attempts - 1:
-                    raise
+        intact = checkpoints.restore_intact(template_for=template_for, step=requested)
     finally:
         checkpoints.close()
-    raise AssertionError("unreachable")
+    note = intact.fallback_note()
+    if note:
+        print(f"[eval] warning: {note}", flush=True)
+    return intact.step, intact.meta, built["networks"], intact.state
 
 
 def evaluate(config: EvalConfig) -> dict[str, Any]:

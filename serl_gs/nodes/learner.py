@@ -35,9 +35,10 @@ import numpy as np
 
 from serl_gs.agents.config import AgentConfig
 from serl_gs.agents.payload import agent_config_to_dict, pack_policy, spec_to_jsonable
-from serl_gs.data.records import split_extras
+from serl_gs.data.records import describe_records, split_extras
 from serl_gs.data.replay import ReplayConfig
 from serl_gs.nodes.env_spec import EnvSpec
+from serl_gs.nodes.episode_stats import EpisodeStats
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
 from serl_gs.nodes.rate_limiter import RateLimiter, RateLimiterConfig
 from serl_gs.nodes.resume import ResumableRun
@@ -54,7 +55,9 @@ _CONSOLE_KEYS = [
     "success",
     "critic_loss",
     "temperature",
+    "rejected",
 ]
+_MAX_REFUSED_PEERS_LOGGED = 1024  # peers named in the log; beyond that refusals are only counted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +112,8 @@ class LearnerConfig:
 class Learner:
     """The learner's state and one `step()` of its loop; `save()` checkpoints, `run()` loops until told to stop.
 
-    `counters`: "updates"; "records" (every record stored, each actor's also under "records/<actor>");
+    `counters`: "updates"; "records" (every record stored, each actor's also under "records/<actor>", for the
+    first `transport.max_actors` actor ids; later ones under "records/(more actors)", so peers cannot grow it);
     "transitions" (records that are not an episode's first frame, each the end of one (obs, next_obs) pair:
     what `utd` and the rate limiter count).
     """
@@ -147,6 +151,7 @@ class Learner:
             self._update_many = make_update_many_fn(self.networks)
         self.rate = RateLimiter(c.rate)
         self.counters = collections.Counter({"updates": 0, "transitions": 0, "records": 0})
+        self._actor_counters = 0  # "records/<actor>" keys in `counters`
 
         meta = {
             "agent_config": agent_config_to_dict(c.agent),
@@ -160,6 +165,7 @@ class Learner:
         self.key = jax.random.PRNGKey(c.seed + 1 if restored.key_seed is None else restored.key_seed)
         for name, value in restored.counters.items():  # assignment: Counter.update would add
             self.counters[name] = value
+        self._actor_counters = sum(name.startswith("records/") for name in self.counters)
         if restored.step is not None:
             print(f"[learner] resumed from checkpoint {restored.step}: {dict(self.counters)}", flush=True)
         if restored.warning:
@@ -180,11 +186,20 @@ class Learner:
         if replayed:
             print(f"[learner] re-inserted {replayed} batches received after the checkpoint", flush=True)
 
-        self.server = TransitionServer(c.transport, resume_positions=restored.stream_positions())
-        self.publisher = ParamPublisher(c.transport)
+        server = None
+        try:
+            server = TransitionServer(c.transport, resume_positions=restored.stream_positions())
+            self.publisher = ParamPublisher(c.transport)
+        except BaseException:  # e.g. a taken port: leave nothing running behind the one-line error
+            if server is not None:
+                server.close()
+            self.persistence.close()
+            raise
+        self.server = server
         self.log = MetricsLog(self.run_dir, "learner", c.use_wandb, config=agent_config_to_dict(c.agent))
-        self._episodes: dict[str, list[float]] = {"episode_return": [], "success": []}
+        self._episodes = EpisodeStats()
         self.success_window: collections.deque[float] = collections.deque(maxlen=c.success_window)
+        self._refused_peers: set[str] = set()
         self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0})
         self._metrics: dict[str, Any] = {}
         self._credits = c.transport.credits_per_actor
@@ -195,7 +210,11 @@ class Learner:
         self.replay.insert(f"{actor_id}:{session}", records)  # a restarted actor (new session) starts new streams
         n = len(records["env_index"])
         self.counters["records"] += n
-        self.counters[f"records/{actor_id}"] += n
+        key = f"records/{actor_id}"
+        if key not in self.counters and self._actor_counters >= self.config.transport.max_actors:
+            key = "records/(more actors)"
+        self._actor_counters += key not in self.counters
+        self.counters[key] += n
         self.counters["transitions"] += int((~records["is_first"]).sum())
         return n
 
@@ -206,30 +225,60 @@ class Learner:
         if version == self._published_version:
             return
         params = self._policy_params(self.state.params)
-        data = pack_policy(self.config.agent, self.obs_spec, self.action_dim, params)
+        data = pack_policy(self.config.agent, self.obs_spec, self.action_dim, params, task=self.config.env.task())
         self.publisher.publish(data, version=version)
         self._published_version = version
 
     def receive(self, timeout: float) -> int:
-        """Inserts every batch that arrives within `timeout` s (then whatever is queued); returns records."""
+        """Inserts every batch that arrives within `timeout` s (then whatever is queued); returns records.
+
+        Nothing of a batch is used before it is checked: records of another schema (an actor of another task,
+        missing fields) or that the replay cannot take (NaN, env_index out of range) are refused; the actor
+        hears why and stops, the refusal is counted (`rejected`) and logged once per actor, training goes on.
+        """
         got, wait = 0, timeout
         while True:
             batch = self.server.get(timeout=wait, ack=False)
             if batch is None:
                 return got
-            records, extras = split_extras(batch.arrays)
-            ended = records["terminated"] | records["truncated"]
-            for name in ("episode_return", "success"):
-                if name in extras and ended.any():
-                    self._episodes[name].extend(np.asarray(extras[name])[ended].tolist())
-            if "success" in extras and ended.any():
-                self.success_window.extend(np.asarray(extras["success"])[ended].tolist())
+            wait = 0.0
             header = batch.header
+            records, extras = split_extras(batch.arrays)
+            if not self._check(header, records):
+                continue
             n = self._store(header.actor_id, header.session, records)
             self.persistence.log_received(header.actor_id, header.session, header.seq, records)
             self.server.ack(header)  # only now may the actor forget it
+            success = self._episodes.add(records, extras)
+            if success is not None:
+                self.success_window.extend(success.tolist())
             got += n
-            wait = 0.0
+
+    def _check(self, header, records: dict) -> bool:
+        """True if the replay can take `records`; otherwise refuses the batch (and its stream) and says why."""
+        try:
+            self.replay.spec.check(records)
+        except ValueError as e:
+            reason = "schema"
+            detail = (
+                f"{e}. The actor sends records {describe_records(records)}; this learner ({self._task()}) stores "
+                f"{self.replay.spec.describe()}. Start the actor with the learner's env flags"
+            )
+        else:
+            try:
+                self.replay.check(records)
+                return True
+            except ValueError as e:
+                reason, detail = "bad_records", str(e)
+        self.server.refuse(header, reason, detail)
+        peer = header.actor_id
+        if peer not in self._refused_peers and len(self._refused_peers) < _MAX_REFUSED_PEERS_LOGGED:
+            self._refused_peers.add(peer)
+            print(f"[learner] refused actor {peer!r} ({reason}; training goes on): {detail}", flush=True)
+        return False
+
+    def _task(self) -> str:
+        return ", ".join(f"{key}={value}" for key, value in self.config.env.task().items())
 
     def update(self) -> None:
         """`updates_per_call` updates on fresh minibatches, in one call."""
@@ -290,6 +339,7 @@ class Learner:
         metrics: dict[str, Any] = {
             "updates": c["updates"],
             "transitions": c["transitions"],
+            **{k: v for k, v in c.items() if k.startswith("records")},  # stored, in all and per actor
             "updates_per_s": (c["updates"] - since["updates"]) / elapsed,
             "transitions_per_s": (c["transitions"] - since["transitions"]) / elapsed,
             "replay_size": self.replay.size,
@@ -297,19 +347,19 @@ class Learner:
             "credits": self._credits,
         }
         metrics.update({k: float(v) for k, v in jax.device_get(self._metrics).items()})
-        for name, values in self._episodes.items():
-            if values:
-                metrics[name] = float(np.mean(values))
-        self._episodes = {k: [] for k in self._episodes}
+        metrics.update(self._episodes.drain())
         stats = self.server.stats(current_param_version=int(c["updates"]))
         for actor, actor_stats in stats["actors"].items():
             if actor_stats.get("param_lag") is not None:
                 metrics[f"param_lag/{actor}"] = actor_stats["param_lag"]
+        # Refused input on every port (transitions, parameters, snapshots), by reason.
+        rejected = collections.Counter(stats["rejected"]) + collections.Counter(self.publisher.stats()["rejected"])
         metrics.update(
-            rejected=stats["rejected_total"],
+            rejected=sum(rejected.values()),
             duplicates_dropped=stats["duplicates_dropped"],
             queue_batches=stats["queue_batches"],
         )
+        metrics.update({f"rejected/{reason}": n for reason, n in sorted(rejected.items()) if n})
         self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0})
         return metrics
 

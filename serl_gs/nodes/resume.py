@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from serl_gs.data.saving import existing_directory
-from serl_gs.nodes.checkpoint import Checkpointer
+from serl_gs.nodes.checkpoint import Checkpointer, CheckpointNotFoundError
 from serl_gs.nodes.receive_log import LoggedBatch, ReceiveLog
 
 REPLAY_STATE = "replay_state.json"
@@ -41,8 +41,12 @@ def load_replay_state(run_dir: Path, total_inserted: int) -> dict | None:
     for name in (REPLAY_STATE_PENDING, REPLAY_STATE):
         path = Path(run_dir) / name
         if path.exists():
-            state = json.loads(path.read_text())
-            if state["total_inserted"] == total_inserted:
+            try:
+                state = json.loads(path.read_text())
+                matches = state["total_inserted"] == total_inserted
+            except (ValueError, KeyError, TypeError):
+                continue  # damaged: as if it were not there (the caller says that no state matched)
+            if matches:
                 return state
     return None
 
@@ -99,16 +103,34 @@ class ResumableRun:
         out = Restored(step=None, state=template, key_seed=None, counters={}, replay=None, positions={})
         step = self.checkpoints.latest_step()
         if step is not None:
-            out.step, out.state, meta = self.checkpoints.restore(template, step)
-            out.counters = {name: int(value) for name, value in meta["counters"].items()}
-            out.key_seed = int(meta["key_seed"])
+            intact = self.checkpoints.restore_intact(template)  # none intact: CheckpointNotFoundError names them
+            step = out.step = intact.step
+            out.state, meta = intact.state, intact.meta
+            if intact.damaged:
+                # Out of the way of the next saves (which would otherwise update a damaged step's meta in place).
+                aside_dir = self.run_dir / "damaged_checkpoints"
+                aside = [self.checkpoints.set_aside(s, aside_dir) for s in self.checkpoints.steps() if s > step]
+                out.warning = f"{intact.fallback_note()}; moved to {', '.join(map(str, aside))}"
+            try:
+                out.counters = {name: int(value) for name, value in meta["counters"].items()}
+                out.key_seed = int(meta["key_seed"])
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                path = self.checkpoints.directory / str(step) / "meta" / "metadata"
+                raise CheckpointNotFoundError(f"{path} lacks the learner's counters or key seed ({e!r})") from None
         replay_dir = existing_directory(self.run_dir / "replay")
         replay_state = None
         if step is not None and replay_dir is not None and self.save_replay:
-            replay = ReplayBuffer.restore(replay_dir)
-            replay_state = load_replay_state(self.run_dir, replay.total_inserted)
-            if replay_state is None:
-                out.warning = (
+            try:
+                replay = ReplayBuffer.restore(replay_dir)
+            except (ValueError, OSError, KeyError) as e:
+                replay = None
+                out.warning = (out.warning + "; " if out.warning else "") + (
+                    f"the saved replay in {replay_dir} cannot be read ({type(e).__name__}: {str(e)[:300]}); "
+                    "starting with an empty replay"
+                )
+            replay_state = None if replay is None else load_replay_state(self.run_dir, replay.total_inserted)
+            if replay is not None and replay_state is None:
+                out.warning = (out.warning + "; " if out.warning else "") + (
                     f"the saved replay ({replay.total_inserted} records) matches no saved transport state; "
                     "starting with an empty replay"
                 )

@@ -17,6 +17,7 @@ import zmq
 
 from serl_gs.transport._sockets import WakePipe, close_all
 from serl_gs.transport.auth import ZapHandler
+from serl_gs.transport.errors import TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ class IoThread:
         try:
             polled = list(self._open_sockets(self))
         except BaseException as exc:  # raised again in the constructor's thread
-            self._start_error = exc if isinstance(exc, (zmq.ZMQError, ValueError)) else RuntimeError(str(exc))
+            known = (zmq.ZMQError, ValueError, TransportError)
+            self._start_error = exc if isinstance(exc, known) else RuntimeError(str(exc))
             self._close()
             self._ready.set()
             return

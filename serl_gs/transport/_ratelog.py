@@ -1,5 +1,6 @@
 """Logs rejected input without letting a flood of junk flood the log: the first of each reason at
-once, then one summary per interval. Counting is the caller's job; this only decides when to speak."""
+once, then one summary per interval. Counting is the caller's job; this only decides when to speak.
+`WindowLimit` bounds how often a costly request (a stats walk, a full parameter snapshot) is answered."""
 
 from __future__ import annotations
 
@@ -36,3 +37,16 @@ class RateLimitedLog:
             )
             self._since_last.clear()
             self._last_summary = now
+
+
+class WindowLimit:
+    """At most `per_s` events in each one-second window (what is over is refused, and counted by the caller)."""
+
+    def __init__(self, per_s: int) -> None:
+        self.per_s, self._window, self._count = per_s, 0.0, 0
+
+    def allow(self, now: float) -> bool:
+        if now - self._window >= 1.0:
+            self._window, self._count = now, 0
+        self._count += 1
+        return self._count <= self.per_s

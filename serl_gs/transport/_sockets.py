@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
+
+from serl_gs.transport.errors import AddressInUse
 
 HANDSHAKE_FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -102,6 +105,16 @@ def monitor_events(monitor: zmq.Socket) -> Iterator[int]:
             yield recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
         except zmq.Again:
             return
+
+
+def bind(sock: zmq.Socket, host: str, port: int, field: str) -> None:
+    """Binds `sock` like `endpoint` says; a taken port raises AddressInUse naming it and its config `field`."""
+    try:
+        sock.bind(endpoint(host, port, sock))
+    except zmq.ZMQError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUse(host, port, field) from None
+        raise
 
 
 def close_all(context: zmq.Context, sockets: list[zmq.Socket], *others: object) -> None:

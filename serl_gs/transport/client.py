@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
+import random
 import secrets
 import threading
 import time
@@ -27,11 +28,19 @@ from serl_gs.transport._sockets import CONNECTION_EVENTS, configure_socket, conn
 from serl_gs.transport.auth import load_curve_keys, make_curve_client
 from serl_gs.transport.config import ActorTransportConfig
 from serl_gs.transport.errors import BatchRejected, ProtocolMismatch, TransportError
-from serl_gs.transport.send_window import Outgoing, SendWindow
+from serl_gs.transport.send_window import Outgoing, PendingBuffer, SendWindow
 
 logger = logging.getLogger(__name__)
 
 _MAX_REPLY_BYTES = 64 << 20  # acks are tiny; a stats reply from a big cluster is the largest
+# Counters `stats()` reports. Records are what send() was given (one per env per step); "sent" counts first
+# transmissions, "confirmed" what the learner acknowledged storing; refused_full: times the learner had no room.
+_STATS_COUNTERS = (
+    "batches_sent", "records_sent", "bytes_sent", "batches_confirmed", "records_confirmed", "resent_batches",
+    "dropped_batches", "dropped_records", "learner_restarts", "handshake_failures", "bad_replies", "refused_full",
+)  # fmt: skip
+
+
 class TransitionClient:
     """Streams record batches to the learner from a background thread. Use as a context manager.
 
@@ -47,10 +56,8 @@ class TransitionClient:
         self._session = secrets.randbits(63)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # pending shrank, a batch was confirmed, or an error
-        self._pending: collections.deque[Outgoing] = collections.deque()
-        self._pending_bytes = 0
+        self._pending = PendingBuffer(config.max_pending_batches, config.away_buffer_bytes)
         self._unconfirmed = 0  # batches handed to the I/O thread and not yet confirmed delivered
-        self._next_index = 0
         self._error: TransportError | None = None
         self._closed = False
         self._counters = collections.Counter()
@@ -58,9 +65,12 @@ class TransitionClient:
         self._window = SendWindow()
         self._credits = 0  # nothing goes out before the learner has answered a ping
         self._connected = False
+        self._disconnected_since: float | None = time.time()  # wall clock; None while connected
         self._ping_due = True
         self._last_ping = 0.0
         self._last_reply = 0.0
+        self._hold_until = 0.0  # the learner had no room for this stream: nothing goes out before this
+        self._full_retry_s = config.full_retry_s
         self._reply_log = RateLimitedLog(logger, f"TransitionClient[{config.actor_id}]", 10.0)
         self._io = IoThread(
             f"transition-client-{config.actor_id}",
@@ -103,12 +113,9 @@ class TransitionClient:
         deadline = None if cfg.block_timeout_s is None else time.monotonic() + cfg.block_timeout_s
         with self._changed:
             self._raise_if_unusable()
-            while self._buffer_full(nbytes):
+            while self._pending.full(nbytes, self._connected):
                 if cfg.overflow == "drop_oldest":
-                    dropped = self._pending.popleft()
-                    self._pending_bytes -= dropped.nbytes
-                    heir = self._pending[0] if self._pending else out
-                    heir.dropped_before += dropped.dropped_before + 1
+                    dropped = self._pending.drop_oldest(out)
                     self._counters["dropped_batches"] += 1
                     self._counters["dropped_records"] += dropped.n
                     continue
@@ -120,20 +127,9 @@ class TransitionClient:
                     )
                 self._changed.wait(cfg.poll_interval_s if remaining is None else min(remaining, cfg.poll_interval_s))
                 self._raise_if_unusable()
-            out.index = self._next_index
-            self._next_index += 1
-            wake = not self._pending  # otherwise the I/O thread has work and will look again
-            self._pending.append(out)
-            self._pending_bytes += nbytes
+            wake = self._pending.append(out)  # a buffer with batches means the I/O thread has work already
         if wake:
             self._io.wake()
-
-    def _buffer_full(self, nbytes: int) -> bool:
-        """Caller holds the lock. While the learner is unreachable the buffer grows up to away_buffer_bytes,
-        so the actor keeps acting through a learner restart; while connected, credits pace it."""
-        if len(self._pending) < self._config.max_pending_batches:
-            return False
-        return self._connected or self._pending_bytes + nbytes > self._config.away_buffer_bytes
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until the learner has taken every batch sent so far; False on timeout."""
@@ -154,21 +150,13 @@ class TransitionClient:
             return {
                 "actor_id": self._config.actor_id,
                 "session": self._session,
-                "batches_sent": self._counters["batches_sent"],
-                "records_sent": self._counters["records_sent"],
-                "bytes_sent": self._counters["bytes_sent"],
-                "batches_confirmed": self._counters["batches_confirmed"],
-                "resent_batches": self._counters["resent_batches"],
-                "dropped_batches": self._counters["dropped_batches"],
-                "dropped_records": self._counters["dropped_records"],
+                **{name: self._counters[name] for name in _STATS_COUNTERS},
                 "pending_batches": len(self._pending),
-                "pending_bytes": self._pending_bytes,
+                "pending_bytes": self._pending.bytes,
                 "unconfirmed_batches": self._unconfirmed,
                 "credits": self._credits,
                 "connected": self._connected,
-                "learner_restarts": self._counters["learner_restarts"],
-                "handshake_failures": self._counters["handshake_failures"],
-                "bad_replies": self._counters["bad_replies"],
+                "disconnected_since": self._disconnected_since,
                 "error": None if self._error is None else str(self._error),
             }
 
@@ -236,7 +224,8 @@ class TransitionClient:
         now = time.monotonic()
         self._check_ack_timeout(now)
         self._maybe_ping(self._dealer, now)
-        self._transmit(self._dealer)
+        if now >= self._hold_until:
+            self._transmit(self._dealer)
 
     def _on_monitor(self, monitor: zmq.Socket) -> None:
         for event in monitor_events(monitor):
@@ -255,6 +244,10 @@ class TransitionClient:
 
     def _set_connected(self, connected: bool) -> None:
         with self._changed:
+            if connected:
+                self._disconnected_since = None
+            elif self._connected:
+                self._disconnected_since = time.time()
             self._connected = connected
             self._changed.notify_all()  # a blocked send() may go on into the away buffer
 
@@ -286,9 +279,12 @@ class TransitionClient:
             self._on_ack(header)
         elif kind == "rejected":
             if wire.get_int(header, "session") == self._session:
-                reason = header.get("reason")
-                detail = header.get("detail")
-                self._fail(BatchRejected(f"the learner rejected batch seq={header.get('seq')}: {reason}: {detail}"))
+                reason, detail = str(header.get("reason"))[:64], str(header.get("detail"))[:2000]
+                if reason == "too_many_actors":
+                    self._hold_for_room(detail)
+                    return
+                message = f"the learner rejected batch seq={header.get('seq')}: {reason}: {detail}"
+                self._fail(BatchRejected(message, reason=reason, detail=detail))
         elif kind == "refused":
             self._fail(ProtocolMismatch(str(header.get("reason"))[:500]))
         else:
@@ -304,6 +300,8 @@ class TransitionClient:
         credits = wire.get_int(header, "credits", 0, 1 << 20)
         tx = wire.get_int(header, "tx", -1)
         outcome = self._window.on_ack(incarnation, received, delivered, tx, time.monotonic())
+        if outcome.freed:
+            self._full_retry_s = self._config.full_retry_s  # the learner takes our data: room again
         if outcome.learner_restarted:
             logger.info("TransitionClient[%s]: learner restarted; resending unconfirmed batches", self._config.actor_id)
         with self._changed:
@@ -314,6 +312,24 @@ class TransitionClient:
                 self._counters["batches_confirmed"] += outcome.freed
                 self._counters["records_confirmed"] += outcome.freed_records
                 self._changed.notify_all()
+
+    def _hold_for_room(self, detail: str) -> None:
+        """The learner has no room for this stream yet: keep every batch, try again after a growing delay."""
+        now = time.monotonic()
+        if now < self._hold_until:
+            return  # the other batches in flight were refused too: one backoff step for all of them
+        cfg = self._config
+        delay = self._full_retry_s * random.uniform(0.75, 1.25)
+        self._full_retry_s = min(2 * self._full_retry_s, cfg.full_retry_max_s)
+        self._hold_until = now + delay
+        self._window.go_back(self._window.base(), now, force=True)  # resent, in order, once the hold ends
+        with self._lock:
+            self._counters["refused_full"] += 1
+        self._reply_log.note(
+            "too_many_actors",
+            f"the learner at {cfg.host}:{cfg.transitions_port} has no room for this actor yet ({detail}); "
+            f"holding its batches and retrying in {delay:.1f} s",
+        )
 
     def _check_ack_timeout(self, now: float) -> None:
         # While disconnected, resending only queues copies; the reconnect ping reconciles.
@@ -345,7 +361,6 @@ class TransitionClient:
                 if not self._pending:
                     break
                 out = self._pending.popleft()
-                self._pending_bytes -= out.nbytes
                 self._unconfirmed += 1
                 self._changed.notify_all()
             window.admit(out)

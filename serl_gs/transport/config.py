@@ -91,7 +91,10 @@ class LearnerTransportConfig:
     credits_per_actor: int = 8  # initial flow-control window: unacknowledged batches per actor
     max_credits_per_actor: int = 64  # hard cap; `set_credits` cannot exceed it
     max_actors: int = 1024  # streams tracked at once (an actor restart starts a new stream)
-    stream_forget_s: float = 600.0  # an idle stream with nothing queued may be forgotten after this
+    stream_forget_s: float = 600.0  # an idle stream with nothing queued is forgotten after this
+    # When max_actors streams are tracked, a stream idle this long with nothing outstanding gives its place to a
+    # new one (a live actor pings every heartbeat_s); refused streams give theirs at once, and go after this long.
+    stream_evict_idle_s: float = 10.0
     socket_timeout_s: float = 5.0  # SNDTIMEO / RCVTIMEO on every socket
     poll_interval_s: float = 0.05  # how often background threads look at their stop flag
     heartbeat_s: float = 2.0  # ZMTP heartbeats; a dead peer is dropped after 3x this
@@ -114,7 +117,7 @@ class LearnerTransportConfig:
         _check_int("max_credits_per_actor", self.max_credits_per_actor, 1, 1 << 20)
         _check_int("credits_per_actor", self.credits_per_actor, 0, self.max_credits_per_actor)
         _check_int("max_actors", self.max_actors, 1, 1 << 20)
-        for name in ("stream_forget_s", "socket_timeout_s", "poll_interval_s", "heartbeat_s"):
+        for name in ("stream_forget_s", "stream_evict_idle_s", "socket_timeout_s", "poll_interval_s", "heartbeat_s"):
             _check_positive(name, getattr(self, name))
         for name in ("linger_s", "reject_log_interval_s"):
             _check_positive(name, getattr(self, name), allow_zero=True)
@@ -160,6 +163,10 @@ class ActorTransportConfig:
     heartbeat_s: float = 2.0
     reconnect_s: float = 0.1  # first reconnect delay; doubles up to reconnect_max_s
     reconnect_max_s: float = 2.0
+    # A learner that tracks its maximum of actor streams refuses a new one (too_many_actors): the actor holds its
+    # batches and tries again after full_retry_s, doubling (with jitter) up to full_retry_max_s.
+    full_retry_s: float = 1.0
+    full_retry_max_s: float = 30.0
     linger_s: float = 1.0
 
     def __post_init__(self) -> None:
@@ -191,6 +198,8 @@ class ActorTransportConfig:
             "heartbeat_s",
             "reconnect_s",
             "reconnect_max_s",
+            "full_retry_s",
+            "full_retry_max_s",
         ):
             _check_positive(name, getattr(self, name))
         _check_positive("linger_s", self.linger_s, allow_zero=True)

@@ -3,7 +3,9 @@
 
 Updates go out on PUB/SUB with ZMQ_CONFLATE on both ends, set before connecting, so each
 subscriber's queue holds one message at most: a slow actor skips versions instead of receiving a
-backlog of stale ones. PUB/SUB cannot replay to a newcomer, so the publisher also answers a small
+backlog of stale ones. The learner's end is an XPUB that admits subscriptions itself (XPUB_MANUAL): only
+"everything" is taken, so a peer cannot grow its subscription table with junk topics.
+PUB/SUB cannot replay to a newcomer, so the publisher also answers a small
 snapshot request (ROUTER) with the current parameters: an actor that joins late, or reconnects
 after a learner restart, has them at once (the ZeroMQ guide's "clone" pattern).
 
@@ -17,6 +19,7 @@ import collections
 import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,12 +27,8 @@ import zmq
 
 from serl_gs.transport import wire
 from serl_gs.transport._io_thread import IoThread
-from serl_gs.transport._ratelog import RateLimitedLog
-from serl_gs.transport._sockets import (
-    bound_port,
-    configure_socket,
-    endpoint,
-)
+from serl_gs.transport._ratelog import RateLimitedLog, WindowLimit
+from serl_gs.transport._sockets import HANDSHAKE_FAILED, bind, bound_port, configure_socket, monitor_events
 from serl_gs.transport.auth import load_curve_keys, make_curve_server
 from serl_gs.transport.config import LearnerTransportConfig
 from serl_gs.transport.errors import ProtocolMismatch, TransportError
@@ -37,6 +36,10 @@ from serl_gs.transport.errors import ProtocolMismatch, TransportError
 logger = logging.getLogger(__name__)
 
 _MAX_REQUEST_BYTES = 4096
+# Full snapshots answered per second: each is the whole policy (MBs with an image encoder), so a flood of requests
+# must not turn the learner into a bandwidth amplifier. Over it, requests are dropped (counted: rate_limited); an
+# actor asks again after socket_timeout_s and gets every new version on the broadcast meanwhile.
+_SNAPSHOTS_PER_S = 100
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class ParamPublisher:
         self._lock = threading.Lock()
         self._latest: tuple[int, bytes] | None = None  # (version, encoded message)
         self._sent_version: int | None = None
+        self._snapshot_limit = WindowLimit(_SNAPSHOTS_PER_S)
         self._counters = collections.Counter()
         self._rejected = dict.fromkeys(wire.REJECT_REASONS, 0)
         self._reject_log = RateLimitedLog(logger, "ParamPublisher", config.reject_log_interval_s)
@@ -141,11 +145,14 @@ class ParamPublisher:
         cfg = self._config
         if self._keys is not None:
             io.serve_zap([self._keys.client_public])
-        self._pub = pub = io.socket(zmq.PUB)
-        configure_socket(pub, timeout_s=cfg.socket_timeout_s, heartbeat_s=cfg.heartbeat_s, linger_s=0)
+        self._pub = pub = io.socket(zmq.XPUB)
+        configure_socket(
+            pub, timeout_s=cfg.socket_timeout_s, heartbeat_s=cfg.heartbeat_s, linger_s=0, max_message_bytes=64
+        )  # what arrives here is subscriptions: a byte and a topic
         pub.setsockopt(zmq.CONFLATE, 1)  # per subscriber: keep only the newest unsent message
+        pub.setsockopt(zmq.XPUB_MANUAL, 1)  # subscriptions are ours to admit (_admit_subscriptions)
         make_curve_server(pub, self._keys)
-        pub.bind(endpoint(cfg.bind, cfg.params_port, pub))
+        bind(pub, cfg.bind, cfg.params_port, "params_port")
         self._snapshot = snapshot = io.socket(zmq.ROUTER)
         configure_socket(
             snapshot,
@@ -155,15 +162,45 @@ class ParamPublisher:
             max_message_bytes=_MAX_REQUEST_BYTES,
         )
         make_curve_server(snapshot, self._keys)
-        snapshot.bind(endpoint(cfg.bind, cfg.params_snapshot_port, snapshot))
+        bind(snapshot, cfg.bind, cfg.params_snapshot_port, "params_snapshot_port")
         self._port, self._snapshot_port = bound_port(pub), bound_port(snapshot)
-        return [snapshot]
+        # Failed handshakes (a wrong CURVE key, a peer that does not speak ZMTP) are counted like the server's.
+        self._monitors = [io.monitor(pub, HANDSHAKE_FAILED), io.monitor(snapshot, HANDSHAKE_FAILED)]
+        return [pub, snapshot, *self._monitors]
 
     def _turn(self, events: dict) -> None:
+        for monitor in self._monitors:
+            if monitor in events:
+                self._on_monitor(monitor)
+        if self._pub in events:
+            self._admit_subscriptions(self._pub)
         if self._snapshot in events:
             self._serve_snapshots(self._snapshot)
         self._broadcast_latest(self._pub)
         self._reject_log.maybe_summarize()
+
+    def _on_monitor(self, monitor: zmq.Socket) -> None:
+        for event in monitor_events(monitor):
+            if event & HANDSHAKE_FAILED:
+                reason = "unauthenticated" if self._keys is not None else "handshake_failed"
+                with self._lock:
+                    self._rejected[reason] += 1
+                self._reject_log.note(reason, f"handshake failed ({zmq.Event(event).name})")
+
+    def _admit_subscriptions(self, pub: zmq.Socket) -> None:
+        """Subscribing to everything (what our subscribers do) is taken; any other topic is refused and counted.
+        Each setsockopt applies to the subscriber whose message was read last, so it follows each recv."""
+        for _ in range(256):
+            try:
+                message = pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if message in (b"\x01", b"\x00"):
+                pub.setsockopt(zmq.SUBSCRIBE if message == b"\x01" else zmq.UNSUBSCRIBE, b"")
+                continue
+            with self._lock:
+                self._rejected["bad_header"] += 1
+            self._reject_log.note("bad_header", f"a subscription to a topic ({message[:16]!r}): only b'' is served")
 
     def _broadcast_latest(self, pub: zmq.Socket) -> None:
         with self._lock:
@@ -195,6 +232,7 @@ class ParamPublisher:
                 logger.exception("ParamPublisher: error while handling a request (%s)", exc)
 
     def _serve_one(self, snapshot: zmq.Socket, frames: list[bytes]) -> None:
+        wire.reject_req_envelope(frames[1:])
         if len(frames) != 2:
             raise wire.WireError("malformed", f"snapshot request of {len(frames) - 1} frames")
         routing_id, request = frames
@@ -213,6 +251,8 @@ class ParamPublisher:
             self._counters["snapshot_requests"] += 1
             latest = self._latest
         if latest is not None and (have_incarnation != self._incarnation or have_version < latest[0]):
+            if not self._snapshot_limit.allow(time.monotonic()):
+                raise wire.WireError("rate_limited", f"more than {_SNAPSHOTS_PER_S} parameter snapshots per second")
             reply_message = latest[1]
         else:
             no_news = wire.make_header("no_newer_params", incarnation=self._incarnation)

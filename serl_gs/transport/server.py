@@ -16,56 +16,30 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import zmq
 
 from serl_gs.transport import wire
 from serl_gs.transport._io_thread import IoThread
-from serl_gs.transport._ratelog import RateLimitedLog
+from serl_gs.transport._ratelog import RateLimitedLog, WindowLimit
 from serl_gs.transport._sockets import (
     CONNECTION_EVENTS,
     HANDSHAKE_FAILED,
+    bind,
     bound_port,
     configure_socket,
-    endpoint,
     monitor_events,
 )
 from serl_gs.transport.auth import load_curve_keys, make_curve_server
+from serl_gs.transport.batch_queue import BatchHeader, BatchQueue, TransitionBatch
 from serl_gs.transport.config import LearnerTransportConfig
-from serl_gs.transport.streams import Stream, StreamPosition, StreamTable
+from serl_gs.transport.streams import StreamPosition, StreamTable
 
 logger = logging.getLogger(__name__)
 
 _MAX_MESSAGES_PER_POLL = 256  # then send acks and look at the stop flag again
-
-
-@dataclass(frozen=True)
-class BatchHeader:
-    """Who sent a batch and with which policy. One batch = one record per env for `num_records` envs."""
-
-    actor_id: str
-    session: int  # random per actor process: a restarted actor is a new stream
-    seq: int  # contiguous per (actor_id, session), in delivery order
-    index: int  # the actor's send() count; gaps only if the actor used overflow="drop_oldest"
-    dropped_before: int  # batches the actor dropped right before this one: do not pair records across
-    param_version: int  # the parameter version of the policy that acted
-    num_records: int
-    nbytes: int
-    received_at: float  # time.time() on the learner
-
-
-class TransitionBatch(NamedTuple):
-    header: BatchHeader
-    arrays: dict[str, np.ndarray]  # read-only views, each [num_records, ...]
-
-
-class _Queued(NamedTuple):
-    stream: Stream
-    seq: int
-    batch: TransitionBatch
+_STATS_REPLIES_PER_S = 20  # a stats reply costs a walk over every stream: a flood of requests must not
 
 
 class TransitionServer:
@@ -82,19 +56,21 @@ class TransitionServer:
         self._incarnation = secrets.randbits(63)
         self._lock = threading.Lock()
         self._nonempty = threading.Condition(self._lock)
-        self._queue: collections.deque[_Queued] = collections.deque()
+        self._queue = BatchQueue()
         self._table = StreamTable(
             max_actors=config.max_actors,
             max_credits_per_actor=config.max_credits_per_actor,
             stream_forget_s=config.stream_forget_s,
+            stream_evict_idle_s=config.stream_evict_idle_s,
             resume_positions=resume_positions,
             now=time.monotonic(),
         )
         self._credits = config.credits_per_actor
         self._counters = collections.Counter()
         self._rejected = dict.fromkeys(wire.REJECT_REASONS, 0)
-        self._queue_records = 0
-        self._queue_bytes = 0
+        self._replies_due: list[tuple[bytes, str, dict[str, Any]]] = []  # sent by the I/O thread, with the acks
+        self._stats_replies = WindowLimit(_STATS_REPLIES_PER_S)
+        self._last_expiry = time.monotonic()
         self._closed = False
         self._port = 0
         self._reject_log = RateLimitedLog(logger, "TransitionServer", config.reject_log_interval_s)
@@ -145,8 +121,6 @@ class TransitionServer:
             if self._closed:
                 return None
             item = self._queue.popleft()
-            self._queue_records -= item.batch.header.num_records
-            self._queue_bytes -= item.batch.header.nbytes
             wake = ack and self._table.acknowledge(item.stream, item.seq)
         if wake:
             self._io.wake()
@@ -163,6 +137,31 @@ class TransitionServer:
             wake = self._table.acknowledge(stream, header.seq)
         if wake:
             self._io.wake()
+
+    def refuse(self, header: BatchHeader, reason: str, detail: str) -> None:
+        """Refuses a batch taken with get(ack=False) that the learner cannot use (e.g. another task's records).
+
+        The batch is acknowledged (its actor will not resend it) and counted under `reason`; its actor hears
+        `reason: detail` and stops with that error. The rest of its stream is refused too, counted the same,
+        without being queued: those still queued are dropped now, later ones as they arrive. Logging the refusal
+        is the caller's (e.g. once per actor), so a refused stream's batches are only counted here.
+        """
+        if not isinstance(header, BatchHeader):
+            raise ValueError(f"refuse() takes a BatchHeader (batch.header), got {type(header).__name__}")
+        if reason not in self._rejected:
+            raise ValueError(f"reason must be one of {list(self._rejected)}, got {reason!r}")
+        with self._lock:
+            stream = self._table.streams.get((header.actor_id, header.session))
+            if stream is None or header.seq >= stream.next_seq:
+                raise ValueError(f"refuse() of a batch this server never delivered: {header.actor_id} seq {header.seq}")
+            self._table.refuse(stream, reason, detail)
+            last, dropped = self._queue.drop_stream(stream)
+            self._rejected[reason] += 1 + dropped
+            self._table.acknowledge(stream, max(last, header.seq))
+            if stream.routing_id is not None:
+                fields = {"session": header.session, "seq": header.seq, "reason": reason, "detail": detail[:2000]}
+                self._replies_due.append((stream.routing_id, "rejected", fields))
+        self._io.wake()
 
     def set_credits(self, credits: int) -> None:
         """Rate-limiter hook: how many unacknowledged batches each actor may have out (0 pauses all).
@@ -188,20 +187,19 @@ class TransitionServer:
         now = time.monotonic()
         with self._lock:
             actors = self._table.actor_stats(now, current_param_version)
+            counted = ("records_in", "batches_in", "bytes_in", "duplicates_dropped", "out_of_order", "acks_out")
             return {
-                "records_in": self._counters["records_in"],
-                "batches_in": self._counters["batches_in"],
-                "bytes_in": self._counters["bytes_in"],
-                "duplicates_dropped": self._counters["duplicates_dropped"],
-                "out_of_order": self._counters["out_of_order"],
-                "acks_out": self._counters["acks_out"],
+                **{name: self._counters[name] for name in counted},
                 "rejected": dict(self._rejected),
                 "rejected_total": sum(self._rejected.values()),
                 "queue_batches": len(self._queue),
-                "queue_records": self._queue_records,
-                "queue_bytes": self._queue_bytes,
+                "queue_records": self._queue.records,
+                "queue_bytes": self._queue.bytes,
                 "credits": self._credits,
                 "streams": len(self._table.streams),
+                "streams_evicted": self._table.evicted,
+                "pings_unknown": self._counters["pings_unknown"],  # answered from the ping alone, nothing kept
+                "streams_expired": self._table.expired,
                 "connections": self._counters["connections"],
                 "disconnections": self._counters["disconnections"],
                 "actors": actors,
@@ -239,7 +237,7 @@ class TransitionServer:
         )
         make_curve_server(router, self._keys)
         self._monitor = io.monitor(router, CONNECTION_EVENTS)
-        router.bind(endpoint(cfg.bind, cfg.transitions_port, router))
+        bind(router, cfg.bind, cfg.transitions_port, "transitions_port")
         self._port = bound_port(router)
         self._router = router
         return [router, self._monitor]
@@ -256,6 +254,11 @@ class TransitionServer:
                 self._on_message_safely(self._router, frames)
         self._send_due_acks(self._router)
         self._reject_log.maybe_summarize()
+        now = time.monotonic()
+        if now - self._last_expiry >= 1.0:
+            with self._lock:
+                self._table.expire(now)
+            self._last_expiry = now
 
     def _on_io_failure(self, exc: Exception) -> None:
         with self._nonempty:
@@ -287,6 +290,7 @@ class TransitionServer:
         body = frames[1:]
         if not body:
             raise wire.WireError("malformed", "empty message")
+        wire.reject_req_envelope(body)
         header = wire.unpack_header(body[0].buffer)
         try:
             wire.check_version(header, local="this learner", remote="the peer")
@@ -300,6 +304,8 @@ class TransitionServer:
         elif kind == "ping":
             self._on_ping(router, routing_id, header)
         elif kind == "stats":
+            if not self._stats_replies.allow(time.monotonic()):
+                raise wire.WireError("rate_limited", f"more than {_STATS_REPLIES_PER_S} stats requests per second")
             self._reply(router, routing_id, "stats", stats=self.stats())
         else:
             raise wire.WireError("bad_header", f"unknown message type {kind!r}")
@@ -311,8 +317,10 @@ class TransitionServer:
         tx = wire.get_int(header, "tx")
         with self._lock:
             stream = self._table.ping(actor_id, session, base, tx, routing_id, time.monotonic())
-        if stream is None:
-            self._refuse_stream(router, routing_id, session, -1)
+            credits, incarnation = self._credits, self._incarnation
+            self._counters["pings_unknown"] += stream is None
+        if stream is None:  # a stream the learner does not track: answered, and nothing kept
+            self._reply(router, routing_id, "ack", **StreamTable.stateless_ack(session, base, tx, credits, incarnation))
 
     def _on_batch(self, router: zmq.Socket, routing_id: bytes, header: dict[str, Any], body: list[zmq.Frame]) -> None:
         cfg = self._config
@@ -337,28 +345,24 @@ class TransitionServer:
                 f.actor_id, f.session, f.seq, f.base, f.tx, routing_id, now,
                 num_records=f.n, nbytes=total, param_version=f.param_version,
             )  # fmt: skip
-            if outcome in ("duplicate", "out_of_order"):
+            if outcome == "refused":
+                self._rejected[stream.refused[0]] += 1  # logged once, by whoever refused the stream
+            elif outcome in ("duplicate", "out_of_order"):
                 self._counters["duplicates_dropped" if outcome == "duplicate" else "out_of_order"] += 1
             elif outcome == "accepted":
                 batch_header = BatchHeader(
-                    actor_id=fields.actor_id,
-                    session=fields.session,
-                    seq=fields.seq,
-                    index=fields.index,
-                    dropped_before=fields.dropped_before,
-                    param_version=fields.param_version,
-                    num_records=fields.n,
-                    nbytes=total,
-                    received_at=time.time(),
+                    f.actor_id, f.session, f.seq, f.index, f.dropped_before, f.param_version, f.n, total, time.time()
                 )
-                self._queue.append(_Queued(stream, fields.seq, TransitionBatch(batch_header, arrays)))
-                self._queue_records += fields.n
-                self._queue_bytes += total
+                self._queue.append(stream, TransitionBatch(batch_header, arrays))
                 self._counters["batches_in"] += 1
                 self._counters["records_in"] += fields.n
                 self._counters["bytes_in"] += total
                 self._nonempty.notify()
-        if outcome == "too_many_actors":
+        if outcome == "refused":
+            reason, detail = stream.refused
+            detail = detail[:2000]
+            self._reply(router, routing_id, "rejected", session=f.session, seq=f.seq, reason=reason, detail=detail)
+        elif outcome == "too_many_actors":
             self._refuse_stream(router, routing_id, fields.session, fields.seq)
         elif outcome == "over_credit":
             self._reject(
@@ -381,8 +385,11 @@ class TransitionServer:
         with self._lock:
             acks = self._table.due_acks(self._credits, self._incarnation)
             self._counters["acks_out"] += len(acks)
+            replies, self._replies_due = self._replies_due, []
         for routing_id, ack in acks:
             self._reply(router, routing_id, "ack", **ack)
+        for routing_id, kind, fields in replies:
+            self._reply(router, routing_id, kind, **fields)
 
     def _reply(self, router: zmq.Socket, routing_id: bytes, kind: str, **fields: Any) -> None:
         try:

@@ -4,8 +4,16 @@
 position (`acknowledge`: cumulative), and says which acks are due and what they hold (`due_acks`). It does no
 I/O and takes no lock: `TransitionServer` holds its own lock around every call and sends what comes out.
 
+What a stream costs a peer: it exists only once a well-formed batch arrived (`offer`); a ping from an unknown
+stream is answered without state (`ping` returns None and the server acks from the ping alone). When the table
+is full, a new stream takes the place of a refused one (its actor was told why), else of the stream idle
+longest with nothing outstanding, once idle `stream_evict_idle_s`; `expire` drops refused streams after that
+long and other idle ones after `stream_forget_s`. So junk and pings cannot fill it, and a flood of well-formed
+batches from new sessions only delays a real actor, which retries with backoff on `too_many_actors`.
+
 Outcome ladder of `offer`, first match wins:
-    too_many_actors   a new stream, and `max_actors` streams are tracked (none idle long enough to forget)
+    too_many_actors   a new stream, and `max_actors` streams are tracked (none may give its place yet)
+    refused           the learner refused the stream's data (`TransitionServer.refuse`): no ack, a 'rejected'
     duplicate         seq below the stream's next expected seq: taken already (e.g. a resend after a restart)
     out_of_order      seq above it: a predecessor was lost on a broken connection; the actor resends from there
     over_credit       the stream already holds `max_credits_per_actor` unacknowledged batches
@@ -19,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Outcome = Literal["accepted", "duplicate", "out_of_order", "over_credit", "too_many_actors"]
+Outcome = Literal["accepted", "duplicate", "out_of_order", "over_credit", "too_many_actors", "refused"]
 StreamKey = tuple[str, int]  # (actor_id, session)
 
 
@@ -48,6 +56,7 @@ class Stream:
         "records",
         "bytes",
         "param_version",
+        "refused",
     )
 
     def __init__(self, actor_id: str, session: int, start: int, now: float) -> None:
@@ -63,6 +72,7 @@ class Stream:
         self.records = 0
         self.bytes = 0
         self.param_version = -1
+        self.refused: tuple[str, str] | None = None  # (reason, detail): the learner refused this stream's data
 
     @property
     def key(self) -> StreamKey:
@@ -78,12 +88,16 @@ class StreamTable:
         max_actors: int,
         max_credits_per_actor: int,
         stream_forget_s: float,
+        stream_evict_idle_s: float = 10.0,
         resume_positions: Iterable[StreamPosition] = (),
         now: float = 0.0,
     ) -> None:
         self.max_actors = max_actors
         self.max_credits_per_actor = max_credits_per_actor
         self.stream_forget_s = stream_forget_s
+        self.stream_evict_idle_s = stream_evict_idle_s
+        self.evicted = 0  # streams that gave their place to a new one
+        self.expired = 0  # streams dropped by `expire`
         self.streams: dict[StreamKey, Stream] = {}
         self.ack_due: set[StreamKey] = set()
         self.credit_broadcast = False  # every stream gets an ack at the next `due_acks`
@@ -92,12 +106,14 @@ class StreamTable:
                 raise ValueError(f"resume_positions must hold StreamPosition(next_seq >= 0), got {pos!r}")
             self.streams[(pos.actor_id, pos.session)] = Stream(pos.actor_id, pos.session, pos.next_seq, now)
 
-    def stream_for(self, actor_id: str, session: int, base: int, routing_id: bytes, now: float) -> Stream | None:
-        """Finds or creates a stream; None when `max_actors` are tracked and none may be forgotten."""
+    def stream_for(
+        self, actor_id: str, session: int, base: int, routing_id: bytes, now: float, *, create: bool = True
+    ) -> Stream | None:
+        """Finds (or, with `create`, makes) a stream; None when unknown and not made (module doc)."""
         key = (actor_id, session)
         stream = self.streams.get(key)
         if stream is None:
-            if len(self.streams) >= self.max_actors and not self._forget_idle_stream(now):
+            if not create or (len(self.streams) >= self.max_actors and not self._make_room(now)):
                 return None
             stream = self.streams[key] = Stream(actor_id, session, base, now)
         # The actor vouches that every seq below `base` was delivered (maybe by an earlier learner).
@@ -107,16 +123,38 @@ class StreamTable:
         stream.last_seen = now
         return stream
 
-    def _forget_idle_stream(self, now: float) -> bool:
-        idle = [
-            (s.last_seen, key)
-            for key, s in self.streams.items()
-            if s.unacked == 0 and now - s.last_seen >= self.stream_forget_s
+    def _may_go(self, stream: Stream, now: float, idle_s: float) -> bool:
+        """Nothing of the stream is queued, held or owed an ack, and it has been idle `idle_s`."""
+        return stream.unacked == 0 and stream.key not in self.ack_due and now - stream.last_seen >= idle_s
+
+    def _make_room(self, now: float) -> bool:
+        """Frees one place: a refused stream, else the longest idle one that may go (module doc)."""
+        streams = self.streams.items()
+        refused = [(s.last_seen, k) for k, s in streams if s.refused is not None and self._may_go(s, now, 0)]
+        idle = refused or [
+            (s.last_seen, k) for k, s in self.streams.items() if self._may_go(s, now, self.stream_evict_idle_s)
         ]
         if not idle:
             return False
         del self.streams[min(idle)[1]]
+        self.evicted += 1
         return True
+
+    def expire(self, now: float) -> int:
+        """Drops refused streams idle `stream_evict_idle_s` and others idle `stream_forget_s`; returns how many."""
+        gone = [
+            k
+            for k, s in self.streams.items()
+            if self._may_go(s, now, self.stream_evict_idle_s if s.refused is not None else self.stream_forget_s)
+        ]
+        for key in gone:
+            del self.streams[key]
+        self.expired += len(gone)
+        return len(gone)
+
+    def refuse(self, stream: Stream, reason: str, detail: str) -> None:
+        """The learner cannot use this stream's data: its later batches are answered 'rejected', not queued."""
+        stream.refused = (reason, detail)
 
     def offer(
         self,
@@ -136,6 +174,8 @@ class StreamTable:
         stream = self.stream_for(actor_id, session, base, routing_id, now)
         if stream is None:
             return "too_many_actors", None
+        if stream.refused is not None:
+            return "refused", stream
         self.note_tx(stream, tx)
         if seq < stream.next_seq:
             return "duplicate", stream
@@ -152,8 +192,9 @@ class StreamTable:
         return "accepted", stream
 
     def ping(self, actor_id: str, session: int, base: int, tx: int, routing_id: bytes, now: float) -> Stream | None:
-        """A ping asks for an ack telling where the stream stands; None: refused (too many actors)."""
-        stream = self.stream_for(actor_id, session, base, routing_id, now)
+        """A ping asks for an ack telling where the stream stands. None: no such stream (a ping makes none), the
+        server then acks from the ping alone (`stateless_ack`)."""
+        stream = self.stream_for(actor_id, session, base, routing_id, now, create=False)
         if stream is not None:
             self.note_tx(stream, tx)
         return stream
@@ -202,6 +243,19 @@ class StreamTable:
             stream.ack_tx = -1
             acks.append((stream.routing_id, ack))
         return acks
+
+    @staticmethod
+    def stateless_ack(session: int, base: int, tx: int, credits: int, incarnation: int) -> dict[str, Any]:
+        """The ack for a ping of a stream the learner does not track: nothing received beyond what the actor
+        vouches for (`base`), this learner's incarnation (a restart makes the actor resend) and its credits."""
+        return {
+            "session": session,
+            "incarnation": incarnation,
+            "received": base,
+            "delivered": base,
+            "credits": credits,
+            "tx": tx,
+        }
 
     def positions(self) -> list[StreamPosition]:
         return [StreamPosition(s.actor_id, s.session, s.delivered) for s in self.streams.values()]

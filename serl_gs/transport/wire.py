@@ -73,7 +73,10 @@ REJECT_REASONS = (
     "version",  # another protocol version
     "bad_arrays",  # array specs that do not match the frames, or unknown dtypes
     "over_credit",  # an actor exceeded max_credits_per_actor unacknowledged batches
-    "too_many_actors",  # max_actors streams already tracked
+    "too_many_actors",  # max_actors streams already tracked, none of which may give its place yet
+    "rate_limited",  # more requests of a kind (e.g. stats) than the learner answers per second
+    "schema",  # well-formed, but records of another schema (another task, missing fields): refused by the learner
+    "bad_records",  # records of the right schema that the replay cannot take (NaN, env_index out of range)
     "unauthenticated",  # CURVE handshake refused (wrong or missing key)
     "handshake_failed",  # ZMTP handshake failed (not a ZeroMQ peer, or a protocol mismatch)
     "internal_error",  # a bug on our side while handling a message; logged with traceback
@@ -191,6 +194,17 @@ def _classify_junk(data: bytes | memoryview) -> str:
     if len(head) >= 2 and head[0] == 0x78 and head[1] in (0x01, 0x5E, 0x9C, 0xDA):
         return "compressed"
     return "malformed"
+
+
+def reject_req_envelope(frames: Sequence[Any]) -> None:
+    """Our peers (DEALER sockets) never send an empty first frame; a REQ socket, e.g. agentlace's client, always
+    does. Raises WireError classifying what follows the delimiter (pickle, lz4_frame, ...), so such traffic is
+    counted as what it is, not as `malformed`."""
+    if len(frames) >= 2 and memoryview(frames[0]).nbytes == 0:
+        raise WireError(
+            _classify_junk(memoryview(frames[1])),
+            "a REQ envelope (empty first frame), e.g. from an agentlace client: not a serl_gs peer",
+        )
 
 
 def unpack_header(data: bytes | memoryview) -> dict[str, Any]:
