@@ -63,10 +63,15 @@ def test_panda_pixels_on_mjx_warp_match_mujoco_c_through_autoreset(monkeypatch):
         np.testing.assert_array_equal(np.asarray(obs_m[cam]), np.asarray(obs_c[cam]))
     first = {cam: np.asarray(obs_m[cam]) for cam in CAMERAS}
     push = np.tile(np.array([1.0, 1.0, -1.0, 1.0], np.float32), (2, 1))  # full scale: saturates the servos
+    step = mjx_programs(mjx.task, "warp", 2, 2)[2]
+    compiled = None
     for i in range(4):
         if i == 1:
             reads = _host_reads(monkeypatch)
         obs_m, r_m, _, trunc_m, info_m = mjx.step(push)
+        if i == 0:
+            # Other tests in this process may have compiled assemble_program(2) for other shapes first.
+            compiled = (step._cache_size(), assemble_program(2)._cache_size())
         if i == 1:
             assert reads == [], f"the MJX pixel step read device arrays on the host: {reads}"
             monkeypatch.undo()
@@ -85,8 +90,7 @@ def test_panda_pixels_on_mjx_warp_match_mujoco_c_through_autoreset(monkeypatch):
                 final, now = np.asarray(info_m["final_obs"][cam]), np.asarray(obs_m[cam])
                 assert _pixel_diff(final, first[cam]).mean() > 2.0, "the final frame shows where the arm went"
                 assert _pixel_diff(now, final).mean() > 2.0, "obs is the new episode's first frame, not the last"
-    step = mjx_programs(mjx.task, "warp", 2, 2)[2]
-    assert step._cache_size() == 1 and assemble_program(2)._cache_size() == 1, "compiled once for every step"
+    assert (step._cache_size(), assemble_program(2)._cache_size()) == compiled, "compiled once for every step"
     mjx.close()
     cpu.close()
 
