@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from serl_gs.agents.payload import agent_config_from_dict, check_obs_spec, spec_from_jsonable
+from serl_gs.data.frame_stack import FrameStacker
 from serl_gs.nodes.checkpoint import CheckpointDamaged, Checkpointer, checkpoint_root
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
 
@@ -103,7 +104,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     if config.scene:
         env_spec = dataclasses.replace(env_spec, scene=config.scene)
     vec = env_spec.make_vec(config.num_envs, seed=config.seed)
-    check_obs_spec(meta["obs_spec"], obs_spec_of(vec), "eval")
+    check_obs_spec(meta["obs_spec"], env_spec.policy_obs_spec(obs_spec_of(vec)), "eval")
     params = policy_params(state.params)
     policy = make_inference_fn(networks)
 
@@ -128,12 +129,14 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     returns, successes = [], []
     running = np.zeros(config.num_envs)
     succeeded = np.zeros(config.num_envs)
-    obs, _ = vec.reset(seed=config.seed)
+    stacker = FrameStacker(env_spec.frame_stack)
+    obs = stacker.reset(vec.reset(seed=config.seed)[0])
     record()
     key = jax.random.PRNGKey(config.seed)
     while len(returns) < config.episodes:
         actions = policy(params, obs, key, True)
         obs, reward, terminated, truncated, infos = vec.step(actions)
+        obs = stacker.step(obs, np.asarray(terminated) | np.asarray(truncated))
         running += np.asarray(reward)
         if "success" in infos:
             succeeded = np.maximum(succeeded, np.asarray(infos["success"]))
