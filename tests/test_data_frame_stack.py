@@ -145,6 +145,11 @@ def test_frame_stacker_repeats_first_frames_and_restarts_where_episodes_restart(
     assert stack_obs_spec({CAM: jax.ShapeDtypeStruct((8, 8, 3), np.uint8)}, 3)[CAM].shape == (8, 8, 9)
     with pytest.raises(ValueError, match="frame_stack must be >= 1, got 0"):
         FrameStacker(0)
+    with pytest.raises(RuntimeError, match="reset"):
+        FrameStacker(3).step({CAM: np.zeros((1, 1, 1, 3), np.uint8)}, [False])
+    state_only = FrameStacker(3)  # no cameras: observations pass through
+    state_only.reset({"state": np.ones((2, 1))})
+    np.testing.assert_array_equal(state_only.step({"state": np.zeros((2, 1))}, [True, False])["state"], 0)
 
 
 @pytest.mark.slow

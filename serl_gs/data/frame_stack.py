@@ -99,7 +99,7 @@ class FrameStacker:
         if frame_stack < 1:
             raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
         self.frame_stack = frame_stack
-        self._stacks: dict[str, Any] = {}
+        self._stacks: dict[str, Any] | None = None  # None until reset()
 
     def reset(self, obs: Mapping[str, Any]) -> dict[str, Any]:
         """Every env starts a new episode: its first frame repeated."""
@@ -108,7 +108,7 @@ class FrameStacker:
 
     def step(self, obs: Mapping[str, Any], episode_started: Any) -> dict[str, Any]:
         """Adds each env's new frame; where `episode_started` [N] is True the frame starts a new history."""
-        if not self._stacks:
+        if self._stacks is None:
             raise RuntimeError("call reset() before step()")
         for name, frame in _pixels(obs).items():
             xp = np if isinstance(frame, np.ndarray) else jnp
