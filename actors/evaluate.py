@@ -28,6 +28,7 @@ def main(argv: list[str]) -> None:
         render_backend=f.render_backend,
         video_episodes=min(f.video_episodes, f.num_envs),
         video_size=f.video_size,
+        policy_frames=f.policy_frames,
         out_dir=f.out_dir or None,
         scene=f.scene or None,
     )
@@ -54,6 +55,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("render_threads", 1, "Torch CPU threads of the reference renderer (0 = torch's default).")
     flags.DEFINE_integer("video_episodes", 2, "Episodes recorded into the video (0 = none).")
     flags.DEFINE_integer("video_size", 128, "Video frame side in pixels.")
+    flags.DEFINE_bool("policy_frames", False, "Pixel policies: the video shows the frames the policy saw.")
     flags.DEFINE_string("out_dir", "", "Where summary.json and eval.mp4 go; default <run_dir>/eval/<step>.")
     flags.DEFINE_string("scene", "", "A scene manifest (JSON) of 3DGS captures; empty = the run's own scene.")
 
