@@ -15,7 +15,7 @@ run_dir="${RUN_DIR:-runs/demo-$(date +%Y%m%d-%H%M%S)}"
 stop_success="${STOP_SUCCESS:-0.75}"
 success_window="${SUCCESS_WINDOW:-64}"
 max_updates="${MAX_UPDATES:-100000}"
-train_seconds="${TRAIN_SECONDS:-1800}"
+train_seconds="${TRAIN_SECONDS:-3600}"
 port="${PORT:-5588}"
 env_id="serl_gs/PandaPickCube-v0"
 
@@ -30,7 +30,7 @@ actor_args=(
   --env "$env_id" --learner_host 127.0.0.1 --port "$port" --num_envs 16 --random_steps 2000 --noise_beta 1
   --run_dir "$run_dir" --log_every_s 30 "$@"
 )
-eval_args=(--checkpoint "$run_dir" --num_envs 16 --episodes 32 --video_episodes 4)
+eval_args=(--checkpoint "$run_dir" --num_envs 16 --episodes 32 --video_episodes 2 --video_size 64)
 
 echo "[demo] training until ${stop_success} training success over ${success_window} episodes," \
   "at most ${max_updates} updates or ${train_seconds} s; run directory: $run_dir"

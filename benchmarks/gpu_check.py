@@ -138,7 +138,7 @@ def start_build(out: Path, dry_run: bool) -> subprocess.Popen | None:
     return subprocess.Popen([sys.executable, "-c", BUILD], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
 
-def faster_impl(env_jsonl: Path, task: str = "PandaPickCube") -> str:
+def faster_impl(env_jsonl: Path, task: str = "PandaPickCube-v0") -> str:
     """The MJX implementation with more env steps/s on `task` at the largest size both reached (warp if
     unknown, e.g. in a dry run, which measures MJX-JAX on cartpole)."""
     best: dict[str, dict[int, float]] = {}

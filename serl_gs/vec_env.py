@@ -21,8 +21,6 @@ so any number of envs may finish at once; fewer rows render less, and an error f
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -33,18 +31,8 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from serl_gs.data.records import PIXELS_PREFIX
-from serl_gs.mjx_env import (
-    MJX_IMPLS,
-    MjxEnv,
-    MjxImpl,
-    PhysicsState,
-    State,
-    Task,
-    accumulate_repeat,
-    check_action,
-    start_repeat,
-    warp_installed,
-)
+from serl_gs.mjx_env import MJX_IMPLS, MjxImpl, State, Task, check_action
+from serl_gs.vec_batches import CpuBatch, MjxBatch, Poses
 
 PhysicsPath = Literal["auto", "mjx", "mujoco"]
 ArrayBackend = Literal["jax", "numpy"]
@@ -108,215 +96,6 @@ def control_fps(task: Task) -> float:
     return 1.0 / (float(task.mj_model.opt.timestep) * task.n_substeps)
 
 
-def resolve_mjx_impl(impl: MjxImpl | Literal["auto"]) -> MjxImpl:
-    """`auto` picks MJX-Warp where warp-lang is installed: it is MuJoCo C's physics (MJX-JAX parts ways under
-    saturated actuators, README "Physics paths") and on a CPU it is hundreds of times faster than MJX-JAX."""
-    if impl != "auto":
-        return impl
-    return "warp" if warp_installed() else "jax"
-
-
-def _where(mask: jax.Array, new: Any, old: Any, single: Any) -> Any:
-    """Per-env select over pytrees with a leading batch dim: new where mask [B] else old.
-
-    `single` holds the shapes of one env's pytree: leaves with no batch dim there (MJX-Warp's contact and
-    constraint buffers, shared by all envs and rebuilt every physics step) keep `old`, as `mjx.Data.where` does.
-    """
-
-    def pick(a, b, one):
-        if a.ndim != one.ndim + 1:
-            return b
-        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
-
-    return jax.tree.map(pick, new, old, single)
-
-
-def _reset_finished(start_one: Callable[[jax.Array], State], state: State) -> State:
-    """Replaces finished envs (terminated or truncated) by fresh episodes drawn from their own rng;
-    `start_one` starts one env (unbatched)."""
-    done = jnp.logical_or(state.terminated, state.truncated)
-    single = jax.eval_shape(start_one, state.info["rng"][0])
-
-    def reset(s: State) -> State:
-        return _where(done, jax.vmap(start_one)(s.info["rng"]), s, single)
-
-    return jax.lax.cond(jnp.any(done), reset, lambda s: s, state)
-
-
-Poses = tuple[Any, Any, Any, Any]  # body xpos [k, nbody, 3], xquat [k, nbody, 4], cam_xpos [k, ncam, 3], cam_xmat
-
-
-def _poses(state: State) -> Poses:
-    d = state.data
-    return d.xpos, d.xquat, d.cam_xpos, d.cam_xmat
-
-
-@functools.lru_cache(maxsize=16)
-def _mjx_programs(task: Task, impl: MjxImpl, num_envs: int, resets: int) -> tuple[Callable, Callable, Callable]:
-    """Jitted (reset, step, pixel step) of a task's MJX batch; cached so equal batches compile once per process.
-
-    The pixel step also returns the poses to render, fixed at [B + resets] rows: the B envs at the end of the
-    step (before autoreset), then the start of up to `resets` new episodes, with their env ids (B = unused row)
-    and whether more envs than that finished.
-    """
-    env = MjxEnv(task, impl, num_envs)
-    reset = jax.vmap(env.reset)
-
-    def step(state: State, action: jax.Array) -> tuple[State, State]:
-        stepped = jax.vmap(env.step)(state, action)
-        return _reset_finished(env.reset, stepped), stepped
-
-    def pixel_step(state: State, action: jax.Array):
-        new, stepped = step(state, action)
-        done = jnp.logical_or(stepped.terminated, stepped.truncated)
-        (reset_ids,) = jnp.nonzero(done, size=resets, fill_value=num_envs)
-        starts = jax.tree.map(lambda x: x[jnp.minimum(reset_ids, num_envs - 1)], _poses(new))
-        poses = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), _poses(stepped), starts)
-        return new, stepped, poses, reset_ids, jnp.sum(done) > resets
-
-    return jax.jit(reset), jax.jit(step), jax.jit(pixel_step)
-
-
-@functools.lru_cache(maxsize=16)
-def _assemble_program(num_envs: int) -> Callable:
-    """Jitted (images [B + R, C, H, W, 3], reset ids [R]) -> (observed [B, ...], final [B, ...]) frames."""
-
-    def assemble(images: jax.Array, reset_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-        final = images[:num_envs]
-        return final.at[reset_ids].set(images[num_envs:], mode="drop"), final
-
-    return jax.jit(assemble)
-
-
-@functools.lru_cache(maxsize=16)
-def _cpu_programs(task: Task) -> tuple[Callable, Callable, Callable, Callable]:
-    """Jitted (start, control, evaluate, reset_finished) around CPU MuJoCo physics; cached like `_mjx_programs`.
-
-    `evaluate(acc, info, qpos, qvel, action)` adds one control step to a repeated action's accumulator
-    (serl_gs.mjx_env.accumulate_repeat; start it with start_repeat), so both physics paths share that logic."""
-
-    def start_one(rng: jax.Array) -> State:
-        qpos, qvel, _, info, obs, metrics = task.start(rng)
-        zero = jnp.zeros((), jnp.float32)
-        return State(PhysicsState(qpos, qvel), obs, zero, zero > 0, zero > 0, metrics, info)
-
-    start = jax.vmap(start_one)
-
-    def evaluate(acc: State, info: dict, qpos: jax.Array, qvel: jax.Array, action: jax.Array) -> State:
-        obs, reward, term, trunc, metrics, info = jax.vmap(task.evaluate)(qpos, qvel, info, action)
-        stepped = State(PhysicsState(qpos, qvel), obs, reward, term, trunc, metrics, info)
-        return jax.vmap(accumulate_repeat)(acc, stepped)
-
-    reset_finished = lambda stepped: _reset_finished(start_one, stepped)
-    return jax.jit(start), jax.jit(jax.vmap(task.control)), jax.jit(evaluate), jax.jit(reset_finished)
-
-
-@dataclasses.dataclass
-class _Step:
-    state: State  # after autoreset
-    stepped: State  # before it: holds the final obs of finished episodes
-    render_poses: Poses | None  # pixels only: the poses to render this step, in one call
-    assemble: Callable | None  # images of render_poses -> (observed frames [B, ...], final frames [B, ...])
-
-
-class _MjxBatch:
-    """All envs in one MJX program: one jitted call per step (physics, reward, autoreset, poses to render)."""
-
-    def __init__(self, task: Task, config: VecEnvConfig, renders: bool):
-        self.impl = resolve_mjx_impl(config.mjx_impl)
-        n = config.num_envs
-        self._num_envs = n
-        self._resets = config.resets_per_step or n
-        self._reset, self._step, self._pixel_step = _mjx_programs(task, self.impl, n, self._resets)
-        self._assemble = _assemble_program(n)
-        self._renders = renders
-        self._overflow: jax.Array | None = None  # the previous step's flag, read one step late (no stall)
-
-    def reset(self, keys: jax.Array) -> State:
-        self._overflow = None
-        return self._reset(keys)
-
-    def step(self, state: State, action: jax.Array) -> _Step:
-        if not self._renders:  # nothing here waits for the device: callers read done flags when they want them
-            new, stepped = self._step(state, action)
-            return _Step(new, stepped, None, None)
-        if self._overflow is not None and bool(self._overflow):
-            raise RuntimeError(
-                f"more than resets_per_step={self._resets} envs finished in one step, so some new episodes' "
-                "first frames were not rendered; raise resets_per_step (None = num_envs)"
-            )
-        new, stepped, poses, reset_ids, overflow = self._pixel_step(state, action)
-        if self._resets < self._num_envs:
-            overflow.copy_to_host_async()
-            self._overflow = overflow
-        return _Step(new, stepped, poses, lambda images: self._assemble(images, reset_ids))
-
-    def poses(self, state: State) -> Poses:
-        return _poses(state)
-
-    def close(self) -> None:
-        pass
-
-
-class _CpuBatch:
-    """CPU MuJoCo steps the physics; the task's pure JAX maths runs jitted before and after it."""
-
-    impl = None
-
-    def __init__(self, task: Task, config: VecEnvConfig, renders: bool):
-        from serl_gs.cpu_physics import CpuBatchedPhysics
-
-        self.physics = CpuBatchedPhysics(task.mj_model, config.num_envs, task.n_substeps)
-        self._start, self._control, self._evaluate, self._reset_finished = _cpu_programs(task)
-        self._repeat = task.action_repeat
-        self._renders = renders
-
-    def _load(self, env_ids: np.ndarray, state: State) -> None:
-        qpos, qvel = np.asarray(state.data.qpos), np.asarray(state.data.qvel)
-        self.physics.set_state(env_ids, qpos[env_ids], qvel[env_ids])
-
-    def reset(self, keys: jax.Array) -> State:
-        state = self._start(keys)
-        self._load(np.arange(self.physics.num_envs), state)
-        return state
-
-    def step(self, state: State, action: jax.Array) -> _Step:
-        stepped, ended = start_repeat(state), None
-        for _ in range(self._repeat):  # control steps of one action; ended episodes hold their final state
-            ctrl, info = self._control(stepped.data.qpos, stepped.data.qvel, stepped.info, action)
-            self.physics.step(np.asarray(ctrl), hold=ended)
-            qpos = jnp.asarray(self.physics.qpos, jnp.float32)
-            qvel = jnp.asarray(self.physics.qvel, jnp.float32)
-            stepped = self._evaluate(stepped, info, qpos, qvel, action)
-            ended = np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated))
-            if ended.all():
-                break
-        new = self._reset_finished(stepped)
-        done_ids = np.flatnonzero(ended)
-        final = self.physics.poses(done_ids) if self._renders and len(done_ids) else None
-        if len(done_ids):  # the final frames above were posed before the physics moves on to new episodes
-            self._load(done_ids, new)
-        if not self._renders:
-            return _Step(new, stepped, None, None)
-        poses = self.physics.poses()
-        if final is not None:  # rows: the B envs now, then the k finished ones at their end
-            poses = tuple(np.concatenate([a, b]) for a, b in zip(poses, final, strict=True))
-        n = self.physics.num_envs
-
-        def assemble(images):
-            images = jnp.asarray(images)
-            observed = images[:n]
-            return observed, observed.at[done_ids].set(images[n:]) if len(done_ids) else observed
-
-        return _Step(new, stepped, poses, assemble)
-
-    def poses(self, state: State) -> Poses:
-        return self.physics.poses()  # the physics holds `state`: the batch's current one
-
-    def close(self) -> None:
-        self.physics.close()
-
-
 class SerlVectorEnv(gym.vector.VectorEnv):
     """`num_envs` copies of one task stepped in one batch. Build through `gymnasium.make_vec`."""
 
@@ -328,7 +107,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.num_envs = config.num_envs
         self.physics = resolve_physics(config.physics)
         renders = config.obs_mode == "pixels"
-        self._batch = (_MjxBatch if self.physics == "mjx" else _CpuBatch)(task, config, renders)
+        self._batch = (MjxBatch if self.physics == "mjx" else CpuBatch)(task, config, renders)
         self.mjx_impl: MjxImpl | None = self._batch.impl  # None on the CPU MuJoCo path
         self.gaussian_scene = self._load_scene() if config.scene is not None else None  # None: generated
         self.renderer = self._make_renderer() if renders else None

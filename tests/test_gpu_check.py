@@ -40,8 +40,8 @@ def test_dry_run_does_every_step_and_writes_json_lines(tmp_path):
     assert all(step["ok"] for step in summary["steps"].values()), summary
     env_rows = _rows(out / "env.jsonl")
     assert {(r["config"]["task"], r["config"]["mjx_impl"]) for r in env_rows} == {
-        ("PandaPickCube", "warp"),
-        ("CartpoleBalance", "jax"),
+        ("PandaPickCube-v0", "warp"),
+        ("CartpoleBalance-v0", "jax"),
     }
     assert all(r["metric"] == "env_steps_per_s" and r["value"] > 0 and r["baseline_value"] > 0 for r in env_rows)
     pixel_rows = _rows(out / "pixel_env.jsonl")
@@ -54,12 +54,12 @@ def test_dry_run_does_every_step_and_writes_json_lines(tmp_path):
 
 
 def test_faster_impl_reads_the_largest_size_both_reached(tmp_path):
-    def row(impl, n, value, task="PandaPickCube"):
+    def row(impl, n, value, task="PandaPickCube-v0"):
         return json.dumps({"value": value, "config": {"task": task, "mjx_impl": impl, "num_envs": n}})
 
     path = tmp_path / "env.jsonl"
     assert faster_impl(path) == "warp", "nothing measured: warp"
-    path.write_text(row("warp", 2, 5.0) + "\n" + row("jax", 2, 9.0, task="CartpoleBalance") + "\n")
+    path.write_text(row("warp", 2, 5.0) + "\n" + row("jax", 2, 9.0, task="CartpoleBalance-v0") + "\n")
     assert faster_impl(path) == "warp", "another task's figure decides nothing"
     path.write_text("\n".join([row("warp", 1024, 5.0), row("jax", 1024, 9.0), row("warp", 4096, 20.0)]) + "\n")
     assert faster_impl(path) == "jax", "4096 has no jax figure: 1024 decides"

@@ -154,7 +154,7 @@ def test_an_actor_of_another_task_refuses_to_start_before_sending_anything(learn
     assert "\n" not in message
     assert "env=serl_gs/PandaPickCube-v0" in message and "env=serl_gs/CartpoleBalance-v0" in message
     assert "actions [4]" in message and "actions [1]" in message
-    assert learner.server.stats()["actors"].get("wrong-task", {}).get("batches", 0) == 0  # it sent nothing
+    assert "wrong-task" not in learner.server.stats()["actors"]  # it sent nothing (its pings keep no stream)
 
 
 # ---- floods that try to fill the learner's tables ---------------------------------------------------------
@@ -205,7 +205,8 @@ def test_pings_with_random_session_ids_make_no_stream_and_a_real_actor_gets_in(l
         while sock.poll(2000) and acks < 1100:
             acks += msgpack.unpackb(sock.recv())["type"] == "ack"
     assert acks == 1100  # each answered from the ping alone
-    assert learner.server.stats()["streams"] == streams  # and nothing kept
+    stats = learner.server.stats()  # and nothing kept (earlier tests' refused streams may expire meanwhile)
+    assert stats["streams"] <= streams and not any(actor.startswith("junk") for actor in stats["actors"])
     _stored_from_a_real_actor(learner, "after-pings")
 
 
@@ -342,7 +343,7 @@ def test_a_real_actor_trains_on_through_a_flood_on_every_port(learner):
     from serl_gs.nodes.actor import ActorConfig, run_actor
 
     config = ActorConfig(
-        env=ENV, transport=_actor_config(learner, "honest", block_timeout_s=0.2), num_envs=2, random_steps=20,
+        env=ENV, transport=_actor_config(learner, "trainer", block_timeout_s=0.2), num_envs=2, random_steps=20,
         log_every_s=0.5,
     )  # fmt: skip
     stop_learner, stop_actor, stop_flood = threading.Event(), threading.Event(), threading.Event()
@@ -359,13 +360,13 @@ def test_a_real_actor_trains_on_through_a_flood_on_every_port(learner):
         _wait_for(lambda: learner.counters["updates"] >= updates + 30, 120, "30 updates", threads)
 
         def acting_with_new_params() -> bool:
-            honest = learner.server.stats(current_param_version=0)["actors"].get("honest", {})
-            return honest.get("param_version", -1) > updates
+            trainer = learner.server.stats(current_param_version=0)["actors"].get("trainer", {})
+            return trainer.get("param_version", -1) > updates
 
         _wait_for(acting_with_new_params, 60, "records acted with parameters published during the flood", threads)
         stop_actor.set()
         final = actor.outcome(60)
-        assert learner.counters["records/honest"] == final["records_sent"] > 0  # every transition counted
+        assert learner.counters["records/trainer"] == final["records_sent"] > 0  # every transition counted
         assert final["param_version"] > updates  # its parameters advanced
     finally:
         for event in (stop_actor, stop_flood, stop_learner):

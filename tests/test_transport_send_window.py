@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serl_gs.transport.send_window import Outgoing, SendWindow
+from serl_gs.transport.send_window import Outgoing, PendingBuffer, SendWindow
 
 
 def batch(n: int = 2) -> Outgoing:
@@ -98,3 +98,17 @@ def test_pings_take_transmission_numbers_and_the_base_follows_the_window():
     w.admit(batch())
     assert send_all(w) == [(0, 1)]
     assert w.base() == 0
+
+
+def test_the_pending_buffer_is_bounded_by_credits_while_connected_and_by_bytes_while_away():
+    buffer = PendingBuffer(max_batches=2, away_bytes=100)
+    assert buffer.append(batch()) and not buffer.append(batch())  # True only when it was empty
+    assert [b.index for b in buffer._items] == [0, 1]
+    assert buffer.full(16, connected=True)
+    assert not buffer.full(16, connected=False)  # away: up to 100 bytes (32 held)
+    assert buffer.full(80, connected=False)
+    newcomer = batch()
+    dropped = buffer.drop_oldest(newcomer)  # overflow="drop_oldest": the next batch records the hole
+    assert dropped.index == 0 and buffer._items[0].dropped_before == 1 and buffer.bytes == 16
+    buffer.drop_oldest(newcomer)
+    assert newcomer.dropped_before == 2 and len(buffer) == 0  # the heir of an emptied buffer is the newcomer

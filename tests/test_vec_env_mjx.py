@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401
-from serl_gs.vec_env import _assemble_program, _mjx_programs
+from serl_gs.vec_batches import assemble_program, mjx_programs
 
 CAMERAS = ("pixels/front", "pixels/wrist")
 
@@ -85,12 +85,13 @@ def test_panda_pixels_on_mjx_warp_match_mujoco_c_through_autoreset(monkeypatch):
                 final, now = np.asarray(info_m["final_obs"][cam]), np.asarray(obs_m[cam])
                 assert _pixel_diff(final, first[cam]).mean() > 2.0, "the final frame shows where the arm went"
                 assert _pixel_diff(now, final).mean() > 2.0, "obs is the new episode's first frame, not the last"
-    step = _mjx_programs(mjx.task, "warp", 2, 2)[2]
-    assert step._cache_size() == 1 and _assemble_program(2)._cache_size() == 1, "compiled once for every step"
+    step = mjx_programs(mjx.task, "warp", 2, 2)[2]
+    assert step._cache_size() == 1 and assemble_program(2)._cache_size() == 1, "compiled once for every step"
     mjx.close()
     cpu.close()
 
 
+@pytest.mark.slow
 def test_fewer_reset_rows_than_finished_envs_is_an_error_one_step_later():
     vec = gym.make_vec(
         "serl_gs/CartpoleBalance-v0",

@@ -38,6 +38,7 @@ from serl_gs.agents.payload import agent_config_to_dict, pack_policy, spec_to_js
 from serl_gs.data.records import describe_records, split_extras
 from serl_gs.data.replay import ReplayConfig
 from serl_gs.nodes.env_spec import EnvSpec
+from serl_gs.nodes.episode_stats import EpisodeStats
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
 from serl_gs.nodes.rate_limiter import RateLimiter, RateLimiterConfig
 from serl_gs.nodes.resume import ResumableRun
@@ -197,7 +198,7 @@ class Learner:
             raise
         self.server = server
         self.log = MetricsLog(self.run_dir, "learner", c.use_wandb, config=agent_config_to_dict(c.agent))
-        self._episodes = _EpisodeStats()
+        self._episodes = EpisodeStats()
         self.success_window: collections.deque[float] = collections.deque(maxlen=c.success_window)
         self._refused_peers: set[str] = set()
         self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0})
@@ -411,36 +412,3 @@ class Learner:
         self.publisher.close()
         self.persistence.close()
         self.log.close()
-
-
-class _EpisodeStats:
-    """Means of what the actors report at episode ends (`extras/episode_return`, `extras/success`) between two
-    reports; constant memory, and values that are not one finite number per record are left out."""
-
-    NAMES = ("episode_return", "success")
-
-    def __init__(self) -> None:
-        self._sum = dict.fromkeys(self.NAMES, 0.0)
-        self._count = dict.fromkeys(self.NAMES, 0)
-
-    def add(self, records: dict, extras: dict) -> np.ndarray | None:
-        """Takes the values where episodes ended; returns those of `success` (None if there are none)."""
-        ended = records["terminated"] | records["truncated"]
-        if not ended.any():
-            return None
-        taken = {}
-        for name in self.NAMES:
-            value = extras.get(name)
-            if value is None or value.ndim != 1:
-                continue
-            values = value[ended].astype(np.float64)
-            taken[name] = values = values[np.isfinite(values)]
-            self._sum[name] += float(values.sum())
-            self._count[name] += int(values.size)
-        return taken.get("success")
-
-    def drain(self) -> dict[str, float]:
-        out = {name: self._sum[name] / self._count[name] for name in self.NAMES if self._count[name]}
-        self._sum = dict.fromkeys(self.NAMES, 0.0)
-        self._count = dict.fromkeys(self.NAMES, 0)
-        return out

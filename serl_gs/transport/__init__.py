@@ -63,18 +63,21 @@ ActorTransportConfig, AuthConfig, port_layout, write_secret_file, TransportError
 BatchRejected, AddressInUse, PROTOCOL_VERSION.
 
 Modules: config (the two configs, the port rule), wire (the format), streams (the learner's protocol
-state: stream table, outcome ladder), send_window (the actor's: go-back-N window), server and client
-(their sockets and threads), params and subscriber (the parameter broadcast), _io_thread and _sockets
-(socket plumbing both ends share), auth (CURVE), stats_request.
+state: stream table, outcome ladder), batch_queue (what waits for get()), send_window (the actor's
+protocol state: go-back-N window), server and client (their sockets and threads), params and subscriber
+(the parameter broadcast), _io_thread and _sockets (socket plumbing both ends share), auth (CURVE),
+stats_request.
 """
 
 from serl_gs.transport.auth import write_secret_file
+from serl_gs.transport.batch_queue import BatchHeader, TransitionBatch
 from serl_gs.transport.client import TransitionClient
 from serl_gs.transport.config import ActorTransportConfig, AuthConfig, LearnerTransportConfig, port_layout
 from serl_gs.transport.errors import AddressInUse, BatchRejected, ProtocolMismatch, TransportError
 from serl_gs.transport.params import ParamPublisher, ParamUpdate
-from serl_gs.transport.server import BatchHeader, StreamPosition, TransitionBatch, TransitionServer
+from serl_gs.transport.server import TransitionServer
 from serl_gs.transport.stats_request import fetch_learner_stats
+from serl_gs.transport.streams import StreamPosition
 from serl_gs.transport.subscriber import ParamSubscriber
 from serl_gs.transport.wire import PROTOCOL_VERSION
 

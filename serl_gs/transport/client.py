@@ -28,11 +28,19 @@ from serl_gs.transport._sockets import CONNECTION_EVENTS, configure_socket, conn
 from serl_gs.transport.auth import load_curve_keys, make_curve_client
 from serl_gs.transport.config import ActorTransportConfig
 from serl_gs.transport.errors import BatchRejected, ProtocolMismatch, TransportError
-from serl_gs.transport.send_window import Outgoing, SendWindow
+from serl_gs.transport.send_window import Outgoing, PendingBuffer, SendWindow
 
 logger = logging.getLogger(__name__)
 
 _MAX_REPLY_BYTES = 64 << 20  # acks are tiny; a stats reply from a big cluster is the largest
+# Counters `stats()` reports. Records are what send() was given (one per env per step); "sent" counts first
+# transmissions, "confirmed" what the learner acknowledged storing; refused_full: times the learner had no room.
+_STATS_COUNTERS = (
+    "batches_sent", "records_sent", "bytes_sent", "batches_confirmed", "records_confirmed", "resent_batches",
+    "dropped_batches", "dropped_records", "learner_restarts", "handshake_failures", "bad_replies", "refused_full",
+)  # fmt: skip
+
+
 class TransitionClient:
     """Streams record batches to the learner from a background thread. Use as a context manager.
 
@@ -48,10 +56,8 @@ class TransitionClient:
         self._session = secrets.randbits(63)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # pending shrank, a batch was confirmed, or an error
-        self._pending: collections.deque[Outgoing] = collections.deque()
-        self._pending_bytes = 0
+        self._pending = PendingBuffer(config.max_pending_batches, config.away_buffer_bytes)
         self._unconfirmed = 0  # batches handed to the I/O thread and not yet confirmed delivered
-        self._next_index = 0
         self._error: TransportError | None = None
         self._closed = False
         self._counters = collections.Counter()
@@ -107,12 +113,9 @@ class TransitionClient:
         deadline = None if cfg.block_timeout_s is None else time.monotonic() + cfg.block_timeout_s
         with self._changed:
             self._raise_if_unusable()
-            while self._buffer_full(nbytes):
+            while self._pending.full(nbytes, self._connected):
                 if cfg.overflow == "drop_oldest":
-                    dropped = self._pending.popleft()
-                    self._pending_bytes -= dropped.nbytes
-                    heir = self._pending[0] if self._pending else out
-                    heir.dropped_before += dropped.dropped_before + 1
+                    dropped = self._pending.drop_oldest(out)
                     self._counters["dropped_batches"] += 1
                     self._counters["dropped_records"] += dropped.n
                     continue
@@ -124,20 +127,9 @@ class TransitionClient:
                     )
                 self._changed.wait(cfg.poll_interval_s if remaining is None else min(remaining, cfg.poll_interval_s))
                 self._raise_if_unusable()
-            out.index = self._next_index
-            self._next_index += 1
-            wake = not self._pending  # otherwise the I/O thread has work and will look again
-            self._pending.append(out)
-            self._pending_bytes += nbytes
+            wake = self._pending.append(out)  # a buffer with batches means the I/O thread has work already
         if wake:
             self._io.wake()
-
-    def _buffer_full(self, nbytes: int) -> bool:
-        """Caller holds the lock. While the learner is unreachable the buffer grows up to away_buffer_bytes,
-        so the actor keeps acting through a learner restart; while connected, credits pace it."""
-        if len(self._pending) < self._config.max_pending_batches:
-            return False
-        return self._connected or self._pending_bytes + nbytes > self._config.away_buffer_bytes
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until the learner has taken every batch sent so far; False on timeout."""
@@ -158,23 +150,13 @@ class TransitionClient:
             return {
                 "actor_id": self._config.actor_id,
                 "session": self._session,
-                "batches_sent": self._counters["batches_sent"],
-                "records_sent": self._counters["records_sent"],
-                "bytes_sent": self._counters["bytes_sent"],
-                "batches_confirmed": self._counters["batches_confirmed"],
-                "resent_batches": self._counters["resent_batches"],
-                "dropped_batches": self._counters["dropped_batches"],
-                "dropped_records": self._counters["dropped_records"],
+                **{name: self._counters[name] for name in _STATS_COUNTERS},
                 "pending_batches": len(self._pending),
-                "pending_bytes": self._pending_bytes,
+                "pending_bytes": self._pending.bytes,
                 "unconfirmed_batches": self._unconfirmed,
                 "credits": self._credits,
                 "connected": self._connected,
                 "disconnected_since": self._disconnected_since,
-                "learner_restarts": self._counters["learner_restarts"],
-                "handshake_failures": self._counters["handshake_failures"],
-                "bad_replies": self._counters["bad_replies"],
-                "refused_full": self._counters["refused_full"],  # times the learner had no room for this stream
                 "error": None if self._error is None else str(self._error),
             }
 
@@ -379,7 +361,6 @@ class TransitionClient:
                 if not self._pending:
                     break
                 out = self._pending.popleft()
-                self._pending_bytes -= out.nbytes
                 self._unconfirmed += 1
                 self._changed.notify_all()
             window.admit(out)

@@ -8,7 +8,8 @@ learner echoes in its acks, so the window can tell a lost batch from one still o
   (`received`): that batch was lost with a broken connection, resend from it (go back N);
 - no ack for a transmitted batch within `ack_timeout_s`: resend from it.
 The learner drops what it already has, so the stream arrives complete, in order, exactly once.
-`SendWindow` does no I/O and takes no lock; `TransitionClient`'s I/O thread owns it.
+`SendWindow` does no I/O and takes no lock; `TransitionClient`'s I/O thread owns it. Before a batch enters
+the window it waits in the `PendingBuffer` that `send()` fills (the flow-control policy's data).
 """
 
 from __future__ import annotations
@@ -157,3 +158,46 @@ class SendWindow:
                 return True
             return False  # only the oldest unconfirmed batch matters
         return False
+
+
+class PendingBuffer:
+    """Batches `send()` queued that have not entered the window yet, oldest first; no lock (the client's).
+
+    Full at `max_batches` while the learner is connected (its credits pace the actor); while it is unreachable
+    the buffer grows up to `away_bytes`, so the actor keeps acting through a learner restart.
+    """
+
+    def __init__(self, max_batches: int, away_bytes: int) -> None:
+        self.max_batches, self.away_bytes = max_batches, away_bytes
+        self._items: collections.deque[Outgoing] = collections.deque()
+        self.bytes = 0
+        self._next_index = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def full(self, nbytes: int, connected: bool) -> bool:
+        if len(self._items) < self.max_batches:
+            return False
+        return connected or self.bytes + nbytes > self.away_bytes
+
+    def append(self, out: Outgoing) -> bool:
+        """Queues `out` as the next send() call; True if the buffer was empty (the I/O thread may be idle)."""
+        out.index = self._next_index
+        self._next_index += 1
+        was_empty = not self._items
+        self._items.append(out)
+        self.bytes += out.nbytes
+        return was_empty
+
+    def popleft(self) -> Outgoing:
+        out = self._items.popleft()
+        self.bytes -= out.nbytes
+        return out
+
+    def drop_oldest(self, newcomer: Outgoing) -> Outgoing:
+        """overflow="drop_oldest": drops the oldest batch; the next one (or `newcomer`) records the hole."""
+        dropped = self.popleft()
+        heir = self._items[0] if self._items else newcomer
+        heir.dropped_before += dropped.dropped_before + 1
+        return dropped

@@ -16,10 +16,8 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import zmq
 
 from serl_gs.transport import wire
@@ -34,39 +32,14 @@ from serl_gs.transport._sockets import (
     monitor_events,
 )
 from serl_gs.transport.auth import load_curve_keys, make_curve_server
+from serl_gs.transport.batch_queue import BatchHeader, BatchQueue, TransitionBatch
 from serl_gs.transport.config import LearnerTransportConfig
-from serl_gs.transport.streams import Stream, StreamPosition, StreamTable
+from serl_gs.transport.streams import StreamPosition, StreamTable
 
 logger = logging.getLogger(__name__)
 
 _MAX_MESSAGES_PER_POLL = 256  # then send acks and look at the stop flag again
 _STATS_REPLIES_PER_S = 20  # a stats reply costs a walk over every stream: a flood of requests must not
-
-
-@dataclass(frozen=True)
-class BatchHeader:
-    """Who sent a batch and with which policy. One batch = one record per env for `num_records` envs."""
-
-    actor_id: str
-    session: int  # random per actor process: a restarted actor is a new stream
-    seq: int  # contiguous per (actor_id, session), in delivery order
-    index: int  # the actor's send() count; gaps only if the actor used overflow="drop_oldest"
-    dropped_before: int  # batches the actor dropped right before this one: do not pair records across
-    param_version: int  # the parameter version of the policy that acted
-    num_records: int
-    nbytes: int
-    received_at: float  # time.time() on the learner
-
-
-class TransitionBatch(NamedTuple):
-    header: BatchHeader
-    arrays: dict[str, np.ndarray]  # read-only views, each [num_records, ...]
-
-
-class _Queued(NamedTuple):
-    stream: Stream
-    seq: int
-    batch: TransitionBatch
 
 
 class TransitionServer:
@@ -83,7 +56,7 @@ class TransitionServer:
         self._incarnation = secrets.randbits(63)
         self._lock = threading.Lock()
         self._nonempty = threading.Condition(self._lock)
-        self._queue: collections.deque[_Queued] = collections.deque()
+        self._queue = BatchQueue()
         self._table = StreamTable(
             max_actors=config.max_actors,
             max_credits_per_actor=config.max_credits_per_actor,
@@ -95,8 +68,6 @@ class TransitionServer:
         self._credits = config.credits_per_actor
         self._counters = collections.Counter()
         self._rejected = dict.fromkeys(wire.REJECT_REASONS, 0)
-        self._queue_records = 0
-        self._queue_bytes = 0
         self._replies_due: list[tuple[bytes, str, dict[str, Any]]] = []  # sent by the I/O thread, with the acks
         self._stats_replies = WindowLimit(_STATS_REPLIES_PER_S)
         self._last_expiry = time.monotonic()
@@ -150,8 +121,6 @@ class TransitionServer:
             if self._closed:
                 return None
             item = self._queue.popleft()
-            self._queue_records -= item.batch.header.num_records
-            self._queue_bytes -= item.batch.header.nbytes
             wake = ack and self._table.acknowledge(item.stream, item.seq)
         if wake:
             self._io.wake()
@@ -186,18 +155,9 @@ class TransitionServer:
             if stream is None or header.seq >= stream.next_seq:
                 raise ValueError(f"refuse() of a batch this server never delivered: {header.actor_id} seq {header.seq}")
             self._table.refuse(stream, reason, detail)
-            last, kept = header.seq, collections.deque()
-            for item in self._queue:
-                if item.stream is not stream:
-                    kept.append(item)
-                    continue
-                last = max(last, item.seq)
-                self._queue_records -= item.batch.header.num_records
-                self._queue_bytes -= item.batch.header.nbytes
-                self._rejected[reason] += 1
-            self._queue = kept
-            self._rejected[reason] += 1
-            self._table.acknowledge(stream, last)
+            last, dropped = self._queue.drop_stream(stream)
+            self._rejected[reason] += 1 + dropped
+            self._table.acknowledge(stream, max(last, header.seq))
             if stream.routing_id is not None:
                 fields = {"session": header.session, "seq": header.seq, "reason": reason, "detail": detail[:2000]}
                 self._replies_due.append((stream.routing_id, "rejected", fields))
@@ -227,18 +187,14 @@ class TransitionServer:
         now = time.monotonic()
         with self._lock:
             actors = self._table.actor_stats(now, current_param_version)
+            counted = ("records_in", "batches_in", "bytes_in", "duplicates_dropped", "out_of_order", "acks_out")
             return {
-                "records_in": self._counters["records_in"],
-                "batches_in": self._counters["batches_in"],
-                "bytes_in": self._counters["bytes_in"],
-                "duplicates_dropped": self._counters["duplicates_dropped"],
-                "out_of_order": self._counters["out_of_order"],
-                "acks_out": self._counters["acks_out"],
+                **{name: self._counters[name] for name in counted},
                 "rejected": dict(self._rejected),
                 "rejected_total": sum(self._rejected.values()),
                 "queue_batches": len(self._queue),
-                "queue_records": self._queue_records,
-                "queue_bytes": self._queue_bytes,
+                "queue_records": self._queue.records,
+                "queue_bytes": self._queue.bytes,
                 "credits": self._credits,
                 "streams": len(self._table.streams),
                 "streams_evicted": self._table.evicted,
@@ -395,19 +351,9 @@ class TransitionServer:
                 self._counters["duplicates_dropped" if outcome == "duplicate" else "out_of_order"] += 1
             elif outcome == "accepted":
                 batch_header = BatchHeader(
-                    actor_id=fields.actor_id,
-                    session=fields.session,
-                    seq=fields.seq,
-                    index=fields.index,
-                    dropped_before=fields.dropped_before,
-                    param_version=fields.param_version,
-                    num_records=fields.n,
-                    nbytes=total,
-                    received_at=time.time(),
+                    f.actor_id, f.session, f.seq, f.index, f.dropped_before, f.param_version, f.n, total, time.time()
                 )
-                self._queue.append(_Queued(stream, fields.seq, TransitionBatch(batch_header, arrays)))
-                self._queue_records += fields.n
-                self._queue_bytes += total
+                self._queue.append(stream, TransitionBatch(batch_header, arrays))
                 self._counters["batches_in"] += 1
                 self._counters["records_in"] += fields.n
                 self._counters["bytes_in"] += total

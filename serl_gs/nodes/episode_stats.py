@@ -1,0 +1,38 @@
+"""The learner's side of the episode extras (serl_gs.data.records): what the actors report where episodes end."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class EpisodeStats:
+    """Means of what the actors report at episode ends (`extras/episode_return`, `extras/success`) between two
+    reports; constant memory, and values that are not one finite number per record are left out."""
+
+    NAMES = ("episode_return", "success")
+
+    def __init__(self) -> None:
+        self._sum = dict.fromkeys(self.NAMES, 0.0)
+        self._count = dict.fromkeys(self.NAMES, 0)
+
+    def add(self, records: dict, extras: dict) -> np.ndarray | None:
+        """Takes the values where episodes ended; returns those of `success` (None if there are none)."""
+        ended = records["terminated"] | records["truncated"]
+        if not ended.any():
+            return None
+        taken = {}
+        for name in self.NAMES:
+            value = extras.get(name)
+            if value is None or value.ndim != 1:
+                continue
+            values = value[ended].astype(np.float64)
+            taken[name] = values = values[np.isfinite(values)]
+            self._sum[name] += float(values.sum())
+            self._count[name] += int(values.size)
+        return taken.get("success")
+
+    def drain(self) -> dict[str, float]:
+        out = {name: self._sum[name] / self._count[name] for name in self.NAMES if self._count[name]}
+        self._sum = dict.fromkeys(self.NAMES, 0.0)
+        self._count = dict.fromkeys(self.NAMES, 0)
+        return out
