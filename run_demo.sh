@@ -7,8 +7,15 @@
 # Training ends at the first of: training success (stochastic policy, last SUCCESS_WINDOW episodes) reaching
 # STOP_SUCCESS, MAX_UPDATES updates, TRAIN_SECONDS seconds; the learner says which. A slower machine takes
 # longer to get there, not a worse policy, up to the caps.
+#   ./run_demo.sh --pixels                # the pixel main job: DrQ on CartpoleBalance from 3DGS frames only
+#                                         # (action repeat 8, 3-frame stacks), bounded by PIXEL_MAX_UPDATES
+#                                         # updates with a PIXEL_TRAIN_SECONDS cap (~15 min on a 2-core CPU)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [[ "${1:-}" == "--pixels" ]]; then
+  shift
+  exec "$root/scripts/demo_pixels.sh" "$@"
+fi
 source "$root/scripts/venv.sh"
 
 run_dir="${RUN_DIR:-runs/demo-$(date +%Y%m%d-%H%M%S)}"

@@ -13,7 +13,7 @@ def main(argv: list[str]) -> None:
     from absl import flags
 
     from serl_gs.nodes.actor import STOP_AWARE_BLOCK_S, ActorConfig, run_actor
-    from serl_gs.nodes.cli import env_spec_from_flags, stop_on_signals
+    from serl_gs.nodes.cli import env_spec_from_flags, set_render_threads, stop_on_signals
     from serl_gs.transport import ActorTransportConfig, AuthConfig
     from serl_gs.transport.config import MIB, port_layout
 
@@ -40,6 +40,8 @@ def main(argv: list[str]) -> None:
         noise_beta=f.noise_beta,
     )
     print(f"[actor {config.actor_id}] {config}", flush=True)
+    if config.env.obs_mode == "pixels":
+        set_render_threads(f.render_threads)
     run_actor(config, stop_on_signals())
 
 
@@ -50,6 +52,7 @@ def define_flags() -> None:
 
     define_env_flags()
     flags.DEFINE_enum("render_backend", "auto", ["auto", "gsplat", "reference"], "3DGS render backend (pixels).")
+    flags.DEFINE_integer("render_threads", 1, "Torch CPU threads of the reference renderer (0 = torch's default).")
     flags.DEFINE_enum("physics", "auto", ["auto", "mjx", "mujoco"], "Physics path; auto = MJX on GPU, else MuJoCo C.")
     flags.DEFINE_integer("num_envs", 16, "Envs stepped together in one batch.")
     flags.DEFINE_string("actor_id", "actor0", "This actor's name; several actors feed one learner.")

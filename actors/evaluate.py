@@ -12,6 +12,8 @@ from serl_gs.nodes.evaluation import EvalConfig, evaluate
 def main(argv: list[str]) -> None:
     from absl import flags
 
+    from serl_gs.nodes.cli import set_render_threads
+
     f = flags.FLAGS
     if len(argv) > 1:
         raise ValueError(f"unexpected positional arguments {argv[1:]}")
@@ -26,9 +28,11 @@ def main(argv: list[str]) -> None:
         render_backend=f.render_backend,
         video_episodes=min(f.video_episodes, f.num_envs),
         video_size=f.video_size,
+        policy_frames=f.policy_frames,
         out_dir=f.out_dir or None,
         scene=f.scene or None,
     )
+    set_render_threads(f.render_threads)  # the video renders even for state policies
     s = evaluate(config)
     rate = f"success {s['success_rate']:.1%} (±{s['success_ci95']:.1%}), " if "success_rate" in s else ""
     print(
@@ -48,8 +52,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("seed", 12345, "Seed of the eval envs.")
     flags.DEFINE_enum("physics", "auto", ["auto", "mjx", "mujoco"], "Physics path.")
     flags.DEFINE_enum("render_backend", "auto", ["auto", "gsplat", "reference"], "3DGS backend (pixels, video).")
+    flags.DEFINE_integer("render_threads", 1, "Torch CPU threads of the reference renderer (0 = torch's default).")
     flags.DEFINE_integer("video_episodes", 2, "Episodes recorded into the video (0 = none).")
     flags.DEFINE_integer("video_size", 128, "Video frame side in pixels.")
+    flags.DEFINE_bool("policy_frames", False, "Pixel policies: the video shows the frames the policy saw.")
     flags.DEFINE_string("out_dir", "", "Where summary.json and eval.mp4 go; default <run_dir>/eval/<step>.")
     flags.DEFINE_string("scene", "", "A scene manifest (JSON) of 3DGS captures; empty = the run's own scene.")
 

@@ -4,6 +4,8 @@ report batched pixel throughput on).
 Action (1,) in [-1, 1]: the cart motor (gear 10). State observation (5,): cart position, cos and sin of the
 pole angle, cart velocity, pole angular velocity. Reward per step in [0, 1], dm_control's smooth reward:
 upright * centered * small_control * small_velocity. Episodes of 1000 steps of 10 ms; no termination.
+With `action_repeat=k` one env step spans k of them (return still out of 1000). With pixels the policy sees only
+the camera (`state_in_obs=False`), DrQ's setting.
 """
 
 from __future__ import annotations
@@ -26,10 +28,14 @@ class CartpoleConfig:
     episode_length: int = 1000
     cart_range: float = 0.1  # initial cart position ~ U(-r, r)
     angle_range: float = 0.034  # initial pole angle ~ U(-r, r), radians
+    action_repeat: int = 1  # control steps per env step (DrQ's pixel cartpole: 8, the policy acts every 80 ms)
+    state_in_obs: bool = True  # False: the policy sees only pixels (the default with obs_mode="pixels", as DrQ)
 
     def __post_init__(self):
         if self.episode_length <= 0:
             raise ValueError(f"episode_length must be positive, got {self.episode_length}")
+        if not isinstance(self.action_repeat, int) or self.action_repeat < 1:
+            raise ValueError(f"action_repeat must be an int >= 1, got {self.action_repeat!r}")
 
 
 def tolerance_gaussian(x: jax.Array, margin: float, value_at_margin: float = 0.1) -> jax.Array:
@@ -51,6 +57,7 @@ class CartpoleBalance(Task):
         self.n_substeps = 1
         self.episode_length = config.episode_length
         self.action_size = 1
+        self.action_repeat = config.action_repeat
 
     def init(self, rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, Info]:
         c = self.config
@@ -67,6 +74,8 @@ class CartpoleBalance(Task):
         return jnp.clip(action, -1.0, 1.0).astype(jnp.float32), info
 
     def observe(self, qpos: jax.Array, qvel: jax.Array, info: Info) -> Obs:
+        if not self.config.state_in_obs:
+            return {}
         state = jnp.stack([qpos[0], jnp.cos(qpos[1]), jnp.sin(qpos[1]), qvel[0], qvel[1]])
         return {"state": state.astype(jnp.float32)}
 

@@ -46,10 +46,13 @@ class PandaPickCubeConfig:
     lift_height: float = 0.2  # lift at which the lift reward saturates
     cube_in_state: bool = True  # False when the policy sees pixels and must find the cube itself
     ik_iterations: int = 3
+    action_repeat: int = 1  # control steps per env step
 
     def __post_init__(self):
         if self.episode_length <= 0:
             raise ValueError(f"episode_length must be positive, got {self.episode_length}")
+        if not isinstance(self.action_repeat, int) or self.action_repeat < 1:
+            raise ValueError(f"action_repeat must be an int >= 1, got {self.action_repeat!r}")
         if self.n_substeps <= 0:
             raise ValueError(f"n_substeps must be positive, got {self.n_substeps}")
 
@@ -61,6 +64,7 @@ class PandaPickCube(Task):
         self.n_substeps = config.n_substeps
         self.episode_length = config.episode_length
         self.action_size = 4
+        self.action_repeat = config.action_repeat
         self._home_q = jnp.asarray(kin.HOME_QPOS, jnp.float32)
         home_pos, self._down_rot = kin.tcp_pose(self._home_q)  # hand pointing down, home yaw
         self._home_tcp = home_pos

@@ -31,8 +31,12 @@ TASKS: dict[str, tuple[type[Task], type]] = {
     "PandaPickCube-v0": (PandaPickCube, PandaPickCubeConfig),
     "CartpoleBalance-v0": (CartpoleBalance, CartpoleConfig),
 }
-# Task options that change when the policy sees pixels: with images, the cube's position is for it to find.
-PIXEL_DEFAULTS: dict[str, dict[str, Any]] = {"PandaPickCube-v0": {"cube_in_state": False}}
+# Task options that change when the policy sees pixels: with images, the cube's position is for it to find, and
+# the cartpole's state is for it to infer.
+PIXEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "PandaPickCube-v0": {"cube_in_state": False},
+    "CartpoleBalance-v0": {"state_in_obs": False},  # pixels only, DrQ's setting
+}
 _VEC_KEYS = {f.name for f in dataclasses.fields(VecEnvConfig)} - {"num_envs"}
 
 

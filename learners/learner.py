@@ -12,7 +12,7 @@ from __future__ import annotations
 def main(argv: list[str]) -> None:
     from absl import flags
 
-    from serl_gs.agents.config import AgentConfig
+    from serl_gs.agents.config import AgentConfig, EncoderConfig
     from serl_gs.data.replay import ReplayConfig
     from serl_gs.nodes.cli import env_spec_from_flags, stop_on_signals
     from serl_gs.nodes.learner import Learner, LearnerConfig
@@ -37,6 +37,11 @@ def main(argv: list[str]) -> None:
             actor_lr=lr,
             critic_lr=lr,
             temperature_lr=lr,
+            initial_temperature=f.initial_temperature,
+            encoder=EncoderConfig(
+                channels=tuple(int(c) for c in f.encoder_channels.split(",")), latent_dim=f.encoder_latent_dim
+            ),
+            image_augmentation_pad=f.augmentation_pad,
         ),
         replay=ReplayConfig(capacity=f.replay_capacity),
         rate=RateLimiterConfig(utd=f.utd, min_inserts=f.training_starts, tolerance=200.0),
@@ -125,6 +130,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("batch_size", 256, "Minibatch size.")
     flags.DEFINE_integer("critic_actor_ratio", 4, "Critic steps per actor step within one update.")
     flags.DEFINE_float("lr", 3e-4, "Adam learning rate of actor, critic and temperature.")
+    flags.DEFINE_float("initial_temperature", 0.01, "Initial SAC temperature (entropy weight).")
+    flags.DEFINE_string("encoder_channels", "32,32,32,32", "Pixels: 3x3 conv widths, the first with stride 2.")
+    flags.DEFINE_integer("encoder_latent_dim", 50, "Pixels: image features after the encoder's bottleneck.")
+    flags.DEFINE_integer("augmentation_pad", 4, "Pixels: random-shift padding of DrQ's augmentation (0 = off).")
 
 
 if __name__ == "__main__":

@@ -62,8 +62,9 @@ class CpuBatchedPhysics:
             mujoco.mj_getState(self.model, d, self._state[i], _STATE_SPEC)
             self._warmstart[i] = 0.0
 
-    def step(self, ctrl: np.ndarray) -> None:
-        """Holds ctrl [B, nu] for `n_substeps` physics steps in every env."""
+    def step(self, ctrl: np.ndarray, hold: np.ndarray | None = None) -> None:
+        """Holds ctrl [B, nu] for `n_substeps` physics steps in every env, except where `hold` [B] bool is True:
+        those envs keep their state (an episode that ended inside a repeated action)."""
         ctrl = np.asarray(ctrl, dtype=np.float64)
         if ctrl.shape != (self.num_envs, self.model.nu):
             raise ValueError(f"ctrl has shape {ctrl.shape}, expected {(self.num_envs, self.model.nu)}")
@@ -78,7 +79,11 @@ class CpuBatchedPhysics:
             initial_warmstart=self._warmstart,
             state=self._out,
         )
-        self._state[:] = self._out[:, -1]
+        if hold is None:
+            self._state[:] = self._out[:, -1]
+        else:
+            moving = ~np.asarray(hold, bool)
+            self._state[moving] = self._out[moving, -1]
 
     def poses(self, env_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Body and camera world poses of envs `env_ids` [k] (default: all) for rendering:

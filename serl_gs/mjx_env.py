@@ -70,6 +70,9 @@ class Task(abc.ABC):
     n_substeps: int
     episode_length: int
     action_size: int
+    # Control steps one env step spans with the same action (rewards summed; an episode end inside stops it).
+    # `episode_length` and info["step"] count control steps.
+    action_repeat: int = 1
 
     # Equal tasks share compiled programs (see serl_gs.vec_env), so a process builds each program once.
     def __eq__(self, other: object) -> bool:
@@ -129,6 +132,35 @@ class Task(abc.ABC):
             return self.start(rng)[4]
 
         return jax.eval_shape(obs_of, jax.ShapeDtypeStruct((2,), jnp.uint32))
+
+
+def start_repeat(state: State) -> State:
+    """The accumulator of a repeated action: no reward yet, not ended (works batched or not)."""
+    return state.replace(
+        reward=jnp.zeros_like(state.reward),
+        terminated=jnp.zeros_like(state.terminated),
+        truncated=jnp.zeros_like(state.truncated),
+    )
+
+
+# What an episode that ended inside a repeat must keep of its physics state: its final state and frame. The rest
+# of mjx.Data (and MJX-Warp's contact buffers, shared by all envs, which a per-env select would break) may run
+# on: an ended env is reset at the end of the env step.
+_KEPT_DATA = ("qpos", "qvel", "xpos", "xquat", "cam_xpos", "cam_xmat")
+
+
+def accumulate_repeat(acc: State, new: State) -> State:
+    """One more control step of a repeated action (`Task.action_repeat`), unbatched: where the episode had not
+    ended, the state becomes `new` and its reward is added; an ended episode keeps its final state, so an end
+    inside a repeat stops it."""
+    running = jnp.logical_not(jnp.logical_or(acc.terminated, acc.truncated))
+    pick = lambda n, a: jnp.where(running, n, a)
+    if isinstance(new.data, PhysicsState):
+        data = jax.tree.map(pick, new.data, acc.data)
+    else:
+        data = new.data.replace(**{f: pick(getattr(new.data, f), getattr(acc.data, f)) for f in _KEPT_DATA})
+    merged = jax.tree.map(pick, new.replace(data=None), acc.replace(data=None))
+    return merged.replace(data=data, reward=acc.reward + jnp.where(running, new.reward, 0.0))
 
 
 def check_action(action: jax.Array | np.ndarray, action_size: int, batch: int | None = None) -> None:
@@ -307,6 +339,13 @@ class MjxEnv:
         )
 
     def step(self, state: State, action: jax.Array) -> State:
+        repeat = self.task.action_repeat
+        if repeat == 1:
+            return self._control_step(state, action)
+        add = lambda _, acc: accumulate_repeat(acc, self._control_step(acc, action))
+        return jax.lax.fori_loop(0, repeat, add, start_repeat(state))
+
+    def _control_step(self, state: State, action: jax.Array) -> State:
         task, data = self.task, state.data
         ctrl, info = task.control(data.qpos, data.qvel, state.info, action)
         data = data.replace(ctrl=ctrl)

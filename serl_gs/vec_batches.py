@@ -14,7 +14,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from serl_gs.mjx_env import MjxEnv, MjxImpl, PhysicsState, State, Task, warp_installed
+from serl_gs.mjx_env import (
+    MjxEnv,
+    MjxImpl,
+    PhysicsState,
+    State,
+    Task,
+    accumulate_repeat,
+    start_repeat,
+    warp_installed,
+)
 
 if TYPE_CHECKING:
     from serl_gs.vec_env import VecEnvConfig
@@ -101,8 +110,11 @@ def assemble_program(num_envs: int) -> Callable:
 
 
 @functools.lru_cache(maxsize=16)
-def cpu_programs(task: Task) -> tuple[Callable, Callable, Callable]:
-    """Jitted (start, control, finish) around CPU MuJoCo physics; cached like `mjx_programs`."""
+def cpu_programs(task: Task) -> tuple[Callable, Callable, Callable, Callable]:
+    """Jitted (start, control, evaluate, reset_finished) around CPU MuJoCo physics; cached like `mjx_programs`.
+
+    `evaluate(acc, info, qpos, qvel, action)` adds one control step to a repeated action's accumulator
+    (serl_gs.mjx_env.accumulate_repeat; start it with start_repeat), so both physics paths share that logic."""
 
     def start_one(rng: jax.Array) -> State:
         qpos, qvel, _, info, obs, metrics = task.start(rng)
@@ -111,12 +123,13 @@ def cpu_programs(task: Task) -> tuple[Callable, Callable, Callable]:
 
     start = jax.vmap(start_one)
 
-    def finish(state: State, qpos: jax.Array, qvel: jax.Array, action: jax.Array) -> tuple[State, State]:
-        obs, reward, term, trunc, metrics, info = jax.vmap(task.evaluate)(qpos, qvel, state.info, action)
+    def evaluate(acc: State, info: dict, qpos: jax.Array, qvel: jax.Array, action: jax.Array) -> State:
+        obs, reward, term, trunc, metrics, info = jax.vmap(task.evaluate)(qpos, qvel, info, action)
         stepped = State(PhysicsState(qpos, qvel), obs, reward, term, trunc, metrics, info)
-        return _reset_finished(start_one, stepped), stepped
+        return jax.vmap(accumulate_repeat)(acc, stepped)
 
-    return jax.jit(start), jax.jit(jax.vmap(task.control)), jax.jit(finish)
+    reset_finished = lambda stepped: _reset_finished(start_one, stepped)
+    return jax.jit(start), jax.jit(jax.vmap(task.control)), jax.jit(evaluate), jax.jit(reset_finished)
 
 
 @dataclasses.dataclass
@@ -175,7 +188,8 @@ class CpuBatch:
         from serl_gs.cpu_physics import CpuBatchedPhysics
 
         self.physics = CpuBatchedPhysics(task.mj_model, config.num_envs, task.n_substeps)
-        self._start, self._control, self._finish = cpu_programs(task)
+        self._start, self._control, self._evaluate, self._reset_finished = cpu_programs(task)
+        self._repeat = task.action_repeat
         self._renders = renders
 
     def _load(self, env_ids: np.ndarray, state: State) -> None:
@@ -188,12 +202,18 @@ class CpuBatch:
         return state
 
     def step(self, state: State, action: jax.Array) -> BatchStep:
-        ctrl, info = self._control(state.data.qpos, state.data.qvel, state.info, action)
-        self.physics.step(np.asarray(ctrl))
-        qpos = jnp.asarray(self.physics.qpos, jnp.float32)
-        qvel = jnp.asarray(self.physics.qvel, jnp.float32)
-        new, stepped = self._finish(state.replace(info=info), qpos, qvel, action)
-        done_ids = np.flatnonzero(np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated)))
+        stepped, ended = start_repeat(state), None
+        for _ in range(self._repeat):  # control steps of one action; ended episodes hold their final state
+            ctrl, info = self._control(stepped.data.qpos, stepped.data.qvel, stepped.info, action)
+            self.physics.step(np.asarray(ctrl), hold=ended)
+            qpos = jnp.asarray(self.physics.qpos, jnp.float32)
+            qvel = jnp.asarray(self.physics.qvel, jnp.float32)
+            stepped = self._evaluate(stepped, info, qpos, qvel, action)
+            ended = np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated))
+            if ended.all():
+                break
+        new = self._reset_finished(stepped)
+        done_ids = np.flatnonzero(ended)
         final = self.physics.poses(done_ids) if self._renders and len(done_ids) else None
         if len(done_ids):  # the final frames above were posed before the physics moves on to new episodes
             self._load(done_ids, new)

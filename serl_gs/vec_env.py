@@ -125,6 +125,8 @@ class SerlVectorEnv(gym.vector.VectorEnv):
             h, w = self.renderer.image_shape
             for name in self.renderer.camera_names:
                 spaces[PIXELS_PREFIX + name] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+        if not spaces:
+            raise ValueError(f"{type(task).__name__} with {task.config} observes nothing with obs_mode='state'")
         self.single_observation_space = gym.spaces.Dict(spaces)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._state: State | None = None

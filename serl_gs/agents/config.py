@@ -121,15 +121,27 @@ class PixelPreset:
 
 
 def cpu_pixel_preset() -> PixelPreset:
-    """Pixel DrQ sized for a few CPU cores, chosen from bench_learner's drq_cpu measurements (README, "DrQ on a
-    CPU"): the images, encoder, critics and batch that give the most updates/s still able to learn."""
+    """Pixel DrQ sized for a few CPU cores (README, "Pixels on a CPU"; ./run_demo.sh --pixels runs it).
+
+    Chosen from measurements on a shared 2-core machine (bench_learner's drq_cpu cases, with
+    keep_freed_memory): at 64² and 4x32-channel convs an update took 3-9 s; 32² with two 32-channel convs and
+    128x128 MLPs runs 7-8 updates/s beside its actor, which renders 16 frames/s; the render, not the update,
+    then bounds the data. 2 critics (the REDQ subset is all of them), batch 128, one critic step per update.
+    """
     return PixelPreset(
-        image_size=48,
+        image_size=32,
         frames=3,
         agent=AgentConfig(
-            encoder=EncoderConfig(channels=(32, 32, 32, 32)),
+            hidden_dims=(128, 128),
             critic_ensemble_size=2,
             batch_size=128,
             critic_actor_ratio=1,
+            discount=0.99,
+            actor_lr=1e-3,
+            critic_lr=1e-3,
+            temperature_lr=1e-3,
+            initial_temperature=0.1,
+            image_augmentation_pad=2,
+            encoder=EncoderConfig(channels=(32, 32), latent_dim=50),
         ),
     )

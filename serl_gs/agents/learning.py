@@ -114,11 +114,12 @@ def make_update_many_fn(networks: AgentNetworks) -> Callable[[TrainingState, Bat
 
 
 def make_learner_step_fn(
-    networks: AgentNetworks, num_updates: int
+    networks: AgentNetworks, num_updates: int, frame_stack: int = 1
 ) -> Callable[[TrainingState, dict, jax.Array], tuple[TrainingState, dict]]:
     """Returns the jitted `learner_step(state, fields, key) -> (state, metrics)`: samples `num_updates` x
-    critic_actor_ratio minibatches (config.n_step returns) from the replay's device-resident fields
-    (`ReplayBuffer.device_fields()`) and runs `num_updates` updates, all in one call."""
+    critic_actor_ratio minibatches (config.n_step returns; camera stacks of `frame_stack` frames) from the
+    replay's device-resident fields (`ReplayBuffer.device_fields()`) and runs `num_updates` updates, all in
+    one call."""
     if num_updates < 1:
         raise ValueError(f"num_updates must be >= 1, got {num_updates}")
     config = networks.config
@@ -127,7 +128,7 @@ def make_learner_step_fn(
 
     def learner_step(state: TrainingState, fields: dict, key: jax.Array) -> tuple[TrainingState, dict]:
         flat = sampling.sample_batch(
-            fields, key, num_updates * ratio, config.batch_size, config.n_step, config.discount
+            fields, key, num_updates * ratio, config.batch_size, config.n_step, config.discount, frame_stack
         )
         batches = jax.tree.map(lambda x: x.reshape(num_updates, ratio, *x.shape[1:]), flat)
         return update_many(state, batches)

@@ -15,6 +15,7 @@ of T steps the ring holds capacity * T / (T + 1) transitions.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ import jax
 import numpy as np
 
 from serl_gs.data.batch import Batch
+from serl_gs.data.frame_stack import NO_PREDECESSOR
 from serl_gs.data.records import OBS_PREFIX, RecordSpec, check_finite
 from serl_gs.data.saving import replace_directory
 from serl_gs.data.storage import (
@@ -42,6 +44,7 @@ from serl_gs.data.storage import (
 )
 
 _SAVE_FORMAT = 1
+_LINKED_FIELDS = ("action", "reward", "terminated", "next_gap", "prev_gap")  # saved beside the frames
 MAX_ENVS_PER_ACTOR = 1 << 20  # stream tables are dense per actor: a bad env_index must not allocate gigabytes
 ActorId = int | str
 
@@ -51,10 +54,14 @@ class ReplayConfig:
     capacity: int = 1_000_000  # records (≈ transitions, see module doc)
     storage: Literal["auto", "device", "host"] = "auto"
     device_fraction: float = 0.5  # "auto" keeps frames on the device if they fit in this share of its free memory
+    # Frames per camera in sampled observations (data.frame_stack): stacks are rebuilt from single stored frames.
+    frame_stack: int = 1
 
     def __post_init__(self):
         if not isinstance(self.capacity, int) or self.capacity < 2:
             raise ValueError(f"capacity must be an int >= 2, got {self.capacity!r}")
+        if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
+            raise ValueError(f"frame_stack must be an int >= 1, got {self.frame_stack!r}")
 
 
 @dataclass
@@ -202,6 +209,9 @@ class ReplayBuffer:
         slots = (seq % self.capacity).astype(np.int32)
         link_slots = (prev_seq[linked] % self.capacity).astype(np.int32)
         link_gaps = (seq[order][linked] - prev_seq[linked]).astype(np.int32)
+        # Backward links (frame stacks, data.frame_stack), in record order: the same pairs, seen from the successor.
+        prev_gaps = np.empty((n,), np.int32)
+        prev_gaps[order] = np.where(is_first, 0, np.where(linked, seq[order] - prev_seq, NO_PREDECESSOR))
 
         # Host bookkeeping: rewritten slots lose their links, then the new links count.
         self.num_transitions -= int(np.count_nonzero(self._has_successor[slots]))
@@ -210,7 +220,7 @@ class ReplayBuffer:
         self.num_transitions += int(link_slots.size)
         self.total_inserted = end_total
 
-        self._storage.write(*self._padded_write(records, slots, link_slots, link_gaps, n))
+        self._storage.write(*self._padded_write(records, slots, prev_gaps, link_slots, link_gaps, n))
 
     def _forget_streams(self, keep: ActorId) -> None:
         """Drops the stream tables (other than `keep`'s) whose newest record is oldest, until within the bound."""
@@ -222,7 +232,7 @@ class ReplayBuffer:
                 self._stream_slots -= self._streams.pop(actor).last_seq.size
                 self.streams_forgotten += 1
 
-    def _padded_write(self, records, slots, link_slots, link_gaps, n):
+    def _padded_write(self, records, slots, prev_gaps, link_slots, link_gaps, n):
         width = _bucket(n)
         pad = lambda a, fill=0: np.concatenate([a, np.full((width - a.shape[0], *a.shape[1:]), fill, a.dtype)])
         rows = {
@@ -230,6 +240,7 @@ class ReplayBuffer:
             "action": pad(records["action"]),
             "reward": pad(records["reward"]),
             "terminated": pad(records["terminated"]),
+            "prev_gap": pad(prev_gaps, NO_PREDECESSOR),
         }
         return (
             pad(slots, self.capacity),
@@ -252,7 +263,7 @@ class ReplayBuffer:
         with self._lock:
             if self.num_transitions == 0:
                 raise ValueError("the replay holds no complete transition yet; insert more records first")
-            return self._storage.sample(key, num_batches, batch_size, n_step, discount)
+            return self._storage.sample(key, num_batches, batch_size, n_step, discount, self.config.frame_stack)
 
     def device_fields(self) -> dict | None:
         """The stored fields as device arrays, for sampling inside a caller's jit (`data.sampling`); None when
@@ -274,7 +285,7 @@ class ReplayBuffer:
             fields = self._storage.fields
             # Files are numbered in spec order: observation names hold "/" ("pixels/front").
             arrays = {f"obs.{i}": fields["obs"][name] for i, name in enumerate(self.spec.obs_names)}
-            arrays.update({name: fields[name] for name in ("action", "reward", "terminated", "next_gap")})
+            arrays.update({name: fields[name] for name in _LINKED_FIELDS})
             actors = list(self._streams)
             for i, actor in enumerate(actors):
                 arrays[f"streams.{i}.last_seq"] = self._streams[actor].last_seq
@@ -318,13 +329,16 @@ class ReplayBuffer:
         )
         config = ReplayConfig(**meta["config"])
         if storage is not None:
-            config = ReplayConfig(config.capacity, storage, config.device_fraction)
+            config = dataclasses.replace(config, storage=storage)
         replay = cls(spec, config, device=device, log=log)
         load = lambda name: np.load(os.path.join(directory, name + ".npy"), allow_pickle=False)
         fields = {
             "obs": {name: load(f"obs.{i}") for i, name in enumerate(spec.obs_names)},
-            **{name: load(name) for name in ("action", "reward", "terminated", "next_gap")},
+            **{name: load(name) for name in _LINKED_FIELDS if name != "prev_gap"},
         }
+        # Saves from before frame stacks have no backward links: unknown, so none of their slots ends a stack.
+        has_prev = os.path.exists(os.path.join(directory, "prev_gap.npy"))
+        fields["prev_gap"] = load("prev_gap") if has_prev else np.full_like(fields["next_gap"], NO_PREDECESSOR)
         replay._storage.load_numpy(fields)
         replay._has_successor = fields["next_gap"] > 0
         for i, actor in enumerate(meta["actors"]):

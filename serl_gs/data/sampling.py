@@ -23,7 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from serl_gs.data import frame_stack as frame_stack_lib
 from serl_gs.data.batch import Batch
+from serl_gs.data.records import PIXELS_PREFIX
 
 
 def sample_slots(
@@ -31,10 +33,16 @@ def sample_slots(
     key: jax.Array,
     num_batches: int,
     batch_size: int,
+    prev_gap: jax.Array | None = None,  # [C] int32 backward links; needed when frame_stack > 1
+    frame_stack: int = 1,
 ) -> tuple[jax.Array, jax.Array]:  # k, j: [U, B] slots of obs and of the next record
-    """Uniform over linked slots (cumsum + searchsorted); assumes at least one link."""
+    """Uniform over linked slots (cumsum + searchsorted) whose frame stacks can be rebuilt (data.frame_stack);
+    assumes at least one."""
     capacity = next_gap.shape[0]
-    cdf = jnp.cumsum(next_gap > 0, dtype=jnp.int32)
+    starts = next_gap > 0
+    if frame_stack > 1:
+        starts = starts & frame_stack_lib.stack_complete(prev_gap, frame_stack)
+    cdf = jnp.cumsum(starts, dtype=jnp.int32)
     u = jax.random.randint(key, (num_batches, batch_size), 0, cdf[-1])
     k = jnp.searchsorted(cdf, u, side="right").astype(jnp.int32)
     j = (k + next_gap[k]) % capacity
@@ -67,34 +75,57 @@ def follow_chain(
 
 
 def gather(
-    fields: dict, k: jax.Array, j: jax.Array, n_step: int = 1, discount: float = 1.0, xp: ModuleType = jnp
+    fields: dict,
+    k: jax.Array,
+    j: jax.Array,
+    n_step: int = 1,
+    discount: float = 1.0,
+    xp: ModuleType = jnp,
+    frame_stack: int = 1,
 ) -> Batch:
-    """The Batch for transitions starting at slots k with first next record j (leading dims of k)."""
+    """The Batch for transitions starting at slots k with first next record j (leading dims of k); with
+    frame_stack > 1, cameras' obs and next_obs are the stacks ending at those slots (data.frame_stack)."""
     take = lambda stored, index: xp.take(stored, index, axis=0)
+
+    def observations(slots):
+        if frame_stack == 1:
+            return {name: take(frames, slots) for name, frames in fields["obs"].items()}
+        stacks = lambda frames: frame_stack_lib.gather_stacks(frames, fields["prev_gap"], slots, frame_stack, xp)
+        return {
+            name: stacks(frames) if name.startswith(PIXELS_PREFIX) else take(frames, slots)
+            for name, frames in fields["obs"].items()
+        }
+
     if n_step == 1:
         return Batch(
-            obs={name: take(frames, k) for name, frames in fields["obs"].items()},
+            obs=observations(k),
             action=take(fields["action"], j),
             reward=take(fields["reward"], j),
             terminated=take(fields["terminated"], j),
-            next_obs={name: take(frames, j) for name, frames in fields["obs"].items()},
+            next_obs=observations(j),
         )
     last, reward, bootstrap = follow_chain(fields, j, n_step, discount, xp)
     return Batch(
-        obs={name: take(frames, k) for name, frames in fields["obs"].items()},
+        obs=observations(k),
         action=take(fields["action"], j),
         reward=reward,
         terminated=take(fields["terminated"], last),
-        next_obs={name: take(frames, last) for name, frames in fields["obs"].items()},
+        next_obs=observations(last),
         discount=bootstrap,
     )
 
 
 def sample_batch(
-    fields: dict, key: jax.Array, num_batches: int, batch_size: int, n_step: int = 1, discount: float = 1.0
+    fields: dict,
+    key: jax.Array,
+    num_batches: int,
+    batch_size: int,
+    n_step: int = 1,
+    discount: float = 1.0,
+    frame_stack: int = 1,
 ) -> Batch:
     """Uniform transitions from device-resident fields, leaves [num_batches, batch_size, ...]."""
     if n_step < 1:
         raise ValueError(f"n_step must be >= 1, got {n_step}")
-    k, j = sample_slots(fields["next_gap"], key, num_batches, batch_size)
-    return gather(fields, k, j, n_step, discount)
+    k, j = sample_slots(fields["next_gap"], key, num_batches, batch_size, fields["prev_gap"], frame_stack)
+    return gather(fields, k, j, n_step, discount, frame_stack=frame_stack)

@@ -19,15 +19,17 @@ import numpy as np
 
 from serl_gs.data import sampling
 from serl_gs.data.batch import Batch
+from serl_gs.data.frame_stack import NO_PREDECESSOR
 from serl_gs.data.records import RecordSpec
 
 StorageKind = Literal["device", "host"]
 
 
 def slot_bytes(spec: RecordSpec) -> int:
-    """Bytes one stored record takes: its obs, action, reward, terminated and the int32 forward link."""
+    """Bytes one stored record takes: its obs, action, reward, terminated and the int32 forward and backward
+    links (frame stacks add nothing: each frame is stored once)."""
     obs = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for _, shape, dtype in spec.obs)
-    return obs + 4 * spec.action_dim + 4 + 1 + 4
+    return obs + 4 * spec.action_dim + 4 + 1 + 4 + 4
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,30 @@ def empty_fields(spec: RecordSpec, capacity: int, zeros=np.zeros) -> dict:
         "reward": zeros((capacity,), np.dtype(np.float32)),
         "terminated": zeros((capacity,), np.dtype(bool)),
         "next_gap": zeros((capacity,), np.dtype(np.int32)),  # slots to the stream's next record; 0 = none yet
+        # Slots back to the episode's previous record; 0 = first frame, -1 = unknown (data.frame_stack).
+        "prev_gap": zeros((capacity,), np.dtype(np.int32)) + NO_PREDECESSOR,
     }
+
+
+def _relink(next_gap, prev_gap, slots, new_prev_gap, link_slots, link_gaps, xp=jnp):
+    """The links after a write (slots and link_slots padded with `capacity`, which is dropped).
+
+    A rewritten slot's old successor loses its backward link (data.frame_stack); the rewritten slot starts with
+    its record's own backward link and no successor; then this write's records link their predecessors."""
+    capacity = next_gap.shape[0]
+    live = slots < capacity
+    old_next = xp.where(live, next_gap[xp.minimum(slots, capacity - 1)], 0)
+    orphans = xp.where(old_next > 0, (slots + old_next) % capacity, capacity)
+    if xp is jnp:
+        prev_gap = prev_gap.at[orphans].set(NO_PREDECESSOR, mode="drop").at[slots].set(new_prev_gap, mode="drop")
+        next_gap = next_gap.at[slots].set(0, mode="drop").at[link_slots].set(link_gaps, mode="drop")
+        return next_gap, prev_gap
+    prev_gap[orphans[orphans < capacity]] = NO_PREDECESSOR  # in place: host fields
+    prev_gap[slots[live]] = new_prev_gap[live]
+    next_gap[slots[live]] = 0
+    link_live = link_slots < capacity
+    next_gap[link_slots[link_live]] = link_gaps[link_live]
+    return next_gap, prev_gap
 
 
 @partial(jax.jit, donate_argnums=0)
@@ -102,22 +127,17 @@ def _device_write(fields, slots, rows, link_slots, link_gaps):
         "reward": set_rows(fields["reward"], rows["reward"]),
         "terminated": set_rows(fields["terminated"], rows["terminated"]),
     }
-    # A rewritten slot starts without a successor; then link the predecessors of this write's records.
-    next_gap = fields["next_gap"].at[slots].set(0, mode="drop")
-    out["next_gap"] = next_gap.at[link_slots].set(link_gaps, mode="drop")
+    out["next_gap"], out["prev_gap"] = _relink(
+        fields["next_gap"], fields["prev_gap"], slots, rows["prev_gap"], link_slots, link_gaps
+    )
     return out
 
 
-_sample_slots = jax.jit(sampling.sample_slots, static_argnames=("num_batches", "batch_size"))
+_sample_slots = jax.jit(sampling.sample_slots, static_argnames=("num_batches", "batch_size", "frame_stack"))
 _sample_on_device = jax.jit(
-    sampling.sample_batch, static_argnames=("num_batches", "batch_size", "n_step", "discount")
+    sampling.sample_batch, static_argnames=("num_batches", "batch_size", "n_step", "discount", "frame_stack")
 )
-
-
-@jax.jit
-def _link_only(next_gap, slots, link_slots, link_gaps):
-    next_gap = next_gap.at[slots].set(0, mode="drop")
-    return next_gap.at[link_slots].set(link_gaps, mode="drop")
+_links_only = jax.jit(_relink)
 
 
 class DeviceStorage:
@@ -134,11 +154,17 @@ class DeviceStorage:
     def next_gap(self) -> jax.Array:  # [capacity] int32 on the device
         return self.fields["next_gap"]
 
+    @property
+    def prev_gap(self) -> jax.Array:  # [capacity] int32 on the device
+        return self.fields["prev_gap"]
+
     def write(self, slots, rows, link_slots, link_gaps) -> None:
         self.fields = _device_write(self.fields, slots, rows, link_slots, link_gaps)
 
-    def sample(self, key: jax.Array, num_batches: int, batch_size: int, n_step: int, discount: float) -> Batch:
-        return _sample_on_device(self.fields, key, num_batches, batch_size, n_step, discount)
+    def sample(
+        self, key: jax.Array, num_batches: int, batch_size: int, n_step: int, discount: float, frame_stack: int = 1
+    ) -> Batch:
+        return _sample_on_device(self.fields, key, num_batches, batch_size, n_step, discount, frame_stack)
 
     def device_fields(self) -> dict:
         return self.fields
@@ -156,11 +182,15 @@ class HostStorage:
         self.capacity = capacity
         self.fields = empty_fields(spec, capacity)
         self._device = device
-        self._next_gap = jax.device_put(self.fields["next_gap"], device)
+        self._next_gap, self._prev_gap = jax.device_put((self.fields["next_gap"], self.fields["prev_gap"]), device)
 
     @property
     def next_gap(self) -> jax.Array:
         return self._next_gap
+
+    @property
+    def prev_gap(self) -> jax.Array:
+        return self._prev_gap
 
     def write(self, slots, rows, link_slots, link_gaps) -> None:
         keep = slots < self.capacity
@@ -169,19 +199,23 @@ class HostStorage:
             frames[live] = live_rows["obs"][name]
         for name in ("action", "reward", "terminated"):
             self.fields[name][live] = live_rows[name]
-        self.fields["next_gap"][live] = 0
-        link_keep = link_slots < self.capacity
-        self.fields["next_gap"][link_slots[link_keep]] = link_gaps[link_keep]
-        self._next_gap = _link_only(self._next_gap, slots, link_slots, link_gaps)
+        _relink(self.fields["next_gap"], self.fields["prev_gap"], slots, rows["prev_gap"], link_slots, link_gaps, np)
+        self._next_gap, self._prev_gap = _links_only(
+            self._next_gap, self._prev_gap, slots, rows["prev_gap"], link_slots, link_gaps
+        )
 
-    def sample(self, key: jax.Array, num_batches: int, batch_size: int, n_step: int, discount: float) -> Batch:
+    def sample(
+        self, key: jax.Array, num_batches: int, batch_size: int, n_step: int, discount: float, frame_stack: int = 1
+    ) -> Batch:
         """Slots drawn on the device, then one numpy gather (n-step chains followed on the host), one transfer."""
-        k, j = jax.device_get(_sample_slots(self._next_gap, key, num_batches, batch_size))
-        return jax.device_put(sampling.gather(self.fields, k, j, n_step, discount, xp=np), self._device)
+        slots = _sample_slots(self._next_gap, key, num_batches, batch_size, self._prev_gap, frame_stack)
+        k, j = jax.device_get(slots)
+        batch = sampling.gather(self.fields, k, j, n_step, discount, xp=np, frame_stack=frame_stack)
+        return jax.device_put(batch, self._device)
 
     def device_fields(self) -> None:
         return None  # the frames are in host memory
 
     def load_numpy(self, fields: dict) -> None:
         self.fields = fields
-        self._next_gap = jax.device_put(fields["next_gap"], self._device)
+        self._next_gap, self._prev_gap = jax.device_put((fields["next_gap"], fields["prev_gap"]), self._device)

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from serl_gs.agents.payload import check_obs_spec, spec_to_jsonable, unpack_policy
+from serl_gs.data.frame_stack import FrameStacker
 from serl_gs.nodes.adder import Adder, EnvStep
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
@@ -213,7 +214,7 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
 
     stop = stop or threading.Event()
     vec = config.env.make_vec(config.num_envs, seed=config.seed)
-    obs_spec, action_dim = obs_spec_of(vec), vec.single_action_space.shape[0]
+    obs_spec, action_dim = config.env.policy_obs_spec(obs_spec_of(vec)), vec.single_action_space.shape[0]
     where = f"the learner at {config.transport.host}:{config.transport.transitions_port}"
     policy = PolicyHolder(obs_spec, action_dim, config.env.task(), where)
     log = MetricsLog(Path(config.run_dir), f"actor_{config.actor_id}") if config.run_dir else None
@@ -248,14 +249,17 @@ def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, st
     if config.noise_beta > 0:
         from serl_gs.agents.exploration import ColoredNoise
 
-        steps_per_episode = config.env.episode_length or vec.task.episode_length
+        control_steps = config.env.episode_length or vec.task.episode_length
+        steps_per_episode = -(-control_steps // vec.task.action_repeat)  # env steps: each spans a repeat
         noise = ColoredNoise(config.num_envs, action_dim, steps_per_episode, config.noise_beta, config.seed + 104729)
     key = jax.random.PRNGKey(config.seed + 7919)
     env_steps, steps, last_log, t0 = 0, 0, time.monotonic(), time.monotonic()
     counters: dict[str, float] = {}
     adder = Adder(client, config.num_envs, action_dim, stop)
+    stacker = FrameStacker(config.env.frame_stack)  # the policy sees frame stacks; records carry single frames
     obs, _ = vec.reset(seed=config.seed)
     adder.add_first(obs)
+    policy_obs = stacker.reset(obs)
     while not stop.is_set() and (config.max_steps == 0 or steps < config.max_steps):
         update = params.poll()
         if update is not None:
@@ -264,10 +268,10 @@ def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, st
         if env_steps < config.random_steps or policy.version < 0:
             actions = jax.random.uniform(act_key, (config.num_envs, action_dim), minval=-1.0, maxval=1.0)
         else:
-            actions = policy(obs, act_key, noise=None if noise is None else noise.next())
+            actions = policy(policy_obs, act_key, noise=None if noise is None else noise.next())
         step = EnvStep(*vec.step(actions))
-        obs = step.obs
         done = np.asarray(step.terminated) | np.asarray(step.truncated)
+        policy_obs = stacker.step(step.obs, done)  # same-step autoreset: a done env's obs starts its next episode
         if noise is not None:
             noise.reset(done)
         success = np.asarray(step.infos["success"], np.float32) if "success" in step.infos else None

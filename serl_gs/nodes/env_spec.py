@@ -9,6 +9,7 @@ from typing import Any, get_args
 import jax
 import numpy as np
 
+from serl_gs.data.frame_stack import stack_obs_spec
 from serl_gs.data.records import PIXELS_PREFIX
 from serl_gs.render.config import BackendName
 from serl_gs.vec_env import OBS_MODES, PHYSICS_PATHS, ObsMode, PhysicsPath
@@ -26,6 +27,8 @@ class EnvSpec:
     physics: PhysicsPath = "auto"
     episode_length: int | None = None  # None: the task's default
     scene: str | None = None  # a manifest of 3DGS captures bound to bodies (serl_gs.render.manifest); None: generated
+    action_repeat: int | None = None  # control steps per env step (the task option); None: the task's default
+    frame_stack: int = 1  # frames per camera in the policy's observation (serl_gs.data.frame_stack); pixels only
 
     def __post_init__(self):
         choices = (("obs_mode", OBS_MODES), ("physics", PHYSICS_PATHS), ("render_backend", get_args(BackendName)))
@@ -38,16 +41,35 @@ class EnvSpec:
             raise ValueError(f"image_size must be a positive int, got {self.image_size!r}")
         if self.episode_length is not None and self.episode_length < 1:
             raise ValueError(f"episode_length must be >= 1 or None, got {self.episode_length!r}")
+        if self.action_repeat is not None and (not isinstance(self.action_repeat, int) or self.action_repeat < 1):
+            raise ValueError(f"action_repeat must be an int >= 1 or None, got {self.action_repeat!r}")
+        if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
+            raise ValueError(f"frame_stack must be an int >= 1, got {self.frame_stack!r}")
+        if self.frame_stack > 1 and self.obs_mode != "pixels":
+            raise ValueError(f"frame_stack={self.frame_stack} stacks camera frames: it needs obs_mode='pixels'")
 
     def task_kwargs(self) -> dict[str, Any]:
-        return {} if self.episode_length is None else {"episode_length": self.episode_length}
+        kwargs: dict[str, Any] = {}
+        if self.episode_length is not None:
+            kwargs["episode_length"] = self.episode_length
+        if self.action_repeat is not None:
+            kwargs["action_repeat"] = self.action_repeat
+        return kwargs
+
+    def policy_obs_spec(self, obs_spec: dict[str, jax.ShapeDtypeStruct]) -> dict[str, jax.ShapeDtypeStruct]:
+        """What the policy sees from the env's per-env shapes: each camera's last `frame_stack` frames."""
+        return stack_obs_spec(obs_spec, self.frame_stack)
 
     def task(self) -> dict[str, Any]:
         """What the nodes of one run must agree on, JSON-ready (render backend and physics are each node's own;
         image size and cameras matter for pixels only)."""
         task: dict[str, Any] = {"env": self.env, "obs_mode": self.obs_mode}
+        if self.action_repeat is not None:
+            task["action_repeat"] = self.action_repeat
         if self.obs_mode == "pixels":
             task.update(image_size=self.image_size, cameras=list(self.cameras))
+            if self.frame_stack > 1:
+                task["frame_stack"] = self.frame_stack
         return task
 
     def make_kwargs(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from serl_gs.agents.payload import agent_config_from_dict, check_obs_spec, spec_from_jsonable
+from serl_gs.data.frame_stack import FrameStacker
 from serl_gs.nodes.checkpoint import CheckpointDamaged, Checkpointer, checkpoint_root
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
 
@@ -32,6 +33,7 @@ class EvalConfig:
     video_episodes: int = 2  # envs recorded (their first episode each); 0 = no video
     video_size: int = 128
     video_camera: str = ""  # empty: the task's first camera
+    policy_frames: bool = False  # pixel policies: the video shows the frames the policy saw (newest of each stack)
     scene: str | None = None  # a scene manifest of captures; None: the one the run trained with, if any
     out_dir: str | None = None  # default: <run dir>/eval/<step>
 
@@ -93,6 +95,17 @@ def _load_newest(root: Path, requested: int | None):
     return intact.step, intact.meta, built["networks"], intact.state
 
 
+def _policy_frames(obs: dict[str, Any], envs: int, size: int, finished: np.ndarray) -> np.ndarray:
+    """The newest frame of every camera the policy saw, for the first `envs` envs, side by side, enlarged by
+    pixel repetition to about `size` (the policy's own images are small); finished envs fade out."""
+    cameras = [np.asarray(x)[:envs, ..., -3:] for name, x in sorted(obs.items()) if name.startswith("pixels/")]
+    images = np.concatenate(cameras, axis=2)  # [envs, H, W * cameras, 3]
+    images[finished[:envs]] //= 3
+    scale = max(1, size // images.shape[1])
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    return np.concatenate(list(images), axis=1)
+
+
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     from serl_gs.agents.networks import make_inference_fn, policy_params
 
@@ -103,12 +116,14 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     if config.scene:
         env_spec = dataclasses.replace(env_spec, scene=config.scene)
     vec = env_spec.make_vec(config.num_envs, seed=config.seed)
-    check_obs_spec(meta["obs_spec"], obs_spec_of(vec), "eval")
+    check_obs_spec(meta["obs_spec"], env_spec.policy_obs_spec(obs_spec_of(vec)), "eval")
     params = policy_params(state.params)
     policy = make_inference_fn(networks)
 
     renderer = None
-    if config.video_episodes:
+    if config.policy_frames and env_spec.obs_mode != "pixels":
+        raise ValueError("policy_frames needs a pixel policy (the run trained on obs_mode='state')")
+    if config.video_episodes and not config.policy_frames:
         from serl_gs.render import RenderConfig, RenderStage
 
         camera = config.video_camera or vec.task.mj_model.camera(0).name
@@ -119,6 +134,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     recording[: config.video_episodes] = True
 
     def record() -> None:
+        if config.policy_frames and config.video_episodes and recording.any():
+            frames.append(_policy_frames(obs, config.video_episodes, config.video_size, ~recording))
         if renderer is not None and recording.any():
             poses = [np.asarray(x)[: config.video_episodes] for x in vec.body_poses()]
             images = renderer.render(*poses)[:, 0]  # [k, H, W, 3]
@@ -128,12 +145,14 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     returns, successes = [], []
     running = np.zeros(config.num_envs)
     succeeded = np.zeros(config.num_envs)
-    obs, _ = vec.reset(seed=config.seed)
+    stacker = FrameStacker(env_spec.frame_stack)
+    obs = stacker.reset(vec.reset(seed=config.seed)[0])
     record()
     key = jax.random.PRNGKey(config.seed)
     while len(returns) < config.episodes:
         actions = policy(params, obs, key, True)
         obs, reward, terminated, truncated, infos = vec.step(actions)
+        obs = stacker.step(obs, np.asarray(terminated) | np.asarray(truncated))
         running += np.asarray(reward)
         if "success" in infos:
             succeeded = np.maximum(succeeded, np.asarray(infos["success"]))

@@ -138,8 +138,9 @@ class Learner:
             from serl_gs.render.manifest import record_scene
 
             record_scene(c.env.scene, self.run_dir)
-        self.obs_spec, self.action_dim = c.env.observation_spec()
-        self.networks = make_networks(c.agent, self.obs_spec, self.action_dim)
+        self.obs_spec, self.action_dim = c.env.observation_spec()  # one frame per camera: what records carry
+        self.policy_obs_spec = c.env.policy_obs_spec(self.obs_spec)  # what the networks see (frame stacks)
+        self.networks = make_networks(c.agent, self.policy_obs_spec, self.action_dim)
         self._policy_params = policy_params
         self.updates_per_call = c.updates_per_call or (
             1 if unrolls_updates(self.networks) else min(c.publish_every, int(2 * c.rate.tolerance))
@@ -147,7 +148,7 @@ class Learner:
         if self.updates_per_call == 1:
             self._update = make_update_fn(self.networks)
         else:  # device-resident replay: sampled inside the call; host replay: gathered once, then one call
-            self._learner_step = make_learner_step_fn(self.networks, self.updates_per_call)
+            self._learner_step = make_learner_step_fn(self.networks, self.updates_per_call, c.env.frame_stack)
             self._update_many = make_update_many_fn(self.networks)
         self.rate = RateLimiter(c.rate)
         self.counters = collections.Counter({"updates": 0, "transitions": 0, "records": 0})
@@ -156,7 +157,7 @@ class Learner:
         meta = {
             "agent_config": agent_config_to_dict(c.agent),
             "env": dataclasses.asdict(c.env),
-            "obs_spec": spec_to_jsonable(self.obs_spec),
+            "obs_spec": spec_to_jsonable(self.policy_obs_spec),
             "action_dim": self.action_dim,
         }
         self.persistence = ResumableRun(self.run_dir, keep=c.keep_checkpoints, save_replay=c.save_replay, meta=meta)
@@ -178,7 +179,7 @@ class Learner:
                 obs=tuple((name, tuple(s.shape), np.dtype(s.dtype).name) for name, s in sorted(self.obs_spec.items())),
                 action_dim=self.action_dim,
             )
-            self.replay = ReplayBuffer(spec, c.replay)
+            self.replay = ReplayBuffer(spec, dataclasses.replace(c.replay, frame_stack=c.env.frame_stack))
         replayed = 0
         for batch in restored.unsaved_batches():
             self._store(batch.actor_id, batch.session, batch.records)
@@ -225,7 +226,9 @@ class Learner:
         if version == self._published_version:
             return
         params = self._policy_params(self.state.params)
-        data = pack_policy(self.config.agent, self.obs_spec, self.action_dim, params, task=self.config.env.task())
+        data = pack_policy(
+            self.config.agent, self.policy_obs_spec, self.action_dim, params, task=self.config.env.task()
+        )
         self.publisher.publish(data, version=version)
         self._published_version = version
 
