@@ -77,3 +77,17 @@ def test_bench_env_cases_are_checked():
 def test_gpu_check_script_says_how_to_call_it():
     proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "usage:" in proc.stderr
+
+
+def test_kernel_printf_in_a_results_file_moves_to_the_log(tmp_path):
+    # On the H200, MuJoCo Warp's CUDA printf ("solver iterations limit reached") landed between bench_env's JSON lines.
+    from benchmarks.gpu_check import Runner
+
+    runner = Runner(tmp_path, budget_s=60)
+    warning = "solver iterations limit reached - please increase iterations beyond 6"
+    row = json.dumps({"bench": "env", "value": 1.0})
+    (tmp_path / "env.jsonl").write_text(f"{warning}\n{row}\n{warning}\n{row}\n")
+    runner._keep_json_lines(tmp_path / "env.jsonl")
+    runner.finish({})
+    assert (tmp_path / "env.jsonl").read_text() == f"{row}\n{row}\n"
+    assert (tmp_path / "gpu_check.log").read_text().count(warning) == 2
