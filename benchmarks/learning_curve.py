@@ -6,7 +6,7 @@
 
 Reads the learner's metric rows (`learner_metrics.jsonl`: what the actors reported of their finished episodes,
 averaged over each logging interval) and the newest eval summary (`eval/<step>/summary.json`, written by
-run_eval.sh). Wall-clock counts from the learner's start (when it wrote `learner_config.json`), so it includes
+run_eval.sh), and every evaluated checkpoint as `eval_curve`. Wall-clock counts from the learner's start (when it wrote `learner_config.json`), so it includes
 compilation, the actors' random steps and `training_starts`. Prints one JSON document.
 """
 
@@ -23,9 +23,26 @@ from serl_gs.nodes.metrics_log import read_metrics
 CURVE_KEYS = ("updates", "transitions", "updates_per_s", "episode_return", "success")
 
 
+def _eval_summaries(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob("eval/*/summary.json"), key=lambda p: int(p.parent.name))
+
+
 def _newest_eval(run_dir: Path) -> dict[str, Any] | None:
-    summaries = sorted(run_dir.glob("eval/*/summary.json"), key=lambda p: int(p.parent.name))
+    summaries = _eval_summaries(run_dir)
     return json.loads(summaries[-1].read_text()) if summaries else None
+
+
+def eval_curve(run_dir: Path, start: float) -> list[dict[str, Any]]:
+    """Every evaluated checkpoint (run_eval.sh --checkpoint RUN/checkpoints/STEP), against the wall-clock at which
+    the learner wrote it (the checkpoint folder's time)."""
+    points = []
+    for path in _eval_summaries(run_dir):
+        summary = json.loads(path.read_text())
+        checkpoint = run_dir / "checkpoints" / path.parent.name
+        wall_s = round(checkpoint.stat().st_mtime - start, 1) if checkpoint.exists() else None
+        keep = ("return_mean", "return_std", "success_rate", "episodes")
+        points.append({"updates": int(path.parent.name), "wall_s": wall_s, **{k: summary[k] for k in keep if k in summary}})
+    return points
 
 
 def learning_curve(run_dir: Path) -> dict[str, Any]:
@@ -46,6 +63,7 @@ def learning_curve(run_dir: Path) -> dict[str, Any]:
         "device": device_name(),
         "first_success": first_success,  # the first logging interval in which an episode succeeded
         "eval": _newest_eval(run_dir),
+        "eval_curve": eval_curve(run_dir, start),
         "training_curve": curve,
     }
 

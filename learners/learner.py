@@ -24,9 +24,10 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise ValueError(f"unexpected positional arguments {argv[1:]}")
     lr = f.lr
+    env = env_spec_from_flags()
     config = LearnerConfig(
         # The learner reads only observation shapes from its env: it never renders nor steps physics.
-        env=env_spec_from_flags(),
+        env=env,
         agent=AgentConfig(
             hidden_dims=tuple(int(h) for h in f.hidden_dims.split(",")),
             critic_ensemble_size=f.critic_ensemble_size,
@@ -43,7 +44,7 @@ def main(argv: list[str]) -> None:
             ),
             image_augmentation_pad=f.augmentation_pad,
         ),
-        replay=ReplayConfig(capacity=f.replay_capacity),
+        replay=ReplayConfig(capacity=f.replay_capacity, frame_stack=env.frame_stack),  # as logged and saved
         rate=RateLimiterConfig(utd=f.utd, min_inserts=f.training_starts, tolerance=200.0),
         transport=LearnerTransportConfig(
             bind=f.bind, **port_layout(f.port), auth=AuthConfig(secret_file=f.auth_secret_file or None)
