@@ -17,6 +17,7 @@ if [[ "${1:-}" == "--pixels" ]]; then
   exec "$root/scripts/demo_pixels.sh" "$@"
 fi
 source "$root/scripts/venv.sh"
+source "$root/scripts/demo_run.sh"
 
 run_dir="${RUN_DIR:-runs/demo-$(date +%Y%m%d-%H%M%S)}"
 stop_success="${STOP_SUCCESS:-0.75}"
@@ -41,22 +42,4 @@ eval_args=(--checkpoint "$run_dir" --num_envs 16 --episodes 32 --video_episodes 
 
 echo "[demo] training until ${stop_success} training success over ${success_window} episodes," \
   "at most ${max_updates} updates or ${train_seconds} s; run directory: $run_dir"
-start=$SECONDS
-python -m learners.learner "${learner_args[@]}" &
-learner_pid=$!
-python -m actors.actor "${actor_args[@]}" &
-actor_pid=$!
-trap 'kill "$actor_pid" "$learner_pid" 2>/dev/null || true' EXIT
-
-learner_status=0
-wait "$learner_pid" || learner_status=$?   # the learner stops itself (see above), with a final checkpoint
-kill -INT "$actor_pid" 2>/dev/null || true
-wait "$actor_pid" || true
-trap - EXIT
-if [[ "$learner_status" -ne 0 ]]; then
-  echo "[demo] the learner exited with status $learner_status; evaluating its newest checkpoint anyway" >&2
-fi
-
-echo "[demo] trained for $((SECONDS - start)) s; evaluating the final checkpoint (deterministic policy)"
-python -m actors.evaluate "${eval_args[@]}"
-echo "[demo] done in $((SECONDS - start)) s"
+demo_train_and_eval

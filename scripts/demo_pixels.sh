@@ -11,6 +11,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/venv.sh"
+source "$root/scripts/demo_run.sh"
 
 run_dir="${RUN_DIR:-runs/demo-pixels-$(date +%Y%m%d-%H%M%S)}"
 max_updates="${PIXEL_MAX_UPDATES:-6000}"
@@ -33,22 +34,4 @@ actor_args=(
 eval_args=(--checkpoint "$run_dir" --num_envs 8 --episodes 8 --video_episodes 2 --policy_frames)
 
 echo "[demo] pixels: training DrQ for ${max_updates} updates, at most ${train_seconds} s; run directory: $run_dir"
-start=$SECONDS
-python -m learners.learner "${learner_args[@]}" &
-learner_pid=$!
-python -m actors.actor "${actor_args[@]}" &
-actor_pid=$!
-trap 'kill "$actor_pid" "$learner_pid" 2>/dev/null || true' EXIT
-
-learner_status=0
-wait "$learner_pid" || learner_status=$?   # the learner stops itself, with a final checkpoint
-kill -INT "$actor_pid" 2>/dev/null || true
-wait "$actor_pid" || true
-trap - EXIT
-if [[ "$learner_status" -ne 0 ]]; then
-  echo "[demo] the learner exited with status $learner_status; evaluating its newest checkpoint anyway" >&2
-fi
-
-echo "[demo] trained for $((SECONDS - start)) s; evaluating the final checkpoint (deterministic policy)"
-python -m actors.evaluate "${eval_args[@]}"
-echo "[demo] done in $((SECONDS - start)) s"
+demo_train_and_eval

@@ -1,0 +1,24 @@
+# Sourced by run_demo.sh and scripts/demo_pixels.sh: the demo's run once its arguments are set.
+# demo_train_and_eval reads the arrays learner_args, actor_args and eval_args: starts the learner and one local
+# actor, waits for the learner to stop itself (it writes a final checkpoint), stops the actor, then evaluates.
+
+demo_train_and_eval() {
+  local start=$SECONDS learner_pid actor_pid learner_status=0
+  python -m learners.learner "${learner_args[@]}" &
+  learner_pid=$!
+  python -m actors.actor "${actor_args[@]}" &
+  actor_pid=$!
+  trap "kill $actor_pid $learner_pid 2>/dev/null || true" EXIT
+
+  wait "$learner_pid" || learner_status=$?
+  kill -INT "$actor_pid" 2>/dev/null || true
+  wait "$actor_pid" || true
+  trap - EXIT
+  if [[ "$learner_status" -ne 0 ]]; then
+    echo "[demo] the learner exited with status $learner_status; evaluating its newest checkpoint anyway" >&2
+  fi
+
+  echo "[demo] trained for $((SECONDS - start)) s; evaluating the final checkpoint (deterministic policy)"
+  python -m actors.evaluate "${eval_args[@]}"
+  echo "[demo] done in $((SECONDS - start)) s"
+}
