@@ -6,8 +6,9 @@
 
 Reads the learner's metric rows (`learner_metrics.jsonl`: what the actors reported of their finished episodes,
 averaged over each logging interval) and the newest eval summary (`eval/<step>/summary.json`, written by
-run_eval.sh), and every evaluated checkpoint as `eval_curve`. Wall-clock counts from the learner's start (when it wrote `learner_config.json`), so it includes
-compilation, the actors' random steps and `training_starts`. Prints one JSON document.
+run_eval.sh), and every evaluated checkpoint as `eval_curve`. Wall-clock counts from the learner's start (when it
+wrote `learner_config.json`), so it includes compilation, the actors' random steps and `training_starts`. Prints one
+JSON document.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def eval_curve(run_dir: Path, start: float) -> list[dict[str, Any]]:
         checkpoint = run_dir / "checkpoints" / path.parent.name
         wall_s = round(checkpoint.stat().st_mtime - start, 1) if checkpoint.exists() else None
         keep = ("return_mean", "return_std", "success_rate", "episodes")
-        points.append({"updates": int(path.parent.name), "wall_s": wall_s, **{k: summary[k] for k in keep if k in summary}})
+        kept = {k: summary[k] for k in keep if k in summary}
+        points.append({"updates": int(path.parent.name), "wall_s": wall_s, **kept})
     return points
 
 
