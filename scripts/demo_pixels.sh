@@ -5,6 +5,8 @@
 # (out of 1000; uniform random actions score ~280) and where the video of the policy's frames is.
 #   ./run_demo.sh --pixels                           # ~15 minutes on a 2-core CPU
 #   PIXEL_MAX_UPDATES=20000 ./run_demo.sh --pixels   # train longer
+#   PIXEL_MAX_UPDATES=0 PIXEL_TRAIN_SECONDS=1800 KEEP_CHECKPOINTS=100 ./run_demo.sh --pixels   # 30 min, every
+#                                                    # checkpoint kept, for run_eval.sh on each (learning_curve.py)
 #   ./run_demo.sh --pixels --num_envs 16             # extra flags go to the actor (./run_actor.sh --help)
 # Training ends at PIXEL_MAX_UPDATES updates or after PIXEL_TRAIN_SECONDS, whichever comes first (the learner
 # says which): a slower machine trains for the same number of updates, up to the cap.
@@ -16,6 +18,7 @@ source "$root/scripts/demo_run.sh"
 run_dir="${RUN_DIR:-runs/demo-pixels-$(date +%Y%m%d-%H%M%S)}"
 max_updates="${PIXEL_MAX_UPDATES:-6000}"
 train_seconds="${PIXEL_TRAIN_SECONDS:-780}"
+keep_checkpoints="${KEEP_CHECKPOINTS:-3}"  # a learning curve evaluates every checkpoint afterwards: keep them all
 port="${PORT:-5588}"
 
 # The CPU pixel preset (serl_gs.agents.config.cpu_pixel_preset, README "Pixels on a CPU").
@@ -25,7 +28,7 @@ learner_args=(
   --hidden_dims 128,128 --critic_ensemble_size 2 --batch_size 128 --critic_actor_ratio 1 --discount 0.99
   --lr 1e-3 --encoder_channels 32,32 --encoder_latent_dim 50 --augmentation_pad 2 --initial_temperature 0.1
   --utd 0.5 --training_starts 1000 --replay_capacity 100000 --publish_every 10 --checkpoint_every 1000
-  --save_replay=false --log_every_s 30
+  --keep_checkpoints "$keep_checkpoints" --save_replay=false --log_every_s 30
 )
 actor_args=(
   "${env_args[@]}" --learner_host 127.0.0.1 --port "$port" --num_envs 8 --random_steps 1000
