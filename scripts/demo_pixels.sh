@@ -9,7 +9,8 @@
 #                                                    # checkpoint kept, for run_eval.sh on each (learning_curve.py)
 #   ./run_demo.sh --pixels --num_envs 16             # extra flags go to the actor (./run_actor.sh --help)
 # Training ends at PIXEL_MAX_UPDATES updates or after PIXEL_TRAIN_SECONDS, whichever comes first (the learner
-# says which): a slower machine trains for the same number of updates, up to the cap.
+# says which). On our 2-core machine the cap came first (5,210 updates, eval 949: README "Pixels on a CPU"); a
+# slower machine gets fewer updates before it, so raise PIXEL_TRAIN_SECONDS there.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/venv.sh"
@@ -18,7 +19,7 @@ source "$root/scripts/demo_run.sh"
 run_dir="${RUN_DIR:-runs/demo-pixels-$(date +%Y%m%d-%H%M%S)}"
 max_updates="${PIXEL_MAX_UPDATES:-6000}"
 train_seconds="${PIXEL_TRAIN_SECONDS:-780}"
-keep_checkpoints="${KEEP_CHECKPOINTS:-3}"  # a learning curve evaluates every checkpoint afterwards: keep them all
+keep_checkpoints="${KEEP_CHECKPOINTS:-3}"  # a learning curve wants every checkpoint: KEEP_CHECKPOINTS=100
 port="${PORT:-5588}"
 
 # The CPU pixel preset (serl_gs.agents.config.cpu_pixel_preset, README "Pixels on a CPU").
