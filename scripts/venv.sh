@@ -7,7 +7,8 @@ _venv="${SERL_GS_VENV:-$_root/.venv}"
 # Contents only (not paths), so the same checkout anywhere gets the same key.
 _want="$(cat "$_root/requirements.txt" "$_root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 _have="$(cat "$_venv/.serl_gs_requirements" 2>/dev/null || true)"
-if [[ "$_want" != "$_have" ]]; then
+# SERL_GS_VENV_AS_IS=1 uses an existing venv without checking it (developers sharing one venv across worktrees).
+if [[ "${SERL_GS_VENV_AS_IS:-0}" != 1 && "$_want" != "$_have" ]]; then
   echo "[serl_gs] setting up $_venv from requirements.txt (first use or requirements changed)..." >&2
   rm -rf "$_venv"
   python3 -m venv "$_venv"
