@@ -23,7 +23,7 @@ import numpy as np
 
 import envs  # noqa: F401  (registers the tasks)
 from benchmarks._report import emit, log
-from serl_gs.vec_batches import resolve_mjx_impl
+from serl_gs.env_options import resolve_mjx_impl
 
 BASELINE = "sync_vector_env_cpu_mujoco"
 

@@ -19,7 +19,7 @@ import mujoco
 
 from benchmarks._report import emit, log
 from envs.panda_pick_cube import ASSET
-from serl_gs.mjx_env import import_mjx
+from serl_gs.env_options import import_mjx
 
 mjx = import_mjx()
 from mujoco.mjx._src import collision_driver, constraint, forward, passive, smooth, solver  # noqa: E402

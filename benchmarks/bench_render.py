@@ -87,7 +87,7 @@ def env_step_seconds(num_envs: int, min_seconds: float) -> tuple[float, str] | N
         import envs  # noqa: F401
     except ImportError:
         return None
-    from serl_gs.vec_env import resolve_physics
+    from serl_gs.env_options import resolve_physics
 
     env = gym.make_vec(f"serl_gs/{TASK}", num_envs=num_envs, array_backend="numpy")
     env.reset(seed=0)

@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmarks._report import emit, log
 from envs.panda_pick_cube import ASSET
-from serl_gs.mjx_env import import_mjx, warp_installed
+from serl_gs.env_options import import_mjx, warp_installed
 
 
 def mujoco_c(model: mujoco.MjModel, qpos0: np.ndarray, ctrl: np.ndarray, steps: int) -> np.ndarray:

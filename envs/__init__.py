@@ -1,6 +1,8 @@
-"""serl_gs tasks. Importing this package registers them with gymnasium under the `serl_gs/` namespace."""
+"""serl_gs tasks. Importing this package registers them into `serl_gs.tasks` (and gymnasium) under the
+`serl_gs/` namespace."""
 
-from envs.registry import make_task, make_vector_env, register_all, task_names
+from envs.registry import register_all, task_names
+from serl_gs.tasks import make_task, make_vector_env
 
 register_all()
 

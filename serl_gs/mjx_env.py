@@ -23,7 +23,7 @@ env (`serl_gs.vec_env`) resets finished episodes.
 from __future__ import annotations
 
 import abc
-from typing import Any, Literal
+from typing import Any
 
 import flax.struct
 import jax
@@ -31,10 +31,10 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from serl_gs.env_options import MJX_IMPLS, MjxImpl, import_mjx, warp_installed
+
 Obs = dict[str, jax.Array]
 Info = dict[str, jax.Array]
-MjxImpl = Literal["jax", "warp"]
-MJX_IMPLS = ("jax", "warp")
 
 
 @flax.struct.dataclass
@@ -168,30 +168,6 @@ def check_action(action: jax.Array | np.ndarray, action_size: int, batch: int | 
     want = (action_size,) if batch is None else (batch, action_size)
     if tuple(np.shape(action)) != want:
         raise ValueError(f"action has shape {tuple(np.shape(action))}, expected {want}")
-
-
-def import_mjx():
-    """`mujoco.mjx`, imported on first use (it pulls in more JAX than `import serl_gs` should). Its import
-    prints notes about optional backends (warp) on stdout; they go to stderr so stdout stays clean for
-    tools that print JSON lines."""
-    import contextlib
-    import sys
-
-    with contextlib.redirect_stdout(sys.stderr):
-        from mujoco import mjx
-    return mjx
-
-
-def warp_installed() -> bool:
-    """Whether MJX's Warp implementation can run here (warp-lang importable)."""
-    import_mjx()
-    from mujoco.mjx import warp as mjx_warp
-
-    if mjx_warp.WARP_INSTALLED:
-        # Warp logs its start and every kernel module it loads at INFO, on stdout, where benchmarks print JSON.
-        wp = mjx_warp.warp
-        wp.config.log_level = max(wp.config.log_level, wp.LOG_WARNING)
-    return bool(mjx_warp.WARP_INSTALLED)
 
 
 # The most contact points one geom pair yields in MuJoCo's primitive and convex colliders (box-box: 8).

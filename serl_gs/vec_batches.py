@@ -8,33 +8,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from serl_gs.mjx_env import (
-    MjxEnv,
-    MjxImpl,
-    PhysicsState,
-    State,
-    Task,
-    accumulate_repeat,
-    start_repeat,
-    warp_installed,
-)
-
-if TYPE_CHECKING:
-    from serl_gs.vec_env import VecEnvConfig
-
-
-def resolve_mjx_impl(impl: MjxImpl | Literal["auto"]) -> MjxImpl:
-    """`auto` picks MJX-Warp where warp-lang is installed: it is MuJoCo C's physics (MJX-JAX parts ways under
-    saturated actuators, README "Physics paths") and on a CPU it is hundreds of times faster than MJX-JAX."""
-    if impl != "auto":
-        return impl
-    return "warp" if warp_installed() else "jax"
+from serl_gs.env_options import MjxImpl, resolve_mjx_impl
+from serl_gs.mjx_env import MjxEnv, PhysicsState, State, Task, accumulate_repeat, start_repeat
 
 
 def _where(mask: jax.Array, new: Any, old: Any, single: Any) -> Any:
@@ -143,11 +124,13 @@ class BatchStep:
 class MjxBatch:
     """All envs in one MJX program: one jitted call per step (physics, reward, autoreset, poses to render)."""
 
-    def __init__(self, task: Task, config: VecEnvConfig, renders: bool):
-        self.impl = resolve_mjx_impl(config.mjx_impl)
-        n = config.num_envs
+    def __init__(
+        self, task: Task, impl: MjxImpl | Literal["auto"], num_envs: int, resets_per_step: int | None, renders: bool
+    ):
+        self.impl = resolve_mjx_impl(impl)
+        n = num_envs
         self._num_envs = n
-        self._resets = config.resets_per_step or n
+        self._resets = resets_per_step or n  # None: every env may start a new episode in one step
         self._reset, self._step, self._pixel_step = mjx_programs(task, self.impl, n, self._resets)
         self._assemble = assemble_program(n)
         self._renders = renders
@@ -184,10 +167,10 @@ class CpuBatch:
 
     impl = None
 
-    def __init__(self, task: Task, config: VecEnvConfig, renders: bool):
+    def __init__(self, task: Task, num_envs: int, renders: bool):
         from serl_gs.cpu_physics import CpuBatchedPhysics
 
-        self.physics = CpuBatchedPhysics(task.mj_model, config.num_envs, task.n_substeps)
+        self.physics = CpuBatchedPhysics(task.mj_model, num_envs, task.n_substeps)
         self._start, self._control, self._evaluate, self._reset_finished = cpu_programs(task)
         self._repeat = task.action_repeat
         self._renders = renders

@@ -31,16 +31,20 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from serl_gs.data.records import PIXELS_PREFIX
-from serl_gs.mjx_env import MJX_IMPLS, MjxImpl, State, Task, check_action
+from serl_gs.env_options import (
+    MJX_IMPL_CHOICES,
+    OBS_MODES,
+    PHYSICS_PATHS,
+    MjxImpl,
+    ObsMode,
+    PhysicsPath,
+    resolve_physics,
+)
+from serl_gs.mjx_env import State, Task, check_action
 from serl_gs.vec_batches import CpuBatch, MjxBatch, Poses
 
-PhysicsPath = Literal["auto", "mjx", "mujoco"]
 ArrayBackend = Literal["jax", "numpy"]
-ObsMode = Literal["state", "pixels"]
-PHYSICS_PATHS = ("auto", "mjx", "mujoco")
-MJX_IMPL_CHOICES = ("auto", *MJX_IMPLS)
 ARRAY_BACKENDS = ("jax", "numpy")
-OBS_MODES = ("state", "pixels")
 RENDER_MODES = ("rgb_array",)
 
 
@@ -84,13 +88,6 @@ class VecEnvConfig:
             )
 
 
-def resolve_physics(physics: PhysicsPath) -> Literal["mjx", "mujoco"]:
-    """`auto` picks MJX where JAX has a GPU and CPU MuJoCo otherwise (README, "Physics paths")."""
-    if physics != "auto":
-        return physics
-    return "mjx" if jax.default_backend() == "gpu" else "mujoco"
-
-
 def control_fps(task: Task) -> float:
     """Env steps per second of simulated time: the frame rate of a video of every step."""
     return 1.0 / (float(task.mj_model.opt.timestep) * task.n_substeps)
@@ -107,7 +104,10 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.num_envs = config.num_envs
         self.physics = resolve_physics(config.physics)
         renders = config.obs_mode == "pixels"
-        self._batch = (MjxBatch if self.physics == "mjx" else CpuBatch)(task, config, renders)
+        if self.physics == "mjx":
+            self._batch = MjxBatch(task, config.mjx_impl, config.num_envs, config.resets_per_step, renders)
+        else:
+            self._batch = CpuBatch(task, config.num_envs, renders)
         self.mjx_impl: MjxImpl | None = self._batch.impl  # None on the CPU MuJoCo path
         self.gaussian_scene = self._load_scene() if config.scene is not None else None  # None: generated
         self.renderer = self._make_renderer() if renders else None

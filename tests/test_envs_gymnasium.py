@@ -127,8 +127,9 @@ def test_vector_env_renders_one_frame_per_env_and_records_video(tmp_path):
 
 def test_env_specs_pickle_without_code_and_name_importable_entry_points():
     spec = gym.spec(PANDA)
-    assert spec.entry_point == "envs.registry:single_entry_point"
-    assert spec.vector_entry_point == "envs.registry:vector_entry_point"
+    assert spec.entry_point == "serl_gs.tasks:single_entry_point"
+    assert spec.vector_entry_point == "serl_gs.tasks:vector_entry_point"
+    assert spec.kwargs == {"task": PANDA, "task_module": "envs"}
     assert pickle.loads(pickle.dumps(spec)) == spec  # plain pickle: a spawned worker needs nothing else
 
 

@@ -11,15 +11,15 @@ import numpy as np
 
 from serl_gs.data.frame_stack import stack_obs_spec
 from serl_gs.data.records import PIXELS_PREFIX
+from serl_gs.env_options import OBS_MODES, PHYSICS_PATHS, ObsMode, PhysicsPath
 from serl_gs.render.config import BackendName
-from serl_gs.vec_env import OBS_MODES, PHYSICS_PATHS, ObsMode, PhysicsPath
 
 
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
     """Which env and which observations; every node builds its envs (or, the learner, its shapes) from this."""
 
-    env: str = "serl_gs/PandaPickCube-v0"
+    env: str = "serl_gs/PandaPickCube-v0"  # a task id (serl_gs.tasks): "serl_gs/<Name>-v0" or "your_module:<Name>-v0"
     obs_mode: ObsMode = "state"
     image_size: int = 64
     cameras: tuple[str, ...] = ()  # empty: every camera of the task
@@ -81,20 +81,15 @@ class EnvSpec:
         return kwargs
 
     def make_vec(self, num_envs: int, seed: int | None = None):
-        import gymnasium as gym
+        from serl_gs import tasks
 
-        import envs  # (registers the tasks)
-
-        try:
-            return gym.make_vec(self.env, num_envs=num_envs, seed=seed, **self.make_kwargs())
-        except gym.error.Error as e:  # unknown ids: say which, and what exists
-            raise ValueError(f"cannot make env {self.env!r} ({e}); registered: {envs.task_names()}") from e
+        return tasks.make_vec(self.env, num_envs, seed=seed, **self.make_kwargs())
 
     def observation_spec(self) -> tuple[dict[str, jax.ShapeDtypeStruct], int]:
         """(per-env observation shapes, action size) from the task and its camera list, the same as the vector
         env's, without building physics or a renderer (the learner needs nothing else from its env)."""
-        from envs.registry import make_task_for
         from serl_gs.render.cameras import camera_rig
+        from serl_gs.tasks import make_task_for
 
         task = make_task_for(self.env, self.obs_mode, **self.task_kwargs())
         spec = dict(task.observation_shapes())

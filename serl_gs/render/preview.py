@@ -74,11 +74,9 @@ def render_overlay(mj_model: mujoco.MjModel, poses, config: RenderConfig, manife
 
 def env_poses(env_id: str, num_envs: int, steps: int, seed: int, **env_kwargs):
     """Poses of `num_envs` envs of a registered task after `steps` random actions (state observations)."""
-    import gymnasium as gym
+    from serl_gs.tasks import make_vec
 
-    import envs  # noqa: F401  (registers the serl_gs/* ids)
-
-    env = gym.make_vec(env_id, num_envs=num_envs, array_backend="numpy", **env_kwargs)
+    env = make_vec(env_id, num_envs, array_backend="numpy", **env_kwargs)
     try:
         env.reset(seed=seed)
         env.action_space.seed(seed)
@@ -95,13 +93,11 @@ def render_env_preview(
     """`num_envs` envs of a registered task after `steps` random actions: (uint8 [N, C, H, W, 3], cameras).
 
     `scene`: a manifest of captures to render with (the env's `scene=` option)."""
-    import gymnasium as gym
+    from serl_gs.tasks import make_vec
 
-    import envs  # noqa: F401  (registers the serl_gs/* ids)
-
-    env = gym.make_vec(
+    env = make_vec(
         env_id,
-        num_envs=num_envs,
+        num_envs,
         obs_mode="pixels",
         render_backend=config.backend,
         image_size=config.image_size,
