@@ -82,8 +82,13 @@ def main(argv: list[str]) -> None:
 
 def _ended_by(final: dict, config) -> str:
     """One line saying what ended training, for people reading the console."""
-    success = final.get("training_success")
-    shown = "n/a (window not yet full)" if success is None else f"{success:.0%}"
+    success, ended, reported = final.get("training_success"), final["episodes_ended"], final["episodes_with_success"]
+    if success is not None:
+        shown = f"{success:.0%}"
+    elif ended and not reported:
+        shown = f"n/a: the task reports no `success` ({ended} episodes ended without one)"
+    else:
+        shown = f"n/a (window not yet full: {reported} of {config.success_window} episodes)"
     window = f"training success over the last {config.success_window} episodes {shown}"
     reasons = {
         "success": f"stopped: {window} reached --stop_success {config.stop_success:.0%}",

@@ -328,4 +328,5 @@ class MjxEnv:
         data = jax.lax.fori_loop(0, task.n_substeps, lambda _, d: self._mjx.step(self.mjx_model, d), data)
         data = self.frame(data)  # mjx.step left the poses one substep behind qpos
         obs, reward, terminated, truncated, metrics, info = task.evaluate(data.qpos, data.qvel, info, action)
-        return State(data, obs, reward, terminated, truncated, metrics, info)
+        # Metrics others added (Brax's and Playground's wrappers) stay: a lax.scan over steps needs one structure.
+        return State(data, obs, reward, terminated, truncated, {**state.metrics, **metrics}, info)

@@ -94,8 +94,10 @@ def assemble_program(num_envs: int) -> Callable:
 def cpu_programs(task: Task) -> tuple[Callable, Callable, Callable, Callable]:
     """Jitted (start, control, evaluate, reset_finished) around CPU MuJoCo physics; cached like `mjx_programs`.
 
-    `evaluate(acc, info, qpos, qvel, action)` adds one control step to a repeated action's accumulator
-    (serl_gs.mjx_env.accumulate_repeat; start it with start_repeat), so both physics paths share that logic."""
+    `control(acc, action, first)` gives the controls of one control step (`first`: the env step's first, which
+    starts the accumulator with start_repeat); `evaluate(acc, info, qpos, qvel, action)` adds that step to the
+    repeated action's accumulator (serl_gs.mjx_env.accumulate_repeat), so both physics paths share that logic,
+    and says which envs ended. Nothing between them runs op by op: one env steps at jitted speed."""
 
     def start_one(rng: jax.Array) -> State:
         qpos, qvel, _, info, obs, metrics = task.start(rng)
@@ -104,13 +106,21 @@ def cpu_programs(task: Task) -> tuple[Callable, Callable, Callable, Callable]:
 
     start = jax.vmap(start_one)
 
-    def evaluate(acc: State, info: dict, qpos: jax.Array, qvel: jax.Array, action: jax.Array) -> State:
+    def control(acc: State, action: jax.Array, first: bool) -> tuple[State, jax.Array, dict]:
+        acc = start_repeat(acc) if first else acc  # an env step starts with no reward and nothing ended
+        ctrl, info = jax.vmap(task.control)(acc.data.qpos, acc.data.qvel, acc.info, action)
+        return acc, ctrl, info
+
+    def evaluate(acc: State, info: dict, qpos: jax.Array, qvel: jax.Array, action: jax.Array):
+        qpos, qvel = qpos.astype(jnp.float32), qvel.astype(jnp.float32)  # MuJoCo C's float64, as MJX's float32
         obs, reward, term, trunc, metrics, info = jax.vmap(task.evaluate)(qpos, qvel, info, action)
         stepped = State(PhysicsState(qpos, qvel), obs, reward, term, trunc, metrics, info)
-        return jax.vmap(accumulate_repeat)(acc, stepped)
+        acc = jax.vmap(accumulate_repeat)(acc, stepped)
+        return acc, jnp.logical_or(acc.terminated, acc.truncated)
 
     reset_finished = lambda stepped: _reset_finished(start_one, stepped)
-    return jax.jit(start), jax.jit(jax.vmap(task.control)), jax.jit(evaluate), jax.jit(reset_finished)
+    jitted_control = jax.jit(control, static_argnames="first")
+    return jax.jit(start), jitted_control, jax.jit(evaluate), jax.jit(reset_finished)
 
 
 @dataclasses.dataclass
@@ -185,14 +195,12 @@ class CpuBatch:
         return state
 
     def step(self, state: State, action: jax.Array) -> BatchStep:
-        stepped, ended = start_repeat(state), None
-        for _ in range(self._repeat):  # control steps of one action; ended episodes hold their final state
-            ctrl, info = self._control(stepped.data.qpos, stepped.data.qvel, stepped.info, action)
+        stepped, ended = state, None
+        for i in range(self._repeat):  # control steps of one action; ended episodes hold their final state
+            stepped, ctrl, info = self._control(stepped, action, first=i == 0)
             self.physics.step(np.asarray(ctrl), hold=ended)
-            qpos = jnp.asarray(self.physics.qpos, jnp.float32)
-            qvel = jnp.asarray(self.physics.qvel, jnp.float32)
-            stepped = self._evaluate(stepped, info, qpos, qvel, action)
-            ended = np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated))
+            stepped, ended = self._evaluate(stepped, info, self.physics.qpos, self.physics.qvel, action)
+            ended = np.asarray(ended)
             if ended.all():
                 break
         new = self._reset_finished(stepped)

@@ -104,10 +104,8 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.num_envs = config.num_envs
         self.physics = resolve_physics(config.physics)
         renders = config.obs_mode == "pixels"
-        if self.physics == "mjx":
-            self._batch = MjxBatch(task, config.mjx_impl, config.num_envs, config.resets_per_step, renders)
-        else:
-            self._batch = CpuBatch(task, config.num_envs, renders)
+        self._batch = self._make_batch()
+        self._closed = False
         self.mjx_impl: MjxImpl | None = self._batch.impl  # None on the CPU MuJoCo path
         self.gaussian_scene = self._load_scene() if config.scene is not None else None  # None: generated
         self.renderer = self._make_renderer() if renders else None
@@ -133,6 +131,12 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self._obs: dict[str, Any] = {}
         self._default_seed = config.seed
 
+    def _make_batch(self) -> MjxBatch | CpuBatch:
+        c, renders = self.config, self.config.obs_mode == "pixels"
+        if self.physics == "mjx":
+            return MjxBatch(self.task, c.mjx_impl, c.num_envs, c.resets_per_step, renders)
+        return CpuBatch(self.task, c.num_envs, renders)
+
     def _make_renderer(self):
         from serl_gs.render import RenderConfig, RenderStage  # torch loads only when pixels are asked for
 
@@ -152,6 +156,8 @@ class SerlVectorEnv(gym.vector.VectorEnv):
             if seed is None:
                 seed = int(np.random.SeedSequence().entropy % 2**31)
             self._default_seed = None
+        if self._closed:  # reopen, as gymnasium's MuJoCo envs do (SB3's check_env closes, then resets and steps)
+            self._batch, self._closed = self._make_batch(), False
         base = jax.random.PRNGKey(seed)
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(self.num_envs))
         self._state = self._batch.reset(keys)
@@ -161,6 +167,8 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         return self._out(self._obs), {}
 
     def step(self, actions):
+        if self._closed:
+            raise RuntimeError("this env was closed: reset() reopens it")
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         check_action(actions, self.task.action_size, self.num_envs)
@@ -188,7 +196,9 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         )
 
     def close(self, **kwargs) -> None:
-        self._batch.close()
+        if not self._closed:
+            self._batch.close()
+            self._closed, self._state = True, None
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """Each env's frame now (uint8 [H, W, 3] numpy), with `render_mode="rgb_array"`."""

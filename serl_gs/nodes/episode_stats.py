@@ -14,12 +14,16 @@ class EpisodeStats:
     def __init__(self) -> None:
         self._sum = dict.fromkeys(self.NAMES, 0.0)
         self._count = dict.fromkeys(self.NAMES, 0)
+        # Totals since this object was made, kept by `drain`: a task that never reports `success` shows here.
+        self.ended = 0
+        self.reported = dict.fromkeys(self.NAMES, 0)
 
     def add(self, records: dict, extras: dict) -> np.ndarray | None:
         """Takes the values where episodes ended; returns those of `success` (None if there are none)."""
         ended = records["terminated"] | records["truncated"]
         if not ended.any():
             return None
+        self.ended += int(ended.sum())
         taken = {}
         for name in self.NAMES:
             value = extras.get(name)
@@ -29,6 +33,7 @@ class EpisodeStats:
             taken[name] = values = values[np.isfinite(values)]
             self._sum[name] += float(values.sum())
             self._count[name] += int(values.size)
+            self.reported[name] += int(values.size)
         return taken.get("success")
 
     def drain(self) -> dict[str, float]:

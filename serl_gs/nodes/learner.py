@@ -404,6 +404,8 @@ class Learner:
             **{k: int(v) for k, v in self.counters.items()},
             "stop_reason": reason,
             "training_success": success,
+            "episodes_ended": self._episodes.ended,  # in this process, with or without a success report
+            "episodes_with_success": self._episodes.reported["success"],
             "seconds": time.monotonic() - t0,
         }
 
