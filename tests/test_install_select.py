@@ -101,3 +101,12 @@ def test_each_set_has_its_file_pinned_to_requirements_txt_versions_and_its_own_v
         )  # fmt: skip
         keys.add(proc.stdout.strip())
     assert len(keys) == 3
+
+
+def test_the_gpu_bundle_packs_requirements_txt_pins_only():
+    proc = subprocess.run(
+        [BASH, "scripts/gpu_bundle.sh", "--list"], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
+    )
+    packed = proc.stdout.split()
+    pinned = {line.split("#")[0].strip().lower() for line in (ROOT / "requirements.txt").read_text().splitlines()}
+    assert len(packed) >= 9 and all(line.lower() in pinned for line in packed), packed
