@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run HERE (any x86-64 or Arm machine with pip and a registry), once per checkout, before a GPU run: packs the
 # packages the GPU machine lacks (its own Python 3.12 has torch, jax, numpy, flax, optax, orbax, chex, msgpack,
-# absl, scipy, imageio, cloudpickle, etils, pytest, ninja, nvcc) into .gpu_bundle/{a,b}, each under the 64 MiB
-# a device call may carry. Every version is requirements.txt's pin (the same pins the CUDA sets,
+# absl, scipy, imageio, cloudpickle, etils, pytest, ninja, nvcc; imageio-ffmpeg, which writes gpu_learn's eval
+# video, travels) into .gpu_bundle/{a,b}, each under the 64 MiB a device call may carry. Every version is requirements.txt's pin (the same pins the CUDA sets,
 # requirements-cuda1X.txt, install on a user's GPU machine); a package without one there stops this script.
 # What the machine brings itself (torch, jax and its CUDA plugin) is its own version, not our pin: gpu_learn and
 # gpu_check print the versions they ran with.
@@ -24,7 +24,7 @@ pin() {  # the pinned requirement line for a package name, e.g. "mujoco==3.17.0"
 }
 packages=(
   "$(pin mujoco)" "$(pin mujoco-mjx)" "$(pin warp-lang)" "$(pin gsplat)" "$(pin gymnasium)" "$(pin pyzmq)"
-  "$(pin tensorboardX)" "$(pin farama-notifications)" "$(pin trimesh)"
+  "$(pin tensorboardX)" "$(pin farama-notifications)" "$(pin trimesh)" "$(pin imageio-ffmpeg)"
 )
 for p in "${packages[@]}"; do [[ -n "$p" ]] || { echo "a package has no pin in requirements.txt" >&2; exit 1; }; done
 if [[ "${1:-}" == --list ]]; then  # what would be packed, one requirement a line (tests/test_install_select.py)
