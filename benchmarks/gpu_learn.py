@@ -11,7 +11,8 @@ TORCH_EXTENSIONS_DIR skips it), the learner starts and compiles meanwhile, the a
 built, the learner stops itself (--stop_success, or --max_seconds set from what is left of the budget minus the
 eval's share), the actor is stopped, the eval runs on the final checkpoint. Files in OUT (8, all come back from
 the GPU machine): summary.json (the outcome and every step's seconds; also printed as one JSON line),
-curve.json (training success, return, updates and transitions against wall-clock, from the learner's metrics),
+curve.json (training episodes' success and return, updates and transitions against wall-clock, from the learner's
+metrics; the learner's last line, in summary.json, says what ended training and the success over its window),
 learner.log, actor.log, eval.log, eval_summary.json, eval.mp4 (the policy's own frames), gsplat_build.log.
 The run directory (checkpoints) is outside OUT: --run_dir, default a temporary folder.
 
@@ -153,14 +154,15 @@ def _stop(proc: subprocess.Popen, timeout: float) -> int | None:
 
 
 def curve(metrics: Path) -> list[dict]:
-    """Training success and return against wall-clock from the learner's metric rows."""
+    """Updates, transitions, and the success and return of the training episodes that ended in each logging
+    interval, against wall-clock, from the learner's metric rows (one per --log_every_s)."""
     from serl_gs.nodes.metrics_log import read_metrics
 
     rows = read_metrics(metrics)
     if not rows:
         return []
     t0 = rows[0]["time"]
-    keys = ("updates", "transitions", "updates_per_s", "training_success", "episode_return")
+    keys = ("updates", "transitions", "updates_per_s", "success", "episode_return")
     return [{"wall_s": round(r["time"] - t0, 1), **{k: r[k] for k in keys if k in r}} for r in rows]
 
 

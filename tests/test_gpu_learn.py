@@ -48,14 +48,14 @@ def test_dry_run_trains_then_evaluates_and_writes_every_file(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:] + (out / "eval.log").read_text()[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dry_run"] and summary["ok"] and set(summary["steps"]) == {"train", "eval"}, summary
-    assert summary["steps"]["train"]["learner_exit"] == 0
-    assert "--max_updates 4" in summary["steps"]["train"]["ended"]
+    train = summary["steps"]["train"]
+    assert train["learner_exit"] == 0 and "--max_updates 4" in train["ended"] and "at 4 updates" in train["ended"]
     assert summary["eval"]["episodes"] == 2 and "return_mean" in summary["eval"] and "success_rate" in summary["eval"]
     assert summary["versions"]["jax"] and summary["versions"]["torch"]
     assert set(FILES) - {"gsplat_build.log"} <= {p.name for p in out.iterdir()}  # no gsplat build on a CPU
     assert (out / "eval.mp4").stat().st_size > 0
     points = json.loads((out / "curve.json").read_text())
-    assert points and points[-1]["updates"] == 4 and points[-1]["wall_s"] >= points[0]["wall_s"]
+    assert points and 0 < points[-1]["updates"] <= 4 and points[-1]["wall_s"] >= points[0]["wall_s"]
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     assert last["gpu_learn"] == "done" and last["ok"]
     # Each `auto` choice once per node (docs/gpu.md); the eval's physics is the actor's.
