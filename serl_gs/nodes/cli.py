@@ -12,8 +12,8 @@ from typing import Any
 def run(main: Callable[[list[str]], None], define_flags: Callable[[], None]) -> None:
     """Runs `main` under absl; a ValueError or a missing file exits with status 2 and a message naming it.
 
-    First, before JAX starts its threads: freed memory stays in the process (serl_gs.cpu_memory; on XLA:CPU a
-    pixel update otherwise page-faults through hundreds of MB per call)."""
+    First, before JAX starts its threads: freed memory stays in the process where JAX runs on the CPU
+    (serl_gs.cpu_memory; on XLA:CPU a pixel update otherwise page-faults through hundreds of MB per call)."""
     from absl import app, flags
 
     apply_cpu_tuning()
