@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,17 @@ def test_the_gpu_bundle_packs_requirements_txt_pins_only():
     packed = proc.stdout.split()
     pinned = {line.split("#")[0].strip().lower() for line in (ROOT / "requirements.txt").read_text().splitlines()}
     assert len(packed) >= 9 and all(line.lower() in pinned for line in packed), packed
+
+
+def test_run_demo_on_a_gpu_machine_runs_the_gpu_main_job(tmp_path):
+    # A fake nvidia-smi makes it a GPU machine; an invalid budget makes benchmarks.gpu_learn stop at once, which
+    # shows the demo went there (the venv is used as it is: nothing is installed).
+    folder = _bin(tmp_path, "580.65.06")
+    env = {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}", "SERL_GS_VENV_AS_IS": "1"}
+    env["SERL_GS_VENV"] = env.get("SERL_GS_VENV", str(Path(sys.executable).parents[1]))
+    out = subprocess.run(
+        [str(ROOT / "run_demo.sh"), "--budget_s", "-1"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1 and "--budget_s must be positive, got -1.0" in out.stderr, out.stderr
+    assert "[demo] the cuda13 set: the GPU main job (scripts/gpu_learn.sh" in out.stdout, out.stdout
