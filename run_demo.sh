@@ -10,6 +10,9 @@
 #   ./run_demo.sh --pixels                # the pixel main job: DrQ on CartpoleBalance from 3DGS frames only
 #                                         # (action repeat 8, 3-frame stacks), bounded by PIXEL_MAX_UPDATES
 #                                         # updates with a PIXEL_TRAIN_SECONDS cap (~15 min on a 2-core CPU)
+# On a machine with an NVIDIA GPU (the CUDA set, scripts/device_select.sh) it runs the GPU main job instead:
+# scripts/gpu_learn.sh, pixel DrQ on PandaPickCube with 1,024 MJX-Warp + gsplat envs to 90 % training success
+# or its ~9-minute budget, then the eval and a video (docs/gpu.md). SERL_GS_DEMO=cpu runs the CPU job there.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [[ "${1:-}" == "--pixels" ]]; then
@@ -17,6 +20,13 @@ if [[ "${1:-}" == "--pixels" ]]; then
   exec "$root/scripts/demo_pixels.sh" "$@"
 fi
 source "$root/scripts/venv.sh"
+if [[ "$SERL_GS_DEVICE_SET" != cpu && "${SERL_GS_DEMO:-auto}" != cpu ]]; then
+  out="${RUN_DIR:-runs/demo-gpu-$(date +%Y%m%d-%H%M%S)}"
+  echo "[demo] the $SERL_GS_DEVICE_SET set: the GPU main job (scripts/gpu_learn.sh: pixel PandaPickCube, 1,024" \
+    "MJX-Warp + gsplat envs); results in $out (SERL_GS_DEMO=cpu for the CPU job)"
+  SERL_GS_USE_BUNDLE=0 exec "$root/scripts/gpu_learn.sh" "$out" --run_dir "$out/run" "$@"
+fi
+echo "[demo] the cpu set: the CPU main job (state SAC on PandaPickCube)"
 source "$root/scripts/demo_run.sh"
 
 run_dir="${RUN_DIR:-runs/demo-$(date +%Y%m%d-%H%M%S)}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 def main(argv: list[str]) -> None:
     from absl import flags
 
+    from serl_gs.gpu_paths import check_gpu_paths
     from serl_gs.nodes.actor import STOP_AWARE_BLOCK_S, ActorConfig, run_actor
     from serl_gs.nodes.cli import env_spec_from_flags, set_render_threads, stop_on_signals
     from serl_gs.transport import ActorTransportConfig, AuthConfig
@@ -40,6 +41,7 @@ def main(argv: list[str]) -> None:
         noise_beta=f.noise_beta,
     )
     print(f"[actor {config.actor_id}] {config}", flush=True)
+    check_gpu_paths(config.env.physics, config.env.render_backend, renders=config.env.obs_mode == "pixels")
     if config.env.obs_mode == "pixels":
         set_render_threads(f.render_threads)
     run_actor(config, stop_on_signals())

@@ -12,6 +12,7 @@ from serl_gs.nodes.evaluation import EvalConfig, evaluate
 def main(argv: list[str]) -> None:
     from absl import flags
 
+    from serl_gs.gpu_paths import check_gpu_paths
     from serl_gs.nodes.cli import set_render_threads
 
     f = flags.FLAGS
@@ -32,6 +33,7 @@ def main(argv: list[str]) -> None:
         out_dir=f.out_dir or None,
         scene=f.scene or None,
     )
+    check_gpu_paths(config.physics, config.render_backend, renders=True)  # pixels or a video: it renders
     set_render_threads(f.render_threads)  # the video renders even for state policies
     s = evaluate(config)
     rate = f"success {s['success_rate']:.1%} (±{s['success_ci95']:.1%}), " if "success_rate" in s else ""

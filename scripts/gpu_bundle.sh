@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Run HERE (any x86-64 or Arm machine with pip and a registry), once per checkout, before a GPU run: packs the
 # packages the GPU machine lacks (its own Python 3.12 has torch, jax, numpy, flax, optax, orbax, chex, msgpack,
-# absl, scipy, imageio, cloudpickle, etils, pytest, ninja, nvcc) into .gpu_bundle/{a,b}, each under the 64 MiB
-# a device call may carry. Versions are requirements.txt's pins.
+# absl, scipy, imageio, cloudpickle, etils, pytest, ninja, nvcc; imageio-ffmpeg, which writes gpu_learn's eval
+# video, travels) into .gpu_bundle/{a,b}, each under the 64 MiB a device call may carry. Every version is requirements.txt's pin (the same pins the CUDA sets,
+# requirements-cuda1X.txt, install on a user's GPU machine); a package without one there stops this script.
+# What the machine brings itself (torch, jax and its CUDA plugin) is its own version, not our pin: gpu_learn and
+# gpu_check print the versions they ran with.
 #
 # Why two halves: warp-lang's wheel is 149 MB and its warp.so alone compresses to ~77 MB, more than one call
 # carries. So the run is two device calls, the second within the machine's idle window (~30 s) of the first:
@@ -16,13 +19,18 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 pin() {  # the pinned requirement line for a package name, e.g. "mujoco==3.17.0"
   local line
-  line="$(grep -E "^$1==" requirements.txt | sed 's/[[:space:]]*#.*//')" || { echo "no pin for $1" >&2; exit 1; }
+  line="$(grep -iE "^$1==" requirements.txt | sed 's/[[:space:]]*#.*//')" || { echo "no pin for $1" >&2; return 1; }
   echo "$line"
 }
 packages=(
   "$(pin mujoco)" "$(pin mujoco-mjx)" "$(pin warp-lang)" "$(pin gsplat)" "$(pin gymnasium)" "$(pin pyzmq)"
-  "$(pin tensorboardX)" "farama-notifications==0.0.6" "trimesh==5.2.0"
+  "$(pin tensorboardX)" "$(pin farama-notifications)" "$(pin trimesh)" "$(pin imageio-ffmpeg)"
 )
+for p in "${packages[@]}"; do [[ -n "$p" ]] || { echo "a package has no pin in requirements.txt" >&2; exit 1; }; done
+if [[ "${1:-}" == --list ]]; then  # what would be packed, one requirement a line (tests/test_install_select.py)
+  printf '%s\n' "${packages[@]}"
+  exit 0
+fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 python3 -m pip install -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -21,21 +21,9 @@ case "$cmd" in
     [[ $# -ge 2 ]] || { echo "usage: $0 run OUT [gpu_check args...]" >&2; exit 2; }
     out="$2"
     shift 2
-    if [[ -d "$root/.gpu_bundle/b" && "${SERL_GS_USE_BUNDLE:-1}" != 0 ]]; then
-      if [[ ! -f "$site/.complete" ]]; then
-        parts=("$stage"/bundle.part* "$root"/.gpu_bundle/b/bundle.part*)
-        [[ -f "${parts[0]}" ]] || { echo "no staged half in $stage: run '$0 stage' first (call 1)" >&2; exit 2; }
-        mkdir -p "$site"
-        cat "${parts[@]}" | "$python" -c \
-          'import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode="r|xz").extractall(sys.argv[1], filter="data")' "$site"
-        touch "$site/.complete"
-      fi
-      export PYTHONPATH="$site:$root"
-    else
-      export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-    fi
-    export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
-    export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$HOME/torch_ext}"
+    # shellcheck source=scripts/gpu_site.sh
+    source "$root/scripts/gpu_site.sh"
+    serl_gs_gpu_site
     cd "$root"
     exec "$python" -m benchmarks.gpu_check --out "$out" "$@"
     ;;

@@ -23,6 +23,7 @@ import numpy as np
 
 from serl_gs.agents.payload import check_obs_spec, spec_to_jsonable, unpack_policy
 from serl_gs.data.frame_stack import FrameStacker
+from serl_gs.gpu_paths import env_choice_lines
 from serl_gs.nodes.adder import Adder, EnvStep
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
@@ -214,6 +215,8 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
 
     stop = stop or threading.Event()
     vec = config.env.make_vec(config.num_envs, seed=config.seed)
+    for line in env_choice_lines(config.env, vec):  # each `auto` choice, once (docs/gpu.md)
+        print(f"[actor {config.actor_id}] {line}", flush=True)
     obs_spec, action_dim = config.env.policy_obs_spec(obs_spec_of(vec)), vec.single_action_space.shape[0]
     where = f"the learner at {config.transport.host}:{config.transport.transitions_port}"
     policy = PolicyHolder(obs_spec, action_dim, config.env.task(), where)

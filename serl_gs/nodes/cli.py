@@ -12,13 +12,11 @@ from typing import Any
 def run(main: Callable[[list[str]], None], define_flags: Callable[[], None]) -> None:
     """Runs `main` under absl; a ValueError or a missing file exits with status 2 and a message naming it.
 
-    First, before JAX starts its threads: freed memory stays in the process (serl_gs.cpu_memory; on XLA:CPU a
-    pixel update otherwise page-faults through hundreds of MB per call)."""
+    First, before JAX starts its threads: freed memory stays in the process where JAX runs on the CPU
+    (serl_gs.cpu_memory; on XLA:CPU a pixel update otherwise page-faults through hundreds of MB per call)."""
     from absl import app, flags
 
-    from serl_gs.cpu_memory import keep_freed_memory
-
-    keep_freed_memory()
+    apply_cpu_tuning()
 
     define_flags()
     if any(arg in ("-h", "--help", "--helpshort") for arg in sys.argv[1:]):
@@ -51,6 +49,18 @@ def run(main: Callable[[list[str]], None], define_flags: Callable[[], None]) -> 
             sys.exit(1)
 
     app.run(guarded)
+
+
+def apply_cpu_tuning() -> bool:
+    """serl_gs.cpu_memory's `keep_freed_memory` where JAX will run on the CPU only (decided before JAX starts):
+    on a GPU node XLA's buffers live on the device, and the process would only keep its host peak for nothing.
+    Returns whether it was applied."""
+    from serl_gs.cpu_memory import keep_freed_memory
+    from serl_gs.gpu_paths import jax_may_use_gpu
+
+    if jax_may_use_gpu():
+        return False
+    return keep_freed_memory()
 
 
 def stop_on_signals() -> threading.Event:

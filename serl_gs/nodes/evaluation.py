@@ -108,6 +108,7 @@ def _policy_frames(obs: dict[str, Any], envs: int, size: int, finished: np.ndarr
 
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     from serl_gs.agents.networks import make_inference_fn, policy_params
+    from serl_gs.gpu_paths import env_choice_lines
 
     root, requested = checkpoint_root(config.checkpoint)
     step, meta, networks, state = _load_newest(root, requested)
@@ -116,6 +117,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     if config.scene:
         env_spec = dataclasses.replace(env_spec, scene=config.scene)
     vec = env_spec.make_vec(config.num_envs, seed=config.seed)
+    for line in env_choice_lines(env_spec, vec):  # each `auto` choice, once (docs/gpu.md)
+        print(f"[eval] {line}", flush=True)
     check_obs_spec(meta["obs_spec"], env_spec.policy_obs_spec(obs_spec_of(vec)), "eval")
     params = policy_params(state.params)
     policy = make_inference_fn(networks)

@@ -129,6 +129,7 @@ class Learner:
         from serl_gs.agents.networks import make_networks, policy_params
         from serl_gs.data.records import RecordSpec
         from serl_gs.data.replay import ReplayBuffer
+        from serl_gs.gpu_paths import learner_choice_lines
         from serl_gs.transport import ParamPublisher, TransitionServer
 
         self.config = c = config
@@ -145,6 +146,11 @@ class Learner:
         self.updates_per_call = c.updates_per_call or (
             1 if unrolls_updates(self.networks) else min(c.publish_every, int(2 * c.rate.tolerance))
         )
+        choices = learner_choice_lines(
+            self.updates_per_call, c.updates_per_call, unrolls_updates(self.networks), c.agent.scan_unroll
+        )
+        for line in choices:  # each `auto` choice, once (docs/gpu.md)
+            print(f"[learner] {line}", flush=True)
         if self.updates_per_call == 1:
             self._update = make_update_fn(self.networks)
         else:  # device-resident replay: sampled inside the call; host replay: gathered once, then one call
