@@ -93,8 +93,17 @@ class TransitionClient:
     def session(self) -> int:
         return self._session
 
-    def send(self, arrays: Mapping[str, np.ndarray], param_version: int) -> None:
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest batch (all array bytes together) `send` takes; larger steps are split by the adder."""
+        return self._config.max_message_bytes
+
+    def send(
+        self, arrays: Mapping[str, np.ndarray], param_version: int, *, part: tuple[int, int] | None = None
+    ) -> None:
         """Queues one batch of records: `arrays[name]` is [n, ...] for every name, with "env_index" [n].
+
+        `part=(index, count)` marks the batch as one piece of an actor step split along the env axis (wire "part").
 
         Blocks only as the flow-control policy says (overflow="block": until the learner takes data,
         at most block_timeout_s, then TimeoutError). Raises the transport's error if it has one.
@@ -109,7 +118,12 @@ class TransitionClient:
                 f"batch of {nbytes} bytes exceeds max_message_bytes={cfg.max_message_bytes}; send fewer "
                 "envs per batch or raise the limit on both ends"
             )
+        if part is not None and (
+            not isinstance(part, tuple) or len(part) != 2 or not 0 <= part[0] < part[1] <= wire.MAX_PARTS
+        ):
+            raise ValueError(f"part must be (index, count) with 0 <= index < count <= {wire.MAX_PARTS}, got {part!r}")
         out = Outgoing(n, [s.to_wire() for s in specs], buffers, nbytes, param_version)
+        out.part = part
         deadline = None if cfg.block_timeout_s is None else time.monotonic() + cfg.block_timeout_s
         with self._changed:
             self._raise_if_unusable()
@@ -382,6 +396,8 @@ class TransitionClient:
             n=out.n,
             arrays=out.specs,
         )
+        if out.part is not None:
+            header["part"] = list(out.part)
         try:
             dealer.send_multipart([wire.pack(header), *out.buffers], zmq.NOBLOCK, copy=False)
         except zmq.Again:
