@@ -15,13 +15,14 @@ of T steps the ring holds capacity * T / (T + 1) transitions.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -272,6 +273,18 @@ class ReplayBuffer:
             if self.num_transitions == 0:
                 raise ValueError("the replay holds no complete transition yet; insert more records first")
             return self._storage.device_fields()
+
+    @contextlib.contextmanager
+    def sampling_fields(self) -> Iterator[dict | None]:
+        """`device_fields()` held under the replay's lock: dispatch the jitted call that reads them inside.
+
+        A concurrent insert donates the device fields to its scatter; holding the lock until the reading call
+        is dispatched means the insert's donation is dispatched after that read, which the runtime then orders
+        after it. Dispatch is asynchronous, so the lock is held for a dispatch, not for the update."""
+        with self._lock:
+            if self.num_transitions == 0:
+                raise ValueError("the replay holds no complete transition yet; insert more records first")
+            yield self._storage.device_fields()
 
     # --- save / restore (for resuming a learner) ---
 
