@@ -79,8 +79,7 @@ def test_ingest_thread_stores_while_the_loop_updates_and_checkpoints(tmp_path):
         sender.join()
         assert client.flush(timeout=30)
         learner.stop_ingest()
-        updates = learner.counters["updates"]
-        assert updates >= 8 and learner.persistence.checkpoints.latest_step() is not None
+        assert learner.counters["updates"] >= 8  # checkpoints were due: written in the background
         # Every record stored exactly once, in its stream's order: each env's frames 0..steps-1 once each.
         assert learner.replay.total_inserted == learner.counters["records"] == steps * NUM_ENVS
         stored = np.sort(np.asarray(learner.replay._storage.fields["obs"]["state"])[: steps * NUM_ENVS, 0])
@@ -89,7 +88,8 @@ def test_ingest_thread_stores_while_the_loop_updates_and_checkpoints(tmp_path):
         assert learner.counters["transitions"] == steps * NUM_ENVS - 6 * NUM_ENVS
         assert learner.replay.num_transitions == learner.counters["transitions"]
         # The last save wrote a replay, its acknowledged positions and its counters that agree with each other.
-        learner.save()
+        learner.save()  # after the background checkpoint in progress, if any
+        assert learner.persistence.checkpoints.steps()[0] >= 8
         state = json.loads((tmp_path / "run" / "replay_state.json").read_text())
         assert state["total_inserted"] == steps * NUM_ENVS == state["counters"]["records"]
         assert {(p["actor_id"], p["next_seq"]) for p in state["positions"]} >= {("a0", steps)}

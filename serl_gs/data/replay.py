@@ -302,7 +302,7 @@ class ReplayBuffer:
 
     # --- save / restore (for resuming a learner) ---
 
-    def save(self, directory: str | os.PathLike) -> None:
+    def save(self, directory: str | os.PathLike, *, inserts_paused: bool = False) -> None:
         """Saves the replay to `directory`: incrementally when it holds this replay's previous save, else whole.
 
         Layout: `obs.<i>.npy` (each camera's frames, all `capacity` slots) and `index/` (actions, rewards, flags,
@@ -315,9 +315,13 @@ class ReplayBuffer:
         and drops those records (the oldest in the ring, the ones the interrupted writes were overwriting), so
         every restored sample is still correct. A whole save is written beside and swapped in (data.saving).
         No fsync: a killed process loses nothing written here (the OS has it); a power cut may.
+
+        The files must be one consistent state, so inserts wait while the replay is written: under the replay's
+        lock, which also holds up sampling; or, with `inserts_paused`, under the caller's promise that no insert
+        runs meanwhile (the learner holds its ingest lock), so sampling goes on beside the save.
         """
         directory = os.fspath(directory)
-        with self._lock:  # inserts wait while the replay is written: the files must be one consistent state
+        with contextlib.nullcontext() if inserts_paused else self._lock:
             if self._saved_to is not None and self._saved_to == (os.path.realpath(directory), self._on_disk(directory)):
                 self._save_incremental(directory)
             else:

@@ -173,6 +173,9 @@ class Learner:
         self._ingest_thread: threading.Thread | None = None
         self._ingest_stop = threading.Event()
         self._ingest_error: BaseException | None = None
+        self._checkpointer: threading.Thread | None = None  # a background checkpoint in progress
+        self._checkpoint_error: BaseException | None = None
+        self._background_save_s = 0.0
         self.counters = collections.Counter({"updates": 0, "transitions": 0, "records": 0})
         self._actor_counters = 0  # "records/<actor>" keys in `counters`
 
@@ -397,13 +400,57 @@ class Learner:
         return float(np.mean(window)) if len(window) == self.success_window.maxlen else None
 
     def save(self) -> None:
-        """Checkpoints everything a restarted learner needs (serl_gs.nodes.resume)."""
+        """Checkpoints everything a restarted learner needs (serl_gs.nodes.resume), now: after the background
+        checkpoint in progress, if any."""
+        start = time.perf_counter()
+        self._wait_for_checkpoint()
+        self._write_checkpoint(*self._checkpoint_of_now())
+        self._timing["save_s"] += time.perf_counter() - start
+
+    def _checkpoint_of_now(self) -> tuple[Any, int, int]:
+        """(training state, its update count, a fresh sampling-key seed): what a checkpoint taken now holds."""
         key_seed = int(jax.random.randint(self.key, (), 0, 2**31 - 1))
         self.key = jax.random.PRNGKey(key_seed)
+        return self.state, int(self.counters["updates"]), key_seed
+
+    def _write_checkpoint(self, state: Any, updates: int, key_seed: int) -> None:
+        # Under the ingest lock no batch is between insert and ack, and none is inserted: the replay, its
+        # acknowledged positions and the data counters describe the same batches, and the replay is written
+        # without its own lock (sampling goes on). The update count is the state's, taken when it was current.
+        with self._ingest_lock:
+            counters = self.counters_snapshot()
+            counters["updates"] = updates
+            positions = self.server.positions()
+            self.persistence.save(state, counters, key_seed, self.replay, positions, inserts_paused=True)
+
+    def _checkpoint_in_background(self) -> None:
+        """Starts a checkpoint of the current state on its own thread; the loop goes on updating meanwhile.
+
+        The training state is immutable (each update makes a new one), so the one captured here is written as
+        it was. Ingest pauses while the replay is written; actors' credit windows cover the pause."""
         start = time.perf_counter()
-        with self._ingest_lock:  # no batch between insert and ack while the replay and its positions are written
-            self.persistence.save(self.state, self.counters_snapshot(), key_seed, self.replay, self.server.positions())
+        self._wait_for_checkpoint()  # one at a time; a wait here counts as the loop's save time
+        captured = self._checkpoint_of_now()
+
+        def write() -> None:
+            began = time.perf_counter()
+            try:
+                self._write_checkpoint(*captured)
+            except BaseException as e:  # raised on the loop's thread by the next wait
+                self._checkpoint_error = e
+            self._background_save_s += time.perf_counter() - began
+
+        self._checkpointer = threading.Thread(target=write, name="serl_gs-learner-checkpoint", daemon=True)
+        self._checkpointer.start()
         self._timing["save_s"] += time.perf_counter() - start
+
+    def _wait_for_checkpoint(self) -> None:
+        thread, self._checkpointer = self._checkpointer, None
+        if thread is not None:
+            thread.join()
+        if self._checkpoint_error is not None:
+            error, self._checkpoint_error = self._checkpoint_error, None
+            raise RuntimeError(f"a background checkpoint failed: {error!r}") from error
 
     def step(self) -> None:
         c, counters = self.config, self.counters
@@ -428,7 +475,8 @@ class Learner:
             if crossed(c.publish_every):
                 self.publish()
             if crossed(c.checkpoint_every):
-                self.save()
+                # Beside the ingest thread, in the background; a learner driven by step() alone, at once.
+                self._checkpoint_in_background() if self._ingest_thread is not None else self.save()
         self._refresh_credits()
 
     def report(self, elapsed: float, since: collections.Counter) -> dict[str, Any]:
@@ -442,7 +490,8 @@ class Learner:
             "transitions_per_s": (c["transitions"] - since["transitions"]) / elapsed,
             "replay_size": self.replay.size,
             "idle_fraction": self._timing["wait_s"] / busy if busy else 0.0,
-            "save_fraction": self._timing["save_s"] / elapsed,  # checkpoints' share of the loop's time
+            "save_fraction": self._timing["save_s"] / elapsed,  # the loop's time spent on checkpoints
+            "checkpoint_s": self._take_background_save_s(),  # background checkpoints' time since the last row
             "credits": self._credits,
             "tolerance": self.rate.tolerance,
             "receive_log_s": self.persistence.take_log_seconds(),  # ingest thread's log writes since the last row
@@ -512,9 +561,17 @@ class Learner:
                 last, since = now, self.counters_snapshot()
         return "signal"
 
+    def _take_background_save_s(self) -> float:
+        seconds, self._background_save_s = self._background_save_s, 0.0
+        return seconds
+
     def close(self) -> None:
-        self.stop_ingest()
-        self.server.close()
-        self.publisher.close()
-        self.persistence.close()
-        self.log.close()
+        try:
+            self._wait_for_checkpoint()
+            self.stop_ingest()
+        finally:
+            self._ingest_stop.set()  # (if the wait above raised, the ingest thread still stops)
+            self.server.close()
+            self.publisher.close()
+            self.persistence.close()
+            self.log.close()

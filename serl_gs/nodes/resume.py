@@ -154,7 +154,14 @@ class ResumableRun:
         return out
 
     def save(
-        self, state: Any, counters: Mapping[str, int], key_seed: int, replay: Any, positions: list
+        self,
+        state: Any,
+        counters: Mapping[str, int],
+        key_seed: int,
+        replay: Any,
+        positions: list,
+        *,
+        inserts_paused: bool = False,  # the caller keeps inserts out meanwhile (ReplayBuffer.save)
     ) -> None:
         """Replay, its transport `positions` and data counters, then training state and meta (module doc)."""
         updates = int(counters["updates"])
@@ -166,7 +173,7 @@ class ResumableRun:
             }
             pending = self.run_dir / REPLAY_STATE_PENDING
             pending.write_text(json.dumps(replay_state))
-            replay.save(self.run_dir / "replay")
+            replay.save(self.run_dir / "replay", inserts_paused=inserts_paused)
             os.replace(pending, self.run_dir / REPLAY_STATE)
             self.receive_log.clear()
         meta = {"counters": {k: int(v) for k, v in counters.items()}, "key_seed": int(key_seed), **self.meta}
