@@ -15,8 +15,9 @@ replay and the same records:
 Learner time between two checkpoints is checkpoint_every / updates_per_s, where updates_per_s is the pixel
 learner's rate on a GPU, read from a committed result (--learner_rate_file; a CPU's pixel learner is ~1000x
 slower, which would make any cost look small). Lines: seconds per checkpoint interval of receive-log writes and of
-the save, for ours and today; their sum as a fraction of learner time; and the save alone (what blocks the update
-loop: the receive log is written on the ingest thread).
+the save, ours beside today's; their sum as a fraction of learner time (today all of it ran on the update loop's
+thread; ours runs on the ingest and checkpoint threads, see docs/scale.md); and the disk's plain write bandwidth
+measured in the same run, which all of these follow.
 """
 
 from __future__ import annotations
@@ -54,6 +55,18 @@ def npz_log_append(directory: Path, index: int, actor: str, session: int, seq: i
     with open(tmp, "wb") as f:
         np.savez(f, **header, **records)
     os.replace(tmp, path)
+
+
+def disk_write_bandwidth(where: Path, mb: int = 256) -> float:
+    """MB/s of one plain write of `mb` MB (page cache included, as the saves above), then removed."""
+    data = np.random.default_rng(1).integers(0, 256, mb << 20, dtype=np.uint8)
+    path = where / "serl_gs_disk_probe.bin"
+    start = time.perf_counter()
+    with open(path, "wb") as f:
+        f.write(data.data)
+    seconds = time.perf_counter() - start
+    path.unlink()
+    return mb / seconds
 
 
 def make_batch(n: int, env0: int, step: int, template: np.ndarray) -> dict[str, np.ndarray]:
@@ -169,6 +182,7 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(root, ignore_errors=True)
 
+    disk_mb_per_s = disk_write_bandwidth(root if args.workdir else Path(tempfile.gettempdir()))
     q = args.quick
     emit("checkpoint", "receive_log_s_per_interval_lower_is_better", totals["ours_log"], "s", config=config, quick=q,
          baseline="npz_per_batch", baseline_value=totals["today_log"])  # fmt: skip
@@ -177,9 +191,7 @@ def main() -> None:
     ours, today = totals["ours_log"] + totals["ours_save"], totals["today_log"] + totals["today_save"]
     emit("checkpoint", "persistence_fraction_of_learner_time_lower_is_better", ours / learner_s, "fraction",
          config=config, quick=q, baseline="npz_log_and_whole_replay", baseline_value=today / learner_s)  # fmt: skip
-    emit("checkpoint", "loop_blocking_fraction_of_learner_time_lower_is_better", totals["ours_save"] / learner_s,
-         "fraction", config=config, quick=q, baseline="whole_replay",
-         baseline_value=totals["today_save"] / learner_s)  # fmt: skip
+    emit("checkpoint", "disk_write_mb_per_s", disk_mb_per_s, "MB/s", config=config, quick=q)
 
 
 if __name__ == "__main__":

@@ -508,6 +508,7 @@ class Learner:
         metrics.update(
             rejected=sum(rejected.values()),
             duplicates_dropped=stats["duplicates_dropped"],
+            bytes_in=stats["bytes_in"],  # record bytes received (wire payload), all actors
             queue_batches=stats["queue_batches"],
         )
         metrics.update({f"rejected/{reason}": n for reason, n in sorted(rejected.items()) if n})

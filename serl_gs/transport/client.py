@@ -38,6 +38,7 @@ _MAX_REPLY_BYTES = 64 << 20  # acks are tiny; a stats reply from a big cluster i
 _STATS_COUNTERS = (
     "batches_sent", "records_sent", "bytes_sent", "batches_confirmed", "records_confirmed", "resent_batches",
     "dropped_batches", "dropped_records", "learner_restarts", "handshake_failures", "bad_replies", "refused_full",
+    "send_wait_s",  # seconds send() spent blocked: no credit from the learner, or the buffer full while it is away
 )  # fmt: skip
 
 
@@ -127,20 +128,27 @@ class TransitionClient:
         deadline = None if cfg.block_timeout_s is None else time.monotonic() + cfg.block_timeout_s
         with self._changed:
             self._raise_if_unusable()
+            waited_from = None
             while self._pending.full(nbytes, self._connected):
                 if cfg.overflow == "drop_oldest":
                     dropped = self._pending.drop_oldest(out)
                     self._counters["dropped_batches"] += 1
                     self._counters["dropped_records"] += dropped.n
                     continue
-                remaining = None if deadline is None else deadline - time.monotonic()
+                now = time.monotonic()
+                if waited_from is None:
+                    waited_from = now
+                remaining = None if deadline is None else deadline - now
                 if remaining is not None and remaining <= 0:
+                    self._counters["send_wait_s"] += now - waited_from
                     raise TimeoutError(
                         f"send() waited block_timeout_s={cfg.block_timeout_s} s: the learner has not taken "
                         f"data ({len(self._pending)} batches pending, credits={self._credits})"
                     )
                 self._changed.wait(cfg.poll_interval_s if remaining is None else min(remaining, cfg.poll_interval_s))
                 self._raise_if_unusable()
+            if waited_from is not None:
+                self._counters["send_wait_s"] += time.monotonic() - waited_from
             wake = self._pending.append(out)  # a buffer with batches means the I/O thread has work already
         if wake:
             self._io.wake()
