@@ -2,11 +2,14 @@
 
     python -m benchmarks.bench_e2e --quick                   # one size, ~1 minute on 2 CPU cores
     python -m benchmarks.bench_e2e --num_envs 1,4,16,64      # the scaling table
-    python -m benchmarks.bench_e2e --num_envs 1024,4096 --obs_mode pixels --image_size 64   # on a GPU
+    python -m benchmarks.bench_e2e --num_envs 256,1024 --physics mjx --paths fused     # at scale on a CPU (MJX-Warp)
+    python -m benchmarks.bench_e2e --num_envs 256,1024,4096 --physics mjx --obs_mode pixels --paths fused  # a GPU
 
-Per --num_envs, one JSON line each for: env steps/s at the actor, updates/s at the learner, and the learner's
-idle fraction (time waiting for data / time in its loop). Rates are taken from the nodes' own metric logs over
-the measurement window, after a warm-up (compilation, random steps, training_starts).
+Per --num_envs, one JSON line each for: env steps/s at the actor, updates/s at the learner, critic samples/s
+(updates/s x batch_size x critic_actor_ratio: transitions the critic trains on), the learner's idle fraction (time
+waiting for data / time in its loop), the actor's credit-wait fraction (time blocked on the learner's credit /
+wall time), and the record bytes/s arriving at the learner (the wire's payload). Rates are taken from the nodes'
+own metric logs over the measurement window, after a warm-up (compilation, random steps, training_starts).
 
 Each size runs twice, learner paths side by side (--paths): `fused` (the learner's default: --publish_every
 updates per jitted call, sampling inside it) and `one_per_call` (--updates_per_call 1: sample, then update, one
@@ -45,22 +48,25 @@ def _window_rate(rows: list[dict], key: str, since: float) -> float | None:
 
 
 PATHS = {"fused": "0", "one_per_call": "1"}  # --updates_per_call of each learner path
+BATCH_SIZE, CRITIC_ACTOR_RATIO = 128, 2  # the learner's minibatch and critic steps per update
 
 
 def run_once(args: argparse.Namespace, num_envs: int, workdir: Path, path: str) -> dict[str, float]:
     run_dir = workdir / f"e2e-{num_envs}-{path}"
     port = _port_base()
     common = ["--env", args.env, "--obs_mode", args.obs_mode, "--image_size", str(args.image_size)]
+    actor_physics = ["--physics", args.physics]
     learner_cmd = [
         sys.executable, "-m", "learners.learner", *common, "--run_dir", str(run_dir), "--port", str(port),
         "--training_starts", str(args.training_starts), "--utd", str(args.utd), "--log_every_s", "2",
-        "--hidden_dims", "128,128", "--critic_ensemble_size", "4", "--batch_size", "128",
-        "--critic_actor_ratio", "2", "--n_step", "3", "--publish_every", "10", "--updates_per_call", PATHS[path],
+        "--hidden_dims", "128,128", "--critic_ensemble_size", "4", "--batch_size", str(BATCH_SIZE),
+        "--critic_actor_ratio", str(CRITIC_ACTOR_RATIO), "--n_step", "3", "--replay_capacity",
+        str(args.replay_capacity), "--publish_every", "10", "--updates_per_call", PATHS[path],
         "--checkpoint_every", "1000000", "--save_replay=false",
         "--max_seconds", str(args.timeout + args.warmup + args.seconds + 60),  # a safety net: stopped by SIGINT
     ]  # fmt: skip
     actor_cmd = [
-        sys.executable, "-m", "actors.actor", *common, "--port", str(port), "--num_envs", str(num_envs),
+        sys.executable, "-m", "actors.actor", *common, *actor_physics, "--port", str(port), "--num_envs", str(num_envs),
         "--random_steps", "0", "--run_dir", str(run_dir), "--log_every_s", "2",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -76,7 +82,8 @@ def run_once(args: argparse.Namespace, num_envs: int, workdir: Path, path: str) 
                 if rows and rows[-1].get("updates", 0) > 0:
                     break
                 if learner.poll() is not None or actor.poll() is not None:
-                    raise RuntimeError(f"a node exited early; see {workdir}")
+                    tails = "\n".join(f"--- {p.name}:\n" + "".join(p.read_text().splitlines(True)[-15:]) for p in logs)
+                    raise RuntimeError(f"a node exited early:\n{tails}")
                 time.sleep(1.0)
             time.sleep(args.warmup)
             window_start = time.time()
@@ -92,10 +99,16 @@ def run_once(args: argparse.Namespace, num_envs: int, workdir: Path, path: str) 
     learner_rows = [r for r in read_metrics(run_dir / "learner_metrics.jsonl") if r["time"] >= window_start]
     actor_rows = read_metrics(run_dir / "actor_actor0_metrics.jsonl")
     idle = [r["idle_fraction"] for r in learner_rows if "idle_fraction" in r]
+    waits = [r["credit_wait_fraction"] for r in actor_rows if r["time"] >= window_start and "credit_wait_fraction" in r]
+    updates_per_s = _window_rate(learner_rows, "updates", window_start) or 0.0
     return {
         "env_steps_per_s": _window_rate(actor_rows, "env_steps", window_start) or 0.0,
-        "updates_per_s": _window_rate(learner_rows, "updates", window_start) or 0.0,
+        "updates_per_s": updates_per_s,
+        "critic_samples_per_s": updates_per_s * BATCH_SIZE * CRITIC_ACTOR_RATIO,
         "learner_idle_fraction": sum(idle) / len(idle) if idle else float("nan"),
+        "actor_credit_wait_fraction": sum(waits) / len(waits) if waits else float("nan"),
+        "wire_bytes_per_s": _window_rate(learner_rows, "bytes_in", window_start) or 0.0,
+        "tolerance": max((r.get("tolerance", 0.0) for r in learner_rows), default=float("nan")),
     }
 
 
@@ -106,6 +119,8 @@ def main() -> None:
     parser.add_argument("--env", default="serl_gs/PandaPickCube-v0")
     parser.add_argument("--obs_mode", default="state", choices=["state", "pixels"])
     parser.add_argument("--image_size", type=int, default=64)
+    parser.add_argument("--physics", default="auto", choices=["auto", "mjx", "mujoco"], help="the actor's physics")
+    parser.add_argument("--replay_capacity", type=int, default=200_000)
     parser.add_argument("--utd", type=float, default=0.5)
     parser.add_argument("--training_starts", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=None, help="measurement window (default 20; quick 10)")
@@ -127,7 +142,8 @@ def main() -> None:
                 log(f"e2e: {args.env} {args.obs_mode} num_envs={n}, learner path {path} ...")
                 results[path] = figures = run_once(args, n, Path(tmp), path)
                 config = {"env": args.env, "obs_mode": args.obs_mode, "num_envs": n, "utd": args.utd,
-                          "window_s": args.seconds, "learner_path": path}  # fmt: skip
+                          "window_s": args.seconds, "learner_path": path, "physics": args.physics,
+                          "tolerance": figures["tolerance"]}  # fmt: skip
                 if args.obs_mode == "pixels":
                     config["image_size"] = args.image_size
                 baseline = results.get("one_per_call") if path == "fused" else None
@@ -137,6 +153,9 @@ def main() -> None:
                      baseline_value=baseline["updates_per_s"] if baseline else None)  # fmt: skip
                 emit("e2e", "learner_idle_fraction", figures["learner_idle_fraction"], "fraction", config=config,
                      quick=args.quick)  # fmt: skip
+                for metric, unit in (("critic_samples_per_s", "1/s"), ("actor_credit_wait_fraction", "fraction"),
+                                     ("wire_bytes_per_s", "B/s")):  # fmt: skip
+                    emit("e2e", metric, figures[metric], unit, config=config, quick=args.quick)
 
 
 if __name__ == "__main__":

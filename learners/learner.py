@@ -45,7 +45,9 @@ def main(argv: list[str]) -> None:
             image_augmentation_pad=f.augmentation_pad,
         ),
         replay=ReplayConfig(capacity=f.replay_capacity, frame_stack=env.frame_stack),  # as logged and saved
-        rate=RateLimiterConfig(utd=f.utd, min_inserts=f.training_starts, tolerance=200.0),
+        rate=RateLimiterConfig(
+            utd=f.utd, min_inserts=f.training_starts, tolerance=f.rate_tolerance, auto=f.auto_tolerance
+        ),
         transport=LearnerTransportConfig(
             bind=f.bind, **port_layout(f.port), auth=AuthConfig(secret_file=f.auth_secret_file or None)
         ),
@@ -109,6 +111,13 @@ def define_flags() -> None:
     flags.DEFINE_integer("replay_capacity", 200_000, "Replay capacity in records (about one transition each).")
     flags.DEFINE_integer("training_starts", 1000, "Transitions in the replay before the first update.")
     flags.DEFINE_float("utd", 0.25, "Updates per inserted transition (each update = critic_actor_ratio steps).")
+    flags.DEFINE_float(
+        "rate_tolerance", 200.0, "Updates the learner may be ahead of or behind --utd (--auto_tolerance: the floor)."
+    )
+    flags.DEFINE_bool(
+        "auto_tolerance", True,
+        "Raise the tolerance to hold one credit window of the largest batch seen (docs/scale.md: the tolerance rule).",
+    )  # fmt: skip
     flags.DEFINE_integer("publish_every", 20, "Publish the policy every this many updates.")
     flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every this many updates.")
     flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from serl_gs.nodes.receive_log import ReceiveLog
+from serl_gs.nodes.receive_log import ReceiveLog, ReceiveLogDamaged
 
 
 def test_receive_log_round_trips_batches_in_order_and_clears(tmp_path):
@@ -31,3 +32,16 @@ def test_receive_log_round_trips_batches_in_order_and_clears(tmp_path):
     assert len(list(ReceiveLog(tmp_path / "log"))) == 4
     reopened.clear()
     assert list(ReceiveLog(tmp_path / "log")) == []
+
+
+def test_receive_log_reads_older_npz_entries_and_names_a_damaged_one(tmp_path):
+    records = {"env_index": np.arange(2, dtype=np.int32), "obs/state": np.ones((2, 3), np.float32)}
+    np.savez(tmp_path / f"{0:012d}.npz", __actor_id=np.asarray("old"), __session=np.asarray(1), __seq=np.asarray(4),
+             **records)  # fmt: skip  (an entry written by an earlier serl_gs)
+    log = ReceiveLog(tmp_path)
+    log.append("new", 2, 0, records)
+    assert [(b.actor_id, b.seq) for b in log] == [("old", 4), ("new", 0)]
+    entry = tmp_path / f"{1:012d}.rlog"
+    entry.write_bytes(entry.read_bytes()[:-5])  # cut short, as by a power loss
+    with pytest.raises(ReceiveLogDamaged, match=f"{entry}"):
+        list(ReceiveLog(tmp_path))

@@ -258,6 +258,7 @@ def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, st
     key = jax.random.PRNGKey(config.seed + 7919)
     env_steps, steps, last_log, t0 = 0, 0, time.monotonic(), time.monotonic()
     counters: dict[str, float] = {}
+    last_sent = client.stats()  # for the credit-wait fraction and wire bytes of each progress line
     adder = Adder(client, config.num_envs, action_dim, stop)
     stacker = FrameStacker(config.env.frame_stack)  # the policy sees frame stacks; records carry single frames
     obs, _ = vec.reset(seed=config.seed)
@@ -287,12 +288,17 @@ def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, st
         steps += 1
         now = time.monotonic()
         if now - last_log >= config.log_every_s:
+            sent = client.stats()
             counters = {
                 "env_steps": env_steps,
                 "env_steps_per_s": env_steps / (now - t0),
                 "param_version": policy.version,
+                # Share of the time since the last line spent blocked on the learner's credit; bytes sent.
+                "credit_wait_fraction": (sent["send_wait_s"] - last_sent["send_wait_s"]) / (now - last_log),
+                "bytes_sent": sent["bytes_sent"],
                 **tracker.drain(),
             }
+            last_sent = sent
             print(format_console(f"actor {config.actor_id}", counters, list(counters)), flush=True)
             if log is not None:
                 log.log(env_steps, counters)

@@ -1,7 +1,18 @@
 """The learner node: receives records into the replay, trains DrQ/SAC, publishes parameters, checkpoints.
 
-One loop, one thread: drain what the actors sent (inserting into the replay, acknowledging once stored),
-update when the rate limiter allows, publish every `publish_every` updates, save every `checkpoint_every`.
+Two threads. Ingest (`start_ingest`, started by `run()`): receive each batch the actors send, validate it once,
+insert it into the replay, log it (serl_gs.nodes.receive_log), acknowledge it, grant or withhold credit. The loop:
+update when the rate limiter allows, publish every `publish_every` updates, save every `checkpoint_every`. A
+learner driven by `step()` alone (no ingest thread) receives inside `step()`, as before.
+
+Why the two threads share the replay safely. `ReplayBuffer` takes its lock around each insert and around each
+sampling dispatch (`sample`, `sampling_fields`): a sample sees the replay before or after a whole insert, never
+inside one, and sampled slots' links are consistent (data.replay). Device-resident frames are donated to each
+insert's scatter, so the fused update's read of them is dispatched while the lock is held: the runtime orders
+the later donation after that read (critical sections are one dispatch long, not one update long). Counters
+that both threads touch ("records", "transitions", episode statistics) change under `_counters_lock`. A save
+holds `_ingest_lock`, which the ingest thread holds around each batch from insert to ack, so the replay, the
+acknowledged transport positions and the data counters it writes describe the same batches.
 The rate limiter withholds actor credit when the learner lags and idles the learner when data lags. On start,
 the newest checkpoint in `run_dir` (and the replay saved beside it) is restored (serl_gs.nodes.resume).
 
@@ -68,7 +79,9 @@ class LearnerConfig:
     agent: AgentConfig = AgentConfig()
     replay: ReplayConfig = ReplayConfig(capacity=200_000)
     # rate.min_inserts is --training_starts: transitions in the replay before the first update.
-    rate: RateLimiterConfig = RateLimiterConfig(utd=0.25, min_inserts=1000, tolerance=200.0)
+    # tolerance 200 is the floor; `auto` raises it with the largest batch, the credits and the actors
+    # (serl_gs.nodes.rate_limiter.tolerance_for).
+    rate: RateLimiterConfig = RateLimiterConfig(utd=0.25, min_inserts=1000, tolerance=200.0, auto=True)
     transport: LearnerTransportConfig = LearnerTransportConfig()
     run_dir: str = "runs/default"
     publish_every: int = 20  # updates
@@ -156,7 +169,19 @@ class Learner:
         else:  # device-resident replay: sampled inside the call; host replay: gathered once, then one call
             self._learner_step = make_learner_step_fn(self.networks, self.updates_per_call, c.env.frame_stack)
             self._update_many = make_update_many_fn(self.networks)
-        self.rate = RateLimiter(c.rate)
+        self.rate = RateLimiter(
+            c.rate, credits_per_actor=c.transport.credits_per_actor, updates_per_call=self.updates_per_call
+        )
+        self._counters_lock = threading.Lock()  # counters and episode statistics both threads touch
+        self._ingest_lock = threading.Lock()  # held from insert to ack of each batch, and by save()
+        self._credit_lock = threading.Lock()
+        self._arrived = threading.Condition()  # notified after each stored batch
+        self._ingest_thread: threading.Thread | None = None
+        self._ingest_stop = threading.Event()
+        self._ingest_error: BaseException | None = None
+        self._checkpointer: threading.Thread | None = None  # a background checkpoint in progress
+        self._checkpoint_error: BaseException | None = None
+        self._background_save_s = 0.0
         self.counters = collections.Counter({"updates": 0, "transitions": 0, "records": 0})
         self._actor_counters = 0  # "records/<actor>" keys in `counters`
 
@@ -207,7 +232,7 @@ class Learner:
         self._episodes = EpisodeStats()
         self.success_window: collections.deque[float] = collections.deque(maxlen=c.success_window)
         self._refused_peers: set[str] = set()
-        self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0})
+        self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0, "save_s": 0.0})
         self._metrics: dict[str, Any] = {}
         self._credits = c.transport.credits_per_actor
         self._published_version: int | None = None
@@ -216,14 +241,22 @@ class Learner:
     def _store(self, actor_id: str, session: int, records: dict) -> int:
         self.replay.insert(f"{actor_id}:{session}", records)  # a restarted actor (new session) starts new streams
         n = len(records["env_index"])
-        self.counters["records"] += n
-        key = f"records/{actor_id}"
-        if key not in self.counters and self._actor_counters >= self.config.transport.max_actors:
-            key = "records/(more actors)"
-        self._actor_counters += key not in self.counters
-        self.counters[key] += n
-        self.counters["transitions"] += int((~records["is_first"]).sum())
+        transitions = int((~records["is_first"]).sum())
+        with self._counters_lock:
+            self.counters["records"] += n
+            key = f"records/{actor_id}"
+            if key not in self.counters and self._actor_counters >= self.config.transport.max_actors:
+                key = "records/(more actors)"
+            self._actor_counters += key not in self.counters
+            self.counters[key] += n
+            self.counters["transitions"] += transitions
+        self.rate.observe_batch(actor_id, transitions, self.config.transport.max_actors)
         return n
+
+    def counters_snapshot(self) -> collections.Counter:
+        """A copy of `counters` that no concurrent insert is halfway through."""
+        with self._counters_lock:
+            return collections.Counter(self.counters)
 
     # ---- pieces of the loop -----------------------------------------------------------------------------
     def publish(self) -> None:
@@ -247,21 +280,78 @@ class Learner:
         """
         got, wait = 0, timeout
         while True:
-            batch = self.server.get(timeout=wait, ack=False)
-            if batch is None:
+            n = self.ingest_one(wait)
+            if n is None:
                 return got
             wait = 0.0
-            header = batch.header
-            records, extras = split_extras(batch.arrays)
+            got += n
+
+    def ingest_one(self, timeout: float) -> int | None:
+        """Receives, validates, inserts, logs and acknowledges one batch; its records (0 if refused), or None
+        when none came within `timeout` s. A batch that is one part of a split actor step (wire "part") is
+        inserted like any other (serl_gs.nodes.adder says why that is the step, whole)."""
+        batch = self.server.get(timeout=timeout, ack=False)
+        if batch is None:
+            return None
+        header = batch.header
+        records, extras = split_extras(batch.arrays)
+        with self._ingest_lock:
             if not self._check(header, records):
-                continue
+                return 0
             n = self._store(header.actor_id, header.session, records)
             self.persistence.log_received(header.actor_id, header.session, header.seq, records)
             self.server.ack(header)  # only now may the actor forget it
+        with self._counters_lock:
+            self.counters["split_batches"] += header.part[1] > 1
             success = self._episodes.add(records, extras)
             if success is not None:
                 self.success_window.extend(success.tolist())
-            got += n
+        with self._arrived:
+            self._arrived.notify_all()
+        return n
+
+    # ---- the ingest thread --------------------------------------------------------------------------------
+    def start_ingest(self) -> None:
+        """Receives on its own thread from now on (`step()` then only waits for data when it cannot update)."""
+        if self._ingest_thread is not None:
+            return
+        self._ingest_stop.clear()
+        self._ingest_thread = threading.Thread(target=self._ingest_loop, name="serl_gs-learner-ingest", daemon=True)
+        self._ingest_thread.start()
+
+    def stop_ingest(self) -> None:
+        """Stops and joins the ingest thread; raises what it died of, if anything."""
+        thread, self._ingest_thread = self._ingest_thread, None
+        if thread is not None:
+            self._ingest_stop.set()
+            thread.join()
+        self._raise_ingest_error()
+
+    def _raise_ingest_error(self) -> None:
+        if self._ingest_error is not None:
+            error, self._ingest_error = self._ingest_error, None
+            raise RuntimeError(f"the learner's ingest thread failed: {error!r}") from error
+
+    def _ingest_loop(self) -> None:
+        try:
+            while not self._ingest_stop.is_set():
+                if self.ingest_one(timeout=0.05) is not None:
+                    self._refresh_credits()
+        except BaseException as e:  # surfaced by the loop's next step() and by stop_ingest()
+            self._ingest_error = e
+            with self._arrived:
+                self._arrived.notify_all()
+
+    def _refresh_credits(self) -> None:
+        """Credits per actor as the rate limiter says now (from either thread; one at a time)."""
+        with self._credit_lock:
+            with self._counters_lock:
+                transitions, updates = self.counters["transitions"], self.counters["updates"]
+            may_insert = self.rate.can_insert(transitions, updates)
+            credits = self.config.transport.credits_per_actor if may_insert else 0
+            if credits != self._credits:
+                self.server.set_credits(credits)
+                self._credits = credits
 
     def _check(self, header, records: dict) -> bool:
         """True if the replay can take `records`; otherwise refuses the batch (and its stream) and says why."""
@@ -297,25 +387,76 @@ class Learner:
             batch = self.replay.sample(sample_key, agent.batch_size, agent.critic_actor_ratio, agent.n_step,
                                        agent.discount)  # fmt: skip
             self.state, self._metrics = self._update(self.state, batch)
-        elif (fields := self.replay.device_fields()) is not None:
-            self.state, self._metrics = self._learner_step(self.state, fields, sample_key)
-        else:  # frames in host memory: one gather for all K updates, one transfer, one call
-            flat = self.replay.sample(sample_key, agent.batch_size, k * agent.critic_actor_ratio, agent.n_step,
-                                      agent.discount)  # fmt: skip
-            batches = jax.tree.map(lambda x: x.reshape(k, agent.critic_actor_ratio, *x.shape[1:]), flat)
-            self.state, self._metrics = self._update_many(self.state, batches)
-        self.counters["updates"] += k
+        else:
+            with self.replay.sampling_fields() as fields:  # an insert may donate them once this call is dispatched
+                if fields is not None:
+                    self.state, self._metrics = self._learner_step(self.state, fields, sample_key)
+            if fields is None:  # frames in host memory: one gather for all K updates, one transfer, one call
+                flat = self.replay.sample(sample_key, agent.batch_size, k * agent.critic_actor_ratio, agent.n_step,
+                                          agent.discount)  # fmt: skip
+                batches = jax.tree.map(lambda x: x.reshape(k, agent.critic_actor_ratio, *x.shape[1:]), flat)
+                self.state, self._metrics = self._update_many(self.state, batches)
+        with self._counters_lock:
+            self.counters["updates"] += k
 
     def training_success(self) -> float | None:
         """Success over the last `success_window` finished episodes; None until the window is full."""
-        window = self.success_window
-        return float(np.mean(window)) if len(window) == window.maxlen else None
+        with self._counters_lock:
+            window = list(self.success_window)
+        return float(np.mean(window)) if len(window) == self.success_window.maxlen else None
 
     def save(self) -> None:
-        """Checkpoints everything a restarted learner needs (serl_gs.nodes.resume)."""
+        """Checkpoints everything a restarted learner needs (serl_gs.nodes.resume), now: after the background
+        checkpoint in progress, if any."""
+        start = time.perf_counter()
+        self._wait_for_checkpoint()
+        self._write_checkpoint(*self._checkpoint_of_now())
+        self._timing["save_s"] += time.perf_counter() - start
+
+    def _checkpoint_of_now(self) -> tuple[Any, int, int]:
+        """(training state, its update count, a fresh sampling-key seed): what a checkpoint taken now holds."""
         key_seed = int(jax.random.randint(self.key, (), 0, 2**31 - 1))
         self.key = jax.random.PRNGKey(key_seed)
-        self.persistence.save(self.state, self.counters, key_seed, self.replay, self.server.positions())
+        return self.state, int(self.counters["updates"]), key_seed
+
+    def _write_checkpoint(self, state: Any, updates: int, key_seed: int) -> None:
+        # Under the ingest lock no batch is between insert and ack, and none is inserted: the replay, its
+        # acknowledged positions and the data counters describe the same batches, and the replay is written
+        # without its own lock (sampling goes on). The update count is the state's, taken when it was current.
+        with self._ingest_lock:
+            counters = self.counters_snapshot()
+            counters["updates"] = updates
+            positions = self.server.positions()
+            self.persistence.save(state, counters, key_seed, self.replay, positions, inserts_paused=True)
+
+    def _checkpoint_in_background(self) -> None:
+        """Starts a checkpoint of the current state on its own thread; the loop goes on updating meanwhile.
+
+        The training state is immutable (each update makes a new one), so the one captured here is written as
+        it was. Ingest pauses while the replay is written; actors' credit windows cover the pause."""
+        start = time.perf_counter()
+        self._wait_for_checkpoint()  # one at a time; a wait here counts as the loop's save time
+        captured = self._checkpoint_of_now()
+
+        def write() -> None:
+            began = time.perf_counter()
+            try:
+                self._write_checkpoint(*captured)
+            except BaseException as e:  # raised on the loop's thread by the next wait
+                self._checkpoint_error = e
+            self._background_save_s += time.perf_counter() - began
+
+        self._checkpointer = threading.Thread(target=write, name="serl_gs-learner-checkpoint", daemon=True)
+        self._checkpointer.start()
+        self._timing["save_s"] += time.perf_counter() - start
+
+    def _wait_for_checkpoint(self) -> None:
+        thread, self._checkpointer = self._checkpointer, None
+        if thread is not None:
+            thread.join()
+        if self._checkpoint_error is not None:
+            error, self._checkpoint_error = self._checkpoint_error, None
+            raise RuntimeError(f"a background checkpoint failed: {error!r}") from error
 
     def step(self) -> None:
         c, counters = self.config, self.counters
@@ -323,7 +464,12 @@ class Learner:
         last_update = counters["updates"] + self.updates_per_call - 1
         can_update = self.rate.can_update(counters["transitions"], last_update) and self.replay.num_transitions
         start = time.perf_counter()
-        self.receive(timeout=0.0 if can_update else 0.05)
+        if self._ingest_thread is None:
+            self.receive(timeout=0.0 if can_update else 0.05)
+        elif not can_update:
+            self._raise_ingest_error()
+            with self._arrived:  # woken by the next stored batch
+                self._arrived.wait(0.05)
         if not can_update:
             self._timing["wait_s"] += time.perf_counter() - start
         else:
@@ -335,15 +481,12 @@ class Learner:
             if crossed(c.publish_every):
                 self.publish()
             if crossed(c.checkpoint_every):
-                self.save()
-        may_insert = self.rate.can_insert(counters["transitions"], counters["updates"])
-        credits = c.transport.credits_per_actor if may_insert else 0
-        if credits != self._credits:
-            self.server.set_credits(credits)
-            self._credits = credits
+                # Beside the ingest thread, in the background; a learner driven by step() alone, at once.
+                self._checkpoint_in_background() if self._ingest_thread is not None else self.save()
+        self._refresh_credits()
 
     def report(self, elapsed: float, since: collections.Counter) -> dict[str, Any]:
-        c = self.counters
+        c = self.counters_snapshot()
         busy = self._timing["update_s"] + self._timing["wait_s"]
         metrics: dict[str, Any] = {
             "updates": c["updates"],
@@ -353,10 +496,15 @@ class Learner:
             "transitions_per_s": (c["transitions"] - since["transitions"]) / elapsed,
             "replay_size": self.replay.size,
             "idle_fraction": self._timing["wait_s"] / busy if busy else 0.0,
+            "save_fraction": self._timing["save_s"] / elapsed,  # the loop's time spent on checkpoints
+            "checkpoint_s": self._take_background_save_s(),  # background checkpoints' time since the last row
             "credits": self._credits,
+            "tolerance": self.rate.tolerance,
+            "receive_log_s": self.persistence.take_log_seconds(),  # ingest thread's log writes since the last row
         }
         metrics.update({k: float(v) for k, v in jax.device_get(self._metrics).items()})
-        metrics.update(self._episodes.drain())
+        with self._counters_lock:
+            metrics.update(self._episodes.drain())
         stats = self.server.stats(current_param_version=int(c["updates"]))
         for actor, actor_stats in stats["actors"].items():
             if actor_stats.get("param_lag") is not None:
@@ -366,10 +514,11 @@ class Learner:
         metrics.update(
             rejected=sum(rejected.values()),
             duplicates_dropped=stats["duplicates_dropped"],
+            bytes_in=stats["bytes_in"],  # record bytes received (wire payload), all actors
             queue_batches=stats["queue_batches"],
         )
         metrics.update({f"rejected/{reason}": n for reason, n in sorted(rejected.items()) if n})
-        self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0})
+        self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0, "save_s": 0.0})
         return metrics
 
     def run(self, stop: threading.Event | None = None) -> dict[str, Any]:
@@ -377,36 +526,19 @@ class Learner:
 
         Returns the final counters and metrics, with `stop_reason` ("signal", "max_updates", "max_seconds" or
         "success") and `training_success` (over the window, when full)."""
-        c = self.config
         stop = stop or threading.Event()
-        t0 = last = time.monotonic()
-        since = collections.Counter(self.counters)
-        start_updates = self.counters["updates"]
-        metrics: dict[str, Any] = {}
-        reason = "signal"
-        while not stop.is_set():
-            if c.max_updates and self.counters["updates"] - start_updates >= c.max_updates:
-                reason = "max_updates"
-                break
-            if c.max_seconds and time.monotonic() - t0 >= c.max_seconds:
-                reason = "max_seconds"
-                break
-            success = self.training_success()
-            if c.stop_success and success is not None and success >= c.stop_success:
-                reason = "success"
-                break
-            self.step()
-            now = time.monotonic()
-            if now - last >= c.log_every_s:
-                metrics = self.report(now - last, since)
-                print(format_console("learner", metrics, _CONSOLE_KEYS), flush=True)
-                self.log.log(int(self.counters["updates"]), metrics)
-                last, since = now, collections.Counter(self.counters)
+        t0 = time.monotonic()
+        self._last_metrics: dict[str, Any] = {}
+        self.start_ingest()
+        try:
+            reason = self._loop(stop, t0)
+        finally:
+            self.stop_ingest()
         self.save()
         self.publish()
         success = self.training_success()
         return {
-            **metrics,
+            **self._last_metrics,
             **{k: int(v) for k, v in self.counters.items()},
             "stop_reason": reason,
             "training_success": success,
@@ -415,8 +547,40 @@ class Learner:
             "seconds": time.monotonic() - t0,
         }
 
+    def _loop(self, stop: threading.Event, t0: float) -> str:
+        """`step()` until a stop condition; returns its reason. Logs every `log_every_s`."""
+        c = self.config
+        last, since = t0, self.counters_snapshot()
+        start_updates = self.counters["updates"]
+        while not stop.is_set():
+            if c.max_updates and self.counters["updates"] - start_updates >= c.max_updates:
+                return "max_updates"
+            if c.max_seconds and time.monotonic() - t0 >= c.max_seconds:
+                return "max_seconds"
+            success = self.training_success()
+            if c.stop_success and success is not None and success >= c.stop_success:
+                return "success"
+            self.step()
+            now = time.monotonic()
+            if now - last >= c.log_every_s:
+                metrics = self.report(now - last, since)
+                print(format_console("learner", metrics, _CONSOLE_KEYS), flush=True)
+                self.log.log(int(self.counters["updates"]), metrics)
+                self._last_metrics = metrics
+                last, since = now, self.counters_snapshot()
+        return "signal"
+
+    def _take_background_save_s(self) -> float:
+        seconds, self._background_save_s = self._background_save_s, 0.0
+        return seconds
+
     def close(self) -> None:
-        self.server.close()
-        self.publisher.close()
-        self.persistence.close()
-        self.log.close()
+        try:
+            self._wait_for_checkpoint()
+            self.stop_ingest()
+        finally:
+            self._ingest_stop.set()  # (if the wait above raised, the ingest thread still stops)
+            self.server.close()
+            self.publisher.close()
+            self.persistence.close()
+            self.log.close()

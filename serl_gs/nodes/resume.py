@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -91,11 +92,19 @@ class ResumableRun:
         self.checkpoints = Checkpointer(self.run_dir / "checkpoints", keep=keep)
         # Batches acknowledged since the last save live here until the next one.
         self.receive_log = ReceiveLog(self.run_dir / "receive_log") if save_replay else None
+        self._log_seconds = 0.0
 
     def log_received(self, actor_id: str, session: int, seq: int, records: Mapping[str, np.ndarray]) -> None:
         """Write-ahead: call before acknowledging a batch, so a crash cannot lose it."""
         if self.receive_log is not None:
+            start = time.perf_counter()
             self.receive_log.append(actor_id, session, seq, records)
+            self._log_seconds += time.perf_counter() - start
+
+    def take_log_seconds(self) -> float:
+        """Seconds spent writing the receive log since the last call."""
+        seconds, self._log_seconds = self._log_seconds, 0.0
+        return seconds
 
     def restore(self, template: Any) -> Restored:
         from serl_gs.data.replay import ReplayBuffer
@@ -145,7 +154,14 @@ class ResumableRun:
         return out
 
     def save(
-        self, state: Any, counters: Mapping[str, int], key_seed: int, replay: Any, positions: list
+        self,
+        state: Any,
+        counters: Mapping[str, int],
+        key_seed: int,
+        replay: Any,
+        positions: list,
+        *,
+        inserts_paused: bool = False,  # the caller keeps inserts out meanwhile (ReplayBuffer.save)
     ) -> None:
         """Replay, its transport `positions` and data counters, then training state and meta (module doc)."""
         updates = int(counters["updates"])
@@ -157,7 +173,7 @@ class ResumableRun:
             }
             pending = self.run_dir / REPLAY_STATE_PENDING
             pending.write_text(json.dumps(replay_state))
-            replay.save(self.run_dir / "replay")
+            replay.save(self.run_dir / "replay", inserts_paused=inserts_paused)
             os.replace(pending, self.run_dir / REPLAY_STATE)
             self.receive_log.clear()
         meta = {"counters": {k: int(v) for k, v in counters.items()}, "key_seed": int(key_seed), **self.meta}

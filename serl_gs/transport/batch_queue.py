@@ -26,6 +26,7 @@ class BatchHeader:
     num_records: int
     nbytes: int
     received_at: float  # time.time() on the learner
+    part: tuple[int, int] = (0, 1)  # (index, count) of this batch within one actor step (wire "part")
 
 
 class TransitionBatch(NamedTuple):

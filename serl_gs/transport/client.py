@@ -38,6 +38,7 @@ _MAX_REPLY_BYTES = 64 << 20  # acks are tiny; a stats reply from a big cluster i
 _STATS_COUNTERS = (
     "batches_sent", "records_sent", "bytes_sent", "batches_confirmed", "records_confirmed", "resent_batches",
     "dropped_batches", "dropped_records", "learner_restarts", "handshake_failures", "bad_replies", "refused_full",
+    "send_wait_s",  # seconds send() spent blocked: no credit from the learner, or the buffer full while it is away
 )  # fmt: skip
 
 
@@ -93,8 +94,17 @@ class TransitionClient:
     def session(self) -> int:
         return self._session
 
-    def send(self, arrays: Mapping[str, np.ndarray], param_version: int) -> None:
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest batch (all array bytes together) `send` takes; larger steps are split by the adder."""
+        return self._config.max_message_bytes
+
+    def send(
+        self, arrays: Mapping[str, np.ndarray], param_version: int, *, part: tuple[int, int] | None = None
+    ) -> None:
         """Queues one batch of records: `arrays[name]` is [n, ...] for every name, with "env_index" [n].
+
+        `part=(index, count)` marks the batch as one piece of an actor step split along the env axis (wire "part").
 
         Blocks only as the flow-control policy says (overflow="block": until the learner takes data,
         at most block_timeout_s, then TimeoutError). Raises the transport's error if it has one.
@@ -109,24 +119,36 @@ class TransitionClient:
                 f"batch of {nbytes} bytes exceeds max_message_bytes={cfg.max_message_bytes}; send fewer "
                 "envs per batch or raise the limit on both ends"
             )
+        if part is not None and (
+            not isinstance(part, tuple) or len(part) != 2 or not 0 <= part[0] < part[1] <= wire.MAX_PARTS
+        ):
+            raise ValueError(f"part must be (index, count) with 0 <= index < count <= {wire.MAX_PARTS}, got {part!r}")
         out = Outgoing(n, [s.to_wire() for s in specs], buffers, nbytes, param_version)
+        out.part = part
         deadline = None if cfg.block_timeout_s is None else time.monotonic() + cfg.block_timeout_s
         with self._changed:
             self._raise_if_unusable()
+            waited_from = None
             while self._pending.full(nbytes, self._connected):
                 if cfg.overflow == "drop_oldest":
                     dropped = self._pending.drop_oldest(out)
                     self._counters["dropped_batches"] += 1
                     self._counters["dropped_records"] += dropped.n
                     continue
-                remaining = None if deadline is None else deadline - time.monotonic()
+                now = time.monotonic()
+                if waited_from is None:
+                    waited_from = now
+                remaining = None if deadline is None else deadline - now
                 if remaining is not None and remaining <= 0:
+                    self._counters["send_wait_s"] += now - waited_from
                     raise TimeoutError(
                         f"send() waited block_timeout_s={cfg.block_timeout_s} s: the learner has not taken "
                         f"data ({len(self._pending)} batches pending, credits={self._credits})"
                     )
                 self._changed.wait(cfg.poll_interval_s if remaining is None else min(remaining, cfg.poll_interval_s))
                 self._raise_if_unusable()
+            if waited_from is not None:
+                self._counters["send_wait_s"] += time.monotonic() - waited_from
             wake = self._pending.append(out)  # a buffer with batches means the I/O thread has work already
         if wake:
             self._io.wake()
@@ -382,6 +404,8 @@ class TransitionClient:
             n=out.n,
             arrays=out.specs,
         )
+        if out.part is not None:
+            header["part"] = list(out.part)
         try:
             dealer.send_multipart([wire.pack(header), *out.buffers], zmq.NOBLOCK, copy=False)
         except zmq.Again:

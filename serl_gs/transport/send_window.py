@@ -37,6 +37,7 @@ class Outgoing:
         "last_tx",
         "sent_at",
         "received",
+        "part",
     )
 
     def __init__(self, n: int, specs: list, buffers: list[np.ndarray], nbytes: int, param_version: int) -> None:
@@ -51,6 +52,7 @@ class Outgoing:
         self.last_tx = -1  # -1: not on the wire yet (or queued for a resend)
         self.sent_at = 0.0
         self.received = False  # the current learner incarnation has it
+        self.part: tuple[int, int] | None = None  # (index, count) within one actor step, when split
 
 
 @dataclass(frozen=True)

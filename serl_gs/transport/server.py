@@ -351,7 +351,8 @@ class TransitionServer:
                 self._counters["duplicates_dropped" if outcome == "duplicate" else "out_of_order"] += 1
             elif outcome == "accepted":
                 batch_header = BatchHeader(
-                    f.actor_id, f.session, f.seq, f.index, f.dropped_before, f.param_version, f.n, total, time.time()
+                    f.actor_id, f.session, f.seq, f.index, f.dropped_before, f.param_version, f.n, total, time.time(),
+                    f.part,
                 )
                 self._queue.append(stream, TransitionBatch(batch_header, arrays))
                 self._counters["batches_in"] += 1

@@ -3,7 +3,8 @@
 Transition channel (actor DEALER -> learner ROUTER), one multipart message per batch:
 
     frame 0: msgpack map {"v": PROTOCOL_VERSION, "type": "batch", "actor", "session", "seq", "base",
-             "tx", "index", "dropped_before", "param_version", "n", "arrays": [[name, dtype, shape], ...]}
+             "tx", "index", "dropped_before", "param_version", "n", "arrays": [[name, dtype, shape], ...],
+             optional "part": [index, count]}
     frame k: the raw little-endian, C-contiguous bytes of array k-1 (shape[0] == n for every array)
 
 plus small header-only messages: "ping" and "stats" (actor -> learner), "ack", "rejected", "refused"
@@ -13,6 +14,13 @@ Parameter channel (PUB/SUB and the snapshot ROUTER/DEALER), one single-frame mes
 CONFLATE (latest-only) cannot hold multipart messages:
 
     [u32 little-endian header length][msgpack header][payload: flax.serialization bytes]
+
+Versioning: a new field may join a message within a protocol version only if it is optional and a peer that
+ignores it still does the right thing; anything else needs a new PROTOCOL_VERSION (peers refuse other versions
+with a ProtocolMismatch naming both). "part" is such a field: an actor step larger than `max_message_bytes`
+goes out as several batches split along the env axis (serl_gs.nodes.adder), each a complete batch on its own;
+"part" says which piece of the step it is, for the learner's counters, and a learner that ignores it still
+inserts every piece correctly.
 
 Every decoder here treats its input as hostile: it bounds sizes before parsing, accepts only the
 documented types, and raises `WireError(reason, detail)`; the reason is the counter name.
@@ -37,6 +45,7 @@ MAX_ARRAYS = 64
 MAX_NDIM = 8
 MAX_NAME_CHARS = 200
 MAX_RECORDS = 1 << 24
+MAX_PARTS = 1 << 16  # batches one actor step may be split into (the "part" field)
 REQUIRED_ARRAYS = ("env_index",)  # the replay pairs records by (actor, session, env_index)
 _INT63 = (1 << 63) - 1
 
@@ -325,6 +334,24 @@ class BatchFields:
     dropped_before: int  # batches the actor dropped (drop_oldest) right before this one
     param_version: int
     n: int
+    part: tuple[int, int] = (0, 1)  # (index, count): this batch's piece of one actor step; (0, 1) = the whole step
+
+
+def parse_part(header: Mapping[str, Any]) -> tuple[int, int]:
+    """The optional "part" field as (index, count), (0, 1) when absent; WireError("bad_header") if malformed."""
+    part = header.get("part")
+    if part is None:
+        return (0, 1)
+    if (
+        not isinstance(part, list)
+        or len(part) != 2
+        or any(type(x) is not int for x in part)
+        or not 0 <= part[0] < part[1] <= MAX_PARTS
+    ):
+        raise WireError(
+            "bad_header", f"'part' must be [index, count] with 0 <= index < count <= {MAX_PARTS}, got {part!r}"
+        )
+    return (part[0], part[1])
 
 
 def parse_batch_fields(header: Mapping[str, Any]) -> BatchFields:
@@ -342,6 +369,7 @@ def parse_batch_fields(header: Mapping[str, Any]) -> BatchFields:
         dropped_before=get_int(header, "dropped_before"),
         param_version=get_int(header, "param_version", -(1 << 62), 1 << 62),
         n=get_int(header, "n", 1, MAX_RECORDS),
+        part=parse_part(header),
     )
 
 
