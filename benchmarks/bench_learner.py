@@ -29,6 +29,15 @@ in fresh processes (benchmarks/drq_update_worker.py), variants interleaved round
   features    + the actor step reuses the critic step's obs features (AgentConfig.actor_features)
   ours        both (what the learner runs); baseline: today, same process layout, same run
     python benchmarks/bench_learner.py --cases drq_cpu_64 drq_cpu_preset [--drq_rounds 3]
+
+Every rate also comes as critic_samples_per_s: transitions through the critic per second (updates/s x batch x
+critic_actor_ratio), the figure an actor's production (env steps/s) is compared with.
+
+Issue 21's cases (benchmarks/learner_levers.py): `breakdown` (ms per piece of one DrQ update) and `levers`
+(critic samples/s of today's path beside each lever: device sampling, K updates per call, bf16, SERL's 10-critic
+ensemble vs 2 critics with LayerNorm, 16² images, all combined; on a CPU the CPU pixel preset, on a GPU 64²
+front + wrist at batch 256):
+    python benchmarks/bench_learner.py --cases breakdown levers
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import learner_levers  # noqa: E402
 from benchmarks._report import device_name, emit, log  # noqa: E402
 from serl_gs.agents.config import AgentConfig, cpu_pixel_preset  # noqa: E402
 from serl_gs.agents.learning import (  # noqa: E402
@@ -87,6 +97,16 @@ CASES = [
     Case("drq_128_2cam", 128, 2),
 ]
 QUICK_CASES = ["sac_state", "sac_state_demo", "drq_64_1cam"]
+LEVER_CASES = ["breakdown", "levers"]
+
+
+def emit_samples(rate_per_s: float, batch_size: int, ratio: int, config: dict, args, device: str,
+                 baseline: str | None = None, baseline_rate: float | None = None) -> None:
+    """critic_samples_per_s beside an updates/s figure: updates/s x batch x critic_actor_ratio."""
+    per_update = batch_size * ratio
+    emit(BENCH, "critic_samples_per_s", rate_per_s * per_update, "1/s", config=config, quick=args.quick,
+         baseline=baseline, baseline_value=None if baseline_rate is None else baseline_rate * per_update,
+         device=device)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -257,11 +277,13 @@ def run_case(case: Case, args, device: str) -> None:
     previous = previous_result("updates_per_s", config, device, args.quick)
     emit(BENCH, "updates_per_s", updates, "1/s", config=config, quick=args.quick,
          baseline="previous_recorded" if previous else None, baseline_value=previous, device=device)  # fmt: skip
+    emit_samples(updates, batch_size, ratio, {**config, "rate": "updates_per_s"}, args, device)
 
     if unrolls_updates(networks):
         log(f"{case.name}: updates run unrolled on this backend (pixels on a CPU); the learner uses one per call")
-        emit(BENCH, "learner_steps_per_s", rate(learner_step_fn(replays["device"], update, holder, agent_config),
-             args.plain_iterations), "1/s", config=config, quick=args.quick, device=device)  # fmt: skip
+        steps = rate(learner_step_fn(replays["device"], update, holder, agent_config), args.plain_iterations)
+        emit(BENCH, "learner_steps_per_s", steps, "1/s", config=config, quick=args.quick, device=device)
+        emit_samples(steps, batch_size, ratio, {**config, "rate": "learner_steps_per_s"}, args, device)
         return
     # Today's loop (sample, then update: two calls per update) beside K updates per call, sampling inside.
     keys = {"key": jax.random.PRNGKey(2)}
@@ -281,6 +303,9 @@ def run_case(case: Case, args, device: str) -> None:
     emit(BENCH, "learner_steps_per_s", rates["old"], "1/s", config=config, quick=args.quick, device=device)
     emit(BENCH, "fused_updates_per_s", rates["fused"] * k, "1/s", config=fused_config, quick=args.quick,
          baseline="one_update_per_call", baseline_value=rates["old"], device=device)  # fmt: skip
+    emit_samples(rates["old"], batch_size, ratio, {**config, "rate": "learner_steps_per_s"}, args, device)
+    emit_samples(rates["fused"] * k, batch_size, ratio, {**fused_config, "rate": "fused_updates_per_s"}, args, device,
+                 baseline="one_update_per_call", baseline_rate=rates["old"])  # fmt: skip
     emit(BENCH, "cpu_ms_per_update_lower_is_better", cpu["fused"] / k * 1e3, "ms", config=fused_config,
          quick=args.quick, baseline="one_update_per_call", baseline_value=cpu["old"] * 1e3, device=device)  # fmt: skip
 
@@ -322,6 +347,9 @@ def run_cpu_drq_case(case: CpuDrqCase, args, device: str) -> None:
         emit(BENCH, "updates_per_s", median[variant], "1/s", config={**config, "variant": variant,
              "page_faults_per_update": round(faults)}, quick=args.quick, baseline="today",
              baseline_value=median["today"], device=device)  # fmt: skip
+        emit_samples(median[variant], case.batch_size, case.critic_actor_ratio,
+                     {**config, "variant": variant, "rate": "updates_per_s"}, args, device, baseline="today",
+                     baseline_rate=median["today"])  # fmt: skip
 
 
 def main() -> None:
@@ -330,11 +358,20 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=None, help="default: 32 with --quick, else 256")
     parser.add_argument("--capacity", type=int, default=None, help="replay records; default 1000 / 100000")
     parser.add_argument("--updates_per_call", type=int, default=10, help="K of the fused path (the main job's)")
-    parser.add_argument("--cases", nargs="*", default=None, choices=[c.name for c in CASES] + CPU_DRQ_CASES,
+    parser.add_argument("--cases", nargs="*", default=None,
+                        choices=[c.name for c in CASES] + CPU_DRQ_CASES + LEVER_CASES,
                         help=f"default: all, or {QUICK_CASES} with --quick")  # fmt: skip
     parser.add_argument("--drq_rounds", type=int, default=3, help="drq_cpu cases: interleaved rounds per variant")
     parser.add_argument("--drq_updates", type=int, default=None, help="drq_cpu cases: updates timed per process")
+    parser.add_argument("--levers", nargs="*", default=None, help="levers case: only these (today always runs)")
+    parser.add_argument("--lever_k", type=int, default=0, help="levers case: K of scan_k (0: 10 on a GPU, else 4)")
+    parser.add_argument("--small_image", type=int, default=16, help="levers case: small_image's side")
+    parser.add_argument("--lever_rounds", type=int, default=None, help="breakdown/levers: alternating rounds")
+    parser.add_argument("--lever_iterations", type=int, default=None, help="breakdown/levers: updates per round")
     args = parser.parse_args()
+    args.lever_rounds = args.lever_rounds or (2 if args.quick else 3)
+    args.lever_iterations = args.lever_iterations or (2 if args.quick else 8)
+    args.lever_capacity = 1_000 if args.quick else 20_000
     args.batch_size = args.batch_size or (32 if args.quick else 256)
     args.capacity = args.capacity or (1_000 if args.quick else 100_000)
     args.sample_iterations = 5 if args.quick else 50
@@ -353,6 +390,13 @@ def main() -> None:
         if case.name in chosen or not (args.cases or args.quick):
             log(f"-- {case.name}")
             run_cpu_drq_case(case, args, device)
+    gpu = jax.default_backend() == "gpu"
+    if "breakdown" in chosen or not (args.cases or args.quick):
+        log("-- breakdown")
+        learner_levers.run_breakdown(args, device, gpu)
+    if "levers" in chosen or not (args.cases or args.quick):
+        log("-- levers")
+        learner_levers.run_levers(args, device, gpu)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,11 @@ class AgentConfig:
     # computed (before its gradient step; DrQ-v2 does the same), saving one encoder pass per update (measured in
     # bench_learner's drq_cpu cases). "recompute": encode again with the updated encoder (SERL).
     actor_features: Literal["critic_step", "recompute"] = "critic_step"
+    # Mixed precision: the dtype convolutions and dense layers compute in; parameters, optimizer state,
+    # LayerNorm statistics, Q values, action distributions and losses stay float32. "auto": bfloat16 on a GPU
+    # (tensor cores, half the activation traffic), float32 on a CPU (XLA:CPU has no fast bf16 convolutions:
+    # bench_learner's lever cases measure both). Logged once (agents.networks.resolve_compute_dtype).
+    compute_dtype: Literal["auto", "float32", "bfloat16"] = "float32"
 
     def __post_init__(self):
         if self.critic_ensemble_size < 1:
@@ -104,6 +109,8 @@ class AgentConfig:
             raise ValueError(f"scan_unroll must be auto, always or never, got {self.scan_unroll!r}")
         if self.actor_features not in ("critic_step", "recompute"):
             raise ValueError(f"actor_features must be critic_step or recompute, got {self.actor_features!r}")
+        if self.compute_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"compute_dtype must be auto, float32 or bfloat16, got {self.compute_dtype!r}")
         if self.activation not in ("relu", "tanh", "silu", "elu"):
             raise ValueError(f"activation must be relu, tanh, silu or elu, got {self.activation!r}")
 

@@ -42,13 +42,14 @@ class MLP(nn.Module):
     hidden_dims: Sequence[int]
     activation: str
     layer_norm: bool
+    dtype: Any = jnp.float32  # compute dtype of the dense layers (parameters stay float32)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:  # [B, F] -> [B, hidden_dims[-1]]
         for width in self.hidden_dims:
-            x = nn.Dense(width)(x)
+            x = nn.Dense(width, dtype=self.dtype)(x)
             if self.layer_norm:
-                x = nn.LayerNorm()(x)
+                x = nn.LayerNorm(dtype=self.dtype)(x)  # statistics in float32 whatever the dtype (flax)
             x = _ACTIVATIONS[self.activation](x)
         return x
 
@@ -58,13 +59,14 @@ class ConvNet(nn.Module):
 
     channels: Sequence[int]
     first_stride: int
+    dtype: Any = jnp.float32  # compute dtype of the convolutions
 
     @nn.compact
-    def __call__(self, pixels: jax.Array) -> jax.Array:  # [B, H, W, 3k] uint8 -> [B, F] float32
-        x = pixels.astype(jnp.float32) / 255.0 - 0.5
+    def __call__(self, pixels: jax.Array) -> jax.Array:  # [B, H, W, 3k] uint8 -> [B, F] in `dtype`
+        x = (pixels.astype(jnp.float32) / 255.0 - 0.5).astype(self.dtype)
         for i, width in enumerate(self.channels):
             stride = self.first_stride if i == 0 else 1
-            x = nn.relu(nn.Conv(width, (3, 3), strides=(stride, stride), padding="VALID")(x))
+            x = nn.relu(nn.Conv(width, (3, 3), strides=(stride, stride), padding="VALID", dtype=self.dtype)(x))
         return x.reshape(*x.shape[:-3], -1)
 
 
@@ -74,6 +76,7 @@ class ObservationEncoder(nn.Module):
     image_keys: Sequence[str]
     vector_keys: Sequence[str]
     config: EncoderConfig
+    dtype: Any = jnp.float32  # compute dtype of convolutions and the bottleneck; features come out float32
 
     @nn.compact
     def __call__(self, obs: Mapping[str, jax.Array]) -> jax.Array:  # -> [B, F] float32
@@ -81,16 +84,17 @@ class ObservationEncoder(nn.Module):
         if self.image_keys:
             cfg = self.config
             shared = (
-                ConvNet(cfg.channels, cfg.first_stride, name="conv") if cfg.share_across_cameras else None
+                ConvNet(cfg.channels, cfg.first_stride, self.dtype, name="conv") if cfg.share_across_cameras else None
             )
             images = []
             for key in self.image_keys:
                 net = shared or ConvNet(
-                    cfg.channels, cfg.first_stride, name=f"conv_{key[len(PIXELS_PREFIX) :]}"
+                    cfg.channels, cfg.first_stride, self.dtype, name=f"conv_{key[len(PIXELS_PREFIX) :]}"
                 )
                 images.append(net(obs[key]))
-            x = nn.Dense(cfg.latent_dim, name="bottleneck")(jnp.concatenate(images, axis=-1))
-            parts.append(nn.tanh(nn.LayerNorm(name="bottleneck_norm")(x)))
+            x = nn.Dense(cfg.latent_dim, dtype=self.dtype, name="bottleneck")(jnp.concatenate(images, axis=-1))
+            x = nn.LayerNorm(dtype=jnp.float32, name="bottleneck_norm")(x)  # float32 from here on
+            parts.append(nn.tanh(x))
         parts += [obs[key].astype(jnp.float32) for key in self.vector_keys]
         return jnp.concatenate(parts, axis=-1)
 
@@ -104,10 +108,11 @@ class Actor(nn.Module):
     layer_norm: bool
     std_min: float
     std_max: float
+    dtype: Any = jnp.float32  # compute dtype of the hidden layers; the Gaussian's heads stay float32
 
     @nn.compact
     def __call__(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:  # [B, F] -> 2 x [B, A]
-        x = MLP(self.hidden_dims, self.activation, self.layer_norm)(features)
+        x = MLP(self.hidden_dims, self.activation, self.layer_norm, self.dtype)(features).astype(jnp.float32)
         mean = nn.Dense(self.action_dim, name="mean")(x)
         log_std = nn.Dense(self.action_dim, name="log_std")(x)
         return mean, jnp.clip(jnp.exp(log_std), self.std_min, self.std_max)
@@ -117,11 +122,12 @@ class Critic(nn.Module):
     hidden_dims: Sequence[int]
     activation: str
     layer_norm: bool
+    dtype: Any = jnp.float32  # compute dtype of the hidden layers; Q comes out float32
 
     @nn.compact
     def __call__(self, features: jax.Array, action: jax.Array) -> jax.Array:  # [B, F], [B, A] -> [B]
-        x = MLP(self.hidden_dims, self.activation, self.layer_norm)(jnp.concatenate([features, action], -1))
-        return nn.Dense(1, name="q")(x)[..., 0]
+        x = MLP(self.hidden_dims, self.activation, self.layer_norm, self.dtype)(jnp.concatenate([features, action], -1))
+        return nn.Dense(1, name="q")(x.astype(jnp.float32))[..., 0]
 
 
 def critic_ensemble(ensemble_size: int, **critic_kwargs) -> nn.Module:
@@ -198,9 +204,10 @@ def make_networks(config: AgentConfig, obs_spec: ObsSpec, action_dim: int) -> Ag
             if len(spec.shape) != 1:
                 raise ValueError(f"vector observation {name!r} must be 1-D per item, got shape {spec.shape}")
             vector_keys.append(name)
-    mlp = dict(hidden_dims=tuple(config.hidden_dims), activation=config.activation)
+    dtype = resolve_compute_dtype(config.compute_dtype)
+    mlp = dict(hidden_dims=tuple(config.hidden_dims), activation=config.activation, dtype=dtype)
     return AgentNetworks(
-        encoder=ObservationEncoder(tuple(image_keys), tuple(vector_keys), config.encoder),
+        encoder=ObservationEncoder(tuple(image_keys), tuple(vector_keys), config.encoder, dtype),
         actor=Actor(
             action_dim,
             layer_norm=config.actor_layer_norm,
@@ -213,6 +220,22 @@ def make_networks(config: AgentConfig, obs_spec: ObsSpec, action_dim: int) -> Ag
         action_dim=action_dim,
         config=config,
     )
+
+
+_LOGGED_AUTO_DTYPE: set[str] = set()
+
+
+def resolve_compute_dtype(name: str) -> Any:
+    """AgentConfig.compute_dtype -> a jnp dtype; "auto" is bfloat16 on a GPU, float32 elsewhere (logged once)."""
+    if name == "auto":
+        backend = jax.default_backend()
+        name = "bfloat16" if backend == "gpu" else "float32"
+        if backend not in _LOGGED_AUTO_DTYPE:
+            _LOGGED_AUTO_DTYPE.add(backend)
+            print(f"[agent] compute_dtype auto: {name} on the {backend} backend", flush=True)
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"compute_dtype must be auto, float32 or bfloat16, got {name!r}")
+    return jnp.bfloat16 if name == "bfloat16" else jnp.float32
 
 
 def policy_params(params: Mapping[str, Params]) -> dict[str, Params]:
