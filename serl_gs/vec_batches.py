@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 def resolve_mjx_impl(impl: MjxImpl | Literal["auto"]) -> MjxImpl:
     """`auto` picks MJX-Warp where warp-lang is installed: it is MuJoCo C's physics (MJX-JAX parts ways under
-    saturated actuators, README "Physics paths") and on a CPU it is hundreds of times faster than MJX-JAX."""
+    saturated actuators, docs/physics-paths.md) and on a CPU it is hundreds of times faster than MJX-JAX."""
     if impl != "auto":
         return impl
     return "warp" if warp_installed() else "jax"

@@ -85,7 +85,7 @@ class VecEnvConfig:
 
 
 def resolve_physics(physics: PhysicsPath) -> Literal["mjx", "mujoco"]:
-    """`auto` picks MJX where JAX has a GPU and CPU MuJoCo otherwise (README, "Physics paths")."""
+    """`auto` picks MJX where JAX has a GPU and CPU MuJoCo otherwise (docs/physics-paths.md)."""
     if physics != "auto":
         return physics
     return "mjx" if jax.default_backend() == "gpu" else "mujoco"
