@@ -4,7 +4,7 @@
     python -m benchmarks.bench_mjx_stages --num_envs 1,32,1024    # on a GPU
 
 One JSON line per (stage, num_envs): ms per call, with the full `mjx.step` as the baseline, so `ratio` is the
-stage's share of a step. This is the profile behind README's "Physics paths" (MJX on a CPU is dominated by
+stage's share of a step. This is the profile behind docs/physics-paths.md (MJX on a CPU is dominated by
 `kinematics`, and that stage grows much faster than linearly with the batch there).
 """
 

@@ -303,7 +303,7 @@ def main() -> None:
                         baseline_value=mbps["raw_zmq"],
                     )
                     # The most any transport could reach against the pickle baseline on this machine: raw
-                    # ZeroMQ itself. Our ratio to the baseline cannot exceed it (see the README's note).
+                    # ZeroMQ itself. Our ratio to the baseline cannot exceed it (docs/measurements.md, "Transport").
                     emit(
                         "transport",
                         "ceiling_transitions_per_s",

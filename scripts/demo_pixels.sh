@@ -9,7 +9,7 @@
 #                                                    # checkpoint kept, for run_eval.sh on each (learning_curve.py)
 #   ./run_demo.sh --pixels --num_envs 16             # extra flags go to the actor (./run_actor.sh --help)
 # Training ends at PIXEL_MAX_UPDATES updates or after PIXEL_TRAIN_SECONDS, whichever comes first (the learner
-# says which). On our 2-core machine the cap came first (5,210 updates, eval 949: README "Pixels on a CPU"); a
+# says which). On our 2-core machine the cap came first (5,210 updates, eval 949: docs/pixels-cpu.md); a
 # slower machine gets fewer updates before it, so raise PIXEL_TRAIN_SECONDS there.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,7 +22,7 @@ train_seconds="${PIXEL_TRAIN_SECONDS:-780}"
 keep_checkpoints="${KEEP_CHECKPOINTS:-3}"  # a learning curve wants every checkpoint: KEEP_CHECKPOINTS=100
 port="${PORT:-5588}"
 
-# The CPU pixel preset (serl_gs.agents.config.cpu_pixel_preset, README "Pixels on a CPU").
+# The CPU pixel preset (serl_gs.agents.config.cpu_pixel_preset, docs/pixels-cpu.md).
 env_args=(--env serl_gs/CartpoleBalance-v0 --obs_mode pixels --image_size 32 --frame_stack 3 --action_repeat 8)
 learner_args=(
   "${env_args[@]}" --run_dir "$run_dir" --port "$port" --max_updates "$max_updates" --max_seconds "$train_seconds"

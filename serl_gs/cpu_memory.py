@@ -3,13 +3,18 @@
 XLA:CPU allocates each call's temporaries and outputs with malloc and frees them when the call ends. A DrQ update
 at 64² needs hundreds of MB of them; glibc serves blocks that large with fresh mmap()s (always above 32 MB, and
 from a thread's own arena above 64 MB whatever M_MMAP_MAX says) and returns them with munmap(), so every update
-touches all those pages anew. Measured here (2-core VM, DrQ at 64², batch 128, 2 critics): 429,000 minor page
-faults per update and 2.5x fewer updates/s than with `keep_freed_memory()` (about 1,000 faults per update);
-`benchmarks/bench_learner.py --cases drq_cpu_*` measures both side by side.
+touches all those pages anew. Measured here (2-core VM, DrQ at 64², batch 128, 2 critics, 10 updates): 349,000
+minor page faults per update and 2.4x fewer updates/s than with `keep_freed_memory()` (4,000 faults per update;
+benchmarks/results/learner-cpu2-2026-12-04.jsonl); `benchmarks/bench_learner.py --cases drq_cpu_*` measures
+both side by side.
 
-`keep_freed_memory()` tells glibc to use one arena, never mmap and never trim, so a freed block is reused by the
-next call. It is process-wide and must run before JAX starts its threads (entry points call it first thing);
-the price is that the process keeps its peak memory. Elsewhere than glibc it does nothing and says so.
+`keep_freed_memory()` tells glibc to use one arena, never mmap and never trim, so nothing freed goes back to the
+OS. What that guarantees is an accounting: a page faults only where the heap grows, and a freed block is reused
+by a later call. When the heap grows is not deterministic: a freed block that small allocations made between calls
+have split no longer fits the next call's, which then takes a new one, until the heap holds a few of them
+(tests/test_cpu_memory.py: 1 to 6 blocks over 20 calls, all its faults accounted for by that growth). It is
+process-wide and must run before JAX starts its threads (entry points call it first thing); the price is that
+the process keeps its peak memory. Elsewhere than glibc it returns False.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Batched MuJoCo C physics on CPU threads: the physics path for CPU-only machines.
 
 MJX compiles the whole physics step into one XLA program; on a GPU that is what makes thousands of envs fast,
-but on a CPU the same program runs far slower than MuJoCo's C engine (measured in README, "Physics paths").
+but on a CPU the same program runs far slower than MuJoCo's C engine (measured in docs/physics-paths.md).
 This backend steps all envs of a batch with `mujoco.rollout` (a C++ thread pool, no Python loop per env per
 substep) and hands back qpos/qvel, so the task's pure JAX control/observation/reward run unchanged on top.
 """

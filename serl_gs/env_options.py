@@ -42,7 +42,7 @@ def warp_installed() -> bool:
 
 
 def resolve_physics(physics: PhysicsPath) -> Literal["mjx", "mujoco"]:
-    """`auto` picks MJX where JAX has a GPU and CPU MuJoCo otherwise (README, "Physics paths")."""
+    """`auto` picks MJX where JAX has a GPU and CPU MuJoCo otherwise (docs/physics-paths.md)."""
     if physics not in PHYSICS_PATHS:
         raise ValueError(f"physics must be one of {PHYSICS_PATHS}, got {physics!r}")
     if physics != "auto":
@@ -52,7 +52,7 @@ def resolve_physics(physics: PhysicsPath) -> Literal["mjx", "mujoco"]:
 
 def resolve_mjx_impl(impl: MjxImpl | Literal["auto"]) -> MjxImpl:
     """`auto` picks MJX-Warp where warp-lang is installed: it is MuJoCo C's physics (MJX-JAX parts ways under
-    saturated actuators, README "Physics paths") and on a CPU it is hundreds of times faster than MJX-JAX."""
+    saturated actuators, docs/physics-paths.md) and on a CPU it is hundreds of times faster than MJX-JAX."""
     if impl not in MJX_IMPL_CHOICES:
         raise ValueError(f"mjx_impl must be one of {MJX_IMPL_CHOICES}, got {impl!r}")
     if impl != "auto":

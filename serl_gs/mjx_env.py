@@ -7,7 +7,7 @@ the same task code valid on both physics paths:
 - MJX (`MjxEnv`): `reset(rng) -> State` and `step(state, action) -> State` are pure, jittable and vmappable;
   the whole step (control, physics substeps, observation, reward) is one traced function.
 - CPU MuJoCo (`serl_gs.cpu_physics`): the same `Task.control` and `Task.evaluate` run jitted around a
-  batched MuJoCo C step, for CPU users for whom MJX is too slow (see README, "Physics paths").
+  batched MuJoCo C step, for CPU users for whom MJX is too slow (see docs/physics-paths.md).
 
 MJX itself has two implementations behind the same `mjx.Data` (`MjxEnv(task, impl=...)`): `"jax"` (MJX's own
 XLA code) and `"warp"` (MuJoCo Warp's kernels: the same physics as MuJoCo C; needs `warp-lang`). Both run the

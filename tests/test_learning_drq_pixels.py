@@ -6,7 +6,7 @@ the policy acting on stacks.
 actions score 141 (std 24; 8 per episode mean, so the mean of 8 envs has std ~9), zero actions 291; the
 untrained policy scored 121. The threshold, 250, is 12 standard deviations of an 8-episode mean above random and
 130 above the untrained policy: the policy must have learned from the frames. (Balancing for the whole episode,
-~400, is the learning run's job: README, "Pixels on a CPU".) Measured: deterministic returns every 100
+~400, is the learning run's job: docs/pixels-cpu.md.) Measured: deterministic returns every 100
 iterations 121, 199, 126, 199, 157, 172, 257 (crossed at 600), 256, 183, 297, 251, 263, 247, 209, 367; 450 s
 for 1,400 iterations beside a learning run on a shared 2-core machine.
 """

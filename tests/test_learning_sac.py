@@ -1,31 +1,73 @@
-"""SAC from state learns CartpoleBalance-v0: the whole learner path (vector env -> records -> replay ->
-sample -> update -> inference) on CPU, until a deterministic-policy return threshold or the budget runs out.
+"""SAC from state learns CartpoleBalance-v0 through the real nodes: a `Learner` and `run_actor` as two threads of
+one process (as tests/test_nodes_learner.py runs them), on OS-picked ports: vector env -> adder -> transport ->
+replay under the rate limiter -> fused updates -> published parameters -> the actor's policy. The test thread
+evaluates the learner's current policy every EVAL_EVERY updates until a deterministic-policy return threshold or
+the update budget.
 
 200-step episodes; reward per step in [0, 1]. For reference: the untrained policy scores ~100-130, zero
 actions ~143, uniform random actions ~115; the threshold, 185, needs the pole up and the cart centred nearly
-all the time. Measured here: this test crossed it at iteration 1,750 (38 s on a 2-core machine shared with
-other work); the budget is 4,000.
+all the time. The actor feeds 16 envs and the learner makes one update (4 critic steps, 1 actor step) per 16
+transitions, as the private loop this test replaced did (one env step of every env, then one update).
 """
 
 from __future__ import annotations
 
-import gymnasium as gym
+import threading
+import time
+
 import jax
 import numpy as np
 import pytest
 
 from serl_gs.agents.config import AgentConfig
-from serl_gs.agents.learning import init_training_state, make_update_fn
-from serl_gs.agents.networks import make_inference_fn, make_networks, obs_spec_from_batch, policy_params
-from serl_gs.data.records import RecordSpec, reset_records, step_records
-from serl_gs.data.replay import ReplayBuffer, ReplayConfig
+from serl_gs.agents.networks import make_inference_fn, policy_params
+from serl_gs.data.replay import ReplayConfig
+from serl_gs.nodes.actor import ActorConfig, run_actor
+from serl_gs.nodes.env_spec import EnvSpec
+from serl_gs.nodes.learner import Learner, LearnerConfig
+from serl_gs.nodes.rate_limiter import RateLimiterConfig
+from serl_gs.transport import ActorTransportConfig, LearnerTransportConfig
+from serl_gs.transport.config import port_layout
 
 NUM_ENVS = 16
 EPISODE = 200
 THRESHOLD = 185.0
-BUDGET = 4_000  # iterations: one env step of every env + one update (4 critic steps, 1 actor step)
-RANDOM_STEPS = 1_000 // NUM_ENVS
-EVAL_EVERY = 250
+BUDGET = 4_000  # updates
+EVAL_EVERY = 250  # updates
+ENV = EnvSpec("serl_gs/CartpoleBalance-v0", episode_length=EPISODE, physics="mujoco")
+AGENT = AgentConfig(
+    hidden_dims=(128, 128),
+    critic_ensemble_size=10,
+    critic_subsample_size=2,
+    critic_actor_ratio=4,
+    batch_size=128,
+    discount=0.97,
+    actor_lr=1e-3,
+    critic_lr=1e-3,
+    temperature_lr=1e-3,
+)
+
+
+class _Thread(threading.Thread):
+    """Runs `fn`, keeps its result or its exception for the test to look at."""
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self._fn, self._args = fn, args
+        self.result, self.error = None, None
+
+    def run(self):
+        try:
+            self.result = self._fn(*self._args)
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            self.error = e
+
+    def outcome(self, timeout: float):
+        self.join(timeout)
+        assert not self.is_alive(), f"{self._fn.__name__} did not stop in {timeout} s"
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 def evaluate(vec, policy, params) -> float:
@@ -39,53 +81,59 @@ def evaluate(vec, policy, params) -> float:
 
 
 @pytest.mark.slow
-def test_sac_learns_cartpole_balance_from_state():
-    import envs  # noqa: F401  (registers the serl_gs/ ids)
-
-    config = AgentConfig(
-        hidden_dims=(128, 128),
-        critic_ensemble_size=10,
-        critic_subsample_size=2,
-        critic_actor_ratio=4,
-        batch_size=128,
-        discount=0.97,
-        actor_lr=1e-3,
-        critic_lr=1e-3,
-        temperature_lr=1e-3,
+def test_sac_learns_cartpole_balance_from_state_through_the_nodes(tmp_path):
+    learner = Learner(
+        LearnerConfig(
+            env=ENV,
+            agent=AGENT,
+            replay=ReplayConfig(capacity=50_000),
+            rate=RateLimiterConfig(utd=1 / NUM_ENVS, min_inserts=1_000, tolerance=20.0),
+            transport=LearnerTransportConfig(**port_layout(0)),
+            run_dir=str(tmp_path / "run"),
+            publish_every=10,
+            checkpoint_every=100_000,  # no checkpoint while learning: this test is about the loop
+            max_updates=BUDGET,
+            log_every_s=5.0,
+        )
     )
-    make = lambda: gym.make_vec(
-        "serl_gs/CartpoleBalance-v0", num_envs=NUM_ENVS, array_backend="numpy", episode_length=EPISODE
+    transport = ActorTransportConfig(
+        actor_id="a0",
+        transitions_port=learner.server.port,
+        params_port=learner.publisher.port,
+        params_snapshot_port=learner.publisher.snapshot_port,
+        block_timeout_s=0.2,
     )
-    vec, eval_vec = make(), make()
-    obs, _ = vec.reset(seed=0)
-    first = reset_records(obs, action_dim=1)
-    replay = ReplayBuffer(RecordSpec.from_records(first), ReplayConfig(capacity=50_000), log=lambda m: None)
-    replay.insert("actor-0", first)
+    actor = ActorConfig(env=ENV, transport=transport, num_envs=NUM_ENVS, random_steps=1_000, log_every_s=5.0)
+    eval_vec = ENV.make_vec(NUM_ENVS, seed=1)
+    policy = make_inference_fn(learner.networks)
+    stop_learner, stop_actor = threading.Event(), threading.Event()
+    learner_thread = _Thread(learner.run, stop_learner)
+    actor_thread = _Thread(run_actor, actor, stop_actor)
+    returns = [evaluate(eval_vec, policy, policy_params(learner.state.params))]
+    try:
+        learner_thread.start()
+        actor_thread.start()
+        evaluated = 0
+        while learner_thread.is_alive() and returns[-1] < THRESHOLD:
+            assert actor_thread.is_alive() or actor_thread.outcome(0) is None, "the actor stopped"
+            if learner.counters["updates"] >= evaluated + EVAL_EVERY:
+                evaluated = learner.counters["updates"] // EVAL_EVERY * EVAL_EVERY
+                returns.append(evaluate(eval_vec, policy, policy_params(learner.state.params)))
+            else:
+                time.sleep(0.05)
+        stop_learner.set()
+        counters = learner_thread.outcome(120)
+        stop_actor.set()
+        actor_thread.outcome(60)
+    finally:
+        stop_actor.set()
+        stop_learner.set()
+        actor_thread.join(30)
+        learner_thread.join(30)
+        learner.close()
+        eval_vec.close()
 
-    networks = make_networks(config, obs_spec_from_batch(obs), action_dim=1)
-    state = init_training_state(networks, jax.random.PRNGKey(0))
-    update, policy = make_update_fn(networks), make_inference_fn(networks)
-    returns = [evaluate(eval_vec, policy, policy_params(state.params))]
-    rng, key = np.random.default_rng(0), jax.random.PRNGKey(1)
-
-    for iteration in range(1, BUDGET + 1):
-        key, act_key, sample_key = jax.random.split(key, 3)
-        if iteration <= RANDOM_STEPS:
-            action = rng.uniform(-1, 1, (NUM_ENVS, 1)).astype(np.float32)
-        else:
-            action = np.asarray(policy(policy_params(state.params), obs, act_key, deterministic=False))
-        obs, reward, terminated, truncated, infos = vec.step(action)
-        replay.insert("actor-0", step_records(obs, action, reward, terminated, truncated, infos))
-        if iteration > RANDOM_STEPS:
-            batch = replay.sample(sample_key, config.batch_size, config.critic_actor_ratio)
-            state, metrics = update(state, batch)
-        if iteration % EVAL_EVERY == 0:
-            returns.append(evaluate(eval_vec, policy, policy_params(state.params)))
-            if returns[-1] >= THRESHOLD:
-                break
-
-    print(f"deterministic returns every {EVAL_EVERY} iterations: {returns}")
-    assert update._cache_size() == 1
-    assert replay.unpaired == 0  # every non-first record found its predecessor
-    assert returns[-1] >= THRESHOLD, f"no return >= {THRESHOLD} within {BUDGET} iterations: {returns}"
+    print(f"deterministic returns every {EVAL_EVERY} updates: {returns}; learner: {counters['updates']} updates")
+    assert learner.replay.unpaired == 0  # every non-first record found its predecessor
+    assert returns[-1] >= THRESHOLD, f"no return >= {THRESHOLD} within {BUDGET} updates: {returns}"
     assert returns[-1] > returns[0] + 40

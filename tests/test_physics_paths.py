@@ -3,7 +3,7 @@ frame rendered must be the state observed.
 
 MJX runs in float32, MuJoCo C in float64, so trajectories agree to a tolerance, not bit for bit; the horizons
 here are short enough for chaos (contacts) not to amplify the difference. MJX-Warp is MuJoCo C's physics and
-agrees with it even where the Panda's joint servos saturate; MJX-JAX parts ways there (README, "Physics paths"),
+agrees with it even where the Panda's joint servos saturate; MJX-JAX parts ways there (docs/physics-paths.md),
 so its Panda comparison keeps the actions moderate.
 """
 
@@ -68,7 +68,7 @@ def test_panda_mjx_warp_and_cpu_mujoco_agree_with_saturated_servos():
 def test_panda_mjx_jax_and_cpu_mujoco_agree():
     # Moves the arm (IK + servos + gripper) for 8 control steps; the cube rests on the table meanwhile.
     # Moderate actions: where the joint servos saturate at their force limits MJX-JAX and MuJoCo C part ways by
-    # centimetres (README "Physics paths"), at rest they agree exactly. (The Panda's MJX-JAX step takes a minute
+    # centimetres (docs/physics-paths.md), at rest they agree exactly. (The Panda's MJX-JAX step takes a minute
     # or more to compile on a CPU.)
     rng = np.random.default_rng(1)
     actions = (0.25 * rng.uniform(-1, 1, (8, 2, 4))).astype(np.float32)

@@ -85,6 +85,14 @@ def wait_connected(client: TransitionClient, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def wait_until(predicate, what: str, timeout: float = 10.0) -> None:
+    """Polls `predicate` until it holds; fails naming `what` after `timeout` (no fixed sleep before a check)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
 def test_every_env_dtype_and_shape_round_trips():
     rng = np.random.default_rng(1)
     n = 3
@@ -156,15 +164,21 @@ def test_credits_bound_the_learner_queue_and_zero_credits_pause_actors():
             wait_connected(client)
             for step in range(5):  # 2 in flight (credits) + 3 pending
                 client.send(records(step), param_version=0)
-            time.sleep(0.3)
-            assert server.stats()["queue_batches"] == 2  # a slow learner holds at most `credits`
+            # The client's window is bounded by the learner's credits: 2 out, 3 held back, and so 2 queued.
+            wait_until(
+                lambda: client.stats()["unconfirmed_batches"] == 2 and client.stats()["pending_batches"] == 3,
+                "the client to fill its 2-credit window",
+            )
+            wait_until(lambda: server.stats()["queue_batches"] == 2, "both batches in the learner's queue")
+            assert client.stats()["unconfirmed_batches"] == 2  # a slow learner holds at most `credits`
             with pytest.raises(TimeoutError, match="block_timeout_s"):
                 client.send(records(5), param_version=0)
             server.set_credits(0)
             got = drain(server, 2)
-            time.sleep(0.3)
+            # The acks of those two carry credits=0: once they freed the window, the client may send nothing.
+            wait_until(lambda: client.stats()["unconfirmed_batches"] == 0, "the acks of the drained batches")
+            assert client.stats()["credits"] == 0 and client.stats()["pending_batches"] == 3
             assert server.stats()["queue_batches"] == 0  # paused: nothing new came in
-            assert client.stats()["pending_batches"] == 3
             server.set_credits(3)
             got += drain(server, 3)
             assert [step_of(b) for b in got] == [0, 1, 2, 3, 4]
@@ -380,9 +394,10 @@ def test_manual_ack_holds_credits_until_the_learner_has_stored_the_batch():
             client.send(records(step), param_version=0)
         first, second = server.get(timeout=5, ack=False), server.get(timeout=5, ack=False)
         assert [step_of(first), step_of(second)] == [0, 1]
-        time.sleep(0.3)
-        assert server.get(timeout=0.2) is None  # both credits still held by unacked batches
+        # Two credits, both held by unacked batches: the client keeps the other two back.
+        wait_until(lambda: client.stats()["pending_batches"] == 2, "the client to hold back 2 batches")
         assert client.stats()["unconfirmed_batches"] == 2
+        assert server.get(timeout=0.2) is None
         assert [(p.actor_id, p.next_seq) for p in server.positions()] == [("a0", 0)]
         server.ack(second.header)  # cumulative: acknowledges the first one too
         got = drain(server, 2)
