@@ -30,6 +30,7 @@ from serl_gs.data.records import Records, RecordSpec
 from serl_gs.data.replay import ReplayBuffer, ReplayConfig
 from serl_gs.demos.dataset import DemoFile, load_checked
 
+MAX_TAILS = 1 << 16  # streams whose last record is remembered (a run's first transition needs it)
 INTERVENED = "intervened"  # the extra ("extras/intervened", bool per record) that marks an overridden action
 
 
@@ -92,8 +93,11 @@ class DemoBuffer:
     def num_transitions(self) -> int:
         return self.replay.num_transitions
 
-    def add_intervened(self, stream: str, records: Records, intervened: np.ndarray) -> int:
-        """Inserts the intervened runs of one message of `stream` (an actor session); returns records inserted."""
+    def add_intervened(self, stream: str, records: Records, intervened: np.ndarray | None) -> int:
+        """Inserts the intervened runs of one message of `stream` (an actor session); returns records inserted.
+        Call it with every message (`intervened` None: none), so a run's first transition finds its predecessor."""
+        if intervened is None:
+            intervened = np.zeros((len(records["env_index"]),), bool)
         rows = intervened_rows(records, np.asarray(intervened, bool), stream, self._tails)
         if rows is None:
             return 0
@@ -113,7 +117,11 @@ def intervened_rows(
     take: list[tuple[int | Records, bool]] = []  # (row index or a remembered record, as an episode's first frame)
     for env in np.unique(records["env_index"]):
         rows = np.flatnonzero(records["env_index"] == env)
-        tail = tails.get((stream, int(env)))
+        tail = tails.pop((stream, int(env)), None)  # (re-inserted below: the dict's order is least recent first)
+        if not intervened[rows].any():  # the common case: only remember the stream's last record
+            r = rows[-1]
+            tails[(stream, int(env))] = ({k: v[r : r + 1] for k, v in records.items()}, False)
+            continue
         for r in rows:
             if intervened[r] and not records["is_first"][r]:
                 if tail is not None and not tail[1]:  # a run starts: its first obs is the predecessor's
@@ -125,6 +133,8 @@ def intervened_rows(
                     take.append((int(r), True))
             tail = ({k: v[r : r + 1] for k, v in records.items()}, bool(intervened[r]) and not records["is_first"][r])
         tails[(stream, int(env))] = tail
+    while len(tails) > MAX_TAILS:  # streams of actors long gone: forget the least recent
+        del tails[next(iter(tails))]
     if not take:
         return None
     parts = []

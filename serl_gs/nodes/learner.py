@@ -254,14 +254,15 @@ class Learner:
     def _store(self, actor_id: str, session: int, records: dict, intervened: np.ndarray | None = None) -> int:
         self.replay.insert(f"{actor_id}:{session}", records)  # a restarted actor (new session) starts new streams
         if intervened is not None and intervened.any():  # HIL-SERL: corrected steps go to the demo buffer too
-            if self.demos is None:
+            self.counters["intervened"] += int((intervened.astype(bool) & ~records["is_first"]).sum())
+            if self.demos is None:  # (without demo files: made at the first intervention, see docs/demos.md)
                 from serl_gs.data.replay import ReplayBuffer
                 from serl_gs.demos.mixing import DemoBuffer
 
                 config = dataclasses.replace(self.replay.config, capacity=max(2, self.config.demo_capacity))
                 self.demos = DemoBuffer(ReplayBuffer(self.replay.spec, config))
+        if self.demos is not None:  # every message: a run's first transition needs the record before it
             self.demos.add_intervened(f"{actor_id}:{session}", records, intervened)
-            self.counters["intervened"] += int((intervened.astype(bool) & ~records["is_first"]).sum())
         n = len(records["env_index"])
         self.counters["records"] += n
         key = f"records/{actor_id}"
