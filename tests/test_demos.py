@@ -286,3 +286,18 @@ def test_rlpd_learner_mixes_demos_takes_interventions_into_both_buffers_and_keep
         np.testing.assert_array_equal(np.asarray(restored["obs"]["state"]), np.asarray(saved["obs"]["state"]))
     finally:
         resumed.close()
+
+
+def test_the_record_command_describes_a_file_and_refuses_an_env_without_an_expert_in_one_line(tmp_path):
+    path = tmp_path / "d.hdf5"
+    write_demos(path, [_episode(0, 3), _episode(1, 2)], task=TASK)
+    info = subprocess.run([sys.executable, "-m", "serl_gs.demos", "info", str(path)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert info.returncode == 0 and "2 episodes, 5 transitions" in info.stdout, info.stderr
+    out = subprocess.run([sys.executable, "-m", "serl_gs.demos", "record", "--env", "serl_gs/CartpoleBalance-v0",
+                          "--source", "scripted", "--out", str(tmp_path / "x.hdf5")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: no scripted expert for env 'serl_gs/CartpoleBalance-v0'; envs with one: ['serl_gs/PandaPickCube-v0']"
+    )
