@@ -52,6 +52,8 @@ def _intervention(f, config):
     from serl_gs.demos.sources import KeyboardSource, ScriptedSource, TaperedSchedule
 
     if f.intervention == "keyboard":
+        if config.num_envs != 1:
+            raise ValueError(f"--intervention keyboard drives one env: use --num_envs 1, got {config.num_envs}")
         return KeyboardSource(config.env.observation_spec()[1], takeover=True, title=f"serl_gs: {config.actor_id}")
     from envs.experts import expert_for
 

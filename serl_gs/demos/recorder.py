@@ -105,7 +105,7 @@ def record(
             if getattr(source, "quit_requested", False):
                 log("[record] stop requested")
                 break
-            actions, _ = source.act(vec, obs)
+            actions, active = source.act(vec, obs)
             obs, reward, terminated, truncated, infos = vec.step(actions)
             obs = {k: np.asarray(v) for k, v in obs.items()}
             done = np.asarray(terminated) | np.asarray(truncated)
@@ -120,7 +120,7 @@ def record(
                 ep.reward.append(float(reward[i]))
                 ep.terminated.append(bool(terminated[i]))
                 ep.truncated.append(bool(truncated[i]))
-                ep.intervened.append(True)
+                ep.intervened.append(bool(active[i]))
                 ep.success = ep.success or bool(success[i] > 0)
                 if done[i]:
                     finished += 1

@@ -112,6 +112,11 @@ class LearnerConfig:
             raise ValueError(f"demo_paths must be a tuple of paths, got the string {self.demo_paths!r}")
         if not 0.0 < self.demo_ratio < 1.0:
             raise ValueError(f"demo_ratio must be in (0, 1), got {self.demo_ratio}")
+        if not 0 < round(self.agent.batch_size * self.demo_ratio) < self.agent.batch_size:
+            raise ValueError(
+                f"demo_ratio {self.demo_ratio} of batch_size {self.agent.batch_size} leaves no demo or no online "
+                "transition in a batch"
+            )
         if self.demo_capacity < 0:
             raise ValueError(f"demo_capacity must be >= 0, got {self.demo_capacity}")
         if self.updates_per_call > 2 * self.rate.tolerance:
