@@ -101,7 +101,9 @@ class DemoBuffer:
         rows = intervened_rows(records, np.asarray(intervened, bool), stream, self._tails)
         if rows is None:
             return 0
-        self.replay.insert(stream, rows)
+        size = len(rows["env_index"])
+        for start in range(0, size, self.replay.capacity):  # in order: a message may outsize a small demo ring
+            self.replay.insert(stream, {k: v[start : start + self.replay.capacity] for k, v in rows.items()})
         n = int((~rows["is_first"]).sum())
         self.intervened_records += n
         return n
