@@ -44,7 +44,24 @@ def main(argv: list[str]) -> None:
     check_gpu_paths(config.env.physics, config.env.render_backend, renders=config.env.obs_mode == "pixels")
     if config.env.obs_mode == "pixels":
         set_render_threads(f.render_threads)
-    run_actor(config, stop_on_signals())
+    run_actor(config, stop_on_signals(), _intervention(f, config))
+
+
+def _intervention(f, config):
+    """--intervention: who may take over from the policy (serl_gs.demos.sources); None for nobody."""
+    if f.intervention == "none":
+        return None
+    from serl_gs.demos.sources import KeyboardSource, ScriptedSource, TaperedSchedule
+
+    if f.intervention == "keyboard":
+        if config.num_envs != 1:
+            raise ValueError(f"--intervention keyboard drives one env: use --num_envs 1, got {config.num_envs}")
+        return KeyboardSource(config.env.observation_spec()[1], takeover=True, title=f"serl_gs: {config.actor_id}")
+    from envs.experts import expert_for
+
+    schedule = TaperedSchedule(f.intervention_start, f.intervention_taper_steps, seed=f.seed)
+    print(f"[actor {config.actor_id}] scripted interventions: {schedule}", flush=True)
+    return ScriptedSource(expert_for(config.env.env), config.num_envs, schedule)
 
 
 def define_flags() -> None:
@@ -73,6 +90,13 @@ def define_flags() -> None:
         "away_buffer_mb", 256,
         "While the learner is unreachable, keep acting and buffer up to this many MiB of transitions for it.",
     )  # fmt: skip
+    flags.DEFINE_enum(
+        "intervention", "none", ["none", "scripted", "keyboard"],
+        "Who may override the policy (HIL-SERL): the scripted expert on a tapering schedule, or you at the "
+        "keyboard (hold a key to take over; one env). Intervened steps also go to the learner's demo buffer.",
+    )  # fmt: skip
+    flags.DEFINE_float("intervention_start", 0.5, "Scripted: share of episodes the expert takes at the start.")
+    flags.DEFINE_integer("intervention_taper_steps", 20_000, "Scripted: env steps until nobody intervenes.")
     flags.DEFINE_enum(
         "overflow", "block", ["block", "drop_oldest"],
         "When the send buffer is full (the learner holds back credit, or stays away past --away_buffer_mb): "

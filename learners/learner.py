@@ -64,6 +64,9 @@ def main(argv: list[str]) -> None:
         seed=f.seed,
         log_every_s=f.log_every_s,
         use_wandb=f.wandb,
+        demo_paths=tuple(f.demo_path),
+        demo_ratio=f.demo_ratio,
+        demo_capacity=f.demo_capacity,
     )
     print(f"[learner] {config}", flush=True)
     try:
@@ -138,6 +141,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("seed", 0, "Seed of the networks and of sampling.")
     flags.DEFINE_float("log_every_s", 10.0, "Seconds between progress lines and metric rows.")
     flags.DEFINE_bool("wandb", False, "Also log to wandb (offline unless configured).")
+    flags.DEFINE_multi_string("demo_path", [], "RLPD: a demo file (python -m serl_gs.demos record); repeatable.")
+    flags.DEFINE_float("demo_ratio", 0.5, "RLPD: share of each batch drawn from the demos (with --demo_path).")
+    flags.DEFINE_integer("demo_capacity", 50_000, "Records of room in the demo buffer for intervened records.")
     flags.DEFINE_string("hidden_dims", "256,256", "MLP hidden sizes.")
     flags.DEFINE_integer("critic_ensemble_size", 10, "Critic ensemble size (REDQ).")
     flags.DEFINE_float("discount", 0.96, "Discount (SERL's pick task: 0.96).")

@@ -205,8 +205,12 @@ class LearnerWatch:
         self._thread.join(timeout=5.0)
 
 
-def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[str, float]:
+def run_actor(config: ActorConfig, stop: threading.Event | None = None, intervention=None) -> dict[str, float]:
     """Acts until `max_steps` or `stop`; returns final counters.
+
+    `intervention`: a source (serl_gs.demos.sources: the scripted expert on a tapering schedule, or a keyboard)
+    whose actions replace the policy's where it is active; those records carry "extras/intervened" and the
+    learner puts them in its demo buffer too. Evaluation (serl_gs.nodes.evaluation) never takes one.
 
     Raises `TaskMismatch` when the learner trains another task, and the transport's `BatchRejected` when the
     learner refuses this actor's records: both one-line errors.
@@ -228,7 +232,7 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
                 policy.update(first.data, first.version)  # raises TaskMismatch before anything is sent
             watch = LearnerWatch(client, config.transport, config.log_every_s)
             try:
-                env_steps, counters = _act(config, vec, policy, client, params, log, stop)
+                env_steps, counters = _act(config, vec, policy, client, params, log, stop, intervention)
             finally:
                 watch.close()
             client.flush(timeout=10.0)
@@ -244,7 +248,7 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None) -> dict[
     return counters
 
 
-def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, stop) -> tuple[int, dict]:
+def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, stop, intervention=None):
     """The acting loop; returns (env steps, the last progress counters)."""
     action_dim = vec.single_action_space.shape[0]
     tracker = EpisodeTracker(config.num_envs)
@@ -264,6 +268,9 @@ def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, st
     obs, _ = vec.reset(seed=config.seed)
     adder.add_first(obs)
     policy_obs = stacker.reset(obs)
+    intervened_steps = 0
+    if intervention is not None:
+        intervention.show(policy_obs)
     while not stop.is_set() and (config.max_steps == 0 or steps < config.max_steps):
         update = params.poll()
         if update is not None:
@@ -273,15 +280,24 @@ def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, st
             actions = jax.random.uniform(act_key, (config.num_envs, action_dim), minval=-1.0, maxval=1.0)
         else:
             actions = policy(policy_obs, act_key, noise=None if noise is None else noise.next())
+        intervened = None
+        if intervention is not None:  # where active, its action is the one stepped, sent and learned from
+            override, intervened = intervention.act(vec, obs)
+            actions = np.where(intervened[:, None], override, np.asarray(actions)).astype(np.float32)
+            intervened_steps += int(intervened.sum())
         step = EnvStep(*vec.step(actions))
+        obs = step.obs
         done = np.asarray(step.terminated) | np.asarray(step.truncated)
         policy_obs = stacker.step(step.obs, done)  # same-step autoreset: a done env's obs starts its next episode
+        if intervention is not None:
+            intervention.episodes_ended(done)
+            intervention.show(policy_obs)
         if noise is not None:
             noise.reset(done)
         success = np.asarray(step.infos["success"], np.float32) if "success" in step.infos else None
         episode_return = tracker.step(np.asarray(step.reward), done, success)
         # For the learner's logs: each env's return so far and success, read where episodes end.
-        extras = {"episode_return": episode_return, "success": success}
+        extras = {"episode_return": episode_return, "success": success, "intervened": intervened}
         if not adder.add(actions, step, extras, param_version=policy.version):
             break
         env_steps += config.num_envs
@@ -296,6 +312,7 @@ def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, st
                 # Share of the time since the last line spent blocked on the learner's credit; bytes sent.
                 "credit_wait_fraction": (sent["send_wait_s"] - last_sent["send_wait_s"]) / (now - last_log),
                 "bytes_sent": sent["bytes_sent"],
+                **({"intervened_steps": intervened_steps} if intervention is not None else {}),
                 **tracker.drain(),
             }
             last_sent = sent

@@ -46,8 +46,9 @@ import numpy as np
 
 from serl_gs.agents.config import AgentConfig
 from serl_gs.agents.payload import agent_config_to_dict, pack_policy, spec_to_jsonable
-from serl_gs.data.records import describe_records, split_extras
+from serl_gs.data.records import EXTRAS_PREFIX, describe_records, split_extras
 from serl_gs.data.replay import ReplayConfig
+from serl_gs.demos.mixing import INTERVENED
 from serl_gs.nodes.env_spec import EnvSpec
 from serl_gs.nodes.episode_stats import EpisodeStats
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
@@ -68,6 +69,7 @@ _CONSOLE_KEYS = [
     "temperature",
     "rejected",
 ]
+DEMO_REPLAY_DIR = "demo_replay"  # the demo buffer, saved beside the replay (serl_gs.demos.mixing)
 _MAX_REFUSED_PEERS_LOGGED = 1024  # peers named in the log; beyond that refusals are only counted
 
 
@@ -99,6 +101,11 @@ class LearnerConfig:
     seed: int = 0
     log_every_s: float = 10.0
     use_wandb: bool = False
+    # RLPD (serl_gs.demos.mixing): demo files (serl_gs.demos.dataset) in a second replay; each batch draws
+    # round(batch_size * demo_ratio) transitions from it and the rest online. Intervened records join it too.
+    demo_paths: tuple[str, ...] = ()
+    demo_ratio: float = 0.5
+    demo_capacity: int = 50_000  # records of room in the demo buffer for intervened records (beyond the files')
 
     def __post_init__(self):
         if self.rate.min_inserts < 1:
@@ -114,6 +121,17 @@ class LearnerConfig:
             raise ValueError(f"success_window must be >= 1, got {self.success_window}")
         if self.updates_per_call < 0:
             raise ValueError(f"updates_per_call must be >= 0 (0 = auto), got {self.updates_per_call}")
+        if isinstance(self.demo_paths, str):
+            raise ValueError(f"demo_paths must be a tuple of paths, got the string {self.demo_paths!r}")
+        if not 0.0 < self.demo_ratio < 1.0:
+            raise ValueError(f"demo_ratio must be in (0, 1), got {self.demo_ratio}")
+        if not 0 < round(self.agent.batch_size * self.demo_ratio) < self.agent.batch_size:
+            raise ValueError(
+                f"demo_ratio {self.demo_ratio} of batch_size {self.agent.batch_size} leaves no demo or no online "
+                "transition in a batch"
+            )
+        if self.demo_capacity < 0:
+            raise ValueError(f"demo_capacity must be >= 0, got {self.demo_capacity}")
         if self.updates_per_call > 2 * self.rate.tolerance:
             # A call needs the learner `updates_per_call` ahead; past 2 x tolerance learner and actors could both wait.
             raise ValueError(
@@ -211,9 +229,11 @@ class Learner:
                 action_dim=self.action_dim,
             )
             self.replay = ReplayBuffer(spec, dataclasses.replace(c.replay, frame_stack=c.env.frame_stack))
+        self.demos = self._load_demos(resumed=restored.replay is not None)
         replayed = 0
         for batch in restored.unsaved_batches():
-            self._store(batch.actor_id, batch.session, batch.records)
+            records, extras = split_extras(batch.records)
+            self._store(batch.actor_id, batch.session, records, extras.get(INTERVENED))
             replayed += 1
         if replayed:
             print(f"[learner] re-inserted {replayed} batches received after the checkpoint", flush=True)
@@ -234,12 +254,51 @@ class Learner:
         self._refused_peers: set[str] = set()
         self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0, "save_s": 0.0})
         self._metrics: dict[str, Any] = {}
+        self._demo_batches = 0  # updates on mixed batches since the last report
         self._credits = c.transport.credits_per_actor
         self._published_version: int | None = None
         self.publish()
 
-    def _store(self, actor_id: str, session: int, records: dict) -> int:
+    def _load_demos(self, resumed: bool):
+        """The demo buffer: the one saved with the restored replay, else the files' (checked against this
+        learner's spec first), else None until an intervened record arrives."""
+        from serl_gs.data.replay import ReplayBuffer
+        from serl_gs.data.saving import existing_directory
+        from serl_gs.demos.mixing import DemoBuffer
+
+        c = self.config
+        saved = existing_directory(self.run_dir / DEMO_REPLAY_DIR)
+        if resumed and saved is not None:
+            demos = DemoBuffer(ReplayBuffer.restore(saved))
+            print(f"[learner] resumed demo buffer: {demos.replay.stats()}", flush=True)
+        elif c.demo_paths:
+            demos = DemoBuffer.from_files(c.demo_paths, self.replay.spec, self.replay.config, c.demo_capacity,
+                                          self.obs_spec, self.action_dim, c.env.task())  # fmt: skip
+            episodes = sum(f.episodes for f in demos.files)
+            print(f"[learner] demos: {len(demos.files)} files, {episodes} episodes, {demos.num_transitions} "
+                  f"transitions; each batch {self._demo_count()} demo + "
+                  f"{c.agent.batch_size - self._demo_count()} online", flush=True)  # fmt: skip
+        else:
+            return None
+        return demos
+
+    def _demo_count(self) -> int:
+        from serl_gs.demos.mixing import demo_count
+
+        return demo_count(self.config.agent.batch_size, self.config.demo_ratio)
+
+    def _store(self, actor_id: str, session: int, records: dict, intervened: np.ndarray | None = None) -> int:
         self.replay.insert(f"{actor_id}:{session}", records)  # a restarted actor (new session) starts new streams
+        if intervened is not None and intervened.any():  # HIL-SERL: corrected steps go to the demo buffer too
+            self.counters["intervened"] += int((intervened.astype(bool) & ~records["is_first"]).sum())
+            if self.demos is None:  # (without demo files: made at the first intervention, see docs/demos.md)
+                from serl_gs.data.replay import ReplayBuffer
+                from serl_gs.demos.mixing import DemoBuffer
+
+                config = dataclasses.replace(self.replay.config, capacity=max(2, self.config.demo_capacity))
+                self.demos = DemoBuffer(ReplayBuffer(self.replay.spec, config))
+        if self.demos is not None:  # every message: a run's first transition needs the record before it
+            self.demos.add_intervened(f"{actor_id}:{session}", records, intervened)
         n = len(records["env_index"])
         transitions = int((~records["is_first"]).sum())
         with self._counters_lock:
@@ -298,8 +357,10 @@ class Learner:
         with self._ingest_lock:
             if not self._check(header, records):
                 return 0
-            n = self._store(header.actor_id, header.session, records)
-            self.persistence.log_received(header.actor_id, header.session, header.seq, records)
+            intervened = extras.get(INTERVENED)
+            n = self._store(header.actor_id, header.session, records, intervened)
+            logged = records if intervened is None else {**records, EXTRAS_PREFIX + INTERVENED: intervened}
+            self.persistence.log_received(header.actor_id, header.session, header.seq, logged)
             self.server.ack(header)  # only now may the actor forget it
         with self._counters_lock:
             self.counters["split_batches"] += header.part[1] > 1
@@ -383,7 +444,19 @@ class Learner:
         """`updates_per_call` updates on fresh minibatches, in one call."""
         agent, k = self.config.agent, self.updates_per_call
         self.key, sample_key = jax.random.split(self.key)
-        if k == 1:
+        if self.demos is not None and self.demos.num_transitions:  # RLPD: demo + online halves, concatenated
+            from serl_gs.demos.mixing import mixed_sample
+
+            flat = mixed_sample(self.replay, self.demos.replay, sample_key, agent.batch_size,
+                                k * agent.critic_actor_ratio, self.config.demo_ratio, agent.n_step,
+                                agent.discount)  # fmt: skip
+            if k == 1:
+                self.state, self._metrics = self._update(self.state, flat)
+            else:
+                batches = jax.tree.map(lambda x: x.reshape(k, agent.critic_actor_ratio, *x.shape[1:]), flat)
+                self.state, self._metrics = self._update_many(self.state, batches)
+            self._demo_batches += k
+        elif k == 1:
             batch = self.replay.sample(sample_key, agent.batch_size, agent.critic_actor_ratio, agent.n_step,
                                        agent.discount)  # fmt: skip
             self.state, self._metrics = self._update(self.state, batch)
@@ -424,6 +497,8 @@ class Learner:
         # acknowledged positions and the data counters describe the same batches, and the replay is written
         # without its own lock (sampling goes on). The update count is the state's, taken when it was current.
         with self._ingest_lock:
+            if self.demos is not None and self.config.save_replay:  # before the replay: see docs/demos.md (resume)
+                self.demos.replay.save(self.run_dir / DEMO_REPLAY_DIR)
             counters = self.counters_snapshot()
             counters["updates"] = updates
             positions = self.server.positions()
@@ -502,6 +577,12 @@ class Learner:
             "tolerance": self.rate.tolerance,
             "receive_log_s": self.persistence.take_log_seconds(),  # ingest thread's log writes since the last row
         }
+        if self.demos is not None:  # RLPD: the share of demo transitions in the batches of this interval
+            share = self._demo_count() / self.config.agent.batch_size if self._demo_batches else 0.0
+            metrics.update(demo_ratio=share, demo_transitions=self.demos.num_transitions)
+        new = c["transitions"] - since["transitions"]
+        metrics["intervention_rate"] = (c["intervened"] - since["intervened"]) / new if new else 0.0
+        self._demo_batches = 0
         metrics.update({k: float(v) for k, v in jax.device_get(self._metrics).items()})
         with self._counters_lock:
             metrics.update(self._episodes.drain())

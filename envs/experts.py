@@ -1,0 +1,36 @@
+"""Scripted experts of the tasks that have one, as `expert(vec, obs) -> actions [N, A]` for serl_gs.demos' sources.
+
+An expert may read the simulator's state (the vector env's `state`), not only what the policy observes: the
+pixel policy of PandaPickCube does not see the cube's position, its expert does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from envs.panda_pick_cube import CUBE_QPOS, scripted_action
+
+
+def panda_pick_expert(vec, obs: Mapping[str, Any]) -> np.ndarray:
+    """The scripted pick (envs.panda_pick_cube.scripted_action) fed the cube's true position."""
+    state = vec.state
+    qpos = np.asarray(state.data.qpos)
+    arm = np.asarray(obs["state"])[:, :7]  # tcp (3), tcp velocity (3), gripper opening (1)
+    full_state = np.concatenate([arm, qpos[:, CUBE_QPOS]], axis=1)
+    step = np.asarray(state.info["step"])
+    return np.asarray(_scripted(full_state, step, vec.task.config.action_scale))
+
+
+_scripted = jax.jit(jax.vmap(scripted_action, in_axes=(0, 0, None)), static_argnums=2)
+
+_EXPERTS: dict[str, Callable] = {"serl_gs/PandaPickCube-v0": panda_pick_expert}
+
+
+def expert_for(env_id: str) -> Callable:
+    """The scripted expert of `env_id`; ValueError naming the envs that have one."""
+    if env_id not in _EXPERTS:
+        raise ValueError(f"no scripted expert for env {env_id!r}; envs with one: {sorted(_EXPERTS)}")
+    return _EXPERTS[env_id]
