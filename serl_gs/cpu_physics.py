@@ -62,6 +62,21 @@ class CpuBatchedPhysics:
             mujoco.mj_getState(self.model, d, self._state[i], _STATE_SPEC)
             self._warmstart[i] = 0.0
 
+    def rows(self, env_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(full physics state [k, nstate], warm start [k, nv]) of envs env_ids: all the engine carries between
+        steps (serl_gs.env_state)."""
+        return self._state[env_ids].copy(), self._warmstart[env_ids].copy()
+
+    def set_rows(self, env_ids: np.ndarray, state: np.ndarray, warmstart: np.ndarray) -> None:
+        """Puts back what `rows` returned, into envs env_ids."""
+        if state.shape != (len(env_ids), self._state.shape[1]) or warmstart.shape != (len(env_ids), self.model.nv):
+            raise ValueError(
+                f"physics rows of shapes {state.shape}, {warmstart.shape} do not fit {len(env_ids)} envs of "
+                f"this model ({self._state.shape[1]} state values, nv={self.model.nv})"
+            )
+        self._state[env_ids] = state
+        self._warmstart[env_ids] = warmstart
+
     def step(self, ctrl: np.ndarray, hold: np.ndarray | None = None) -> None:
         """Holds ctrl [B, nu] for `n_substeps` physics steps in every env, except where `hold` [B] bool is True:
         those envs keep their state (an episode that ended inside a repeated action)."""

@@ -175,6 +175,15 @@ class MjxBatch:
     def poses(self, state: State) -> Poses:
         return _poses(state)
 
+    @property
+    def reset_fn(self) -> Callable:
+        """keys [k, 2] -> a batch of k fresh states (serl_gs.env_state reads its shapes)."""
+        return self._reset
+
+    def restored(self) -> None:
+        """The batch state was replaced (serl_gs.env_state): forget the last step's overflow flag."""
+        self._overflow = None
+
     def close(self) -> None:
         pass
 
@@ -233,6 +242,13 @@ class CpuBatch:
 
     def poses(self, state: State) -> Poses:
         return self.physics.poses()  # the physics holds `state`: the batch's current one
+
+    @property
+    def reset_fn(self) -> Callable:
+        return self._start
+
+    def restored(self) -> None:
+        pass
 
     def close(self) -> None:
         self.physics.close()

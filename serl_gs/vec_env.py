@@ -197,6 +197,19 @@ class SerlVectorEnv(gym.vector.VectorEnv):
             return None
         return tuple(self.render_frames(self.body_poses(), self._obs))
 
+    def get_state(self, env_ids=None) -> bytes:
+        """Pickle-free bytes of envs `env_ids` (None: all): physics, task state, rng, last observations.
+        `set_state` continues them bit-identically (serl_gs.env_state)."""
+        from serl_gs.env_state import save_vector_env
+
+        return save_vector_env(self, env_ids)
+
+    def set_state(self, state: bytes, env_ids=None) -> list[int]:
+        """Restores `get_state`'s bytes into envs `env_ids` (None: the envs they came from); returns those ids."""
+        from serl_gs.env_state import restore_vector_env
+
+        return restore_vector_env(self, state, env_ids)
+
     # ---- helpers ----------------------------------------------------------------------------------------
     def render_frames(self, poses: Poses, obs: dict[str, Any] | None = None) -> np.ndarray:
         """`render()` frames [k, H, W, 3] of the envs whose poses are given (e.g. `frame_poses(final=True)`); `obs`:
