@@ -72,7 +72,7 @@ def define_env_flags() -> None:
     flags.DEFINE_integer("episode_length", 0, "Override the task's episode length (0 = the task's default).")
     flags.DEFINE_integer("action_repeat", 0, "Control steps per env step, one action each (0 = the task's default).")
     flags.DEFINE_integer("frame_stack", 1, "Frames per camera in the policy's observation (pixels; DrQ: 3).")
-    flags.DEFINE_string("scene", "", "A scene manifest (JSON) of 3DGS captures bound to bodies; empty = generated.")
+    flags.DEFINE_string("scene", "", "A scene manifest (JSON) of captures bound to bodies, or a .ply; empty: generated")
 
 
 def env_spec_from_flags(**overrides: Any):
