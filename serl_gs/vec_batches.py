@@ -138,6 +138,15 @@ class BatchStep:
     stepped: State  # before it: holds the final obs of finished episodes
     render_poses: Poses | None  # pixels only: the poses to render this step, in one call
     assemble: Callable | None  # images of render_poses -> (observed frames [B, ...], final frames [B, ...])
+    # pixels only: () -> (episode keys [rows, 2], steps [rows]) of render_poses' rows (serl_gs.randomize)
+    render_keys: Callable | None = None
+
+
+@jax.jit
+def _row_keys(first: dict, extra: dict, extra_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(rng, step) of rendered rows: every env of `first`, then rows `extra_ids` of `extra` (clipped)."""
+    ids = jnp.minimum(extra_ids, first["rng"].shape[0] - 1)
+    return tuple(jnp.concatenate([first[k], extra[k][ids]]) for k in ("rng", "step"))
 
 
 class MjxBatch:
@@ -170,7 +179,8 @@ class MjxBatch:
         if self._resets < self._num_envs:
             overflow.copy_to_host_async()
             self._overflow = overflow
-        return BatchStep(new, stepped, poses, lambda images: self._assemble(images, reset_ids))
+        keys = lambda: _row_keys(stepped.info, new.info, reset_ids)
+        return BatchStep(new, stepped, poses, lambda images: self._assemble(images, reset_ids), keys)
 
     def poses(self, state: State) -> Poses:
         return _poses(state)
@@ -238,7 +248,8 @@ class CpuBatch:
             observed = images[:n]
             return observed, observed.at[done_ids].set(images[n:]) if len(done_ids) else observed
 
-        return BatchStep(new, stepped, poses, assemble)
+        keys = lambda: _row_keys(new.info, stepped.info, jnp.asarray(done_ids, jnp.int32))
+        return BatchStep(new, stepped, poses, assemble, keys)
 
     def poses(self, state: State) -> Poses:
         return self.physics.poses()  # the physics holds `state`: the batch's current one

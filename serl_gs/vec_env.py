@@ -32,6 +32,7 @@ from gymnasium.vector.utils import batch_space
 
 from serl_gs.data.records import PIXELS_PREFIX
 from serl_gs.mjx_env import MJX_IMPLS, MjxImpl, State, Task, check_action
+from serl_gs.randomize import resolve as resolve_randomize
 from serl_gs.vec_batches import CpuBatch, MjxBatch, Poses
 
 PhysicsPath = Literal["auto", "mjx", "mujoco"]
@@ -60,6 +61,7 @@ class VecEnvConfig:
     render_camera: str = "all"  # render(): an MJCF camera name, or "all" side by side
     render_size: int | None = None  # render(): square side per camera; None: image_size with pixels, else 128
     scene: str | None = None  # a scene manifest (JSON): users' captures bound to bodies (serl_gs.render.manifest)
+    randomize: Any = None  # None | "none" | "light" | "strong" | a serl_gs.randomize.RandomizeConfig
 
     def __post_init__(self):
         if not isinstance(self.num_envs, int) or self.num_envs <= 0:
@@ -77,6 +79,7 @@ class VecEnvConfig:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
         if isinstance(self.cameras, str):
             raise ValueError(f"cameras must be a tuple of camera names, got the string {self.cameras!r}")
+        resolve_randomize(self.randomize)  # a bad preset or range fails here, naming it
         if self.render_mode is not None and self.render_mode not in RENDER_MODES:
             raise ValueError(
                 f"render_mode must be None or one of {RENDER_MODES}, got {self.render_mode!r} (gymnasium.make "
@@ -111,6 +114,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.mjx_impl: MjxImpl | None = self._batch.impl  # None on the CPU MuJoCo path
         self.gaussian_scene = self._load_scene() if config.scene is not None else None  # None: generated
         self.renderer = self._make_renderer() if renders else None
+        self.randomization = resolve_randomize(config.randomize)  # None: nothing randomized
         self.render_mode = config.render_mode
         self.metadata = {**self.metadata, "render_fps": control_fps(task)}
         self._frames = self._make_frame_renderer() if config.render_mode is not None else None
@@ -157,7 +161,8 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self._state = self._batch.reset(keys)
         self._obs = dict(self._state.obs)
         if self.renderer is not None:
-            self._obs.update(self._split_cameras(self._render(self._batch.poses(self._state))))
+            keys = lambda: (self._state.info["rng"], self._state.info["step"])
+            self._obs.update(self._split_cameras(self._render(self._batch.poses(self._state), keys)))
         return self._out(self._obs), {}
 
     def step(self, actions):
@@ -171,7 +176,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         final_obs = dict(stepped.obs)
         if self.renderer is not None:
             # Rows of finished envs hold their true last frame in final_obs; the others equal obs (masked).
-            observed, final = out.assemble(self._render(out.render_poses))
+            observed, final = out.assemble(self._render(out.render_poses, out.render_keys))
             self._obs.update(self._split_cameras(observed))
             final_obs.update(self._split_cameras(final))
         done = jnp.logical_or(stepped.terminated, stepped.truncated)
@@ -251,9 +256,17 @@ class SerlVectorEnv(gym.vector.VectorEnv):
     def _out(self, tree):
         return jax.tree.map(np.asarray, tree) if self.config.array_backend == "numpy" else tree
 
-    def _render(self, poses: Poses):
-        """The render stage, between physics and policy: uint8 [k, C, H, W, 3], JAX in -> JAX out (DLPack)."""
-        return self.renderer.render(*poses)
+    def _render(self, poses: Poses, row_keys=None):
+        """The render stage, between physics and policy: uint8 [k, C, H, W, 3], JAX in -> JAX out (DLPack).
+        `row_keys()` gives the rows' (episode keys, steps) from which their visual randomization is drawn."""
+        r = self.randomization
+        if r is None or not r.visual:
+            return self.renderer.render(*poses)
+        from serl_gs.randomize import draw_visual
+
+        keys, steps = row_keys()
+        draw = draw_visual(r, keys, steps, len(self.renderer.camera_names), self.renderer.group_luma)
+        return self.renderer.render(*poses, visual=draw)
 
     def _split_cameras(self, images) -> dict[str, jax.Array]:
         """[B, C, H, W, 3] -> {"pixels/<camera>": uint8 [B, H, W, 3]} as JAX arrays."""
