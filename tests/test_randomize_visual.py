@@ -120,7 +120,8 @@ def test_per_env_colours_render_the_same_on_gsplat_and_reference(monkeypatch):
     gsplat_standin.install(monkeypatch)
     model = mujoco.MjModel.from_xml_path(str(PANDA.with_name("cartpole.xml")))
     stage = RenderStage(model, RenderConfig(backend="gsplat", image_size=12, device="cpu"))
-    poses = [torch.as_tensor(p, dtype=torch.float32) for p in poses_from_qpos(model, np.repeat(model.qpos0[None], 2, 0))]
+    qpos = np.repeat(model.qpos0[None], 2, 0)
+    poses = [torch.as_tensor(p, dtype=torch.float32) for p in poses_from_qpos(model, qpos)]
     c = RandomizeConfig(brightness=0.3, hue_deg=20, appearance_prob=1.0, camera_position=0.02, focal=0.05)
     draw = draw_visual(c, _keys(2), jnp.zeros(2, jnp.int32), 1, stage.group_luma)
     visual = stage._visual_on(draw, torch.device("cpu"), 2)
