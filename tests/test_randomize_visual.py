@@ -17,7 +17,7 @@ import torch
 import envs  # noqa: F401
 from serl_gs.randomize import GROUPS, PRESETS, RandomizeConfig, VisualDraw, draw_visual, resolve
 from serl_gs.render import randomize as apply
-from serl_gs.render.config import RenderConfig
+from serl_gs.render.config import RenderConfig, SceneConfig
 from serl_gs.render.poses import poses_from_qpos
 from serl_gs.render.reference import sh_basis
 from serl_gs.render.stage import RenderStage
@@ -113,13 +113,15 @@ def test_off_gives_todays_frames_bitwise_and_identity_values_change_no_bit():
         env.close()
 
 
+@pytest.mark.slow  # gsplat's Python over the stand-in: ~15 s of CPU
 def test_per_env_colours_render_the_same_on_gsplat_and_reference(monkeypatch):
     pytest.importorskip("gsplat")
     import gsplat_standin
 
     gsplat_standin.install(monkeypatch)
     model = mujoco.MjModel.from_xml_path(str(PANDA.with_name("cartpole.xml")))
-    stage = RenderStage(model, RenderConfig(backend="gsplat", image_size=12, device="cpu"))
+    small = SceneConfig(cache_dir=None, density=300.0)  # no probe (reference), a small scene: gsplat's Python is slow
+    stage = RenderStage(model, RenderConfig(backend="reference", image_size=12, device="cpu"), scene_config=small)
     qpos = np.repeat(model.qpos0[None], 2, 0)
     poses = [torch.as_tensor(p, dtype=torch.float32) for p in poses_from_qpos(model, qpos)]
     c = RandomizeConfig(brightness=0.3, hue_deg=20, appearance_prob=1.0, camera_position=0.02, focal=0.05)
