@@ -30,6 +30,7 @@ class CpuBatchedPhysics:
         if n_substeps <= 0:
             raise ValueError(f"n_substeps must be positive, got {n_substeps}")
         self.model = mj_model
+        self.models: list[mujoco.MjModel] | None = None  # one per env when physics is randomized (serl_gs.vec_batches)
         self.num_envs = num_envs
         self.n_substeps = n_substeps
         self.nthread = max(1, min(nthread or os.cpu_count() or 1, num_envs))
@@ -85,7 +86,7 @@ class CpuBatchedPhysics:
             raise ValueError(f"ctrl has shape {ctrl.shape}, expected {(self.num_envs, self.model.nu)}")
         controls = np.broadcast_to(ctrl[:, None, :], (self.num_envs, self.n_substeps, self.model.nu))
         self._rollout.rollout(
-            self.model,
+            self.models or self.model,
             self._datas,
             self._state,
             np.ascontiguousarray(controls),

@@ -156,6 +156,8 @@ def save_vector_env(env, env_ids=None) -> bytes:
     batch = env._batch
     arrays = state_rows(env.state, per_env_paths(batch.reset_fn, env.state, env.num_envs), ids)
     arrays.update(state_rows(env._obs, _obs_paths(env), ids, prefix="obs/"))
+    if env._action_history is not None:  # action latency: the actions still to be applied
+        arrays["latency/history"] = np.asarray(env._action_history)[:, ids].swapaxes(0, 1)
     if hasattr(batch, "physics"):  # MuJoCo C: the engine's full physics state and warm start
         state, warmstart = batch.physics.rows(ids)
         arrays.update({"mujoco/state": state, "mujoco/warmstart": warmstart})
@@ -179,10 +181,18 @@ def restore_vector_env(env, blob: bytes, env_ids=None) -> list[int]:
     paths = per_env_paths(batch.reset_fn, env.state, env.num_envs)
     state = with_rows(env.state, paths, ids, {k: v for k, v in arrays.items() if k.startswith("state")})
     obs = with_rows(env._obs, _obs_paths(env), ids, arrays, prefix="obs/")
+    if env._action_history is not None:
+        import jax.numpy as jnp
+
+        rows = arrays.get("latency/history")
+        want = (len(ids), *env._action_history.shape[:1], *env._action_history.shape[2:])
+        if rows is None or rows.shape != want:
+            raise ValueError(f"env state has no action history of shape {want} for this env's latency")
+        env._action_history = env._action_history.at[:, jnp.asarray(ids)].set(jnp.asarray(rows.swapaxes(0, 1)))
     if hasattr(batch, "physics"):
         batch.physics.set_rows(ids, arrays["mujoco/state"], arrays["mujoco/warmstart"])
     env._state, env._obs, env._stepped = state, dict(obs), None
-    batch.restored()
+    batch.restored(ids, state)
     return ids.tolist()
 
 

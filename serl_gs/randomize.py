@@ -68,7 +68,6 @@ class RandomizeConfig:
     # physics, per env (serl_gs.physics_randomize)
     friction: float = 0.0  # sliding friction scale in [1 - f, 1 + f]
     object_mass: float = 0.0  # mass and inertia scale of the object bodies in [1 - m, 1 + m]
-    object_size: float = 0.0  # size scale of the object geoms in [1 - s, 1 + s]
     actuator_gain: float = 0.0  # actuator gain (and position servos' bias) scale in [1 - g, 1 + g]
     latency_steps: int = 0  # the action applied is the one from k steps ago, k in {0, ..., latency_steps}
 
@@ -85,8 +84,7 @@ class RandomizeConfig:
                 continue
             if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{f.name} must be a finite number >= 0, got {v!r}")
-        for name in ("brightness", "contrast", "saturation", "focal", "friction", "object_mass", "object_size",
-                     "actuator_gain"):  # fmt: skip
+        for name in ("brightness", "contrast", "saturation", "focal", "friction", "object_mass", "actuator_gain"):
             if getattr(self, name) >= 1:
                 raise ValueError(
                     f"{name} must be < 1 (a scale in [1 - r, 1 + r] stays positive), got {getattr(self, name)}"
@@ -110,6 +108,11 @@ class RandomizeConfig:
         return any(getattr(self, n) > 0 for n in _PHYSICS)
 
     @property
+    def physics_model(self) -> bool:
+        """Whether model fields are randomized (friction, object mass, actuator gain; latency is not a field)."""
+        return any(getattr(self, n) > 0 for n in _PHYSICS if n != "latency_steps")
+
+    @property
     def active(self) -> bool:
         return self.visual or self.physics
 
@@ -119,7 +122,7 @@ class RandomizeConfig:
 
 _VISUAL = ("brightness", "contrast", "saturation", "hue_deg", "appearance_prob", "camera_position",
            "camera_rotation_deg", "focal", "principal_px", "blur_px", "noise")  # fmt: skip
-_PHYSICS = ("friction", "object_mass", "object_size", "actuator_gain", "latency_steps")
+_PHYSICS = ("friction", "object_mass", "actuator_gain", "latency_steps")
 
 PRESETS: dict[str, RandomizeConfig] = {
     "none": RandomizeConfig(),
@@ -154,7 +157,6 @@ PRESETS: dict[str, RandomizeConfig] = {
         noise=0.03,
         friction=0.3,
         object_mass=0.3,
-        object_size=0.1,
         actuator_gain=0.15,
         latency_steps=1,
     ),  # fmt: skip
@@ -275,3 +277,16 @@ def _draw_visual_program(per_step: bool, num_cameras: int):
 jax.tree_util.register_dataclass(
     VisualDraw, data_fields=[f.name for f in dataclasses.fields(VisualDraw)], meta_fields=[]
 )
+
+
+# ---- physics draws ------------------------------------------------------------------------------------------
+def draw_physics(c: RandomizeConfig, key: jax.Array) -> dict[str, jax.Array]:
+    """One env's physics values from its episode key [2] (vmappable): scales of friction, object mass and
+    actuator gain (float32 []), and its action latency in steps (int32 [])."""
+    u = stream_uniforms(key, "physics", 4)
+    return {
+        "friction": 1 + _spread(u[0], c.friction),
+        "object_mass": 1 + _spread(u[1], c.object_mass),
+        "actuator_gain": 1 + _spread(u[2], c.actuator_gain),
+        "latency": jnp.minimum((u[3] * (c.latency_steps + 1)).astype(jnp.int32), c.latency_steps),
+    }

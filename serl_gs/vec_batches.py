@@ -5,6 +5,7 @@ images into observed and final frames (`BatchStep`)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -73,14 +74,16 @@ def _poses(state: State) -> Poses:
 
 
 @functools.lru_cache(maxsize=16)
-def mjx_programs(task: Task, impl: MjxImpl, num_envs: int, resets: int) -> tuple[Callable, Callable, Callable]:
+def mjx_programs(
+    task: Task, impl: MjxImpl, num_envs: int, resets: int, randomize=None
+) -> tuple[Callable, Callable, Callable]:
     """Jitted (reset, step, pixel step) of a task's MJX batch; cached so equal batches compile once per process.
 
     The pixel step also returns the poses to render, fixed at [B + resets] rows: the B envs at the end of the
     step (before autoreset), then the start of up to `resets` new episodes, with their env ids (B = unused row)
     and whether more envs than that finished.
     """
-    env = MjxEnv(task, impl, num_envs)
+    env = MjxEnv(task, impl, num_envs, randomize)  # randomize: per-env model fields (serl_gs.physics_randomize)
     reset = jax.vmap(env.reset)
 
     def step(state: State, action: jax.Array) -> tuple[State, State]:
@@ -132,6 +135,21 @@ def cpu_programs(task: Task) -> tuple[Callable, Callable, Callable, Callable]:
     return jax.jit(start), jax.jit(jax.vmap(task.control)), jax.jit(evaluate), jax.jit(reset_finished)
 
 
+def _physics_randomize(config: VecEnvConfig):
+    """The RandomizeConfig whose model fields vary per env, or None."""
+    from serl_gs.randomize import resolve
+
+    r = resolve(config.randomize)
+    return r if r is not None and r.physics_model else None
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _draw_physics_batch(randomize, keys: jax.Array) -> dict[str, jax.Array]:
+    from serl_gs.randomize import draw_physics
+
+    return jax.vmap(lambda k: draw_physics(randomize, k))(keys)
+
+
 @dataclasses.dataclass
 class BatchStep:
     state: State  # after autoreset
@@ -157,7 +175,8 @@ class MjxBatch:
         n = config.num_envs
         self._num_envs = n
         self._resets = config.resets_per_step or n
-        self._reset, self._step, self._pixel_step = mjx_programs(task, self.impl, n, self._resets)
+        physics = _physics_randomize(config)
+        self._reset, self._step, self._pixel_step = mjx_programs(task, self.impl, n, self._resets, physics)
         self._assemble = assemble_program(n)
         self._renders = renders
         self._overflow: jax.Array | None = None  # the previous step's flag, read one step late (no stall)
@@ -190,7 +209,7 @@ class MjxBatch:
         """keys [k, 2] -> a batch of k fresh states (serl_gs.env_state reads its shapes)."""
         return self._reset
 
-    def restored(self) -> None:
+    def restored(self, env_ids: np.ndarray, state: State) -> None:
         """The batch state was replaced (serl_gs.env_state): forget the last step's overflow flag."""
         self._overflow = None
 
@@ -208,12 +227,26 @@ class CpuBatch:
 
         self.physics = CpuBatchedPhysics(task.mj_model, config.num_envs, task.n_substeps)
         self._start, self._control, self._evaluate, self._reset_finished = cpu_programs(task)
+        self._randomize = _physics_randomize(config)
+        if self._randomize is not None:  # one model per env (serl_gs.physics_randomize)
+            self.physics.models = [copy.copy(task.mj_model) for _ in range(config.num_envs)]
         self._repeat = task.action_repeat
         self._renders = renders
 
     def _load(self, env_ids: np.ndarray, state: State) -> None:
         qpos, qvel = np.asarray(state.data.qpos), np.asarray(state.data.qvel)
+        self._set_models(env_ids, state)
         self.physics.set_state(env_ids, qpos[env_ids], qvel[env_ids])
+
+    def _set_models(self, env_ids: np.ndarray, state: State) -> None:
+        """Per-env models of envs env_ids set from their episode keys (randomized physics only)."""
+        if self._randomize is None:
+            return
+        from serl_gs.physics_randomize import set_mujoco_model
+
+        values = jax.tree.map(np.asarray, _draw_physics_batch(self._randomize, state.info["rng"]))
+        for i in env_ids:
+            set_mujoco_model(self.physics.models[i], self.physics.model, {k: v[i] for k, v in values.items()})
 
     def reset(self, keys: jax.Array) -> State:
         state = self._start(keys)
@@ -258,8 +291,8 @@ class CpuBatch:
     def reset_fn(self) -> Callable:
         return self._start
 
-    def restored(self) -> None:
-        pass
+    def restored(self, env_ids: np.ndarray, state: State) -> None:
+        self._set_models(env_ids, state)
 
     def close(self) -> None:
         self.physics.close()

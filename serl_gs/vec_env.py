@@ -115,6 +115,9 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.gaussian_scene = self._load_scene() if config.scene is not None else None  # None: generated
         self.renderer = self._make_renderer() if renders else None
         self.randomization = resolve_randomize(config.randomize)  # None: nothing randomized
+        r = self.randomization
+        self._latency = r if r is not None and r.latency_steps > 0 else None
+        self._action_history = None  # [latency_steps + 1, N, A] with latency (serl_gs.physics_randomize)
         self.render_mode = config.render_mode
         self.metadata = {**self.metadata, "render_fps": control_fps(task)}
         self._frames = self._make_frame_renderer() if config.render_mode is not None else None
@@ -160,6 +163,9 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(self.num_envs))
         self._state = self._batch.reset(keys)
         self._obs = dict(self._state.obs)
+        if self._latency is not None:
+            shape = (self._latency.latency_steps + 1, self.num_envs, self.task.action_size)
+            self._action_history = jnp.zeros(shape, jnp.float32)
         if self.renderer is not None:
             keys = lambda: (self._state.info["rng"], self._state.info["step"])
             self._obs.update(self._split_cameras(self._render(self._batch.poses(self._state), keys)))
@@ -169,7 +175,12 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         check_action(actions, self.task.action_size, self.num_envs)
-        out = self._batch.step(self._state, jnp.asarray(actions, jnp.float32))
+        actions = jnp.asarray(actions, jnp.float32)
+        if self._latency is not None:  # each env applies the action it chose `latency` steps ago
+            from serl_gs.physics_randomize import delay_actions
+
+            actions, history = delay_actions(self._latency, self._action_history, actions, self._state.info["rng"])
+        out = self._batch.step(self._state, actions)
         self._state, stepped = out.state, out.stepped
         self._stepped = stepped
         self._obs = dict(out.state.obs)
@@ -180,6 +191,10 @@ class SerlVectorEnv(gym.vector.VectorEnv):
             self._obs.update(self._split_cameras(observed))
             final_obs.update(self._split_cameras(final))
         done = jnp.logical_or(stepped.terminated, stepped.truncated)
+        if self._latency is not None:
+            from serl_gs.physics_randomize import clear_finished
+
+            self._action_history = clear_finished(history, done)
         infos: dict[str, Any] = {"final_obs": final_obs, "_final_obs": done, **stepped.metrics}
         infos["episode_step"] = stepped.info["step"]
         # Reward and done flags [N] come to the host as writable numpy on both backends: every consumer reads
