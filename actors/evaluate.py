@@ -32,6 +32,7 @@ def main(argv: list[str]) -> None:
         policy_frames=f.policy_frames,
         out_dir=f.out_dir or None,
         scene=f.scene or None,
+        randomize=f.randomize,
     )
     check_gpu_paths(config.physics, config.render_backend, renders=True)  # pixels or a video: it renders
     set_render_threads(f.render_threads)  # the video renders even for state policies
@@ -60,6 +61,7 @@ def define_flags() -> None:
     flags.DEFINE_bool("policy_frames", False, "Pixel policies: the video shows the frames the policy saw.")
     flags.DEFINE_string("out_dir", "", "Where summary.json and eval.mp4 go; default <run_dir>/eval/<step>.")
     flags.DEFINE_string("scene", "", "A scene manifest (JSON) of 3DGS captures; empty = the run's own scene.")
+    flags.DEFINE_enum("randomize", "none", ["none", "light", "strong"], "Domain randomization of the eval envs.")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ class CpuBatchedPhysics:
         if n_substeps <= 0:
             raise ValueError(f"n_substeps must be positive, got {n_substeps}")
         self.model = mj_model
+        self.models: list[mujoco.MjModel] | None = None  # one per env when physics is randomized (serl_gs.vec_batches)
         self.num_envs = num_envs
         self.n_substeps = n_substeps
         self.nthread = max(1, min(nthread or os.cpu_count() or 1, num_envs))
@@ -62,6 +63,21 @@ class CpuBatchedPhysics:
             mujoco.mj_getState(self.model, d, self._state[i], _STATE_SPEC)
             self._warmstart[i] = 0.0
 
+    def rows(self, env_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(full physics state [k, nstate], warm start [k, nv]) of envs env_ids: all the engine carries between
+        steps (serl_gs.env_state)."""
+        return self._state[env_ids].copy(), self._warmstart[env_ids].copy()
+
+    def set_rows(self, env_ids: np.ndarray, state: np.ndarray, warmstart: np.ndarray) -> None:
+        """Puts back what `rows` returned, into envs env_ids."""
+        if state.shape != (len(env_ids), self._state.shape[1]) or warmstart.shape != (len(env_ids), self.model.nv):
+            raise ValueError(
+                f"physics rows of shapes {state.shape}, {warmstart.shape} do not fit {len(env_ids)} envs of "
+                f"this model ({self._state.shape[1]} state values, nv={self.model.nv})"
+            )
+        self._state[env_ids] = state
+        self._warmstart[env_ids] = warmstart
+
     def step(self, ctrl: np.ndarray, hold: np.ndarray | None = None) -> None:
         """Holds ctrl [B, nu] for `n_substeps` physics steps in every env, except where `hold` [B] bool is True:
         those envs keep their state (an episode that ended inside a repeated action)."""
@@ -70,7 +86,7 @@ class CpuBatchedPhysics:
             raise ValueError(f"ctrl has shape {ctrl.shape}, expected {(self.num_envs, self.model.nu)}")
         controls = np.broadcast_to(ctrl[:, None, :], (self.num_envs, self.n_substeps, self.model.nu))
         self._rollout.rollout(
-            self.model,
+            self.models or self.model,
             self._datas,
             self._state,
             np.ascontiguousarray(controls),

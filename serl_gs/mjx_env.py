@@ -258,13 +258,15 @@ class MjxEnv:
     contact buffer between all of them and sizes it by that (`warp_capacity`); MJX-JAX ignores it.
     """
 
-    def __init__(self, task: Task, impl: MjxImpl = "jax", num_envs: int = 1):
+    def __init__(self, task: Task, impl: MjxImpl = "jax", num_envs: int = 1, randomize=None):
         if impl not in MJX_IMPLS:
             raise ValueError(f"mjx impl must be one of {MJX_IMPLS}, got {impl!r}")
         if not isinstance(num_envs, int) or num_envs <= 0:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         self.task = task
         self.impl = impl
+        # A serl_gs.randomize.RandomizeConfig whose model fields vary per env (None: the task's own model).
+        self._randomize = randomize if randomize is not None and randomize.physics_model else None
         self._mjx = mjx = import_mjx()
         m = task.mj_model
         if impl == "warp":
@@ -281,9 +283,18 @@ class MjxEnv:
             com_modes = (mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM, mujoco.mjtCamLight.mjCAMLIGHT_TARGETBODYCOM)
             self._needs_com = bool(np.isin(m.cam_mode, com_modes).any())
 
-    def _data(self, qpos: jax.Array, qvel: jax.Array, ctrl: jax.Array):
+    def _data(self, qpos: jax.Array, qvel: jax.Array, ctrl: jax.Array, info: Info):
         data = self._template.replace(qpos=qpos, qvel=qvel, ctrl=ctrl)
-        return self._mjx.forward(self.mjx_model, data)
+        return self._mjx.forward(self.model_for(info), data)
+
+    def model_for(self, info: Info):
+        """The model one env steps: the task's, or with its randomized fields drawn from its episode key."""
+        if self._randomize is None:
+            return self.mjx_model
+        from serl_gs.physics_randomize import mjx_model_for
+        from serl_gs.randomize import draw_physics
+
+        return mjx_model_for(self.mjx_model, self.task.mj_model, draw_physics(self._randomize, info["rng"]))
 
     def frame(self, data):
         """`data` with body and camera poses computed at its own qpos (what the renderer reads)."""
@@ -305,7 +316,7 @@ class MjxEnv:
     def reset(self, rng: jax.Array) -> State:
         qpos, qvel, ctrl, info, obs, metrics = self.task.start(rng)
         return State(
-            data=self._data(qpos, qvel, ctrl),
+            data=self._data(qpos, qvel, ctrl, info),
             obs=obs,
             reward=jnp.zeros((), jnp.float32),
             terminated=jnp.zeros((), bool),
@@ -325,7 +336,8 @@ class MjxEnv:
         task, data = self.task, state.data
         ctrl, info = task.control(data.qpos, data.qvel, state.info, action)
         data = data.replace(ctrl=ctrl)
-        data = jax.lax.fori_loop(0, task.n_substeps, lambda _, d: self._mjx.step(self.mjx_model, d), data)
+        model = self.model_for(state.info)
+        data = jax.lax.fori_loop(0, task.n_substeps, lambda _, d: self._mjx.step(model, d), data)
         data = self.frame(data)  # mjx.step left the poses one substep behind qpos
         obs, reward, terminated, truncated, metrics, info = task.evaluate(data.qpos, data.qvel, info, action)
         # Metrics others added (Brax's and Playground's wrappers) stay: a lax.scan over steps needs one structure.

@@ -64,6 +64,22 @@ class SingleEnv(gym.Env):
         # At an episode's end the batch inside has already moved on to the next episode: draw the final state.
         return self.vec_env.render_frames(self.vec_env.frame_poses(final=self._done), self._shown_obs)[0]
 
+    def get_state(self) -> bytes:
+        """Pickle-free bytes of this env's state (serl_gs.env_state), including whether its episode has ended."""
+        from serl_gs.env_state import decode, encode
+
+        meta, arrays = decode(self.vec_env.get_state())
+        return encode({**meta, "single_done": self._done}, arrays)
+
+    def set_state(self, state: bytes) -> None:
+        """Restores `get_state`'s bytes: the next step continues bit-identically."""
+        from serl_gs.env_state import decode
+
+        meta, _ = decode(state)
+        self.vec_env.set_state(state)
+        self._done = bool(meta.get("single_done", False))
+        self._shown_obs = {k: np.asarray(v) for k, v in self.vec_env._obs.items()}
+
     def close(self):
         self.vec_env.close()
 

@@ -5,6 +5,7 @@ images into observed and final frames (`BatchStep`)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import numpy as np
 
 from serl_gs.env_options import MjxImpl, resolve_mjx_impl
 from serl_gs.mjx_env import MjxEnv, PhysicsState, State, Task, accumulate_repeat, start_repeat
+from serl_gs.randomize import RandomizeConfig
 
 
 def _where(mask: jax.Array, new: Any, old: Any, single: Any) -> Any:
@@ -54,14 +56,16 @@ def _poses(state: State) -> Poses:
 
 
 @functools.lru_cache(maxsize=16)
-def mjx_programs(task: Task, impl: MjxImpl, num_envs: int, resets: int) -> tuple[Callable, Callable, Callable]:
+def mjx_programs(
+    task: Task, impl: MjxImpl, num_envs: int, resets: int, randomize=None
+) -> tuple[Callable, Callable, Callable]:
     """Jitted (reset, step, pixel step) of a task's MJX batch; cached so equal batches compile once per process.
 
     The pixel step also returns the poses to render, fixed at [B + resets] rows: the B envs at the end of the
     step (before autoreset), then the start of up to `resets` new episodes, with their env ids (B = unused row)
     and whether more envs than that finished.
     """
-    env = MjxEnv(task, impl, num_envs)
+    env = MjxEnv(task, impl, num_envs, randomize)  # randomize: per-env model fields (serl_gs.physics_randomize)
     reset = jax.vmap(env.reset)
 
     def step(state: State, action: jax.Array) -> tuple[State, State]:
@@ -123,25 +127,53 @@ def cpu_programs(task: Task) -> tuple[Callable, Callable, Callable, Callable]:
     return jax.jit(start), jitted_control, jax.jit(evaluate), jax.jit(reset_finished)
 
 
+def _physics_randomize(randomization: RandomizeConfig | None) -> RandomizeConfig | None:
+    """The (resolved) randomization if it varies model fields per env, else None."""
+    return randomization if randomization is not None and randomization.physics_model else None
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _draw_physics_batch(randomize, keys: jax.Array) -> dict[str, jax.Array]:
+    from serl_gs.randomize import draw_physics
+
+    return jax.vmap(lambda k: draw_physics(randomize, k))(keys)
+
+
 @dataclasses.dataclass
 class BatchStep:
     state: State  # after autoreset
     stepped: State  # before it: holds the final obs of finished episodes
     render_poses: Poses | None  # pixels only: the poses to render this step, in one call
     assemble: Callable | None  # images of render_poses -> (observed frames [B, ...], final frames [B, ...])
+    # pixels only: () -> (episode keys [rows, 2], steps [rows]) of render_poses' rows (serl_gs.randomize)
+    render_keys: Callable | None = None
+
+
+@jax.jit
+def _row_keys(first: dict, extra: dict, extra_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(rng, step) of rendered rows: every env of `first`, then rows `extra_ids` of `extra` (clipped)."""
+    ids = jnp.minimum(extra_ids, first["rng"].shape[0] - 1)
+    return tuple(jnp.concatenate([first[k], extra[k][ids]]) for k in ("rng", "step"))
 
 
 class MjxBatch:
     """All envs in one MJX program: one jitted call per step (physics, reward, autoreset, poses to render)."""
 
     def __init__(
-        self, task: Task, impl: MjxImpl | Literal["auto"], num_envs: int, resets_per_step: int | None, renders: bool
+        self,
+        task: Task,
+        impl: MjxImpl | Literal["auto"],
+        num_envs: int,
+        resets_per_step: int | None,
+        renders: bool,
+        randomization: RandomizeConfig | None = None,
     ):
         self.impl = resolve_mjx_impl(impl)
         n = num_envs
         self._num_envs = n
         self._resets = resets_per_step or n  # None: every env may start a new episode in one step
-        self._reset, self._step, self._pixel_step = mjx_programs(task, self.impl, n, self._resets)
+        physics = _physics_randomize(randomization)
+        self._reset, self._step, self._pixel_step = mjx_programs(task, self.impl, n, self._resets, physics)
         self._assemble = assemble_program(n)
         self._renders = renders
         self._overflow: jax.Array | None = None  # the previous step's flag, read one step late (no stall)
@@ -163,10 +195,20 @@ class MjxBatch:
         if self._resets < self._num_envs:
             overflow.copy_to_host_async()
             self._overflow = overflow
-        return BatchStep(new, stepped, poses, lambda images: self._assemble(images, reset_ids))
+        keys = lambda: _row_keys(stepped.info, new.info, reset_ids)
+        return BatchStep(new, stepped, poses, lambda images: self._assemble(images, reset_ids), keys)
 
     def poses(self, state: State) -> Poses:
         return _poses(state)
+
+    @property
+    def reset_fn(self) -> Callable:
+        """keys [k, 2] -> a batch of k fresh states (serl_gs.env_state reads its shapes)."""
+        return self._reset
+
+    def restored(self, env_ids: np.ndarray, state: State) -> None:
+        """The batch state was replaced (serl_gs.env_state): forget the last step's overflow flag."""
+        self._overflow = None
 
     def close(self) -> None:
         pass
@@ -177,17 +219,31 @@ class CpuBatch:
 
     impl = None
 
-    def __init__(self, task: Task, num_envs: int, renders: bool):
+    def __init__(self, task: Task, num_envs: int, renders: bool, randomization: RandomizeConfig | None = None):
         from serl_gs.cpu_physics import CpuBatchedPhysics
 
         self.physics = CpuBatchedPhysics(task.mj_model, num_envs, task.n_substeps)
         self._start, self._control, self._evaluate, self._reset_finished = cpu_programs(task)
+        self._randomize = _physics_randomize(randomization)
+        if self._randomize is not None:  # one model per env (serl_gs.physics_randomize)
+            self.physics.models = [copy.copy(task.mj_model) for _ in range(num_envs)]
         self._repeat = task.action_repeat
         self._renders = renders
 
     def _load(self, env_ids: np.ndarray, state: State) -> None:
         qpos, qvel = np.asarray(state.data.qpos), np.asarray(state.data.qvel)
+        self._set_models(env_ids, state)
         self.physics.set_state(env_ids, qpos[env_ids], qvel[env_ids])
+
+    def _set_models(self, env_ids: np.ndarray, state: State) -> None:
+        """Per-env models of envs env_ids set from their episode keys (randomized physics only)."""
+        if self._randomize is None:
+            return
+        from serl_gs.physics_randomize import set_mujoco_model
+
+        values = jax.tree.map(np.asarray, _draw_physics_batch(self._randomize, state.info["rng"]))
+        for i in env_ids:
+            set_mujoco_model(self.physics.models[i], self.physics.model, {k: v[i] for k, v in values.items()})
 
     def reset(self, keys: jax.Array) -> State:
         state = self._start(keys)
@@ -220,10 +276,18 @@ class CpuBatch:
             observed = images[:n]
             return observed, observed.at[done_ids].set(images[n:]) if len(done_ids) else observed
 
-        return BatchStep(new, stepped, poses, assemble)
+        keys = lambda: _row_keys(new.info, stepped.info, jnp.asarray(done_ids, jnp.int32))
+        return BatchStep(new, stepped, poses, assemble, keys)
 
     def poses(self, state: State) -> Poses:
         return self.physics.poses()  # the physics holds `state`: the batch's current one
+
+    @property
+    def reset_fn(self) -> Callable:
+        return self._start
+
+    def restored(self, env_ids: np.ndarray, state: State) -> None:
+        self._set_models(env_ids, state)
 
     def close(self) -> None:
         self.physics.close()

@@ -41,6 +41,7 @@ from serl_gs.env_options import (
     resolve_physics,
 )
 from serl_gs.mjx_env import State, Task, check_action
+from serl_gs.randomize import resolve as resolve_randomize
 from serl_gs.vec_batches import CpuBatch, MjxBatch, Poses
 
 ArrayBackend = Literal["jax", "numpy"]
@@ -64,6 +65,7 @@ class VecEnvConfig:
     render_camera: str = "all"  # render(): an MJCF camera name, or "all" side by side
     render_size: int | None = None  # render(): square side per camera; None: image_size with pixels, else 128
     scene: str | None = None  # a scene manifest (JSON): users' captures bound to bodies (serl_gs.render.manifest)
+    randomize: Any = None  # None | "none" | "light" | "strong" | a serl_gs.randomize.RandomizeConfig
 
     def __post_init__(self):
         if not isinstance(self.num_envs, int) or self.num_envs <= 0:
@@ -81,6 +83,7 @@ class VecEnvConfig:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
         if isinstance(self.cameras, str):
             raise ValueError(f"cameras must be a tuple of camera names, got the string {self.cameras!r}")
+        resolve_randomize(self.randomize)  # a bad preset or range fails here, naming it
         if self.render_mode is not None and self.render_mode not in RENDER_MODES:
             raise ValueError(
                 f"render_mode must be None or one of {RENDER_MODES}, got {self.render_mode!r} (gymnasium.make "
@@ -109,6 +112,10 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.mjx_impl: MjxImpl | None = self._batch.impl  # None on the CPU MuJoCo path
         self.gaussian_scene = self._load_scene() if config.scene is not None else None  # None: generated
         self.renderer = self._make_renderer() if renders else None
+        self.randomization = resolve_randomize(config.randomize)  # None: nothing randomized
+        r = self.randomization
+        self._latency = r if r is not None and r.latency_steps > 0 else None
+        self._action_history = None  # [latency_steps + 1, N, A] with latency (serl_gs.physics_randomize)
         self.render_mode = config.render_mode
         self.metadata = {**self.metadata, "render_fps": control_fps(task)}
         self._frames = self._make_frame_renderer() if config.render_mode is not None else None
@@ -134,8 +141,8 @@ class SerlVectorEnv(gym.vector.VectorEnv):
     def _make_batch(self) -> MjxBatch | CpuBatch:
         c, renders = self.config, self.config.obs_mode == "pixels"
         if self.physics == "mjx":
-            return MjxBatch(self.task, c.mjx_impl, c.num_envs, c.resets_per_step, renders)
-        return CpuBatch(self.task, c.num_envs, renders)
+            return MjxBatch(self.task, c.mjx_impl, c.num_envs, c.resets_per_step, renders, self.randomization)
+        return CpuBatch(self.task, c.num_envs, renders, self.randomization)
 
     def _make_renderer(self):
         from serl_gs.render import RenderConfig, RenderStage  # torch loads only when pixels are asked for
@@ -162,8 +169,12 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(self.num_envs))
         self._state = self._batch.reset(keys)
         self._obs = dict(self._state.obs)
+        if self._latency is not None:
+            shape = (self._latency.latency_steps + 1, self.num_envs, self.task.action_size)
+            self._action_history = jnp.zeros(shape, jnp.float32)
         if self.renderer is not None:
-            self._obs.update(self._split_cameras(self._render(self._batch.poses(self._state))))
+            keys = lambda: (self._state.info["rng"], self._state.info["step"])
+            self._obs.update(self._split_cameras(self._render(self._batch.poses(self._state), keys)))
         return self._out(self._obs), {}
 
     def step(self, actions):
@@ -172,17 +183,26 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         check_action(actions, self.task.action_size, self.num_envs)
-        out = self._batch.step(self._state, jnp.asarray(actions, jnp.float32))
+        actions = jnp.asarray(actions, jnp.float32)
+        if self._latency is not None:  # each env applies the action it chose `latency` steps ago
+            from serl_gs.physics_randomize import delay_actions
+
+            actions, history = delay_actions(self._latency, self._action_history, actions, self._state.info["rng"])
+        out = self._batch.step(self._state, actions)
         self._state, stepped = out.state, out.stepped
         self._stepped = stepped
         self._obs = dict(out.state.obs)
         final_obs = dict(stepped.obs)
         if self.renderer is not None:
             # Rows of finished envs hold their true last frame in final_obs; the others equal obs (masked).
-            observed, final = out.assemble(self._render(out.render_poses))
+            observed, final = out.assemble(self._render(out.render_poses, out.render_keys))
             self._obs.update(self._split_cameras(observed))
             final_obs.update(self._split_cameras(final))
         done = jnp.logical_or(stepped.terminated, stepped.truncated)
+        if self._latency is not None:
+            from serl_gs.physics_randomize import clear_finished
+
+            self._action_history = clear_finished(history, done)
         infos: dict[str, Any] = {"final_obs": final_obs, "_final_obs": done, **stepped.metrics}
         infos["episode_step"] = stepped.info["step"]
         # Reward and done flags [N] come to the host as writable numpy on both backends: every consumer reads
@@ -206,6 +226,19 @@ class SerlVectorEnv(gym.vector.VectorEnv):
             gym.logger.warn("render() called without a render_mode; make the env with render_mode='rgb_array'")
             return None
         return tuple(self.render_frames(self.body_poses(), self._obs))
+
+    def get_state(self, env_ids=None) -> bytes:
+        """Pickle-free bytes of envs `env_ids` (None: all): physics, task state, rng, last observations.
+        `set_state` continues them bit-identically (serl_gs.env_state)."""
+        from serl_gs.env_state import save_vector_env
+
+        return save_vector_env(self, env_ids)
+
+    def set_state(self, state: bytes, env_ids=None) -> list[int]:
+        """Restores `get_state`'s bytes into envs `env_ids` (None: the envs they came from); returns those ids."""
+        from serl_gs.env_state import restore_vector_env
+
+        return restore_vector_env(self, state, env_ids)
 
     # ---- helpers ----------------------------------------------------------------------------------------
     def render_frames(self, poses: Poses, obs: dict[str, Any] | None = None) -> np.ndarray:
@@ -248,9 +281,17 @@ class SerlVectorEnv(gym.vector.VectorEnv):
     def _out(self, tree):
         return jax.tree.map(np.asarray, tree) if self.config.array_backend == "numpy" else tree
 
-    def _render(self, poses: Poses):
-        """The render stage, between physics and policy: uint8 [k, C, H, W, 3], JAX in -> JAX out (DLPack)."""
-        return self.renderer.render(*poses)
+    def _render(self, poses: Poses, row_keys=None):
+        """The render stage, between physics and policy: uint8 [k, C, H, W, 3], JAX in -> JAX out (DLPack).
+        `row_keys()` gives the rows' (episode keys, steps) from which their visual randomization is drawn."""
+        r = self.randomization
+        if r is None or not r.visual:
+            return self.renderer.render(*poses)
+        from serl_gs.randomize import draw_visual
+
+        keys, steps = row_keys()
+        draw = draw_visual(r, keys, steps, len(self.renderer.camera_names), self.renderer.group_luma)
+        return self.renderer.render(*poses, visual=draw)
 
     def _split_cameras(self, images) -> dict[str, jax.Array]:
         """[B, C, H, W, 3] -> {"pixels/<camera>": uint8 [B, H, W, 3]} as JAX arrays."""

@@ -210,13 +210,15 @@ def test_pixel_path_end_to_end_at_32px(tmp_path):
     # A relative --run_dir, as users type it, from another working directory than the repository.
     learner_args = _learner_args(Path("run"), port, *pixels, "--max_updates", "20")
     learner = _start("run_learner.sh", learner_args, logs[0], cwd=tmp_path)
-    actor = _start("run_actor.sh", _actor_args("px", run_dir, port, *pixels, "--render_backend", "reference"), logs[1])
+    actor_args = _actor_args("px", run_dir, port, *pixels, "--render_backend", "reference", "--randomize", "light")
+    actor = _start("run_actor.sh", actor_args, logs[1])
     try:
         assert learner.wait(420) == 0, logs[0].read_text()[-3000:]
         steps = sorted(_checkpoint_steps(run_dir))
         assert steps and steps[-1] == 20
         replay_meta = json.loads((run_dir / "replay" / "meta.json").read_text())
         assert ["pixels/fixed", [32, 32, 3], "uint8"] in replay_meta["spec"]["obs"]
+        assert json.loads((run_dir / "actor_px_config.json").read_text())["env"]["randomize"] == "light"
         # The learner is gone: Ctrl-C still stops the actor promptly (it does not hang on a blocked send).
         actor.send_signal(signal.SIGINT)
         assert actor.wait(60) == 0, logs[1].read_text()[-2000:]
@@ -228,11 +230,12 @@ def test_pixel_path_end_to_end_at_32px(tmp_path):
     ev = subprocess.run(
         [str(ROOT / "run_eval.sh"), "--checkpoint", str(run_dir / "checkpoints" / "20"), "--num_envs", "2",
          "--episodes", "2", "--video_episodes", "1", "--video_size", "32", "--render_backend", "reference",
-         "--out_dir", str(out)],
+         "--out_dir", str(out), "--randomize", "strong"],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )  # fmt: skip
     assert ev.returncode == 0, ev.stdout[-2000:] + ev.stderr[-2000:]
-    assert json.loads((out / "summary.json").read_text())["obs_mode"] == "pixels"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["obs_mode"] == "pixels" and summary["randomize"] == "strong"
     assert (out / "eval.mp4").exists()
 
 

@@ -175,3 +175,27 @@ def test_the_learner_records_the_scene_in_its_run_directory(tmp_path):
     learner.close()
     recorded = json.loads((tmp_path / "run" / "scene.json").read_text())
     assert [p["ply"].rsplit("/", 1)[-1] for p in recorded["parts"]] == ["blue.ply", "green.ply"]
+
+
+def test_a_bare_ply_where_a_manifest_is_expected_is_a_capture_bound_to_the_world(tmp_path):
+    from serl_gs.nodes.env_spec import EnvSpec
+    from serl_gs.render.manifest import record_scene
+
+    write_scene(tmp_path, CART_AND_BACKDROP)
+    (tmp_path / "world.json").write_text(
+        json.dumps({"format": "serl_gs.scene/1", "parts": [{"ply": "green.ply", "body": "world"}]})
+    )
+    model = CartpoleBalance().mj_model
+    bare = scene_with_captures(model, tmp_path / "green.ply")
+    as_manifest = scene_with_captures(model, tmp_path / "world.json")
+    np.testing.assert_array_equal(bare.means, as_manifest.means)
+    np.testing.assert_array_equal(bare.body_ids, as_manifest.body_ids)
+    recorded = json.loads(record_scene(tmp_path / "green.ply", tmp_path / "run").read_text())
+    assert recorded["parts"][0]["body"] == "world" and len(recorded["parts"][0]["sha256"]) == 64
+    spec = EnvSpec("serl_gs/CartpoleBalance-v0", physics="mujoco", episode_length=20, scene=str(tmp_path / "green.ply"))
+    vec = spec.make_vec(1)  # what actors and eval build
+    assert (vec.gaussian_scene.body_ids == 0).sum() == 200
+    vec.close()
+    (tmp_path / "junk.bin").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(ValueError, match=r"junk\.bin is neither a scene manifest \(JSON\) nor a \.ply"):
+        read_manifest(tmp_path / "junk.bin")

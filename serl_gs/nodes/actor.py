@@ -225,6 +225,10 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None, interven
     where = f"the learner at {config.transport.host}:{config.transport.transitions_port}"
     policy = PolicyHolder(obs_spec, action_dim, config.env.task(), where)
     log = MetricsLog(Path(config.run_dir), f"actor_{config.actor_id}") if config.run_dir else None
+    if config.run_dir:  # the resolved config (randomization included) beside the actor's metrics
+        from serl_gs.nodes.run_dir import write_run_info
+
+        write_run_info(Path(config.run_dir), f"actor_{config.actor_id}", config)
     try:
         with TransitionClient(config.transport) as client, ParamSubscriber(config.transport) as params:
             first = params.wait(timeout=config.learner_wait_s)

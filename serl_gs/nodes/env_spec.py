@@ -12,6 +12,7 @@ import numpy as np
 from serl_gs.data.frame_stack import stack_obs_spec
 from serl_gs.data.records import PIXELS_PREFIX
 from serl_gs.env_options import OBS_MODES, PHYSICS_PATHS, ObsMode, PhysicsPath
+from serl_gs.randomize import PRESETS
 from serl_gs.render.config import BackendName
 
 
@@ -29,6 +30,7 @@ class EnvSpec:
     scene: str | None = None  # a manifest of 3DGS captures bound to bodies (serl_gs.render.manifest); None: generated
     action_repeat: int | None = None  # control steps per env step (the task option); None: the task's default
     frame_stack: int = 1  # frames per camera in the policy's observation (serl_gs.data.frame_stack); pixels only
+    randomize: str = "none"  # domain randomization preset (serl_gs.randomize.PRESETS); each node's own choice
 
     def __post_init__(self):
         choices = (("obs_mode", OBS_MODES), ("physics", PHYSICS_PATHS), ("render_backend", get_args(BackendName)))
@@ -45,6 +47,8 @@ class EnvSpec:
             raise ValueError(f"action_repeat must be an int >= 1 or None, got {self.action_repeat!r}")
         if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
             raise ValueError(f"frame_stack must be an int >= 1, got {self.frame_stack!r}")
+        if self.randomize not in PRESETS:
+            raise ValueError(f"randomize must be one of {sorted(PRESETS)}, got {self.randomize!r}")
         if self.frame_stack > 1 and self.obs_mode != "pixels":
             raise ValueError(f"frame_stack={self.frame_stack} stacks camera frames: it needs obs_mode='pixels'")
 
@@ -78,6 +82,8 @@ class EnvSpec:
             kwargs.update(image_size=self.image_size, cameras=tuple(self.cameras), render_backend=self.render_backend)
         if self.scene:
             kwargs["scene"] = self.scene
+        if self.randomize != "none":
+            kwargs["randomize"] = self.randomize
         return kwargs
 
     def make_vec(self, num_envs: int, seed: int | None = None):

@@ -35,6 +35,7 @@ class EvalConfig:
     video_camera: str = ""  # empty: the task's first camera
     policy_frames: bool = False  # pixel policies: the video shows the frames the policy saw (newest of each stack)
     scene: str | None = None  # a scene manifest of captures; None: the one the run trained with, if any
+    randomize: str = "none"  # domain randomization preset of the eval envs (serl_gs.randomize.PRESETS)
     out_dir: str | None = None  # default: <run dir>/eval/<step>
 
     def __post_init__(self):
@@ -116,6 +117,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     env_spec = dataclasses.replace(env_spec, physics=config.physics, render_backend=config.render_backend)
     if config.scene:
         env_spec = dataclasses.replace(env_spec, scene=config.scene)
+    env_spec = dataclasses.replace(env_spec, randomize=config.randomize)
     vec = env_spec.make_vec(config.num_envs, seed=config.seed)
     for line in env_choice_lines(env_spec, vec):  # each `auto` choice, once (docs/gpu.md)
         print(f"[eval] {line}", flush=True)
@@ -177,6 +179,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         "step": step,
         "env": env_spec.env,
         "obs_mode": env_spec.obs_mode,
+        "randomize": env_spec.randomize,
         "deterministic": True,
         **summarize(returns, successes),
     }

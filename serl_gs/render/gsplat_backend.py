@@ -89,7 +89,7 @@ def rasterize_gsplat(
     quats: torch.Tensor,  # [B, N, 4] wxyz world
     scales: torch.Tensor,  # [N, 3] activated, shared by all envs
     opacities: torch.Tensor,  # [N] activated, shared by all envs
-    sh: torch.Tensor,  # [N, K, 3] SH coefficients, shared by all envs
+    sh: torch.Tensor,  # [N, K, 3] SH coefficients shared by all envs, or [B, N, K, 3] per env
     viewmats: torch.Tensor,  # [B, C, 4, 4] world-to-camera, OpenCV axes
     ks: torch.Tensor,  # [B, C, 3, 3]
     width: int,
@@ -110,27 +110,29 @@ def rasterize_gsplat(
     b, n = means.shape[:2]
     c = viewmats.shape[1]
     chunk = envs_per_call(
-        b, cameras=c, gaussians=n, sh_coeffs=sh.shape[1], height=height, width=width,
+        b, cameras=c, gaussians=n, sh_coeffs=sh.shape[-2], height=height, width=width,
         free_bytes=free_device_bytes(means.device),
     )  # fmt: skip
     if max_envs_per_call is not None:
         chunk = max(1, min(chunk, max_envs_per_call))
     bg = None if background is None else background.to(device=means.device, dtype=torch.float32)
-    args = (scales, opacities, sh, width, height, sh_degree, near_plane, far_plane, bg, with_depth, tile_size)
+    per_env = sh.ndim == 4
+    args = (scales, opacities, width, height, sh_degree, near_plane, far_plane, bg, with_depth, tile_size)
     if chunk >= b:
-        return _rasterize_chunk(means, quats, viewmats, ks, *args)
+        return _rasterize_chunk(means, quats, viewmats, ks, sh, *args)
     rgb = torch.empty(b, c, height, width, 3, dtype=torch.float32, device=means.device)
     depth = torch.empty(b, c, height, width, dtype=torch.float32, device=means.device) if with_depth else None
     for start in range(0, b, chunk):
         part = slice(start, start + chunk)
-        rgb[part], d = _rasterize_chunk(means[part], quats[part], viewmats[part], ks[part], *args)
+        part_sh = sh[part] if per_env else sh
+        rgb[part], d = _rasterize_chunk(means[part], quats[part], viewmats[part], ks[part], part_sh, *args)
         if with_depth:
             depth[part] = d
     return rgb, depth
 
 
 def _rasterize_chunk(
-    means, quats, viewmats, ks, scales, opacities, sh, width, height, sh_degree, near_plane, far_plane,
+    means, quats, viewmats, ks, sh, scales, opacities, width, height, sh_degree, near_plane, far_plane,
     background, with_depth, tile_size,
 ):  # fmt: skip
     from gsplat import rasterization  # lazy: the first call may compile CUDA kernels
@@ -142,7 +144,8 @@ def _rasterize_chunk(
         scales=scales.expand(b, n, 3),  # gsplat makes these contiguous itself
         opacities=opacities.expand(b, n),  # shared by all envs, as it must be: 1.5.3's packed projection
         # culls every env with the first env's opacities (it reads opacities[gid], not [bid * N + gid])
-        colors=sh.expand(b, n, sh.shape[1], 3),  # stride-0 env dim: gathered per visible Gaussian only
+        # Shared SH: a stride-0 env dim, gathered per visible Gaussian only; randomized colours: one row per env.
+        colors=sh.contiguous() if sh.ndim == 4 else sh.expand(b, n, sh.shape[1], 3),
         viewmats=viewmats.contiguous(),
         Ks=ks.contiguous(),
         width=width,

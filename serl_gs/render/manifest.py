@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -36,6 +37,7 @@ from serl_gs.render.config import SceneConfig
 from serl_gs.render.ply import read_ply, write_ply
 from serl_gs.render.scene import GaussianScene, concat_scenes
 
+log = logging.getLogger(__name__)
 MANIFEST_FORMAT = "serl_gs.scene/1"
 MODES = ("replace", "add")
 _TRANSFORM_KEYS = {"rotation_wxyz", "translation", "scale"}
@@ -73,13 +75,37 @@ class Part:
 
 
 def read_manifest(path: str | os.PathLike) -> list[Part]:
-    """The parts of a manifest, validated; errors name the file, the part and the bad value."""
+    """The parts of a manifest, validated; errors name the file, the part and the bad value.
+
+    A bare 3DGS `.ply` given instead of a manifest is one capture bound to the world body (as the manifest
+    `{"parts": [{"ply": <file>, "body": "world"}]}`: it stands in for the world's generated Gaussians)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ValueError(f"scene manifest {path} does not exist") from None
+    if data[:4] in (b"ply\n", b"ply\r"):
+        log.info(
+            "scene %s is a bare .ply: a capture bound to the world body (write a manifest to bind it "
+            "elsewhere or to place it)",
+            path,
+        )
+        return [Part(path, "world")]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"{path} is neither a scene manifest (JSON) nor a .ply: the scene option wants a JSON manifest "
+            "(serl_gs.render.manifest) or one 3DGS .ply capture"
+        ) from None
     return _parse(path, text)
+
+
+def _raw_parts(path: Path, parts: list[Part]) -> list[dict[str, Any]]:
+    """The manifest's part dicts as written (a bare .ply: its one part)."""
+    if len(parts) == 1 and parts[0].ply == path:
+        return [{"ply": path.name, "body": "world"}]
+    return json.loads(path.read_text())["parts"]
 
 
 def _parse(path: Path, text: str) -> list[Part]:
@@ -232,7 +258,7 @@ def record_scene(manifest: str | os.PathLike, folder: str | os.PathLike) -> Path
     """Records the scene a run used: `<folder>/scene.json`, the manifest with absolute .ply paths and each
     file's sha256 (loading it later checks the files are unchanged). Returns its path."""
     parts = read_manifest(manifest)
-    raw = json.loads(Path(manifest).read_text())["parts"]
+    raw = _raw_parts(Path(manifest), parts)
     for entry, part in zip(raw, parts, strict=True):
         entry["ply"] = str(part.ply.resolve())
         entry["sha256"] = _sha256(part.ply)

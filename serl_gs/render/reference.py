@@ -35,7 +35,7 @@ def rasterize_reference(
     quats: torch.Tensor,  # [B, N, 4] wxyz world
     scales: torch.Tensor,  # [N, 3] activated (exp of log-scales), shared by all envs
     opacities: torch.Tensor,  # [N] activated (sigmoid), shared by all envs
-    sh: torch.Tensor,  # [N, K, 3] SH coefficients, shared by all envs
+    sh: torch.Tensor,  # [N, K, 3] SH coefficients shared by all envs, or [B, N, K, 3] per env
     viewmats: torch.Tensor,  # [B, C, 4, 4] world-to-camera, OpenCV axes
     ks: torch.Tensor,  # [B, C, 3, 3] pinhole intrinsics
     width: int,
@@ -161,7 +161,10 @@ def _project(means, quats, scales, opacities, viewmats, ks, width, height, near,
 
 def _sh_colors(means, sh, viewmats, proj, sh_degree: int) -> torch.Tensor:
     """RGB [S, 3] from SH seen from each camera's centre, +0.5 and clamped at 0 (as gsplat and INRIA)."""
-    coeffs = sh[proj["gaussian"], : (sh_degree + 1) ** 2]  # [S, K, 3]
+    if sh.ndim == 4:  # per-env colours (randomized): [B, N, K, 3]
+        coeffs = sh[proj["env"], proj["gaussian"], : (sh_degree + 1) ** 2]
+    else:
+        coeffs = sh[proj["gaussian"], : (sh_degree + 1) ** 2]  # [S, K, 3]
     if sh_degree == 0:
         return torch.clamp_min(SH_C0 * coeffs[:, 0] + 0.5, 0.0)
     rot = viewmats[proj["env"], proj["camera"], :3, :3]

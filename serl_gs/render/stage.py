@@ -21,7 +21,7 @@ import warnings
 import mujoco
 import torch
 
-from serl_gs.render import bridge
+from serl_gs.render import bridge, randomize
 from serl_gs.render.cameras import camera_rig
 from serl_gs.render.config import RenderConfig, SceneConfig
 from serl_gs.render.geometry import pose_gaussians, viewmats_from_mujoco
@@ -132,25 +132,28 @@ class RenderStage:
         self.camera_names = rig.names
         self._rig = rig
         self._on_device: dict[torch.device, _SceneTensors] = {}
+        self._mj_model = mj_model
+        self._groups_by_device: dict[torch.device, torch.Tensor] = {}
         self.backend, self.backend_reason = select_backend(
             config.backend, self.device, probe=lambda dev: self._probe_gsplat(mj_model, dev)
         )
         log.info("render backend: %s (%s)", self.backend, self.backend_reason)
 
-    def render(self, body_xpos, body_xquat, cam_xpos, cam_xmat):
+    def render(self, body_xpos, body_xquat, cam_xpos, cam_xmat, visual=None):
         """uint8 images [B, C, H, W, 3], C = the configured cameras, in the input's array type.
 
         body_xpos [B, nbody, 3], body_xquat [B, nbody, 4] (wxyz), cam_xpos [B, ncam, 3],
         cam_xmat [B, ncam, 3, 3] (or [B, ncam, 9]): MuJoCo/MJX `data.xpos/xquat/cam_xpos/cam_xmat`.
+        visual: each env's randomized appearance (serl_gs.randomize.VisualDraw, one row per env) or None.
         """
-        return self._render(body_xpos, body_xquat, cam_xpos, cam_xmat, with_depth=False)[0]
+        return self._render(body_xpos, body_xquat, cam_xpos, cam_xmat, with_depth=False, visual=visual)[0]
 
-    def render_with_depth(self, body_xpos, body_xquat, cam_xpos, cam_xmat):
+    def render_with_depth(self, body_xpos, body_xquat, cam_xpos, cam_xmat, visual=None):
         """(images uint8 [B, C, H, W, 3], depth float32 [B, C, H, W]): depth is the expected camera-z
         distance in metres of what each pixel shows (0 where nothing was drawn)."""
-        return self._render(body_xpos, body_xquat, cam_xpos, cam_xmat, with_depth=True)
+        return self._render(body_xpos, body_xquat, cam_xpos, cam_xmat, with_depth=True, visual=visual)
 
-    def _render(self, body_xpos, body_xquat, cam_xpos, cam_xmat, with_depth: bool):
+    def _render(self, body_xpos, body_xquat, cam_xpos, cam_xmat, with_depth: bool, visual=None):
         out_kind = bridge.array_kind(body_xpos)
         xpos = bridge.to_torch(body_xpos, self.device)  # JAX/torch inputs keep their device (bridge.render_device)
         dev = xpos.device
@@ -168,16 +171,27 @@ class RenderStage:
                 trailing = ", ".join(map(str, want[1:]))
                 raise ValueError(f"{name} must have shape [B, {trailing}], got {tuple(t.shape)}")
         with torch.no_grad(), _on(dev):
-            rgb, depth = self._draw(self.backend, xpos, xquat, cpos, cmat, with_depth)
+            visual = self._visual_on(visual, dev, b)
+            rgb, depth = self._draw(self.backend, xpos, xquat, cpos, cmat, with_depth, visual)
             images = to_uint8(rgb)
         outputs = [images] + ([depth] if with_depth else [])
         return tuple(bridge.from_torch(t, out_kind) for t in outputs)
 
-    def _draw(self, backend: str, xpos, xquat, cpos, cmat, with_depth: bool):
+    def _draw(self, backend: str, xpos, xquat, cpos, cmat, with_depth: bool, visual: dict | None = None):
         """Float colours [B, C, H, W, 3] and depth (or None) from torch poses, all on one device."""
         s = self._scene_on(xpos.device)
         means, quats = pose_gaussians(s.means, s.quats, s.body_ids, xpos, xquat)
-        viewmats = viewmats_from_mujoco(cpos[:, s.camera_ids], cmat[:, s.camera_ids])
+        cpos, cmat, ks = cpos[:, s.camera_ids], cmat[:, s.camera_ids], s.ks.expand(xpos.shape[0], -1, -1, -1)
+        sh = s.sh
+        if visual is not None:  # serl_gs.render.randomize: per-env colours and cameras
+            sh = randomize.recolour_sh(
+                sh, self._groups_on(xpos.device), visual["colour_matrix"], visual["colour_offset"]
+            )
+            cpos, cmat, ks = randomize.jitter_cameras(
+                cpos, cmat, ks, visual["cam_offset"], visual["cam_rotation"], visual["focal_scale"],
+                visual["principal_shift"],
+            )  # fmt: skip
+        viewmats = viewmats_from_mujoco(cpos, cmat)
         height, width = self.image_shape
         kw = dict(
             sh_degree=self.scene.sh_degree, near_plane=self.config.near_plane, far_plane=self.config.far_plane,
@@ -187,8 +201,44 @@ class RenderStage:
             rasterize, kw["max_envs_per_call"] = rasterize_gsplat, self.config.max_envs_per_call
         else:
             rasterize, kw["tile_size"] = rasterize_reference, self.config.reference_tile_size
-        ks = s.ks.expand(xpos.shape[0], -1, -1, -1)
-        return rasterize(means, quats, s.scales, s.opacities, s.sh, viewmats, ks, width, height, **kw)
+        rgb, depth = rasterize(means, quats, s.scales, s.opacities, sh, viewmats, ks, width, height, **kw)
+        if visual is not None:
+            rgb = randomize.degrade(rgb, visual["blur_sigma"], visual["noise_std"], visual["noise_seed"])
+        return rgb, depth
+
+    def _visual_on(self, visual, device: torch.device, num_envs: int) -> dict | None:
+        """A VisualDraw's fields as torch tensors on `device` (DLPack from JAX), checked against the batch."""
+        if visual is None:
+            return None
+        out = {}
+        for name in ("colour_matrix", "colour_offset", "cam_offset", "cam_rotation", "focal_scale",
+                     "principal_shift", "blur_sigma", "noise_std", "noise_seed"):  # fmt: skip
+            value = getattr(visual, name)
+            dtype = torch.int64 if name == "noise_seed" else torch.float32
+            out[name] = (
+                bridge.to_torch(value, device, dtype) if not isinstance(value, torch.Tensor) else value.to(device)
+            )
+            if out[name].shape[:1] != (num_envs,):
+                raise ValueError(f"visual.{name} has {tuple(out[name].shape)[:1]} rows, the batch {num_envs} envs")
+        if out["cam_offset"].shape[1] != len(self.camera_names):
+            raise ValueError(
+                f"visual draws {out['cam_offset'].shape[1]} cameras, the stage renders {len(self.camera_names)}"
+            )
+        return out
+
+    @functools.cached_property
+    def groups(self):
+        """Body group of every Gaussian [N] (serl_gs.randomize.GROUPS): colour randomization and segmentation."""
+        return randomize.body_groups(self._mj_model, self.scene)
+
+    @functools.cached_property
+    def group_luma(self):
+        return randomize.group_luma(self.scene, self.groups)
+
+    def _groups_on(self, device: torch.device) -> torch.Tensor:
+        if device not in self._groups_by_device:
+            self._groups_by_device[device] = torch.as_tensor(self.groups, device=device)
+        return self._groups_by_device[device]
 
     def _scene_on(self, device: torch.device) -> _SceneTensors:
         """The scene's activated tensors on `device`, built once per device (several GPUs: one copy each)."""
