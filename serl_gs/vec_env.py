@@ -107,12 +107,12 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.num_envs = config.num_envs
         self.physics = resolve_physics(config.physics)
         renders = config.obs_mode == "pixels"
+        self.randomization = resolve_randomize(config.randomize)  # None: nothing randomized
         self._batch = self._make_batch()
         self._closed = False
         self.mjx_impl: MjxImpl | None = self._batch.impl  # None on the CPU MuJoCo path
         self.gaussian_scene = self._load_scene() if config.scene is not None else None  # None: generated
         self.renderer = self._make_renderer() if renders else None
-        self.randomization = resolve_randomize(config.randomize)  # None: nothing randomized
         r = self.randomization
         self._latency = r if r is not None and r.latency_steps > 0 else None
         self._action_history = None  # [latency_steps + 1, N, A] with latency (serl_gs.physics_randomize)
