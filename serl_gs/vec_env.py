@@ -14,13 +14,26 @@ contract), of `render_camera` (or every camera side by side) at `render_size` px
 With pixels, each step renders once, between two jitted functions: the step's poses go to the render stage
 and the images come back into a jitted assembly. On MJX every shape is fixed and nothing waits for the
 device: the step renders the B frames at the end of the step (the observation of running envs, the true
-final frame of finished ones) plus `resets_per_step` rows for the first frames of new episodes (default B,
-so any number of envs may finish at once; fewer rows render less, and an error follows if more finished).
+final frame of finished ones) plus `resets_per_step` rows for the first frames of new episodes. On CPU MuJoCo
+it renders the B frames now plus the final frames of the envs that finished (at most `resets_per_step`).
+
+Resets per step (docs/actor-at-scale.md). `resets_per_step` bounds how many episodes end in one step: when
+more envs reach their time limit, the surplus is truncated at a later step (its episode runs a step or more
+past the limit); terminations always end, and more of them than the bound is an error. None: no bound (B).
+"auto": ceil(B / n) for a task that cannot terminate (n env steps per episode), else B; logged once.
+`stagger=True` cuts the first episode of env i to a staggered length (`serl_gs.vec_batches.stagger_program`),
+so from the first step on at most ceil(B / n) envs reach their limit together and every env renders once per
+step plus those few reset rows. First episodes are then shorter than `episode_length` (their returns and
+success are not comparable to full ones); evaluation does not stagger and counts full episodes only.
+
+`step_on_device(actions)` is `step` without any read of device memory on the host: reward and done flags
+stay JAX arrays too (the actor copies each step's records to the host once, serl_gs.data.records).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -32,7 +45,9 @@ from gymnasium.vector.utils import batch_space
 
 from serl_gs.data.records import PIXELS_PREFIX
 from serl_gs.mjx_env import MJX_IMPLS, MjxImpl, State, Task, check_action
-from serl_gs.vec_batches import CpuBatch, MjxBatch, Poses
+from serl_gs.vec_batches import CpuBatch, MjxBatch, Poses, stagger_program
+
+log = logging.getLogger(__name__)
 
 PhysicsPath = Literal["auto", "mjx", "mujoco"]
 ArrayBackend = Literal["jax", "numpy"]
@@ -55,7 +70,10 @@ class VecEnvConfig:
     render_backend: str = "auto"  # pixels only: "auto" | "gsplat" | "reference" (serl_gs.render)
     image_size: int = 64  # pixels only: square images
     cameras: tuple[str, ...] = ()  # pixels only: MJCF camera names; empty = every camera of the task
-    resets_per_step: int | None = None  # pixels on MJX: first frames rendered per step (None = num_envs)
+    # Most episodes that end in one step (surplus truncations wait; see above): None = num_envs, "auto": from the
+    # episode length. With pixels, the extra rows each step renders for new episodes' first frames.
+    resets_per_step: int | Literal["auto"] | None = None
+    stagger: bool = False  # cut first episodes to staggered lengths, so time limits fall evenly over steps
     render_mode: str | None = None  # "rgb_array": render() gives each env's frame (gymnasium's RecordVideo)
     render_camera: str = "all"  # render(): an MJCF camera name, or "all" side by side
     render_size: int | None = None  # render(): square side per camera; None: image_size with pixels, else 128
@@ -69,8 +87,12 @@ class VecEnvConfig:
         if self.mjx_impl not in MJX_IMPL_CHOICES:
             raise ValueError(f"mjx_impl must be one of {MJX_IMPL_CHOICES}, got {self.mjx_impl!r}")
         r = self.resets_per_step
-        if r is not None and (not isinstance(r, int) or not 0 < r <= self.num_envs):
-            raise ValueError(f"resets_per_step must be an int in [1, num_envs={self.num_envs}] or None, got {r!r}")
+        if r is not None and r != "auto" and (not isinstance(r, int) or not 0 < r <= self.num_envs):
+            raise ValueError(
+                f"resets_per_step must be an int in [1, num_envs={self.num_envs}], 'auto' or None, got {r!r}"
+            )
+        if not isinstance(self.stagger, bool):
+            raise ValueError(f"stagger must be a bool, got {self.stagger!r}")
         if self.array_backend not in ARRAY_BACKENDS:
             raise ValueError(f"array_backend must be one of {ARRAY_BACKENDS}, got {self.array_backend!r}")
         if self.obs_mode not in OBS_MODES:
@@ -91,6 +113,24 @@ def resolve_physics(physics: PhysicsPath) -> Literal["mjx", "mujoco"]:
     return "mjx" if jax.default_backend() == "gpu" else "mujoco"
 
 
+def steps_per_episode(task: Task) -> int:
+    """Env steps of a full episode: each spans `action_repeat` control steps."""
+    return -(-task.episode_length // task.action_repeat)
+
+
+def resolve_resets_per_step(resets: int | Literal["auto"] | None, task: Task, num_envs: int) -> tuple[int, str]:
+    """(most episodes that end per step, why). "auto": enough for evenly spread time limits when the task cannot
+    terminate, else every env (terminations come when they come)."""
+    if resets is None:
+        return num_envs, "None: every env"
+    if resets != "auto":
+        return resets, "requested"
+    if task.can_terminate:
+        return num_envs, f"auto: {type(task).__name__} can terminate, so any number of envs may end at once"
+    steps = steps_per_episode(task)
+    return -(-num_envs // steps), f"auto: ceil({num_envs} envs / {steps} env steps per episode)"
+
+
 def control_fps(task: Task) -> float:
     """Env steps per second of simulated time: the frame rate of a video of every step."""
     return 1.0 / (float(task.mj_model.opt.timestep) * task.n_substeps)
@@ -107,7 +147,11 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.num_envs = config.num_envs
         self.physics = resolve_physics(config.physics)
         renders = config.obs_mode == "pixels"
-        self._batch = (MjxBatch if self.physics == "mjx" else CpuBatch)(task, config, renders)
+        self.resets_per_step, why = resolve_resets_per_step(config.resets_per_step, task, config.num_envs)
+        if config.resets_per_step == "auto":
+            log.info("resets_per_step: %d (%s)", self.resets_per_step, why)
+        self.resets_reason = why
+        self._batch = (MjxBatch if self.physics == "mjx" else CpuBatch)(task, config, renders, self.resets_per_step)
         self.mjx_impl: MjxImpl | None = self._batch.impl  # None on the CPU MuJoCo path
         self.gaussian_scene = self._load_scene() if config.scene is not None else None  # None: generated
         self.renderer = self._make_renderer() if renders else None
@@ -155,12 +199,24 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         base = jax.random.PRNGKey(seed)
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(self.num_envs))
         self._state = self._batch.reset(keys)
+        if self.config.stagger:
+            self._state = stagger_program(self.task, self.num_envs)(self._state)
         self._obs = dict(self._state.obs)
         if self.renderer is not None:
             self._obs.update(self._split_cameras(self._render(self._batch.poses(self._state))))
         return self._out(self._obs), {}
 
     def step(self, actions):
+        obs, reward, terminated, truncated, infos = self.step_on_device(actions)
+        # Reward and done flags [N] come to the host as writable numpy on both backends, in one transfer: every
+        # consumer reads them there, and gymnasium's vector wrappers (RecordEpisodeStatistics, ClipReward) write
+        # into them.
+        reward, terminated, truncated = (np.array(x) for x in jax.device_get((reward, terminated, truncated)))
+        return obs, reward, terminated, truncated, infos
+
+    def step_on_device(self, actions):
+        """`step` with reward, terminated and truncated [N] as JAX arrays: on MJX nothing here reads device memory
+        on the host (obs and infos follow `array_backend`)."""
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         check_action(actions, self.task.action_size, self.num_envs)
@@ -177,15 +233,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         done = jnp.logical_or(stepped.terminated, stepped.truncated)
         infos: dict[str, Any] = {"final_obs": final_obs, "_final_obs": done, **stepped.metrics}
         infos["episode_step"] = stepped.info["step"]
-        # Reward and done flags [N] come to the host as writable numpy on both backends: every consumer reads
-        # them there, and gymnasium's vector wrappers (RecordEpisodeStatistics, ClipReward) write into them.
-        return (
-            self._out(self._obs),
-            np.array(stepped.reward),
-            np.array(stepped.terminated),
-            np.array(stepped.truncated),
-            self._out(infos),
-        )
+        return self._out(self._obs), stepped.reward, stepped.terminated, stepped.truncated, self._out(infos)
 
     def close(self, **kwargs) -> None:
         self._batch.close()
