@@ -52,6 +52,10 @@ class Adder:
             records = with_extras(records, self.num_envs, extras)
         return self._send(records, param_version)
 
+    def add_records(self, records: Records, *, param_version: int) -> bool:
+        """Sends a step's records built elsewhere (the actor builds them on the device: data.device_records)."""
+        return self._send(records, param_version)
+
     def _send(self, records: Records, param_version: int) -> bool:
         while True:
             try:

@@ -80,13 +80,14 @@ class EnvSpec:
             kwargs["scene"] = self.scene
         return kwargs
 
-    def make_vec(self, num_envs: int, seed: int | None = None):
+    def make_vec(self, num_envs: int, seed: int | None = None, **vec_options: Any):
+        """The vector env; `vec_options`: a node's own VecEnvConfig choices (the actor's resets_per_step, ...)."""
         import gymnasium as gym
 
         import envs  # (registers the tasks)
 
         try:
-            return gym.make_vec(self.env, num_envs=num_envs, seed=seed, **self.make_kwargs())
+            return gym.make_vec(self.env, num_envs=num_envs, seed=seed, **self.make_kwargs(), **vec_options)
         except gym.error.Error as e:  # unknown ids: say which, and what exists
             raise ValueError(f"cannot make env {self.env!r} ({e}); registered: {envs.task_names()}") from e
 
