@@ -39,6 +39,8 @@ def main(argv: list[str]) -> None:
         run_dir=f.run_dir or None,
         log_every_s=f.log_every_s,
         noise_beta=f.noise_beta,
+        resets_per_step=parse_resets_per_step(f.resets_per_step),
+        mjx_impl=f.mjx_impl,
     )
     print(f"[actor {config.actor_id}] {config}", flush=True)
     check_gpu_paths(config.env.physics, config.env.render_backend, renders=config.env.obs_mode == "pixels")
@@ -64,6 +66,15 @@ def _intervention(f, config):
     return ScriptedSource(expert_for(config.env.env), config.num_envs, schedule)
 
 
+def parse_resets_per_step(value: str) -> int | str | None:
+    """--resets_per_step: "auto", "all" (None: every env) or a positive int."""
+    if value in ("auto", "all"):
+        return None if value == "all" else value
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--resets_per_step must be 'auto', 'all' or a positive int, got {value!r}")
+    return int(value)
+
+
 def define_flags() -> None:
     from absl import flags
 
@@ -74,6 +85,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("render_threads", 1, "Torch CPU threads of the reference renderer (0 = torch's default).")
     flags.DEFINE_enum("physics", "auto", ["auto", "mjx", "mujoco"], "Physics path; auto = MJX on GPU, else MuJoCo C.")
     flags.DEFINE_integer("num_envs", 16, "Envs stepped together in one batch.")
+    flags.DEFINE_string(
+        "resets_per_step", "auto",
+        "Most episodes that end in one step (more wait a step; first episodes are staggered): 'auto' = "
+        "ceil(num_envs / env steps per episode) for tasks that cannot terminate, 'all', or a number.",
+    )  # fmt: skip
+    flags.DEFINE_enum("mjx_impl", "auto", ["auto", "warp", "jax"], "MJX implementation (--physics mjx); auto = warp.")
     flags.DEFINE_string("actor_id", "actor0", "This actor's name; several actors feed one learner.")
     flags.DEFINE_string("learner_host", "127.0.0.1", "Host name or address of the learner.")
     flags.DEFINE_integer("port", 5588, "Learner's transitions port; params use port+1 and port+2.")

@@ -51,6 +51,8 @@ def tolerance_quadratic(x: jax.Array, margin: float, value_at_margin: float = 0.
 
 
 class CartpoleBalance(Task):
+    can_terminate = False  # episodes end by the time limit only
+
     def __init__(self, config: CartpoleConfig | None = None):
         self.config = config = config or CartpoleConfig()
         self.mj_model = mujoco.MjModel.from_xml_path(str(ASSET))

@@ -58,6 +58,8 @@ class PandaPickCubeConfig:
 
 
 class PandaPickCube(Task):
+    can_terminate = False  # episodes end by the time limit only
+
     def __init__(self, config: PandaPickCubeConfig | None = None):
         self.config = config = config or PandaPickCubeConfig()
         self.mj_model = mujoco.MjModel.from_xml_path(str(ASSET))

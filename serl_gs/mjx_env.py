@@ -16,8 +16,9 @@ same task code.
 The frame rendered is the state observed: `mjx.step` computes kinematics at the state it starts from and then
 integrates, so after the substeps `MjxEnv.step` recomputes body and camera poses at the final state.
 
-Time limits and auto-reset are not part of a task: `MjxEnv` counts steps and sets `truncated`; the vector
-env (`serl_gs.vec_env`) resets finished episodes.
+Time limits and auto-reset are not part of a task: `Task.evaluate` counts steps and sets `truncated` when the
+step count reaches the episode's limit (`info["limit"]`: `episode_length`, or less for a vector env's staggered
+first episodes); the vector env (`serl_gs.vec_env`) resets finished episodes.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ class Task(abc.ABC):
     # Control steps one env step spans with the same action (rewards summed; an episode end inside stops it).
     # `episode_length` and info["step"] count control steps.
     action_repeat: int = 1
+    # Whether `reward` can ever return terminated=True. Tasks that end only by the time limit say False: their
+    # resets can then be spread evenly over steps (serl_gs.vec_env, `resets_per_step="auto"`).
+    can_terminate: bool = True
 
     # Equal tasks share compiled programs (see serl_gs.vec_env), so a process builds each program once.
     def __eq__(self, other: object) -> bool:
@@ -108,7 +112,8 @@ class Task(abc.ABC):
         """`init` plus the bookkeeping every env needs: its rng, a step counter, zeroed metrics."""
         rng, init_rng = jax.random.split(rng)
         qpos, qvel, ctrl, info = self.init(init_rng)
-        info = {**info, "rng": rng, "step": jnp.zeros((), jnp.int32)}
+        limit = jnp.asarray(self.episode_length, jnp.int32)  # the time limit of this episode, in control steps
+        info = {**info, "rng": rng, "step": jnp.zeros((), jnp.int32), "limit": limit}
         obs = self.observe(qpos, qvel, info)
         zero_action = jnp.zeros(self.action_size, jnp.float32)
         _, _, metrics = self.reward(qpos, qvel, info, zero_action)
@@ -121,7 +126,7 @@ class Task(abc.ABC):
         """After the physics substeps: (obs, reward, terminated, truncated, metrics, info)."""
         info = {**info, "step": info["step"] + 1}
         reward, terminated, metrics = self.reward(qpos, qvel, info, action)
-        truncated = jnp.logical_and(info["step"] >= self.episode_length, jnp.logical_not(terminated))
+        truncated = jnp.logical_and(info["step"] >= info["limit"], jnp.logical_not(terminated))
         obs = self.observe(qpos, qvel, info)
         return obs, reward.astype(jnp.float32), terminated, truncated, metrics, info
 

@@ -35,6 +35,42 @@ def _where(mask: jax.Array, new: Any, old: Any, single: Any) -> Any:
     return jax.tree.map(pick, new, old, single)
 
 
+def defer_truncations(stepped: State, budget: int) -> State:
+    """At most `budget` episodes end in one step (batched `stepped`, before autoreset).
+
+    Terminations always end. Truncations fill the room left, those already past their limit first, then by env
+    id; the others are not truncated this step and run on: their step count stays at or past the limit, so they
+    end at the next step with room. A held-back env ran only the control steps of this step's repeat before its
+    limit (an episode end stops a repeat), so its episode is longer than the limit by at most the wait.
+    """
+    term, trunc, info = stepped.terminated, stepped.truncated, stepped.info
+    room = budget - jnp.sum(term)
+    overdue = jnp.logical_and(trunc, info["step"] > info["limit"])
+    on_time = jnp.logical_and(trunc, jnp.logical_not(overdue))
+    rank = jnp.where(overdue, jnp.cumsum(overdue), jnp.sum(overdue) + jnp.cumsum(on_time))  # 1-based among trunc
+    return stepped.replace(truncated=jnp.logical_and(trunc, rank <= room))
+
+
+@functools.lru_cache(maxsize=16)
+def stagger_program(task: Task, num_envs: int) -> Callable[[State], State]:
+    """Jitted: a batch's first episodes cut to staggered lengths, so their time limits fall evenly over steps.
+
+    An episode spans n = ceil(episode_length / action_repeat) env steps; env i's first episode is cut by
+    o_i = floor(i * n / B) of them (limit episode_length - o_i * action_repeat control steps, >= 1), so each
+    step truncates at most ceil(B / n) envs, and every later episode is full length and keeps that spread.
+    The offsets depend on the env id only (a batch's keys do not change them).
+    """
+    repeat, length = task.action_repeat, task.episode_length
+    steps = -(-length // repeat)
+    offsets = (np.arange(num_envs) * steps) // num_envs  # env steps cut from each first episode: 0 .. steps - 1
+    limits = (length - offsets * repeat).astype(np.int32)
+
+    def stagger(state: State) -> State:
+        return state.replace(info={**state.info, "limit": jnp.asarray(limits)})
+
+    return jax.jit(stagger)
+
+
 def _reset_finished(start_one: Callable[[jax.Array], State], state: State) -> State:
     """Replaces finished envs (terminated or truncated) by fresh episodes drawn from their own rng;
     `start_one` starts one env (unbatched)."""
@@ -61,15 +97,18 @@ def mjx_programs(
 ) -> tuple[Callable, Callable, Callable]:
     """Jitted (reset, step, pixel step) of a task's MJX batch; cached so equal batches compile once per process.
 
-    The pixel step also returns the poses to render, fixed at [B + resets] rows: the B envs at the end of the
-    step (before autoreset), then the start of up to `resets` new episodes, with their env ids (B = unused row)
-    and whether more envs than that finished.
+    At most `resets` episodes end per step (`defer_truncations`). The pixel step also returns the poses to
+    render, fixed at [B + resets] rows: the B envs at the end of the step (before autoreset), then the start of up
+    to `resets` new episodes, with their env ids (B = unused row) and whether more envs than that finished (only
+    terminations can outnumber it).
     """
     env = MjxEnv(task, impl, num_envs, randomize)  # randomize: per-env model fields (serl_gs.physics_randomize)
     reset = jax.vmap(env.reset)
 
     def step(state: State, action: jax.Array) -> tuple[State, State]:
         stepped = jax.vmap(env.step)(state, action)
+        if resets < num_envs:
+            stepped = defer_truncations(stepped, resets)
         return _reset_finished(env.reset, stepped), stepped
 
     def pixel_step(state: State, action: jax.Array):
@@ -95,8 +134,10 @@ def assemble_program(num_envs: int) -> Callable:
 
 
 @functools.lru_cache(maxsize=16)
-def cpu_programs(task: Task) -> tuple[Callable, Callable, Callable, Callable]:
-    """Jitted (start, control, evaluate, reset_finished) around CPU MuJoCo physics; cached like `mjx_programs`.
+def cpu_programs(task: Task, num_envs: int, resets: int) -> tuple[Callable, Callable, Callable, Callable]:
+    """Jitted (start, control, evaluate, finish) around CPU MuJoCo physics; cached like `mjx_programs`.
+
+    `finish(stepped) -> (new, stepped)` ends at most `resets` episodes (`defer_truncations`) and resets them.
 
     `control(acc, action, first)` gives the controls of one control step (`first`: the env step's first, which
     starts the accumulator with start_repeat); `evaluate(acc, info, qpos, qvel, action)` adds that step to the
@@ -122,9 +163,13 @@ def cpu_programs(task: Task) -> tuple[Callable, Callable, Callable, Callable]:
         acc = jax.vmap(accumulate_repeat)(acc, stepped)
         return acc, jnp.logical_or(acc.terminated, acc.truncated)
 
-    reset_finished = lambda stepped: _reset_finished(start_one, stepped)
+    def finish(stepped: State) -> tuple[State, State]:
+        if resets < num_envs:
+            stepped = defer_truncations(stepped, resets)
+        return _reset_finished(start_one, stepped), stepped
+
     jitted_control = jax.jit(control, static_argnames="first")
-    return jax.jit(start), jitted_control, jax.jit(evaluate), jax.jit(reset_finished)
+    return jax.jit(start), jitted_control, jax.jit(evaluate), jax.jit(finish)
 
 
 def _physics_randomize(randomization: RandomizeConfig | None) -> RandomizeConfig | None:
@@ -164,18 +209,20 @@ class MjxBatch:
         task: Task,
         impl: MjxImpl | Literal["auto"],
         num_envs: int,
-        resets_per_step: int | None,
+        resets: int,
         renders: bool,
         randomization: RandomizeConfig | None = None,
     ):
         self.impl = resolve_mjx_impl(impl)
         n = num_envs
         self._num_envs = n
-        self._resets = resets_per_step or n  # None: every env may start a new episode in one step
+        self._resets = resets
         physics = _physics_randomize(randomization)
-        self._reset, self._step, self._pixel_step = mjx_programs(task, self.impl, n, self._resets, physics)
+        self._reset, self._step, self._pixel_step = mjx_programs(task, self.impl, n, resets, physics)
         self._assemble = assemble_program(n)
         self._renders = renders
+        # Only terminations can outnumber the reset rows (defer_truncations holds truncations back).
+        self._check_overflow = resets < n and task.can_terminate
         self._overflow: jax.Array | None = None  # the previous step's flag, read one step late (no stall)
 
     def reset(self, keys: jax.Array) -> State:
@@ -188,11 +235,11 @@ class MjxBatch:
             return BatchStep(new, stepped, None, None)
         if self._overflow is not None and bool(self._overflow):
             raise RuntimeError(
-                f"more than resets_per_step={self._resets} envs finished in one step, so some new episodes' "
+                f"more than resets_per_step={self._resets} envs terminated in one step, so some new episodes' "
                 "first frames were not rendered; raise resets_per_step (None = num_envs)"
             )
         new, stepped, poses, reset_ids, overflow = self._pixel_step(state, action)
-        if self._resets < self._num_envs:
+        if self._check_overflow:
             overflow.copy_to_host_async()
             self._overflow = overflow
         keys = lambda: _row_keys(stepped.info, new.info, reset_ids)
@@ -219,11 +266,14 @@ class CpuBatch:
 
     impl = None
 
-    def __init__(self, task: Task, num_envs: int, renders: bool, randomization: RandomizeConfig | None = None):
+    def __init__(
+        self, task: Task, num_envs: int, renders: bool, resets: int, randomization: RandomizeConfig | None = None
+    ):
         from serl_gs.cpu_physics import CpuBatchedPhysics
 
         self.physics = CpuBatchedPhysics(task.mj_model, num_envs, task.n_substeps)
-        self._start, self._control, self._evaluate, self._reset_finished = cpu_programs(task)
+        self._start, self._control, self._evaluate, self._finish = cpu_programs(task, num_envs, resets)
+        self._resets = resets
         self._randomize = _physics_randomize(randomization)
         if self._randomize is not None:  # one model per env (serl_gs.physics_randomize)
             self.physics.models = [copy.copy(task.mj_model) for _ in range(num_envs)]
@@ -259,7 +309,13 @@ class CpuBatch:
             ended = np.asarray(ended)
             if ended.all():
                 break
-        new = self._reset_finished(stepped)
+        new, stepped = self._finish(stepped)
+        ended = np.asarray(jnp.logical_or(stepped.terminated, stepped.truncated))
+        if ended.sum() > self._resets:  # only terminations can outnumber it (defer_truncations)
+            raise RuntimeError(
+                f"{int(ended.sum())} envs terminated in one step, more than resets_per_step={self._resets}; "
+                "raise resets_per_step (None = num_envs)"
+            )
         done_ids = np.flatnonzero(ended)
         final = self.physics.poses(done_ids) if self._renders and len(done_ids) else None
         if len(done_ids):  # the final frames above were posed before the physics moves on to new episodes

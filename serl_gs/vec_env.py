@@ -14,13 +14,26 @@ contract), of `render_camera` (or every camera side by side) at `render_size` px
 With pixels, each step renders once, between two jitted functions: the step's poses go to the render stage
 and the images come back into a jitted assembly. On MJX every shape is fixed and nothing waits for the
 device: the step renders the B frames at the end of the step (the observation of running envs, the true
-final frame of finished ones) plus `resets_per_step` rows for the first frames of new episodes (default B,
-so any number of envs may finish at once; fewer rows render less, and an error follows if more finished).
+final frame of finished ones) plus `resets_per_step` rows for the first frames of new episodes. On CPU MuJoCo
+it renders the B frames now plus the final frames of the envs that finished (at most `resets_per_step`).
+
+Resets per step (docs/actor-at-scale.md). `resets_per_step` bounds how many episodes end in one step: when
+more envs reach their time limit, the surplus is truncated at a later step (its episode runs a step or more
+past the limit); terminations always end, and more of them than the bound is an error. None: no bound (B).
+"auto": ceil(B / n) for a task that cannot terminate (n env steps per episode), else B; logged once.
+`stagger=True` cuts the first episode of env i to a staggered length (`serl_gs.vec_batches.stagger_program`),
+so from the first step on at most ceil(B / n) envs reach their limit together and every env renders once per
+step plus those few reset rows. First episodes are then shorter than `episode_length` (their returns and
+success are not comparable to full ones); evaluation does not stagger and counts full episodes only.
+
+`step_on_device(actions)` is `step` without any read of device memory on the host: reward and done flags
+stay JAX arrays too (the actor copies each step's records to the host once, serl_gs.data.records).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -42,7 +55,9 @@ from serl_gs.env_options import (
 )
 from serl_gs.mjx_env import State, Task, check_action
 from serl_gs.randomize import resolve as resolve_randomize
-from serl_gs.vec_batches import CpuBatch, MjxBatch, Poses
+from serl_gs.vec_batches import CpuBatch, MjxBatch, Poses, stagger_program
+
+log = logging.getLogger(__name__)
 
 ArrayBackend = Literal["jax", "numpy"]
 ARRAY_BACKENDS = ("jax", "numpy")
@@ -60,7 +75,10 @@ class VecEnvConfig:
     render_backend: str = "auto"  # pixels only: "auto" | "gsplat" | "reference" (serl_gs.render)
     image_size: int = 64  # pixels only: square images
     cameras: tuple[str, ...] = ()  # pixels only: MJCF camera names; empty = every camera of the task
-    resets_per_step: int | None = None  # pixels on MJX: first frames rendered per step (None = num_envs)
+    # Most episodes that end in one step (surplus truncations wait; see above): None = num_envs, "auto": from the
+    # episode length. With pixels, the extra rows each step renders for new episodes' first frames.
+    resets_per_step: int | Literal["auto"] | None = None
+    stagger: bool = False  # cut first episodes to staggered lengths, so time limits fall evenly over steps
     render_mode: str | None = None  # "rgb_array": render() gives each env's frame (gymnasium's RecordVideo)
     render_camera: str = "all"  # render(): an MJCF camera name, or "all" side by side
     render_size: int | None = None  # render(): square side per camera; None: image_size with pixels, else 128
@@ -75,8 +93,12 @@ class VecEnvConfig:
         if self.mjx_impl not in MJX_IMPL_CHOICES:
             raise ValueError(f"mjx_impl must be one of {MJX_IMPL_CHOICES}, got {self.mjx_impl!r}")
         r = self.resets_per_step
-        if r is not None and (not isinstance(r, int) or not 0 < r <= self.num_envs):
-            raise ValueError(f"resets_per_step must be an int in [1, num_envs={self.num_envs}] or None, got {r!r}")
+        if r is not None and r != "auto" and (not isinstance(r, int) or not 0 < r <= self.num_envs):
+            raise ValueError(
+                f"resets_per_step must be an int in [1, num_envs={self.num_envs}], 'auto' or None, got {r!r}"
+            )
+        if not isinstance(self.stagger, bool):
+            raise ValueError(f"stagger must be a bool, got {self.stagger!r}")
         if self.array_backend not in ARRAY_BACKENDS:
             raise ValueError(f"array_backend must be one of {ARRAY_BACKENDS}, got {self.array_backend!r}")
         if self.obs_mode not in OBS_MODES:
@@ -89,6 +111,24 @@ class VecEnvConfig:
                 f"render_mode must be None or one of {RENDER_MODES}, got {self.render_mode!r} (gymnasium.make "
                 "turns 'human' and 'rgb_array_list' into wrappers over 'rgb_array')"
             )
+
+
+def steps_per_episode(task: Task) -> int:
+    """Env steps of a full episode: each spans `action_repeat` control steps."""
+    return -(-task.episode_length // task.action_repeat)
+
+
+def resolve_resets_per_step(resets: int | Literal["auto"] | None, task: Task, num_envs: int) -> tuple[int, str]:
+    """(most episodes that end per step, why). "auto": enough for evenly spread time limits when the task cannot
+    terminate, else every env (terminations come when they come)."""
+    if resets is None:
+        return num_envs, "None: every env"
+    if resets != "auto":
+        return resets, "requested"
+    if task.can_terminate:
+        return num_envs, f"auto: {type(task).__name__} can terminate, so any number of envs may end at once"
+    steps = steps_per_episode(task)
+    return -(-num_envs // steps), f"auto: ceil({num_envs} envs / {steps} env steps per episode)"
 
 
 def control_fps(task: Task) -> float:
@@ -108,6 +148,10 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.physics = resolve_physics(config.physics)
         renders = config.obs_mode == "pixels"
         self.randomization = resolve_randomize(config.randomize)  # None: nothing randomized
+        self.resets_per_step, why = resolve_resets_per_step(config.resets_per_step, task, config.num_envs)
+        if config.resets_per_step == "auto":
+            log.info("resets_per_step: %d (%s)", self.resets_per_step, why)
+        self.resets_reason = why
         self._batch = self._make_batch()
         self._closed = False
         self.mjx_impl: MjxImpl | None = self._batch.impl  # None on the CPU MuJoCo path
@@ -141,8 +185,8 @@ class SerlVectorEnv(gym.vector.VectorEnv):
     def _make_batch(self) -> MjxBatch | CpuBatch:
         c, renders = self.config, self.config.obs_mode == "pixels"
         if self.physics == "mjx":
-            return MjxBatch(self.task, c.mjx_impl, c.num_envs, c.resets_per_step, renders, self.randomization)
-        return CpuBatch(self.task, c.num_envs, renders, self.randomization)
+            return MjxBatch(self.task, c.mjx_impl, c.num_envs, self.resets_per_step, renders, self.randomization)
+        return CpuBatch(self.task, c.num_envs, renders, self.resets_per_step, self.randomization)
 
     def _make_renderer(self):
         from serl_gs.render import RenderConfig, RenderStage  # torch loads only when pixels are asked for
@@ -168,6 +212,8 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         base = jax.random.PRNGKey(seed)
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(self.num_envs))
         self._state = self._batch.reset(keys)
+        if self.config.stagger:
+            self._state = stagger_program(self.task, self.num_envs)(self._state)
         self._obs = dict(self._state.obs)
         if self._latency is not None:
             shape = (self._latency.latency_steps + 1, self.num_envs, self.task.action_size)
@@ -178,6 +224,16 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         return self._out(self._obs), {}
 
     def step(self, actions):
+        obs, reward, terminated, truncated, infos = self.step_on_device(actions)
+        # Reward and done flags [N] come to the host as writable numpy on both backends, in one transfer: every
+        # consumer reads them there, and gymnasium's vector wrappers (RecordEpisodeStatistics, ClipReward) write
+        # into them.
+        reward, terminated, truncated = (np.array(x) for x in jax.device_get((reward, terminated, truncated)))
+        return obs, reward, terminated, truncated, infos
+
+    def step_on_device(self, actions):
+        """`step` with reward, terminated and truncated [N] as JAX arrays: on MJX nothing here reads device memory
+        on the host (obs and infos follow `array_backend`)."""
         if self._closed:
             raise RuntimeError("this env was closed: reset() reopens it")
         if self._state is None:
@@ -205,15 +261,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
             self._action_history = clear_finished(history, done)
         infos: dict[str, Any] = {"final_obs": final_obs, "_final_obs": done, **stepped.metrics}
         infos["episode_step"] = stepped.info["step"]
-        # Reward and done flags [N] come to the host as writable numpy on both backends: every consumer reads
-        # them there, and gymnasium's vector wrappers (RecordEpisodeStatistics, ClipReward) write into them.
-        return (
-            self._out(self._obs),
-            np.array(stepped.reward),
-            np.array(stepped.terminated),
-            np.array(stepped.truncated),
-            self._out(infos),
-        )
+        return self._out(self._obs), stepped.reward, stepped.terminated, stepped.truncated, self._out(infos)
 
     def close(self, **kwargs) -> None:
         if not self._closed:

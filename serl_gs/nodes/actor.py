@@ -22,12 +22,15 @@ import jax
 import numpy as np
 
 from serl_gs.agents.payload import check_obs_spec, spec_to_jsonable, unpack_policy
+from serl_gs.data.device_records import step_records_via_device
 from serl_gs.data.frame_stack import FrameStacker
+from serl_gs.data.records import with_extras
 from serl_gs.gpu_paths import env_choice_lines
-from serl_gs.nodes.adder import Adder, EnvStep
+from serl_gs.nodes.adder import Adder
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
 from serl_gs.transport.config import ActorTransportConfig
+from serl_gs.vec_env import MJX_IMPL_CHOICES
 
 # Short waits for the learner's credit, so that a stop request is heard while the learner is away.
 STOP_AWARE_BLOCK_S = 0.5
@@ -57,6 +60,11 @@ class ActorConfig:
     # Colour of the policy's exploration noise: 0 = white (independent every step, SAC's own sampling), 1 = pink
     # (correlated over an episode, agents.exploration), 2 = red.
     noise_beta: float = 0.0
+    # Most episodes that end per step (serl_gs.vec_env): "auto" sizes it from the episode length, so that with
+    # the actor's staggered first episodes each env renders once per step plus ceil(num_envs / steps) reset rows;
+    # None: every env. The actor always staggers its envs' first episodes.
+    resets_per_step: int | str | None = "auto"
+    mjx_impl: str = "auto"  # MJX physics only: "warp" | "jax"; auto: warp where warp-lang is installed
 
     def __post_init__(self):
         if self.num_envs <= 0:
@@ -69,6 +77,11 @@ class ActorConfig:
             raise ValueError(f"noise_beta must be >= 0 (0 = white noise), got {self.noise_beta}")
         if self.random_steps < 0 or self.max_steps < 0:
             raise ValueError(f"random_steps and max_steps must be >= 0, got {self.random_steps}, {self.max_steps}")
+        r = self.resets_per_step
+        if r is not None and r != "auto" and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+            raise ValueError(f"resets_per_step must be 'auto', None or an int >= 1, got {r!r}")
+        if self.mjx_impl not in MJX_IMPL_CHOICES:
+            raise ValueError(f"mjx_impl must be one of {MJX_IMPL_CHOICES}, got {self.mjx_impl!r}")
         if self.transport.block_timeout_s is None:
             raise ValueError("transport.block_timeout_s must be set (seconds) so the actor hears a stop request")
 
@@ -218,9 +231,16 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None, interven
     from serl_gs.transport import ParamSubscriber, TransitionClient
 
     stop = stop or threading.Event()
-    vec = config.env.make_vec(config.num_envs, seed=config.seed)
+    vec = config.env.make_vec(
+        config.num_envs,
+        seed=config.seed,
+        stagger=True,
+        resets_per_step=config.resets_per_step,
+        mjx_impl=config.mjx_impl,
+    )
     for line in env_choice_lines(config.env, vec):  # each `auto` choice, once (docs/gpu.md)
         print(f"[actor {config.actor_id}] {line}", flush=True)
+    print(f"[actor {config.actor_id}] resets_per_step: {vec.resets_per_step} ({vec.resets_reason})", flush=True)
     obs_spec, action_dim = config.env.policy_obs_spec(obs_spec_of(vec)), vec.single_action_space.shape[0]
     where = f"the learner at {config.transport.host}:{config.transport.transitions_port}"
     policy = PolicyHolder(obs_spec, action_dim, config.env.task(), where)
@@ -289,20 +309,26 @@ def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, st
             override, intervened = intervention.act(vec, obs)
             actions = np.where(intervened[:, None], override, np.asarray(actions)).astype(np.float32)
             intervened_steps += int(intervened.sum())
-        step = EnvStep(*vec.step(actions))
-        obs = step.obs
-        done = np.asarray(step.terminated) | np.asarray(step.truncated)
-        policy_obs = stacker.step(step.obs, done)  # same-step autoreset: a done env's obs starts its next episode
+        # The step stays on the device; its records are built there and copied to the host once (the one
+        # blocking read of a step), and the host reads reward, done and success from that copy.
+        obs, reward, terminated, truncated, infos = vec.step_on_device(actions)
+        policy_obs = stacker.step(obs, terminated | truncated)  # same-step autoreset: a done env's obs starts anew
+        success = infos.get("success")
+        records = step_records_via_device(
+            obs, actions, reward, terminated, truncated, infos, vec.resets_per_step, {"success": success}
+        )
+        n = config.num_envs
+        done = records["terminated"][:n] | records["truncated"][:n]
         if intervention is not None:
             intervention.episodes_ended(done)
             intervention.show(policy_obs)
         if noise is not None:
             noise.reset(done)
-        success = np.asarray(step.infos["success"], np.float32) if "success" in step.infos else None
-        episode_return = tracker.step(np.asarray(step.reward), done, success)
+        success = records["extras/success"][:n] if success is not None else None
+        episode_return = tracker.step(records["reward"][:n], done, success)
         # For the learner's logs: each env's return so far and success, read where episodes end.
-        extras = {"episode_return": episode_return, "success": success, "intervened": intervened}
-        if not adder.add(actions, step, extras, param_version=policy.version):
+        records = with_extras(records, n, {"episode_return": episode_return, "intervened": intervened})
+        if not adder.add_records(records, param_version=policy.version):
             break
         env_steps += config.num_envs
         steps += 1

@@ -99,6 +99,10 @@ class Adder:
             records = with_extras(records, self.num_envs, extras)
         return self._send(records, param_version)
 
+    def add_records(self, records: Records, *, param_version: int) -> bool:
+        """Sends a step's records built elsewhere (the actor builds them on the device: data.device_records)."""
+        return self._send(records, param_version)
+
     def _send(self, records: Records, param_version: int) -> bool:
         if self.max_message_bytes is None:
             return self._send_part(records, param_version, None)

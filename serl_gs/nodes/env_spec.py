@@ -86,10 +86,11 @@ class EnvSpec:
             kwargs["randomize"] = self.randomize
         return kwargs
 
-    def make_vec(self, num_envs: int, seed: int | None = None):
+    def make_vec(self, num_envs: int, seed: int | None = None, **vec_options: Any):
+        """The vector env; `vec_options`: a node's own VecEnvConfig choices (the actor's resets_per_step, ...)."""
         from serl_gs import tasks
 
-        return tasks.make_vec(self.env, num_envs, seed=seed, **self.make_kwargs())
+        return tasks.make_vec(self.env, num_envs, seed=seed, **self.make_kwargs(), **vec_options)
 
     def observation_spec(self) -> tuple[dict[str, jax.ShapeDtypeStruct], int]:
         """(per-env observation shapes, action size) from the task and its camera list, the same as the vector
