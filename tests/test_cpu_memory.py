@@ -26,15 +26,18 @@ if sys.argv[1] == "keep":
     assert keep_freed_memory()
 import jax, jax.numpy as jnp
 
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
+libc = ctypes.CDLL("libc.so.6")
+wide = hasattr(libc, "mallinfo2")  # glibc >= 2.33; mallinfo's ints suffice below 2 GB
+
+class MallInfo(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t if wide else ctypes.c_int) for name in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MallInfo2
+mallinfo = libc.mallinfo2 if wide else libc.mallinfo
+mallinfo.restype = MallInfo
 
 def heap_pages():  # what glibc holds from the OS: its heap (sbrk) and its mmap()ed blocks
-    info = libc.mallinfo2()
+    info = mallinfo()
     return (info.arena + info.hblkhd) // resource.getpagesize()
 
 f = jax.jit(lambda x: jnp.tanh(x @ x.T) @ x)  # the [4096, 4096] float32 product between: a 64 MB temporary
@@ -60,13 +63,8 @@ def probe(mode: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def glibc_with_mallinfo2() -> bool:
-    version = platform.libc_ver()
-    return version[0] == "glibc" and tuple(int(p) for p in version[1].split(".")[:2]) >= (2, 33)
-
-
 @pytest.mark.slow  # two fresh JAX processes
-@pytest.mark.skipif(not glibc_with_mallinfo2(), reason="glibc's allocator only (mallinfo2: glibc >= 2.33)")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
 def test_keep_freed_memory_page_faults_only_where_the_heap_grows():
     default, kept = probe("default"), probe("keep")
     # Without it: the block goes back to the OS after every call and is faulted in anew by the next one
