@@ -10,6 +10,7 @@ from typing import Any
 
 from envs.cartpole import CartpoleBalance, CartpoleConfig
 from envs.panda_pick_cube import PandaPickCube, PandaPickCubeConfig
+from envs.panda_reach_cube import PandaReachCube, PandaReachCubeConfig
 from serl_gs import tasks
 from serl_gs.mjx_env import Task
 
@@ -17,12 +18,14 @@ NAMESPACE = tasks.DEFAULT_NAMESPACE
 TASKS: dict[str, tuple[type[Task], type]] = {
     "PandaPickCube-v0": (PandaPickCube, PandaPickCubeConfig),
     "CartpoleBalance-v0": (CartpoleBalance, CartpoleConfig),
+    "PandaReachCube-v0": (PandaReachCube, PandaReachCubeConfig),
 }
 # Task options that change when the policy sees pixels: with images, the cube's position is for it to find, and
 # the cartpole's state is for it to infer.
 PIXEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "PandaPickCube-v0": {"cube_in_state": False},
     "CartpoleBalance-v0": {"state_in_obs": False},  # pixels only, DrQ's setting
+    "PandaReachCube-v0": {"cube_in_state": False},
 }
 
 

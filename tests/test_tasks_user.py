@@ -4,6 +4,7 @@ resolved by gymnasium's `module:id` form, trained through the real launchers (do
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import re
 import subprocess
@@ -75,10 +76,15 @@ def test_a_user_module_registers_through_the_module_id_form(user_module):
 
     tasks.register_task("PointReach-v0", point_reach.PointReach, point_reach.PointReachConfig)
     with pytest.raises(ValueError, match="'PointReach-v0' is already registered to PointReach from point_reach"):
-        tasks.register_task("PointReach-v0", point_reach.PointReach, SimpleConfig)
+        tasks.register_task("PointReach-v0", point_reach.PointReach, OtherConfig)
 
 
-class SimpleConfig:
+@dataclasses.dataclass(frozen=True)
+class OtherConfig:
+    episode_length: int = 5
+
+
+class NotADataclass:
     pass
 
 
@@ -99,7 +105,7 @@ def test_bad_ids_and_registrations_name_the_bad_value(user_module):
     with pytest.raises(ValueError, match="must be a subclass of serl_gs.mjx_env.Task, got <class 'int'>"):
         tasks.register_task("Bad-v0", int, point_reach.PointReachConfig)
     with pytest.raises(ValueError, match="config_cls of 'Bad-v0' must be a dataclass"):
-        tasks.register_task("Bad-v0", point_reach.PointReach, SimpleConfig)
+        tasks.register_task("Bad-v0", point_reach.PointReach, NotADataclass)
     with pytest.raises(ValueError, match=r"name options \['colour'\] that PointReachConfig lacks"):
         tasks.register_task("Bad-v0", *good, pixel_defaults={"colour": 1})
     with pytest.raises(ValueError, match="'CartPole-v1' is already a gymnasium id"):
