@@ -57,6 +57,14 @@ def npz_log_append(directory: Path, index: int, actor: str, session: int, seq: i
     os.replace(tmp, path)
 
 
+def written_bytes() -> int:
+    """Bytes this process has handed to write() so far (/proc/self/io's wchar)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise OSError("/proc/self/io has no wchar line")
+
+
 def disk_write_bandwidth(where: Path, mb: int = 256) -> float:
     """MB/s of one plain write of `mb` MB (page cache included, as the saves above), then removed."""
     data = np.random.default_rng(1).integers(0, 256, mb << 20, dtype=np.uint8)
@@ -138,44 +146,52 @@ def main() -> None:
               f"({args.learner_agent})", "replay_storage": replay.storage_kind}  # fmt: skip
     seq = 0
 
-    def save(name: str) -> float:
-        start = time.perf_counter()
+    def save(name: str) -> tuple[float, int]:
+        """(seconds, bytes written) of one checkpoint, started with nothing else waiting to be written out."""
+        os.sync()  # the other variant's writes must not slow this one down
+        start, before = time.perf_counter(), written_bytes()
         counters["updates"] += 1  # a new step each time: orbax writes the state, as at a real checkpoint
         runs[name].save(state, counters, 0, replay, positions)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, written_bytes() - before
 
     try:
         # Each run's first save is whole (nothing on disk yet), as a learner's first checkpoint is.
         saved = replay._saved_to
-        first_today = save("today")
+        first_today, _ = save("today")
         replay._saved_to = saved
-        first_ours = save("ours")
+        first_ours, _ = save("ours")
         log(f"first saves: today {first_today:.1f} s, ours {first_ours:.1f} s")
-        totals = {k: 0.0 for k in ("ours_log", "ours_save", "today_log", "today_save")}
+        keys = ("ours_log", "ours_save", "today_log", "today_save")
+        totals = {k: 0.0 for k in keys}
+        written = {k: 0 for k in keys}
         npz_dir, npz_index = root / "today" / "receive_log", 0
         for r in range(rounds):
-            t = {k: 0.0 for k in totals}
+            t, w = {k: 0.0 for k in totals}, {k: 0 for k in totals}
             received = 0
+            os.sync()
             while received < interval_records:
                 batch = make_batch(num_envs, 0, step, template)
                 step += 1
                 replay.insert("a0:1", batch)
-                start = time.perf_counter()
+                start, before = time.perf_counter(), written_bytes()
                 runs["ours"].log_received("a0", 1, seq, batch)
                 t["ours_log"] += time.perf_counter() - start
-                start = time.perf_counter()
+                w["ours_log"] += written_bytes() - before
+                start, before = time.perf_counter(), written_bytes()
                 npz_log_append(npz_dir, npz_index, "a0", 1, seq, batch)
                 t["today_log"] += time.perf_counter() - start
+                w["today_log"] += written_bytes() - before
                 npz_index, seq, received = npz_index + 1, seq + 1, received + num_envs
+            t["ours_save"], w["ours_save"] = save("ours")
             saved = replay._saved_to  # today's save is whole: as if nothing of this replay were on disk
             replay._saved_to = None
-            t["today_save"] = save("today")
+            t["today_save"], w["today_save"] = save("today")
             replay._saved_to = saved
-            t["ours_save"] = save("ours")
             figures = ", ".join(f"{k} {v:.2f} s" for k, v in t.items())
             log(f"round {r}: {figures}; learner time {learner_s:.1f} s")
             for k in totals:
                 totals[k] += t[k] / rounds
+                written[k] += w[k] // rounds
     finally:
         for run in runs.values():
             run.close()
@@ -192,6 +208,13 @@ def main() -> None:
     emit("checkpoint", "persistence_fraction_of_learner_time_lower_is_better", ours / learner_s, "fraction",
          config=config, quick=q, baseline="npz_log_and_whole_replay", baseline_value=today / learner_s)  # fmt: skip
     emit("checkpoint", "disk_write_mb_per_s", disk_mb_per_s, "MB/s", config=config, quick=q)
+    ours_mb = (written["ours_log"] + written["ours_save"]) / 1e6
+    today_mb = (written["today_log"] + written["today_save"]) / 1e6
+    emit("checkpoint", "mb_written_per_interval_lower_is_better", ours_mb, "MB", config=config, quick=q,
+         baseline="npz_log_and_whole_replay", baseline_value=today_mb)  # fmt: skip
+    # The disk bandwidth at which all of it would be 5 % of learner time (from the bytes measured above).
+    emit("checkpoint", "disk_mb_per_s_for_5_percent_lower_is_better", ours_mb / (0.05 * learner_s), "MB/s",
+         config=config, quick=q, baseline="npz_log_and_whole_replay", baseline_value=today_mb / (0.05 * learner_s))
 
 
 if __name__ == "__main__":
