@@ -103,6 +103,8 @@ def main() -> None:
     parser.add_argument("--batch_records", type=int, default=1024, help="records per received batch")
     parser.add_argument("--learner_rate_file", default=RATE_FILE)
     parser.add_argument("--learner_agent", default="drq_64_1cam", help="its line in --learner_rate_file")
+    parser.add_argument("--storage", default="host", choices=["host", "device", "auto"],
+                        help="where the replay keeps frames (a GPU learner: device)")  # fmt: skip
     parser.add_argument("--workdir", default=None, help="where the run directories go (default: a temp dir)")
     args = parser.parse_args()
     capacity = args.capacity or (20_000 if args.quick else 200_000)
@@ -126,7 +128,7 @@ def main() -> None:
     state = init_training_state(make_networks(AgentConfig(), obs, ACTION_DIM), jax.random.PRNGKey(0))
     spec = RecordSpec(obs=tuple((name, tuple(s.shape), np.dtype(s.dtype).name) for name, s in sorted(obs.items())),
                       action_dim=ACTION_DIM)  # fmt: skip
-    replay = ReplayBuffer(spec, ReplayConfig(capacity=capacity, storage="host"), log=log)
+    replay = ReplayBuffer(spec, ReplayConfig(capacity=capacity, storage=args.storage), log=log)
     rng = np.random.default_rng(0)
     template = rng.integers(0, 256, (args.batch_records, IMAGE, IMAGE, 3), dtype=np.uint8)
     num_envs = args.batch_records
