@@ -148,6 +148,15 @@ def main() -> None:
               f"({args.learner_agent})", "replay_storage": replay.storage_kind}  # fmt: skip
     seq = 0
 
+    replay_save, replay_s = replay.save, [0.0]
+
+    def timed_replay_save(*a, **k) -> None:  # the replay's share of a checkpoint (the rest: orbax state, JSON)
+        start = time.perf_counter()
+        replay_save(*a, **k)
+        replay_s[0] += time.perf_counter() - start
+
+    replay.save = timed_replay_save
+
     def save(name: str) -> tuple[float, int]:
         """(seconds, bytes written) of one checkpoint, started with nothing else waiting to be written out."""
         os.sync()  # the other variant's writes must not slow this one down
@@ -163,7 +172,7 @@ def main() -> None:
         replay._saved_to = saved
         first_ours, _ = save("ours")
         log(f"first saves: today {first_today:.1f} s, ours {first_ours:.1f} s")
-        keys = ("ours_log", "ours_save", "today_log", "today_save")
+        keys = ("ours_log", "ours_save", "today_log", "today_save", "ours_replay", "today_replay")
         totals = {k: 0.0 for k in keys}
         written = {k: 0 for k in keys}
         npz_dir, npz_index = root / "today" / "receive_log", 0
@@ -184,10 +193,13 @@ def main() -> None:
                 t["today_log"] += time.perf_counter() - start
                 w["today_log"] += written_bytes() - before
                 npz_index, seq, received = npz_index + 1, seq + 1, received + num_envs
+            replay_s[0] = 0.0
             t["ours_save"], w["ours_save"] = save("ours")
+            t["ours_replay"], replay_s[0] = replay_s[0], 0.0
             saved = replay._saved_to  # today's save is whole: as if nothing of this replay were on disk
             replay._saved_to = None
             t["today_save"], w["today_save"] = save("today")
+            t["today_replay"] = replay_s[0]
             replay._saved_to = saved
             figures = ", ".join(f"{k} {v:.2f} s" for k, v in t.items())
             log(f"round {r}: {figures}; learner time {learner_s:.1f} s")
@@ -206,6 +218,8 @@ def main() -> None:
          baseline="npz_per_batch", baseline_value=totals["today_log"])  # fmt: skip
     emit("checkpoint", "save_s_per_checkpoint_lower_is_better", totals["ours_save"], "s", config=config, quick=q,
          baseline="whole_replay", baseline_value=totals["today_save"])  # fmt: skip
+    emit("checkpoint", "replay_save_s_per_checkpoint_lower_is_better", totals["ours_replay"], "s", config=config,
+         quick=q, baseline="whole_replay", baseline_value=totals["today_replay"])  # fmt: skip
     ours, today = totals["ours_log"] + totals["ours_save"], totals["today_log"] + totals["today_save"]
     emit("checkpoint", "persistence_fraction_of_learner_time_lower_is_better", ours / learner_s, "fraction",
          config=config, quick=q, baseline="npz_log_and_whole_replay", baseline_value=today / learner_s)  # fmt: skip
