@@ -57,6 +57,14 @@ def npz_log_append(directory: Path, index: int, actor: str, session: int, seq: i
     os.replace(tmp, path)
 
 
+def written_bytes() -> int:
+    """Bytes this process has handed to write() so far (/proc/self/io's wchar)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise OSError("/proc/self/io has no wchar line")
+
+
 def disk_write_bandwidth(where: Path, mb: int = 256) -> float:
     """MB/s of one plain write of `mb` MB (page cache included, as the saves above), then removed."""
     data = np.random.default_rng(1).integers(0, 256, mb << 20, dtype=np.uint8)
@@ -95,6 +103,8 @@ def main() -> None:
     parser.add_argument("--batch_records", type=int, default=1024, help="records per received batch")
     parser.add_argument("--learner_rate_file", default=RATE_FILE)
     parser.add_argument("--learner_agent", default="drq_64_1cam", help="its line in --learner_rate_file")
+    parser.add_argument("--storage", default="host", choices=["host", "device", "auto"],
+                        help="where the replay keeps frames (a GPU learner: device)")  # fmt: skip
     parser.add_argument("--workdir", default=None, help="where the run directories go (default: a temp dir)")
     args = parser.parse_args()
     capacity = args.capacity or (20_000 if args.quick else 200_000)
@@ -118,7 +128,7 @@ def main() -> None:
     state = init_training_state(make_networks(AgentConfig(), obs, ACTION_DIM), jax.random.PRNGKey(0))
     spec = RecordSpec(obs=tuple((name, tuple(s.shape), np.dtype(s.dtype).name) for name, s in sorted(obs.items())),
                       action_dim=ACTION_DIM)  # fmt: skip
-    replay = ReplayBuffer(spec, ReplayConfig(capacity=capacity, storage="host"), log=log)
+    replay = ReplayBuffer(spec, ReplayConfig(capacity=capacity, storage=args.storage), log=log)
     rng = np.random.default_rng(0)
     template = rng.integers(0, 256, (args.batch_records, IMAGE, IMAGE, 3), dtype=np.uint8)
     num_envs = args.batch_records
@@ -138,44 +148,64 @@ def main() -> None:
               f"({args.learner_agent})", "replay_storage": replay.storage_kind}  # fmt: skip
     seq = 0
 
-    def save(name: str) -> float:
+    replay_save, replay_s = replay.save, [0.0]
+
+    def timed_replay_save(*a, **k) -> None:  # the replay's share of a checkpoint (the rest: orbax state, JSON)
         start = time.perf_counter()
+        replay_save(*a, **k)
+        replay_s[0] += time.perf_counter() - start
+
+    replay.save = timed_replay_save
+
+    def save(name: str) -> tuple[float, int]:
+        """(seconds, bytes written) of one checkpoint, started with nothing else waiting to be written out."""
+        os.sync()  # the other variant's writes must not slow this one down
+        start, before = time.perf_counter(), written_bytes()
         counters["updates"] += 1  # a new step each time: orbax writes the state, as at a real checkpoint
         runs[name].save(state, counters, 0, replay, positions)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, written_bytes() - before
 
     try:
         # Each run's first save is whole (nothing on disk yet), as a learner's first checkpoint is.
         saved = replay._saved_to
-        first_today = save("today")
+        first_today, _ = save("today")
         replay._saved_to = saved
-        first_ours = save("ours")
+        first_ours, _ = save("ours")
         log(f"first saves: today {first_today:.1f} s, ours {first_ours:.1f} s")
-        totals = {k: 0.0 for k in ("ours_log", "ours_save", "today_log", "today_save")}
+        keys = ("ours_log", "ours_save", "today_log", "today_save", "ours_replay", "today_replay")
+        totals = {k: 0.0 for k in keys}
+        written = {k: 0 for k in keys}
         npz_dir, npz_index = root / "today" / "receive_log", 0
         for r in range(rounds):
-            t = {k: 0.0 for k in totals}
+            t, w = {k: 0.0 for k in totals}, {k: 0 for k in totals}
             received = 0
+            os.sync()
             while received < interval_records:
                 batch = make_batch(num_envs, 0, step, template)
                 step += 1
                 replay.insert("a0:1", batch)
-                start = time.perf_counter()
+                start, before = time.perf_counter(), written_bytes()
                 runs["ours"].log_received("a0", 1, seq, batch)
                 t["ours_log"] += time.perf_counter() - start
-                start = time.perf_counter()
+                w["ours_log"] += written_bytes() - before
+                start, before = time.perf_counter(), written_bytes()
                 npz_log_append(npz_dir, npz_index, "a0", 1, seq, batch)
                 t["today_log"] += time.perf_counter() - start
+                w["today_log"] += written_bytes() - before
                 npz_index, seq, received = npz_index + 1, seq + 1, received + num_envs
+            replay_s[0] = 0.0
+            t["ours_save"], w["ours_save"] = save("ours")
+            t["ours_replay"], replay_s[0] = replay_s[0], 0.0
             saved = replay._saved_to  # today's save is whole: as if nothing of this replay were on disk
             replay._saved_to = None
-            t["today_save"] = save("today")
+            t["today_save"], w["today_save"] = save("today")
+            t["today_replay"] = replay_s[0]
             replay._saved_to = saved
-            t["ours_save"] = save("ours")
             figures = ", ".join(f"{k} {v:.2f} s" for k, v in t.items())
             log(f"round {r}: {figures}; learner time {learner_s:.1f} s")
             for k in totals:
                 totals[k] += t[k] / rounds
+                written[k] += w[k] // rounds
     finally:
         for run in runs.values():
             run.close()
@@ -188,10 +218,19 @@ def main() -> None:
          baseline="npz_per_batch", baseline_value=totals["today_log"])  # fmt: skip
     emit("checkpoint", "save_s_per_checkpoint_lower_is_better", totals["ours_save"], "s", config=config, quick=q,
          baseline="whole_replay", baseline_value=totals["today_save"])  # fmt: skip
+    emit("checkpoint", "replay_save_s_per_checkpoint_lower_is_better", totals["ours_replay"], "s", config=config,
+         quick=q, baseline="whole_replay", baseline_value=totals["today_replay"])  # fmt: skip
     ours, today = totals["ours_log"] + totals["ours_save"], totals["today_log"] + totals["today_save"]
     emit("checkpoint", "persistence_fraction_of_learner_time_lower_is_better", ours / learner_s, "fraction",
          config=config, quick=q, baseline="npz_log_and_whole_replay", baseline_value=today / learner_s)  # fmt: skip
     emit("checkpoint", "disk_write_mb_per_s", disk_mb_per_s, "MB/s", config=config, quick=q)
+    ours_mb = (written["ours_log"] + written["ours_save"]) / 1e6
+    today_mb = (written["today_log"] + written["today_save"]) / 1e6
+    emit("checkpoint", "mb_written_per_interval_lower_is_better", ours_mb, "MB", config=config, quick=q,
+         baseline="npz_log_and_whole_replay", baseline_value=today_mb)  # fmt: skip
+    # The disk bandwidth at which all of it would be 5 % of learner time (from the bytes measured above).
+    emit("checkpoint", "disk_mb_per_s_for_5_percent_lower_is_better", ours_mb / (0.05 * learner_s), "MB/s",
+         config=config, quick=q, baseline="npz_log_and_whole_replay", baseline_value=today_mb / (0.05 * learner_s))
 
 
 if __name__ == "__main__":

@@ -72,8 +72,10 @@ def run_once(args: argparse.Namespace, num_envs: int, workdir: Path, path: str) 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     logs = workdir / f"learner-{num_envs}-{path}.log", workdir / f"actor-{num_envs}-{path}.log"
     with open(logs[0], "w") as llog, open(logs[1], "w") as alog:
-        learner = subprocess.Popen(learner_cmd, stdout=llog, stderr=subprocess.STDOUT, env=env)
-        actor = subprocess.Popen(actor_cmd, stdout=alog, stderr=subprocess.STDOUT, env=env)
+        # SIGINT stops the nodes (they save and flush): un-ignore it, as a shell's background job ignores it.
+        sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+        learner = subprocess.Popen(learner_cmd, stdout=llog, stderr=subprocess.STDOUT, env=env, preexec_fn=sigint)
+        actor = subprocess.Popen(actor_cmd, stdout=alog, stderr=subprocess.STDOUT, env=env, preexec_fn=sigint)
         try:
             start = time.time()
             # The window opens once the learner trains (compiled, past training_starts) plus the warm-up.

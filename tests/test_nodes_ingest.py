@@ -55,7 +55,7 @@ def test_ingest_thread_stores_while_the_loop_updates_and_checkpoints(tmp_path):
     )  # fmt: skip
     learner = Learner(config)
     client = TransitionClient(ActorTransportConfig(actor_id="a0", transitions_port=learner.server.port,
-                                                   poll_interval_s=0.01, block_timeout_s=30.0))  # fmt: skip
+                                                   poll_interval_s=0.01, block_timeout_s=1.0))  # fmt: skip
     bad = TransitionClient(ActorTransportConfig(actor_id="bad", transitions_port=learner.server.port,
                                                 poll_interval_s=0.01))  # fmt: skip
     steps = 60
@@ -64,17 +64,33 @@ def test_ingest_thread_stores_while_the_loop_updates_and_checkpoints(tmp_path):
         # The ingest thread alone takes and acknowledges batches: no step() runs while the first ones go out.
         for t in range(3):
             client.send(_records(learner, t), param_version=-1)
-        assert client.flush(timeout=30)
+        assert client.flush(timeout=60)
         assert learner.counters["records/a0"] == 3 * NUM_ENVS
         # A batch of another schema is refused and counted; ingest goes on.
         wrong = {**_records(learner, 0), "obs/other": np.zeros((NUM_ENVS, 2), np.float32)}
         bad.send(wrong, param_version=-1)
         _wait_for(lambda: learner.server.stats()["rejected"]["schema"] == 1, 30, "the refusal")
         # Now actor and loop at once: the loop updates, publishes and checkpoints while batches are ingested.
-        sender = threading.Thread(target=lambda: [client.send(_records(learner, t), param_version=0)
-                                                  for t in range(3, steps)])  # fmt: skip
+        errors = []
+
+        def send_the_rest() -> None:
+            try:
+                for t in range(3, steps):
+                    while True:  # as the actor's adder: no credit while the learner owes updates, so wait again
+                        try:
+                            client.send(_records(learner, t), param_version=0)
+                            break
+                        except TimeoutError:
+                            continue
+            except Exception as e:  # reported by the loop below
+                errors.append(e)
+
+        sender = threading.Thread(target=send_the_rest)
         sender.start()
+        deadline = time.monotonic() + 600  # the first fused call compiles meanwhile: minutes on a loaded machine
         while sender.is_alive() or learner.counters["records/a0"] < steps * NUM_ENVS:
+            assert not errors, f"the sender failed: {errors[0]!r}"
+            assert time.monotonic() < deadline, f"stored {learner.counters['records/a0']} records in 600 s"
             learner.step()
         sender.join()
         assert client.flush(timeout=30)

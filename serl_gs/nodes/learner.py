@@ -197,6 +197,7 @@ class Learner:
         self._ingest_thread: threading.Thread | None = None
         self._ingest_stop = threading.Event()
         self._ingest_error: BaseException | None = None
+        self._compiled_step = None  # the fused call, compiled on first use (`_fused_step`)
         self._checkpointer: threading.Thread | None = None  # a background checkpoint in progress
         self._checkpoint_error: BaseException | None = None
         self._background_save_s = 0.0
@@ -460,17 +461,31 @@ class Learner:
             batch = self.replay.sample(sample_key, agent.batch_size, agent.critic_actor_ratio, agent.n_step,
                                        agent.discount)  # fmt: skip
             self.state, self._metrics = self._update(self.state, batch)
-        else:
-            with self.replay.sampling_fields() as fields:  # an insert may donate them once this call is dispatched
-                if fields is not None:
-                    self.state, self._metrics = self._learner_step(self.state, fields, sample_key)
-            if fields is None:  # frames in host memory: one gather for all K updates, one transfer, one call
-                flat = self.replay.sample(sample_key, agent.batch_size, k * agent.critic_actor_ratio, agent.n_step,
-                                          agent.discount)  # fmt: skip
-                batches = jax.tree.map(lambda x: x.reshape(k, agent.critic_actor_ratio, *x.shape[1:]), flat)
-                self.state, self._metrics = self._update_many(self.state, batches)
+        elif self._fused_step(sample_key) is None:  # frames in host memory: one gather, one transfer, one call
+            flat = self.replay.sample(sample_key, agent.batch_size, k * agent.critic_actor_ratio, agent.n_step,
+                                      agent.discount)  # fmt: skip
+            batches = jax.tree.map(lambda x: x.reshape(k, agent.critic_actor_ratio, *x.shape[1:]), flat)
+            self.state, self._metrics = self._update_many(self.state, batches)
         with self._counters_lock:
             self.counters["updates"] += k
+
+    def _fused_step(self, key: jax.Array) -> bool | None:
+        """K updates sampled inside one call from device-resident frames; None when frames are in host memory.
+
+        The call is compiled ahead, outside the replay's lock (inserts go on while XLA compiles, which can take
+        a minute), then dispatched under it: an insert may donate the fields once the call that reads them is
+        dispatched (the module doc)."""
+        if self._compiled_step is None:
+            with self.replay.sampling_fields() as fields:
+                if fields is None:
+                    return None
+                shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), fields)
+            self._compiled_step = self._learner_step.lower(self.state, shapes, key).compile()
+        with self.replay.sampling_fields() as fields:
+            if fields is None:
+                return None
+            self.state, self._metrics = self._compiled_step(self.state, fields, key)
+        return True
 
     def training_success(self) -> float | None:
         """Success over the last `success_window` finished episodes; None until the window is full."""
