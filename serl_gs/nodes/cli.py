@@ -72,6 +72,7 @@ def define_env_flags() -> None:
     flags.DEFINE_integer("episode_length", 0, "Override the task's episode length (0 = the task's default).")
     flags.DEFINE_integer("action_repeat", 0, "Control steps per env step, one action each (0 = the task's default).")
     flags.DEFINE_integer("frame_stack", 1, "Frames per camera in the policy's observation (pixels; DrQ: 3).")
+    flags.DEFINE_integer("render_size", 0, "Pixels: rasterize at this side, area-downsample to --image_size (0: off).")
     flags.DEFINE_string("scene", "", "A scene manifest (JSON) of 3DGS captures bound to bodies; empty = generated.")
 
 
@@ -90,6 +91,7 @@ def env_spec_from_flags(**overrides: Any):
         episode_length=f.episode_length or None,
         action_repeat=f.action_repeat or None,
         frame_stack=f.frame_stack,
+        render_size=f.render_size or None,
         scene=f.scene or None,
     )
     return EnvSpec(**{**fields, **overrides})

@@ -29,6 +29,7 @@ class EnvSpec:
     scene: str | None = None  # a manifest of 3DGS captures bound to bodies (serl_gs.render.manifest); None: generated
     action_repeat: int | None = None  # control steps per env step (the task option); None: the task's default
     frame_stack: int = 1  # frames per camera in the policy's observation (serl_gs.data.frame_stack); pixels only
+    render_size: int | None = None  # pixels: rasterize at this side, area-downsample to image_size; None: image_size
 
     def __post_init__(self):
         choices = (("obs_mode", OBS_MODES), ("physics", PHYSICS_PATHS), ("render_backend", get_args(BackendName)))
@@ -45,6 +46,9 @@ class EnvSpec:
             raise ValueError(f"action_repeat must be an int >= 1 or None, got {self.action_repeat!r}")
         if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
             raise ValueError(f"frame_stack must be an int >= 1, got {self.frame_stack!r}")
+        if self.render_size is not None and (self.render_size < 1 or self.render_size % self.image_size):
+            raise ValueError(f"render_size must be a positive multiple of image_size {self.image_size}, "
+                             f"got {self.render_size!r}")  # fmt: skip
         if self.frame_stack > 1 and self.obs_mode != "pixels":
             raise ValueError(f"frame_stack={self.frame_stack} stacks camera frames: it needs obs_mode='pixels'")
 
@@ -76,6 +80,8 @@ class EnvSpec:
         kwargs: dict[str, Any] = {"physics": self.physics, "obs_mode": self.obs_mode, **self.task_kwargs()}
         if self.obs_mode == "pixels":
             kwargs.update(image_size=self.image_size, cameras=tuple(self.cameras), render_backend=self.render_backend)
+            if self.render_size is not None:
+                kwargs["pixels_render_size"] = self.render_size
         if self.scene:
             kwargs["scene"] = self.scene
         return kwargs

@@ -128,7 +128,8 @@ class RenderStage:
         self.device = default_device(config.device)
         height, width = config.height_width
         self.image_shape = (height, width)
-        rig = camera_rig(mj_model, config.cameras, height, width)
+        raster_h, raster_w = config.raster_height_width  # render_size: rasterized larger, then area-downsampled
+        rig = camera_rig(mj_model, config.cameras, raster_h, raster_w)
         self.camera_names = rig.names
         self._rig = rig
         self._on_device: dict[torch.device, _SceneTensors] = {}
@@ -169,6 +170,8 @@ class RenderStage:
                 raise ValueError(f"{name} must have shape [B, {trailing}], got {tuple(t.shape)}")
         with torch.no_grad(), _on(dev):
             rgb, depth = self._draw(self.backend, xpos, xquat, cpos, cmat, with_depth)
+            rgb = area_downsample(rgb, self.image_shape)
+            depth = area_downsample(depth, self.image_shape, channels=False)
             images = to_uint8(rgb)
         outputs = [images] + ([depth] if with_depth else [])
         return tuple(bridge.from_torch(t, out_kind) for t in outputs)
@@ -178,7 +181,7 @@ class RenderStage:
         s = self._scene_on(xpos.device)
         means, quats = pose_gaussians(s.means, s.quats, s.body_ids, xpos, xquat)
         viewmats = viewmats_from_mujoco(cpos[:, s.camera_ids], cmat[:, s.camera_ids])
-        height, width = self.image_shape
+        height, width = self.config.raster_height_width
         kw = dict(
             sh_degree=self.scene.sh_degree, near_plane=self.config.near_plane, far_plane=self.config.far_plane,
             background=s.background, with_depth=with_depth,
@@ -236,6 +239,21 @@ class _SceneTensors:
 def _on(device: torch.device):
     """Makes `device` torch's current CUDA device (gsplat's allocations and DLPack export follow it)."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def area_downsample(x: torch.Tensor | None, size: tuple[int, int], channels: bool = True) -> torch.Tensor | None:
+    """[..., H, W, 3] (or [..., H, W] with channels=False) -> [..., h, w(, 3)]: the mean of each (H/h) x (W/w) block,
+    in float before rounding to uint8 (an area filter: no aliasing of the fine detail a small image loses).
+    Identity at the same size."""
+    if x is None:
+        return None
+    (h, w), lead = size, x.shape[: x.ndim - (3 if channels else 2)]
+    big_h, big_w = x.shape[len(lead)], x.shape[len(lead) + 1]
+    if (big_h, big_w) == (h, w):
+        return x
+    tail = x.shape[len(lead) + 2 :]
+    blocks = x.reshape(*lead, h, big_h // h, w, big_w // w, *tail)
+    return blocks.mean(dim=(len(lead) + 1, len(lead) + 3))
 
 
 def to_uint8(rgb: torch.Tensor) -> torch.Tensor:
