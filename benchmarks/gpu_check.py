@@ -10,6 +10,8 @@ Steps, each a subprocess with its own time cap inside one overall budget (defaul
   env_warp   MJX-Warp env steps/s, PandaPickCube, 1k / 4k / 16k envs (bench_env), vs SyncVectorEnv
   env_jax    the same on MJX-JAX at 4k / 16k envs, so the two implementations are compared in one run
   learner    a short DrQ/SAC learner benchmark (bench_learner), while the build may still run
+  learner_levers  issue 21: the DrQ update's time breakdown and critic samples/s of each lever beside today's path
+             (bench_learner --cases breakdown levers: 64², front + wrist, batch 256), while the build may still run
   render     gsplat vs reference per camera, zero-copy, stream race, render sweep (benchmarks.gpu_render_checks)
   pixel_env  MJX + gsplat pixel env steps/s (bench_env --obs_mode pixels) on the faster MJX implementation
 Files in OUT (at most 8 come back from the GPU machine): env.jsonl, learner.jsonl, render_checks.jsonl,
@@ -54,11 +56,14 @@ class Plan:
     pixel_backend: str = "gsplat"
     pixel_baseline_envs: int = 16
     learner_args: tuple[str, ...] = ("--cases", "sac_state", "drq_64_1cam", "drq_64_2cam", "--capacity", "20000")
+    lever_args: tuple[str, ...] = ("--cases", "breakdown", "levers", "--lever_rounds", "2")
     caps: dict[str, float] = field(
         # Measured on the H200 on 2026-12-04 (benchmarks/results/gpu-check-h200-2026-12-04): Warp's cold CUDA
         # compile made env_warp overrun 110 s (60 s warm); the learner overran 80 s in drq_64_2cam; render
         # took 30 s, pixel_env 48 s.
-        default_factory=lambda: {"env_warp": 170, "env_jax": 150, "learner": 110, "render": 60, "pixel_env": 80}
+        # learner_levers: not yet run on a GPU (8 variants compiled, then 2 rounds; sized from the CPU run).
+        default_factory=lambda: {"env_warp": 170, "env_jax": 150, "learner": 110, "learner_levers": 150, "render": 60,
+                                 "pixel_env": 80}  # fmt: skip
     )
 
     @staticmethod
@@ -77,7 +82,10 @@ class Plan:
             pixel_backend="reference",
             pixel_baseline_envs=1,
             learner_args=("--quick", "--cases", "drq_64_1cam"),
-            caps={"env_warp": 600, "env_jax": 600, "learner": 600, "render": 600, "pixel_env": 600},
+            lever_args=("--quick", "--cases", "levers", "--levers", "bf16", "--lever_rounds", "1",
+                        "--lever_iterations", "1"),  # fmt: skip
+            caps={"env_warp": 600, "env_jax": 600, "learner": 600, "learner_levers": 600, "render": 600,
+                  "pixel_env": 600},  # fmt: skip
         )
 
 
@@ -190,6 +198,8 @@ def run(out: Path, dry_run: bool, budget_s: float) -> dict:
     runner.step("env_jax", ["benchmarks.bench_env", "--cases", f"{plan.jax_task}:mjx:jax", *jax_common],
                 "env.jsonl", plan.caps["env_jax"])  # fmt: skip
     runner.step("learner", ["benchmarks.bench_learner", *plan.learner_args], "learner.jsonl", plan.caps["learner"])
+    runner.step("learner_levers", ["benchmarks.bench_learner", *plan.lever_args], "learner.jsonl",
+                plan.caps["learner_levers"])  # fmt: skip
     build_ok = True
     if build is not None:
         runner.note("waiting for gsplat's CUDA build ...")

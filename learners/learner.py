@@ -43,6 +43,7 @@ def main(argv: list[str]) -> None:
                 channels=tuple(int(c) for c in f.encoder_channels.split(",")), latent_dim=f.encoder_latent_dim
             ),
             image_augmentation_pad=f.augmentation_pad,
+            compute_dtype=f.compute_dtype,
         ),
         replay=ReplayConfig(capacity=f.replay_capacity, frame_stack=env.frame_stack),  # as logged and saved
         rate=RateLimiterConfig(
@@ -61,6 +62,7 @@ def main(argv: list[str]) -> None:
         stop_success=f.stop_success,
         success_window=f.success_window,
         updates_per_call=f.updates_per_call,
+        learner_devices=f.learner_devices,
         seed=f.seed,
         log_every_s=f.log_every_s,
         use_wandb=f.wandb,
@@ -138,6 +140,11 @@ def define_flags() -> None:
         "updates_per_call", 0,
         "Updates (with their sampling) per jitted call; 0 = auto (--publish_every for state agents), 1 = one per call.",
     )  # fmt: skip
+    flags.DEFINE_integer(
+        "learner_devices", 0, "Devices the update is split over (data parallel); 0 = auto: every GPU, else one."
+    )
+    flags.DEFINE_enum("compute_dtype", "float32", ["auto", "float32", "bfloat16"],
+                      "Conv/dense compute dtype (params stay float32); auto: bfloat16 on a GPU.")  # fmt: skip
     flags.DEFINE_integer("seed", 0, "Seed of the networks and of sampling.")
     flags.DEFINE_float("log_every_s", 10.0, "Seconds between progress lines and metric rows.")
     flags.DEFINE_bool("wandb", False, "Also log to wandb (offline unless configured).")

@@ -74,6 +74,7 @@ class VecEnvConfig:
     obs_mode: ObsMode = "state"  # "pixels" adds "pixels/<camera>" uint8 [H, W, 3] to the state observation
     render_backend: str = "auto"  # pixels only: "auto" | "gsplat" | "reference" (serl_gs.render)
     image_size: int = 64  # pixels only: square images
+    pixels_render_size: int | None = None  # pixels only: rasterize at this side, area-downsample to image_size
     cameras: tuple[str, ...] = ()  # pixels only: MJCF camera names; empty = every camera of the task
     # Most episodes that end in one step (surplus truncations wait; see above): None = num_envs, "auto": from the
     # episode length. With pixels, the extra rows each step renders for new episodes' first frames.
@@ -192,7 +193,8 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         from serl_gs.render import RenderConfig, RenderStage  # torch loads only when pixels are asked for
 
         c = self.config
-        render_config = RenderConfig(backend=c.render_backend, image_size=c.image_size, cameras=tuple(c.cameras))
+        render_config = RenderConfig(backend=c.render_backend, image_size=c.image_size, cameras=tuple(c.cameras),
+                                     render_size=c.pixels_render_size)  # fmt: skip
         return RenderStage(self.task.mj_model, render_config, self.gaussian_scene)
 
     def _load_scene(self):

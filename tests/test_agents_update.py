@@ -299,3 +299,23 @@ def test_actor_step_reuses_the_critic_steps_features_or_encodes_again():
         moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), reused["actor"], recomputed["actor"])
         actor_differs = any(jax.tree.leaves(moved))
         assert actor_differs == trainable
+
+
+def test_bf16_compute_keeps_float32_params_optimizer_state_and_outputs():
+    config = AgentConfig(**TINY, encoder=TINY_ENCODER, compute_dtype="bfloat16")
+    networks = make_networks(config, PIXEL_SPEC, action_dim=2)
+    state = init_training_state(networks, jax.random.PRNGKey(0))
+    batch = random_batch(jax.random.PRNGKey(1), PIXEL_SPEC, 2, (config.critic_actor_ratio, config.batch_size))
+    # The convolutions and dense layers compute in bfloat16 ...
+    hidden = networks.critic.apply({"params": state.params["critic"]}, jnp.zeros((4, 10)), jnp.zeros((4, 2)),
+                                   capture_intermediates=True, mutable=["intermediates"])[1]["intermediates"]
+    dtypes = {x.dtype for x in jax.tree.leaves(hidden)}
+    assert jnp.bfloat16 in dtypes
+    # ... while parameters, optimizer state, features, Q values and the update's metrics stay float32.
+    features = networks.encode(state.params["encoder"], jax.tree.map(lambda x: x[0], batch).obs)
+    stepped, metrics = make_update_fn(networks)(state, batch)
+    for tree in (stepped.params, stepped.target_params, stepped.critic_opt_state, stepped.actor_opt_state):
+        assert {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)} == {jnp.float32}
+    assert features.dtype == jnp.float32 and all(np.isfinite(float(v)) for v in metrics.values())
+    with pytest.raises(ValueError, match="compute_dtype"):
+        AgentConfig(compute_dtype="float16")

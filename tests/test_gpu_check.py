@@ -15,7 +15,7 @@ from benchmarks.bench_env import parse_cases
 from benchmarks.gpu_check import faster_impl
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = {"env_warp", "env_jax", "learner", "render", "pixel_env"}
+STEPS = {"env_warp", "env_jax", "learner", "learner_levers", "render", "pixel_env"}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -47,7 +47,9 @@ def test_dry_run_does_every_step_and_writes_json_lines(tmp_path):
     pixel_rows = _rows(out / "pixel_env.jsonl")
     assert pixel_rows and all(r["config"]["obs_mode"] == "pixels" and r["value"] > 0 for r in pixel_rows)
     learner = {r["metric"] for r in _rows(out / "learner.jsonl")}
-    assert {"updates_per_s", "learner_steps_per_s"} <= learner
+    assert {"updates_per_s", "learner_steps_per_s", "critic_samples_per_s"} <= learner
+    levers = {r["config"]["lever"] for r in _rows(out / "learner.jsonl") if "lever" in r["config"]}
+    assert levers == {"today", "bf16"}
     render_rows = _rows(out / "render_checks.jsonl")
     assert render_rows and not [r for r in render_rows if r.get("ok") is False]
     assert "dry run" in (out / "gpu_check.log").read_text()

@@ -38,3 +38,12 @@ def test_env_spec_names_a_bad_value():
         EnvSpec(cameras="front")
     with pytest.raises(ValueError, match="unknown camera 'nope'"):
         EnvSpec(obs_mode="pixels", cameras=("nope",)).observation_spec()
+
+
+def test_render_size_reaches_the_vector_env_and_must_be_a_multiple_of_the_image_size():
+    spec = EnvSpec("serl_gs/CartpoleBalance-v0", obs_mode="pixels", image_size=16, render_size=64)
+    assert spec.make_kwargs()["pixels_render_size"] == 64
+    assert "render_size" not in spec.task()  # the actor's own choice: observations are image_size either way
+    assert "pixels_render_size" not in EnvSpec(obs_mode="pixels").make_kwargs()
+    with pytest.raises(ValueError, match="render_size must be a positive multiple of image_size 16, got 40"):
+        EnvSpec(obs_mode="pixels", image_size=16, render_size=40)

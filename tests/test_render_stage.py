@@ -266,3 +266,18 @@ def test_poses_from_qpos_match_mj_forward(model):
         np.testing.assert_allclose(got, want.reshape(got.shape), atol=1e-12)
     with pytest.raises(ValueError, match=r"qpos must have shape \[B, 10\]"):
         poses_from_qpos(model, np.zeros(10))
+
+
+def test_render_size_rasterizes_larger_and_area_downsamples_to_the_image_size(model):
+    # Squint's small images: rasterized at 4x the side, each pixel the mean of its 4x4 block (in float, then
+    # rounded), so it differs from block means of the large uint8 image by rounding alone.
+    scene = one_gaussian(2)
+    args = poses(model, [qpos(model, hand=(0, 0, 5), box_pos=(0.1, -0.05, 0.3))])
+    small = stage(model, scene, render_size=4 * SIZE).render(*args)[0, 0]
+    large = RenderStage(model, RenderConfig(backend="reference", image_size=4 * SIZE, cameras=("top",)), scene)
+    big = large.render(*args)[0, 0].astype(np.float64)
+    blocks = big.reshape(SIZE, 4, SIZE, 4, 3).mean(axis=(1, 3))
+    assert small.shape == (SIZE, SIZE, 3) and small.dtype == np.uint8 and small.max() > 50
+    assert np.abs(small.astype(np.float64) - blocks).max() <= 1.0
+    with pytest.raises(ValueError, match="render_size must be a positive multiple"):
+        RenderConfig(image_size=SIZE, render_size=SIZE + 1)

@@ -82,6 +82,7 @@ def define_env_flags() -> None:
     flags.DEFINE_integer("episode_length", 0, "Override the task's episode length (0 = the task's default).")
     flags.DEFINE_integer("action_repeat", 0, "Control steps per env step, one action each (0 = the task's default).")
     flags.DEFINE_integer("frame_stack", 1, "Frames per camera in the policy's observation (pixels; DrQ: 3).")
+    flags.DEFINE_integer("render_size", 0, "Pixels: rasterize at this side, area-downsample to --image_size (0: off).")
     flags.DEFINE_string("scene", "", "A scene manifest (JSON) of captures bound to bodies, or a .ply; empty: generated")
     flags.DEFINE_enum("randomize", "none", ["none", "light", "strong"], "Randomization preset (docs/sim2real.md).")
 
@@ -101,6 +102,7 @@ def env_spec_from_flags(**overrides: Any):
         episode_length=f.episode_length or None,
         action_repeat=f.action_repeat or None,
         frame_stack=f.frame_stack,
+        render_size=f.render_size or None,
         scene=f.scene or None,
         randomize=f.randomize,
     )

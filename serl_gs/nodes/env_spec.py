@@ -31,6 +31,7 @@ class EnvSpec:
     action_repeat: int | None = None  # control steps per env step (the task option); None: the task's default
     frame_stack: int = 1  # frames per camera in the policy's observation (serl_gs.data.frame_stack); pixels only
     randomize: str = "none"  # domain randomization preset (serl_gs.randomize.PRESETS); each node's own choice
+    render_size: int | None = None  # pixels: rasterize at this side, area-downsample to image_size; None: image_size
 
     def __post_init__(self):
         choices = (("obs_mode", OBS_MODES), ("physics", PHYSICS_PATHS), ("render_backend", get_args(BackendName)))
@@ -49,6 +50,9 @@ class EnvSpec:
             raise ValueError(f"frame_stack must be an int >= 1, got {self.frame_stack!r}")
         if self.randomize not in PRESETS:
             raise ValueError(f"randomize must be one of {sorted(PRESETS)}, got {self.randomize!r}")
+        if self.render_size is not None and (self.render_size < 1 or self.render_size % self.image_size):
+            raise ValueError(f"render_size must be a positive multiple of image_size {self.image_size}, "
+                             f"got {self.render_size!r}")  # fmt: skip
         if self.frame_stack > 1 and self.obs_mode != "pixels":
             raise ValueError(f"frame_stack={self.frame_stack} stacks camera frames: it needs obs_mode='pixels'")
 
@@ -80,6 +84,8 @@ class EnvSpec:
         kwargs: dict[str, Any] = {"physics": self.physics, "obs_mode": self.obs_mode, **self.task_kwargs()}
         if self.obs_mode == "pixels":
             kwargs.update(image_size=self.image_size, cameras=tuple(self.cameras), render_backend=self.render_backend)
+            if self.render_size is not None:
+                kwargs["pixels_render_size"] = self.render_size
         if self.scene:
             kwargs["scene"] = self.scene
         if self.randomize != "none":

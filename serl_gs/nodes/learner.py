@@ -98,6 +98,8 @@ class LearnerConfig:
     # 1 where the update is unrolled (pixel agents on a CPU: K copies of the conv update would take long to
     # compile).
     updates_per_call: int = 0
+    # Devices the update spreads over (data parallel, serl_gs.agents.sharding): 0 = auto, every GPU or else one.
+    learner_devices: int = 0
     seed: int = 0
     log_every_s: float = 10.0
     use_wandb: bool = False
@@ -132,6 +134,8 @@ class LearnerConfig:
             )
         if self.demo_capacity < 0:
             raise ValueError(f"demo_capacity must be >= 0, got {self.demo_capacity}")
+        if self.learner_devices < 0:
+            raise ValueError(f"learner_devices must be >= 0 (0 = auto), got {self.learner_devices}")
         if self.updates_per_call > 2 * self.rate.tolerance:
             # A call needs the learner `updates_per_call` ahead; past 2 x tolerance learner and actors could both wait.
             raise ValueError(
@@ -182,7 +186,14 @@ class Learner:
         )
         for line in choices:  # each `auto` choice, once (docs/gpu.md)
             print(f"[learner] {line}", flush=True)
-        if self.updates_per_call == 1:
+        from serl_gs.agents import sharding
+
+        devices = sharding.learner_devices(c.learner_devices)
+        # Several devices: the state replicated, each minibatch split along its batch axis (agents.sharding).
+        self.mesh = sharding.data_mesh(devices) if len(devices) > 1 else None
+        if self.mesh is not None:
+            self._update_many = sharding.make_sharded_update_many_fn(self.networks, self.mesh)
+        elif self.updates_per_call == 1:
             self._update = make_update_fn(self.networks)
         else:  # device-resident replay: sampled inside the call; host replay: gathered once, then one call
             self._learner_step = make_learner_step_fn(self.networks, self.updates_per_call, c.env.frame_stack)
@@ -211,7 +222,10 @@ class Learner:
             "action_dim": self.action_dim,
         }
         self.persistence = ResumableRun(self.run_dir, keep=c.keep_checkpoints, save_replay=c.save_replay, meta=meta)
-        restored = self.persistence.restore(init_training_state(self.networks, jax.random.PRNGKey(c.seed)))
+        template = init_training_state(self.networks, jax.random.PRNGKey(c.seed))
+        if self.mesh is not None:  # restored in the template's layout: replicated
+            template = sharding.replicate(template, self.mesh)
+        restored = self.persistence.restore(template)
         self.state = restored.state
         self.key = jax.random.PRNGKey(c.seed + 1 if restored.key_seed is None else restored.key_seed)
         for name, value in restored.counters.items():  # assignment: Counter.update would add
@@ -451,12 +465,23 @@ class Learner:
             flat = mixed_sample(self.replay, self.demos.replay, sample_key, agent.batch_size,
                                 k * agent.critic_actor_ratio, self.config.demo_ratio, agent.n_step,
                                 agent.discount)  # fmt: skip
-            if k == 1:
+            batches = jax.tree.map(lambda x: x.reshape(k, agent.critic_actor_ratio, *x.shape[1:]), flat)
+            if self.mesh is not None:
+                from serl_gs.agents.sharding import shard_batches
+
+                self.state, self._metrics = self._update_many(self.state, shard_batches(batches, self.mesh))
+            elif k == 1:
                 self.state, self._metrics = self._update(self.state, flat)
             else:
-                batches = jax.tree.map(lambda x: x.reshape(k, agent.critic_actor_ratio, *x.shape[1:]), flat)
                 self.state, self._metrics = self._update_many(self.state, batches)
             self._demo_batches += k
+        elif self.mesh is not None:  # sampled on the replay's device, then each device gets its share of the batch
+            from serl_gs.agents.sharding import shard_batches
+
+            flat = self.replay.sample(sample_key, agent.batch_size, k * agent.critic_actor_ratio, agent.n_step,
+                                      agent.discount)  # fmt: skip
+            batches = jax.tree.map(lambda x: x.reshape(k, agent.critic_actor_ratio, *x.shape[1:]), flat)
+            self.state, self._metrics = self._update_many(self.state, shard_batches(batches, self.mesh))
         elif k == 1:
             batch = self.replay.sample(sample_key, agent.batch_size, agent.critic_actor_ratio, agent.n_step,
                                        agent.discount)  # fmt: skip

@@ -27,6 +27,8 @@ class RenderConfig:
       when torch sees it, else CPU.
     max_envs_per_call: cap on the envs of one gsplat call; None sizes calls by CUDA's launch limit and free
       device memory (`gsplat_backend.envs_per_call`).
+    render_size: rasterize at this square side, then area-downsample (block mean) to `image_size` (Squint's small
+      images: render 64, observe 16); a multiple of image_size's sides. None: rasterize at image_size.
     """
 
     backend: BackendName = "auto"
@@ -38,6 +40,7 @@ class RenderConfig:
     device: str | None = None
     tile_size: int | None = None  # reference backend's tile side; None: 4 px up to 128 px images, else 8
     max_envs_per_call: int | None = None
+    render_size: int | None = None
 
     def __post_init__(self):
         if self.backend not in ("auto", "gsplat", "reference"):
@@ -58,13 +61,24 @@ class RenderConfig:
             raise ValueError(f"tile_size must be positive, got {self.tile_size}")
         if self.max_envs_per_call is not None and self.max_envs_per_call < 1:
             raise ValueError(f"max_envs_per_call must be positive, got {self.max_envs_per_call}")
+        if self.render_size is not None and (
+            self.render_size < 1 or self.render_size % height or self.render_size % width
+        ):
+            raise ValueError(
+                f"render_size must be a positive multiple of image_size {self.image_size!r}, got {self.render_size!r}"
+            )
 
     @property
     def reference_tile_size(self) -> int:
         # Measured on a CPU: small tiles waste fewer pixel evaluations on small splats; gsplat always uses 16.
         if self.tile_size is not None:
             return self.tile_size
-        return 4 if max(self.height_width) <= 128 else 8
+        return 4 if max(self.raster_height_width) <= 128 else 8
+
+    @property
+    def raster_height_width(self) -> tuple[int, int]:
+        """The size rasterized at: render_size when set (then downsampled to height_width), else height_width."""
+        return (self.render_size, self.render_size) if self.render_size is not None else self.height_width
 
     @property
     def height_width(self) -> tuple[int, int]:

@@ -128,7 +128,8 @@ class RenderStage:
         self.device = default_device(config.device)
         height, width = config.height_width
         self.image_shape = (height, width)
-        rig = camera_rig(mj_model, config.cameras, height, width)
+        raster_h, raster_w = config.raster_height_width  # render_size: rasterized larger, then area-downsampled
+        rig = camera_rig(mj_model, config.cameras, raster_h, raster_w)
         self.camera_names = rig.names
         self._rig = rig
         self._on_device: dict[torch.device, _SceneTensors] = {}
@@ -192,7 +193,7 @@ class RenderStage:
                 visual["principal_shift"],
             )  # fmt: skip
         viewmats = viewmats_from_mujoco(cpos, cmat)
-        height, width = self.image_shape
+        height, width = self.config.raster_height_width  # render_size: rasterized larger, then area-downsampled
         kw = dict(
             sh_degree=self.scene.sh_degree, near_plane=self.config.near_plane, far_plane=self.config.far_plane,
             background=s.background, with_depth=with_depth,
@@ -202,6 +203,8 @@ class RenderStage:
         else:
             rasterize, kw["tile_size"] = rasterize_reference, self.config.reference_tile_size
         rgb, depth = rasterize(means, quats, s.scales, s.opacities, sh, viewmats, ks, width, height, **kw)
+        rgb = area_downsample(rgb, self.image_shape)  # blur and noise below act in the observation's pixels
+        depth = area_downsample(depth, self.image_shape, channels=False)
         if visual is not None:
             rgb = randomize.degrade(rgb, visual["blur_sigma"], visual["noise_std"], visual["noise_seed"])
         return rgb, depth
@@ -286,6 +289,21 @@ class _SceneTensors:
 def _on(device: torch.device):
     """Makes `device` torch's current CUDA device (gsplat's allocations and DLPack export follow it)."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def area_downsample(x: torch.Tensor | None, size: tuple[int, int], channels: bool = True) -> torch.Tensor | None:
+    """[..., H, W, 3] (or [..., H, W] with channels=False) -> [..., h, w(, 3)]: the mean of each (H/h) x (W/w) block,
+    in float before rounding to uint8 (an area filter: no aliasing of the fine detail a small image loses).
+    Identity at the same size."""
+    if x is None:
+        return None
+    (h, w), lead = size, x.shape[: x.ndim - (3 if channels else 2)]
+    big_h, big_w = x.shape[len(lead)], x.shape[len(lead) + 1]
+    if (big_h, big_w) == (h, w):
+        return x
+    tail = x.shape[len(lead) + 2 :]
+    blocks = x.reshape(*lead, h, big_h // h, w, big_w // w, *tail)
+    return blocks.mean(dim=(len(lead) + 1, len(lead) + 3))
 
 
 def to_uint8(rgb: torch.Tensor) -> torch.Tensor:
