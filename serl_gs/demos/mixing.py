@@ -34,6 +34,12 @@ MAX_TAILS = 1 << 16  # streams whose last record is remembered (a run's first tr
 INTERVENED = "intervened"  # the extra ("extras/intervened", bool per record) that marks an overridden action
 
 
+def check_intervened(intervened: np.ndarray | None, n: int) -> None:
+    """Raises ValueError unless `intervened` (the extra, from the network) is None or one flag per record."""
+    if intervened is not None and intervened.shape != (n,):
+        raise ValueError(f"extras/{INTERVENED} has shape {intervened.shape}, expected ({n},): one flag per record")
+
+
 def demo_count(batch_size: int, ratio: float) -> int:
     """Demo transitions per batch of `batch_size`."""
     return int(round(batch_size * ratio))

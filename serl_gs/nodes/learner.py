@@ -37,7 +37,7 @@ from serl_gs.agents.config import AgentConfig
 from serl_gs.agents.payload import agent_config_to_dict, pack_policy, spec_to_jsonable
 from serl_gs.data.records import EXTRAS_PREFIX, describe_records, split_extras
 from serl_gs.data.replay import ReplayConfig
-from serl_gs.demos.mixing import INTERVENED
+from serl_gs.demos.mixing import INTERVENED, check_intervened
 from serl_gs.nodes.env_spec import EnvSpec
 from serl_gs.nodes.episode_stats import EpisodeStats
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
@@ -306,7 +306,7 @@ class Learner:
             wait = 0.0
             header = batch.header
             records, extras = split_extras(batch.arrays)
-            if not self._check(header, records):
+            if not self._check(header, records, extras):
                 continue
             intervened = extras.get(INTERVENED)
             n = self._store(header.actor_id, header.session, records, intervened)
@@ -318,7 +318,7 @@ class Learner:
                 self.success_window.extend(success.tolist())
             got += n
 
-    def _check(self, header, records: dict) -> bool:
+    def _check(self, header, records: dict, extras: dict | None = None) -> bool:
         """True if the replay can take `records`; otherwise refuses the batch (and its stream) and says why."""
         try:
             self.replay.spec.check(records)
@@ -331,6 +331,7 @@ class Learner:
         else:
             try:
                 self.replay.check(records)
+                check_intervened((extras or {}).get(INTERVENED), len(records["env_index"]))
                 return True
             except ValueError as e:
                 reason, detail = "bad_records", str(e)
