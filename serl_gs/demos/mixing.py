@@ -128,7 +128,7 @@ def intervened_rows(
         tail = tails.pop((stream, int(env)), None)  # (re-inserted below: the dict's order is least recent first)
         if not intervened[rows].any():  # the common case: only remember the stream's last record
             r = rows[-1]
-            tails[(stream, int(env))] = ({k: v[r : r + 1] for k, v in records.items()}, False)
+            tails[(stream, int(env))] = (_row(records, r), False)
             continue
         for r in rows:
             if intervened[r] and not records["is_first"][r]:
@@ -139,7 +139,7 @@ def intervened_rows(
                 # (no predecessor known, e.g. the learner restarted mid-run: the row starts the run itself)
                 else:
                     take.append((int(r), True))
-            tail = ({k: v[r : r + 1] for k, v in records.items()}, bool(intervened[r]) and not records["is_first"][r])
+            tail = (_row(records, r), bool(intervened[r]) and not records["is_first"][r])
         tails[(stream, int(env))] = tail
     while len(tails) > MAX_TAILS:  # streams of actors long gone: forget the least recent
         del tails[next(iter(tails))]
@@ -153,3 +153,8 @@ def intervened_rows(
         parts.append(part)
     return {k: np.concatenate([p[k] for p in parts]) for k in records}
 
+
+
+def _row(records: Records, r: int) -> Records:
+    """Record r as a one-row message, copied (a view would keep the whole message alive)."""
+    return {k: v[r : r + 1].copy() for k, v in records.items()}
