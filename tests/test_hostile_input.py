@@ -122,6 +122,7 @@ def test_records_of_another_task_are_refused_at_the_first_batch_naming_both_sche
         (lambda r: {**r, "reward": r["reward"].astype(np.float64)}, "schema", "records['reward'] is float64"),
         (lambda r: {**r, "reward": np.full_like(r["reward"], np.nan)}, "bad_records", "'reward'] holds NaN"),
         (lambda r: {**r, "env_index": r["env_index"] + (1 << 21)}, "bad_records", "env_index 2097"),
+        (lambda r: {**r, "extras/intervened": np.ones((2, 2), bool)}, "bad_records", "extras/intervened has shape"),
     ],
 )
 def test_batches_with_missing_extra_or_bad_fields_are_refused(learner, change, reason, says):

@@ -34,9 +34,14 @@ import ast, json, sys
 run, seed, demos = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 done = next(line for line in open(f"{run}/learner.log") if line.startswith("[learner] done: "))
 final = ast.literal_eval(done[len("[learner] done: "):])
+rows = [json.loads(line) for line in open(f"{run}/learner_metrics.jsonl")]
+first = next((r for r in rows if r.get("success", 0) > 0), None)  # the first interval with a successful episode
+best = max((r for r in rows if "success" in r), key=lambda r: r["success"], default=None)
 print(json.dumps({"figure": "updates_to_80pct_training_success", "env": "PandaPickCube-v0 state", "seed": seed,
                   "demos": 20 if demos else 0, "reached": final["stop_reason"] == "success",
                   "updates": final["updates"], "transitions": final["transitions"],
                   "seconds": round(final["seconds"], 1), "training_success": final["training_success"],
-                  "stop_reason": final["stop_reason"], "run_dir": run}))
+                  "stop_reason": final["stop_reason"],
+                  "first_success_updates": first and first["updates"],
+                  "best_interval_success": best and [best["updates"], best["success"]], "run_dir": run}))
 PY

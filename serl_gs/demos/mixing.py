@@ -34,6 +34,12 @@ MAX_TAILS = 1 << 16  # streams whose last record is remembered (a run's first tr
 INTERVENED = "intervened"  # the extra ("extras/intervened", bool per record) that marks an overridden action
 
 
+def check_intervened(intervened: np.ndarray | None, n: int) -> None:
+    """Raises ValueError unless `intervened` (the extra, from the network) is None or one flag per record."""
+    if intervened is not None and intervened.shape != (n,):
+        raise ValueError(f"extras/{INTERVENED} has shape {intervened.shape}, expected ({n},): one flag per record")
+
+
 def demo_count(batch_size: int, ratio: float) -> int:
     """Demo transitions per batch of `batch_size`."""
     return int(round(batch_size * ratio))
@@ -122,7 +128,7 @@ def intervened_rows(
         tail = tails.pop((stream, int(env)), None)  # (re-inserted below: the dict's order is least recent first)
         if not intervened[rows].any():  # the common case: only remember the stream's last record
             r = rows[-1]
-            tails[(stream, int(env))] = ({k: v[r : r + 1] for k, v in records.items()}, False)
+            tails[(stream, int(env))] = (_row(records, r), False)
             continue
         for r in rows:
             if intervened[r] and not records["is_first"][r]:
@@ -133,7 +139,7 @@ def intervened_rows(
                 # (no predecessor known, e.g. the learner restarted mid-run: the row starts the run itself)
                 else:
                     take.append((int(r), True))
-            tail = ({k: v[r : r + 1] for k, v in records.items()}, bool(intervened[r]) and not records["is_first"][r])
+            tail = (_row(records, r), bool(intervened[r]) and not records["is_first"][r])
         tails[(stream, int(env))] = tail
     while len(tails) > MAX_TAILS:  # streams of actors long gone: forget the least recent
         del tails[next(iter(tails))]
@@ -147,3 +153,8 @@ def intervened_rows(
         parts.append(part)
     return {k: np.concatenate([p[k] for p in parts]) for k in records}
 
+
+
+def _row(records: Records, r: int) -> Records:
+    """Record r as a one-row message, copied (a view would keep the whole message alive)."""
+    return {k: v[r : r + 1].copy() for k, v in records.items()}

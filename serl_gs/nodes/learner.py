@@ -48,7 +48,7 @@ from serl_gs.agents.config import AgentConfig
 from serl_gs.agents.payload import agent_config_to_dict, pack_policy, spec_to_jsonable
 from serl_gs.data.records import EXTRAS_PREFIX, describe_records, split_extras
 from serl_gs.data.replay import ReplayConfig
-from serl_gs.demos.mixing import INTERVENED
+from serl_gs.demos.mixing import INTERVENED, check_intervened
 from serl_gs.nodes.env_spec import EnvSpec
 from serl_gs.nodes.episode_stats import EpisodeStats
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
@@ -370,7 +370,7 @@ class Learner:
         header = batch.header
         records, extras = split_extras(batch.arrays)
         with self._ingest_lock:
-            if not self._check(header, records):
+            if not self._check(header, records, extras):
                 return 0
             intervened = extras.get(INTERVENED)
             n = self._store(header.actor_id, header.session, records, intervened)
@@ -429,7 +429,7 @@ class Learner:
                 self.server.set_credits(credits)
                 self._credits = credits
 
-    def _check(self, header, records: dict) -> bool:
+    def _check(self, header, records: dict, extras: dict | None = None) -> bool:
         """True if the replay can take `records`; otherwise refuses the batch (and its stream) and says why."""
         try:
             self.replay.spec.check(records)
@@ -442,6 +442,7 @@ class Learner:
         else:
             try:
                 self.replay.check(records)
+                check_intervened((extras or {}).get(INTERVENED), len(records["env_index"]))
                 return True
             except ValueError as e:
                 reason, detail = "bad_records", str(e)
