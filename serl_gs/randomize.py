@@ -33,7 +33,8 @@ import jax.numpy as jnp
 
 GROUPS = ("background", "table", "robot", "object")  # body groups: segmentation labels 0..3, in this order
 LUMA = (0.299, 0.587, 0.114)
-# Other appearances a table or a background may take (RGB in [0, 1]): woods, laminates, cloths, painted walls.
+# Other appearances a table or a background may take (RGB in [0, 1]): woods, laminates, cloths, painted walls;
+# none red, so the red cube of PandaPickCube stays visible.
 PALETTE = (
     (0.78, 0.64, 0.46),
     (0.45, 0.30, 0.20),
@@ -41,7 +42,7 @@ PALETTE = (
     (0.35, 0.36, 0.38),
     (0.25, 0.45, 0.30),
     (0.30, 0.40, 0.60),
-    (0.70, 0.25, 0.20),
+    (0.55, 0.55, 0.45),
 )
 
 

@@ -85,6 +85,8 @@ class VecEnvConfig:
     render_size: int | None = None  # render(): square side per camera; None: image_size with pixels, else 128
     scene: str | None = None  # a scene manifest (JSON): users' captures bound to bodies (serl_gs.render.manifest)
     randomize: Any = None  # None | "none" | "light" | "strong" | a serl_gs.randomize.RandomizeConfig
+    depth: bool = False  # pixels only: "depth/<camera>" uint16 [H, W] millimetres (0: nothing drawn), same render call
+    segmentation: bool = False  # pixels only: "segmentation/<camera>" uint8 [H, W] body group (randomize.GROUPS)
 
     def __post_init__(self):
         if not isinstance(self.num_envs, int) or self.num_envs <= 0:
@@ -107,6 +109,11 @@ class VecEnvConfig:
         if isinstance(self.cameras, str):
             raise ValueError(f"cameras must be a tuple of camera names, got the string {self.cameras!r}")
         resolve_randomize(self.randomize)  # a bad preset or range fails here, naming it
+        if (self.depth or self.segmentation) and self.obs_mode != "pixels":
+            raise ValueError(
+                f"depth={self.depth} and segmentation={self.segmentation} come from the render stage: they need "
+                f"obs_mode='pixels', got {self.obs_mode!r}"
+            )
         if self.render_mode is not None and self.render_mode not in RENDER_MODES:
             raise ValueError(
                 f"render_mode must be None or one of {RENDER_MODES}, got {self.render_mode!r} (gymnasium.make "
@@ -175,6 +182,10 @@ class SerlVectorEnv(gym.vector.VectorEnv):
             h, w = self.renderer.image_shape
             for name in self.renderer.camera_names:
                 spaces[PIXELS_PREFIX + name] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+                if config.depth:
+                    spaces[DEPTH_PREFIX + name] = gym.spaces.Box(0, 65535, (h, w), np.uint16)
+                if config.segmentation:
+                    spaces[SEGMENTATION_PREFIX + name] = gym.spaces.Box(0, 255, (h, w), np.uint8)
         if not spaces:
             raise ValueError(f"{type(task).__name__} with {task.config} observes nothing with obs_mode='state'")
         self.single_observation_space = gym.spaces.Dict(spaces)
@@ -222,7 +233,8 @@ class SerlVectorEnv(gym.vector.VectorEnv):
             self._action_history = jnp.zeros(shape, jnp.float32)
         if self.renderer is not None:
             keys = lambda: (self._state.info["rng"], self._state.info["step"])
-            self._obs.update(self._split_cameras(self._render(self._batch.poses(self._state), keys)))
+            for prefix, images in self._render(self._batch.poses(self._state), keys).items():
+                self._obs.update(self._split_cameras(images, prefix))
         return self._out(self._obs), {}
 
     def step(self, actions):
@@ -253,9 +265,10 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         final_obs = dict(stepped.obs)
         if self.renderer is not None:
             # Rows of finished envs hold their true last frame in final_obs; the others equal obs (masked).
-            observed, final = out.assemble(self._render(out.render_poses, out.render_keys))
-            self._obs.update(self._split_cameras(observed))
-            final_obs.update(self._split_cameras(final))
+            for prefix, images in self._render(out.render_poses, out.render_keys).items():
+                observed, final = out.assemble(images)
+                self._obs.update(self._split_cameras(observed, prefix))
+                final_obs.update(self._split_cameras(final, prefix))
         done = jnp.logical_or(stepped.terminated, stepped.truncated)
         if self._latency is not None:
             from serl_gs.physics_randomize import clear_finished
@@ -331,19 +344,39 @@ class SerlVectorEnv(gym.vector.VectorEnv):
     def _out(self, tree):
         return jax.tree.map(np.asarray, tree) if self.config.array_backend == "numpy" else tree
 
-    def _render(self, poses: Poses, row_keys=None):
-        """The render stage, between physics and policy: uint8 [k, C, H, W, 3], JAX in -> JAX out (DLPack).
-        `row_keys()` gives the rows' (episode keys, steps) from which their visual randomization is drawn."""
-        r = self.randomization
-        if r is None or not r.visual:
-            return self.renderer.render(*poses)
-        from serl_gs.randomize import draw_visual
+    def _render(self, poses: Poses, row_keys=None) -> dict[str, Any]:
+        """The render stage, between physics and policy, JAX in -> JAX out (DLPack): {"pixels/": uint8 [k, C, H,
+        W, 3]} and, when asked, "depth/" and "segmentation/" [k, C, H, W]. `row_keys()` gives the rows' (episode
+        keys, steps) from which their visual randomization is drawn."""
+        r, c = self.randomization, self.config
+        draw = None
+        if r is not None and r.visual:
+            from serl_gs.randomize import draw_visual
 
-        keys, steps = row_keys()
-        draw = draw_visual(r, keys, steps, len(self.renderer.camera_names), self.renderer.group_luma)
-        return self.renderer.render(*poses, visual=draw)
+            keys, steps = row_keys()
+            draw = draw_visual(r, keys, steps, len(self.renderer.camera_names), self.renderer.group_luma)
+        if not (c.depth or c.segmentation):
+            return {PIXELS_PREFIX: self.renderer.render(*poses, visual=draw)}
+        out = self.renderer.render_outputs(*poses, visual=draw, depth=c.depth, segmentation=c.segmentation)
+        images = {PIXELS_PREFIX: out["rgb"]}
+        if c.depth:
+            images[DEPTH_PREFIX] = _depth_mm(jnp.asarray(out["depth"]))
+        if c.segmentation:
+            images[SEGMENTATION_PREFIX] = jnp.asarray(out["segmentation"])
+        return images
 
-    def _split_cameras(self, images) -> dict[str, jax.Array]:
-        """[B, C, H, W, 3] -> {"pixels/<camera>": uint8 [B, H, W, 3]} as JAX arrays."""
+    def _split_cameras(self, images, prefix: str = PIXELS_PREFIX) -> dict[str, jax.Array]:
+        """[B, C, H, W, ...] -> {"<prefix><camera>": [B, H, W, ...]} as JAX arrays."""
         images = jnp.asarray(images)
-        return {PIXELS_PREFIX + name: images[:, i] for i, name in enumerate(self.renderer.camera_names)}
+        return {prefix + name: images[:, i] for i, name in enumerate(self.renderer.camera_names)}
+
+
+DEPTH_PREFIX = "depth/"
+SEGMENTATION_PREFIX = "segmentation/"
+
+
+@jax.jit
+def _depth_mm(depth: jax.Array) -> jax.Array:
+    """Metric depth float32 -> uint16 millimetres (0: nothing drawn; clipped at 65.535 m): exact to 0.5 mm, half
+    the bytes of float32, and what depth cameras deliver."""
+    return jnp.clip(jnp.round(depth * 1000.0), 0, 65535).astype(jnp.uint16)

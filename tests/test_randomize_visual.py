@@ -133,3 +133,14 @@ def test_per_env_colours_render_the_same_on_gsplat_and_reference(monkeypatch):
         plain, _ = stage._draw("reference", *poses, False)
     assert (got - want).abs().max().item() <= 2e-5
     assert (want - plain).abs().max().item() > 0.1
+
+
+def test_rendered_rows_take_the_keys_of_their_episodes():
+    from serl_gs.vec_batches import _row_keys
+
+    first = {"rng": jnp.arange(6, dtype=jnp.uint32).reshape(3, 2), "step": jnp.asarray([4, 5, 6], jnp.int32)}
+    new = {"rng": 100 + first["rng"], "step": jnp.zeros(3, jnp.int32)}
+    # MJX: the B envs at the end of the step, then the first frames of new episodes (env 1; 3 = unused row).
+    keys, steps = _row_keys(first, new, jnp.asarray([1, 3], jnp.int32))
+    np.testing.assert_array_equal(np.asarray(keys), [[0, 1], [2, 3], [4, 5], [102, 103], [104, 105]])
+    np.testing.assert_array_equal(np.asarray(steps), [4, 5, 6, 0, 0])

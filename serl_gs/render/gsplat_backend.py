@@ -102,25 +102,55 @@ def rasterize_gsplat(
     with_depth: bool = False,
     tile_size: int = 16,
     max_envs_per_call: int | None = None,
+    extra: torch.Tensor | None = None,  # [N, E] per-Gaussian features composited like colours
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Same contract as `rasterize_reference`: colours [B, C, H, W, 3] float32, expected depth or None.
+    """Same contract as `rasterize_reference`: colours [B, C, H, W, 3 (+ E)] float32, expected depth or None.
 
     Envs go to gsplat in chunks of `envs_per_call` (capped further by `max_envs_per_call` if given).
+    With `extra`, a degree-0 scene goes through one call: its colours are evaluated here (SH DC + 0.5, clamped
+    at 0, as gsplat does) and rasterized with the features as plain channels; higher degrees need a second
+    call for the features, since gsplat evaluates SH only on 3 channels.
     """
+    if extra is not None:
+        kw = dict(sh_degree=sh_degree, near_plane=near_plane, far_plane=far_plane, with_depth=with_depth,
+                  tile_size=tile_size, max_envs_per_call=max_envs_per_call)  # fmt: skip
+        if sh_degree == 0:
+            from serl_gs.render.sh import SH_C0
+
+            rgb = torch.clamp_min(SH_C0 * sh[..., 0, :] + 0.5, 0.0)  # [N, 3] or [B, N, 3]
+            # The features, then a channel of ones whose composite is the pixel's alpha (for the background).
+            feats = torch.cat([extra.to(rgb.dtype), torch.ones_like(extra[:, :1], dtype=rgb.dtype)], -1)
+            feats = feats.expand(*rgb.shape[:-1], feats.shape[-1])
+            kw["sh_degree"] = None
+            out, depth = rasterize_gsplat(
+                means, quats, scales, opacities, torch.cat([rgb, feats], -1), viewmats, ks, width, height, **kw
+            )
+            colour = out[..., :3]
+            if background is not None:  # the features take no background: composite it on the colours only
+                colour = colour + (1.0 - out[..., -1:]) * background.to(out)
+            return torch.cat([colour, out[..., 3:-1]], -1), depth
+        rgb, depth = rasterize_gsplat(
+            means, quats, scales, opacities, sh, viewmats, ks, width, height, background=background, **kw
+        )
+        kw.update(sh_degree=None, with_depth=False)
+        feats, _ = rasterize_gsplat(means, quats, scales, opacities, extra, viewmats, ks, width, height, **kw)
+        return torch.cat([rgb, feats], -1), depth
     b, n = means.shape[:2]
     c = viewmats.shape[1]
+    plain = sh_degree is None  # colours [.., N, D] given as they are (no SH)
     chunk = envs_per_call(
-        b, cameras=c, gaussians=n, sh_coeffs=sh.shape[-2], height=height, width=width,
+        b, cameras=c, gaussians=n, sh_coeffs=1 if plain else sh.shape[-2], height=height, width=width,
         free_bytes=free_device_bytes(means.device),
     )  # fmt: skip
     if max_envs_per_call is not None:
         chunk = max(1, min(chunk, max_envs_per_call))
     bg = None if background is None else background.to(device=means.device, dtype=torch.float32)
-    per_env = sh.ndim == 4
+    per_env = sh.ndim == (3 if plain else 4)
     args = (scales, opacities, width, height, sh_degree, near_plane, far_plane, bg, with_depth, tile_size)
     if chunk >= b:
         return _rasterize_chunk(means, quats, viewmats, ks, sh, *args)
-    rgb = torch.empty(b, c, height, width, 3, dtype=torch.float32, device=means.device)
+    channels = sh.shape[-1]
+    rgb = torch.empty(b, c, height, width, channels, dtype=torch.float32, device=means.device)
     depth = torch.empty(b, c, height, width, dtype=torch.float32, device=means.device) if with_depth else None
     for start in range(0, b, chunk):
         part = slice(start, start + chunk)
@@ -145,7 +175,7 @@ def _rasterize_chunk(
         opacities=opacities.expand(b, n),  # shared by all envs, as it must be: 1.5.3's packed projection
         # culls every env with the first env's opacities (it reads opacities[gid], not [bid * N + gid])
         # Shared SH: a stride-0 env dim, gathered per visible Gaussian only; randomized colours: one row per env.
-        colors=sh.contiguous() if sh.ndim == 4 else sh.expand(b, n, sh.shape[1], 3),
+        colors=_colors_for(sh, sh_degree, b, n),
         viewmats=viewmats.contiguous(),
         Ks=ks.contiguous(),
         width=width,
@@ -160,7 +190,15 @@ def _rasterize_chunk(
         render_mode="RGB+ED" if with_depth else "RGB",
         rasterize_mode="classic",
     )  # colors: [B, C, H, W, 3 or 4], alphas: [B, C, H, W, 1]
-    rgb = colors[..., :3]
+    channels = 3 if sh_degree is not None else sh.shape[-1]
+    rgb = colors[..., :channels]
     if background is not None:
         rgb = rgb + (1.0 - alphas) * background  # the kernel's own T * bg, T = 1 - alpha
-    return rgb.contiguous(), (colors[..., 3].contiguous() if with_depth else None)
+    return rgb.contiguous(), (colors[..., channels].contiguous() if with_depth else None)
+
+
+def _colors_for(sh: torch.Tensor, sh_degree: int | None, b: int, n: int) -> torch.Tensor:
+    """gsplat's `colors`: SH [.., N, K, 3] or plain features [.., N, D] (sh_degree None), one row per env."""
+    if sh_degree is None:
+        return sh.contiguous() if sh.ndim == 3 else sh.expand(b, n, sh.shape[-1])
+    return sh.contiguous() if sh.ndim == 4 else sh.expand(b, n, sh.shape[1], 3)

@@ -21,7 +21,7 @@ import mujoco
 import numpy as np
 import torch
 
-from serl_gs.randomize import GROUPS, LUMA
+from serl_gs.randomize import GROUPS, LUMA  # noqa: F401  (GROUPS: the stage's segmentation classes)
 from serl_gs.render.scene import GaussianScene
 from serl_gs.render.sh import SH_C0
 

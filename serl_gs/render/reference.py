@@ -47,9 +47,11 @@ def rasterize_reference(
     background: torch.Tensor | None = None,  # [3]
     with_depth: bool = False,
     tile_size: int = 16,
+    extra: torch.Tensor | None = None,  # [N, E] per-Gaussian features composited like colours (e.g. labels)
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Renders B envs x C cameras. Returns colours [B, C, H, W, 3] float32 (not clamped above, like gsplat)
-    and, if asked, expected depth [B, C, H, W] float32 (camera z; 0 where nothing was drawn)."""
+    and, if asked, expected depth [B, C, H, W] float32 (camera z; 0 where nothing was drawn). With `extra`, the
+    colours carry E more channels [B, C, H, W, 3 + E]: alpha-weighted sums of the features, no background."""
     b, n = means.shape[:2]
     c = viewmats.shape[1]
     device = means.device
@@ -58,6 +60,8 @@ def rasterize_reference(
 
     proj = _project(means, quats, scales, opacities, viewmats, ks, width, height, near_plane, far_plane)
     colors = _sh_colors(means, sh, viewmats, proj, sh_degree)  # [S, 3]
+    if extra is not None:
+        colors = torch.cat([colors, extra[proj["gaussian"]].to(colors.dtype)], dim=-1)
     if with_depth:
         colors = torch.cat([colors, proj["depth"][:, None]], dim=-1)  # depth rides along as a 4th channel
     order, counts, offsets = _bin_to_tiles(proj, tile_size, tiles_x, tiles_y, num_tiles)
@@ -75,12 +79,17 @@ def rasterize_reference(
     image = image[:, :, :height, :width]
     trans_img = trans.view(b, c, tiles_y, tiles_x, tile_size, tile_size).permute(0, 1, 2, 4, 3, 5)
     trans_img = trans_img.reshape(b, c, tiles_y * tile_size, tiles_x * tile_size)[:, :, :height, :width]
-    rgb = image[..., :3]
+    color_channels = 3 + (0 if extra is None else extra.shape[-1])
+    rgb = image[..., :color_channels]
     if background is not None:
-        rgb = rgb + trans_img[..., None] * background.to(device=device, dtype=torch.float32)
+        bg = background.to(device=device, dtype=torch.float32)
+        if extra is None:
+            rgb = rgb + trans_img[..., None] * bg
+        else:  # the features take no background
+            rgb = torch.cat([rgb[..., :3] + trans_img[..., None] * bg, rgb[..., 3:]], -1)
     depth = None
     if with_depth:
-        depth = image[..., 3] / (1.0 - trans_img).clamp_min(1e-10)  # expected depth, as gsplat's "ED"
+        depth = image[..., color_channels] / (1.0 - trans_img).clamp_min(1e-10)  # expected depth, as gsplat's "ED"
     return rgb.contiguous(), depth
 
 

@@ -154,7 +154,16 @@ class RenderStage:
         distance in metres of what each pixel shows (0 where nothing was drawn)."""
         return self._render(body_xpos, body_xquat, cam_xpos, cam_xmat, with_depth=True, visual=visual)
 
-    def _render(self, body_xpos, body_xquat, cam_xpos, cam_xmat, with_depth: bool, visual=None):
+    def render_outputs(self, body_xpos, body_xquat, cam_xpos, cam_xmat, visual=None, depth=False, segmentation=False):
+        """{"rgb": uint8 [B, C, H, W, 3], "depth": float32 [B, C, H, W] metres (0: nothing drawn), "segmentation":
+        uint8 [B, C, H, W] body group (serl_gs.randomize.GROUPS; background where nothing is drawn)}, the last two
+        when asked, all from one render call: labels are each Gaussian's group one-hot composited as extra channels
+        (the group whose Gaussians weigh most in a pixel's colour), depth the expected camera-z distance."""
+        out = self._render(body_xpos, body_xquat, cam_xpos, cam_xmat, depth, visual, segmentation)
+        names = ["rgb"] + (["depth"] if depth else []) + (["segmentation"] if segmentation else [])
+        return dict(zip(names, out, strict=True))
+
+    def _render(self, body_xpos, body_xquat, cam_xpos, cam_xmat, with_depth: bool, visual=None, labels=False):
         out_kind = bridge.array_kind(body_xpos)
         xpos = bridge.to_torch(body_xpos, self.device)  # JAX/torch inputs keep their device (bridge.render_device)
         dev = xpos.device
@@ -173,13 +182,15 @@ class RenderStage:
                 raise ValueError(f"{name} must have shape [B, {trailing}], got {tuple(t.shape)}")
         with torch.no_grad(), _on(dev):
             visual = self._visual_on(visual, dev, b)
-            rgb, depth = self._draw(self.backend, xpos, xquat, cpos, cmat, with_depth, visual)
-            images = to_uint8(rgb)
-        outputs = [images] + ([depth] if with_depth else [])
+            rgb, depth = self._draw(self.backend, xpos, xquat, cpos, cmat, with_depth, visual, labels)
+            images = to_uint8(rgb[..., :3])
+            segmentation = torch.argmax(rgb[..., 3:], dim=-1).to(torch.uint8) if labels else None
+        outputs = [images] + ([depth] if with_depth else []) + ([segmentation] if labels else [])
         return tuple(bridge.from_torch(t, out_kind) for t in outputs)
 
-    def _draw(self, backend: str, xpos, xquat, cpos, cmat, with_depth: bool, visual: dict | None = None):
-        """Float colours [B, C, H, W, 3] and depth (or None) from torch poses, all on one device."""
+    def _draw(self, backend: str, xpos, xquat, cpos, cmat, with_depth: bool, visual: dict | None = None, labels=False):
+        """Float colours [B, C, H, W, 3] (+ one channel per body group with `labels`) and depth (or None) from
+        torch poses, all on one device."""
         s = self._scene_on(xpos.device)
         means, quats = pose_gaussians(s.means, s.quats, s.body_ids, xpos, xquat)
         cpos, cmat, ks = cpos[:, s.camera_ids], cmat[:, s.camera_ids], s.ks.expand(xpos.shape[0], -1, -1, -1)
@@ -202,11 +213,15 @@ class RenderStage:
             rasterize, kw["max_envs_per_call"] = rasterize_gsplat, self.config.max_envs_per_call
         else:
             rasterize, kw["tile_size"] = rasterize_reference, self.config.reference_tile_size
+        if labels:  # segmentation: each Gaussian's group one-hot rides along as extra channels
+            groups = self._groups_on(xpos.device)
+            kw["extra"] = torch.nn.functional.one_hot(groups, len(randomize.GROUPS)).to(torch.float32)
         rgb, depth = rasterize(means, quats, s.scales, s.opacities, sh, viewmats, ks, width, height, **kw)
         rgb = area_downsample(rgb, self.image_shape)  # blur and noise below act in the observation's pixels
         depth = area_downsample(depth, self.image_shape, channels=False)
         if visual is not None:
-            rgb = randomize.degrade(rgb, visual["blur_sigma"], visual["noise_std"], visual["noise_seed"])
+            colour = randomize.degrade(rgb[..., :3], visual["blur_sigma"], visual["noise_std"], visual["noise_seed"])
+            rgb = torch.cat([colour, rgb[..., 3:]], -1) if labels else colour
         return rgb, depth
 
     def _visual_on(self, visual, device: torch.device, num_envs: int) -> dict | None:
