@@ -291,6 +291,12 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         return self.renderer.render(*poses)
 
     def _split_cameras(self, images) -> dict[str, jax.Array]:
-        """[B, C, H, W, 3] -> {"pixels/<camera>": uint8 [B, H, W, 3]} as JAX arrays."""
-        images = jnp.asarray(images)
-        return {PIXELS_PREFIX + name: images[:, i] for i, name in enumerate(self.renderer.camera_names)}
+        """[B, C, H, W, 3] -> {"pixels/<camera>": uint8 [B, H, W, 3]} as JAX arrays, in one jitted call (eager
+        indexing would send each camera's index to the device every step)."""
+        frames = _unstack_cameras(jnp.asarray(images))
+        return {PIXELS_PREFIX + name: f for name, f in zip(self.renderer.camera_names, frames, strict=True)}
+
+
+@jax.jit
+def _unstack_cameras(images: jax.Array) -> tuple[jax.Array, ...]:  # [B, C, H, W, 3] -> C x [B, H, W, 3]
+    return tuple(images[:, i] for i in range(images.shape[1]))
