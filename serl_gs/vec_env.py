@@ -366,9 +366,10 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         return images
 
     def _split_cameras(self, images, prefix: str = PIXELS_PREFIX) -> dict[str, jax.Array]:
-        """[B, C, H, W, ...] -> {"<prefix><camera>": [B, H, W, ...]} as JAX arrays."""
-        images = jnp.asarray(images)
-        return {prefix + name: images[:, i] for i, name in enumerate(self.renderer.camera_names)}
+        """[B, C, H, W, ...] -> {"<prefix><camera>": [B, H, W, ...]} as JAX arrays, in one jitted call (eager
+        indexing would send each camera's index to the device every step)."""
+        frames = _unstack_cameras(jnp.asarray(images))
+        return {prefix + name: f for name, f in zip(self.renderer.camera_names, frames, strict=True)}
 
 
 DEPTH_PREFIX = "depth/"
@@ -380,3 +381,8 @@ def _depth_mm(depth: jax.Array) -> jax.Array:
     """Metric depth float32 -> uint16 millimetres (0: nothing drawn; clipped at 65.535 m): exact to 0.5 mm, half
     the bytes of float32, and what depth cameras deliver."""
     return jnp.clip(jnp.round(depth * 1000.0), 0, 65535).astype(jnp.uint16)
+
+
+@jax.jit
+def _unstack_cameras(images: jax.Array) -> tuple[jax.Array, ...]:  # [B, C, H, W, ...] -> C x [B, H, W, ...]
+    return tuple(images[:, i] for i in range(images.shape[1]))

@@ -8,6 +8,7 @@ MJX-Warp is MuJoCo C's physics, so the pixels must match the CPU MuJoCo path's f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import gymnasium as gym
@@ -58,6 +59,18 @@ def _host_reads(monkeypatch) -> list:
     return reads
 
 
+def _late_render(vec) -> list:
+    """Makes the images of the env's render stage late (see `_late`); returns the list they are added to."""
+    render, late = vec.renderer.render, []
+
+    def late_render(*poses):
+        late.append(_late(render(*poses), SPINS))
+        return late[-1]
+
+    vec.renderer.render = late_render
+    return late
+
+
 def _pixel_diff(a, b) -> np.ndarray:
     return np.abs(np.asarray(a, np.int32) - np.asarray(b, np.int32))
 
@@ -75,19 +88,27 @@ def test_panda_pixels_on_mjx_warp_match_mujoco_c_through_staggered_autoreset(mon
         np.testing.assert_array_equal(np.asarray(obs_m[cam]), np.asarray(obs_c[cam]))
     first = {cam: np.asarray(obs_m[cam]) for cam in CAMERAS}
     push = np.tile(np.array([1.0, 1.0, -1.0, 1.0], np.float32), (2, 1))  # full scale: saturates the servos
+    push_on_device = jnp.asarray(push)
     step = mjx_programs(mjx.task, "warp", 2, 1)[2]
     compiled = None
     ends = []
     for i in range(5):
-        if i == 1:
+        if i == 1:  # env 1 ends here: see the step's host reads (the actor's step, as in the test below)
             reads = _host_reads(monkeypatch)
-        obs_m, r_m, _, trunc_m, info_m = mjx.step_on_device(push)
+            render, late = mjx.renderer.render, _late_render(mjx)  # on a CPU the render reads poses on the host
+        with jax.transfer_guard("disallow") if i == 1 else contextlib.nullcontext():
+            obs_m, r_m, te_m, trunc_m, info_m = mjx.step_on_device(push_on_device)
+            built = build_step_records(obs_m, push_on_device, r_m, te_m, trunc_m, info_m["final_obs"], {}, resets=1)
         if i == 0:
             # Other tests in this process may have compiled assemble_program(2) for other shapes first.
             compiled = (step._cache_size(), assemble_program(2)._cache_size())
         if i == 1:
             assert reads == [], f"the MJX pixel step read device arrays on the host: {reads}"
+            assert not late[0].is_ready(), "the pixel step waited for its frames after rendering them"
             monkeypatch.undo()
+            mjx.renderer.render = render
+        records = copy_to_host(built, 2)
+        assert records["obs/pixels/front"].shape[0] == 2 + int(np.asarray(trunc_m).sum())
         obs_c, r_c, _, trunc_c, info_c = cpu.step(push)
         # Each env rendered once per step, plus one row for a new episode: fixed on MJX, as needed on the CPU.
         assert rows_m[1:] == [3] * (i + 1) and rows_c[-1] == 2 + int(trunc_c.sum()), (rows_m, rows_c)
@@ -179,24 +200,6 @@ def test_the_actor_step_waits_for_the_device_only_at_its_one_copy():
     late = _late(actions, SPINS)
     vec.step(late)
     assert late.is_ready(), "the control: gymnasium's step() reads reward and done on the host, so it waits"
-    vec.close()
-
-
-@pytest.mark.slow
-def test_the_pixel_step_after_the_render_only_queues_work():
-    """With pixels on a CPU the render stage reads its poses on the host (DLPack; on a GPU it shares them), so the
-    late array here is the render's output: assembling the frames and the records must not wait for it."""
-    vec = _panda("mjx")
-    vec.reset(seed=0)
-    actions = jnp.zeros((2, 4))
-    jax.block_until_ready(_actor_step(vec, actions))
-    render, late = vec.renderer.render, []
-    vec.renderer.render = lambda *poses: late.append(_late(render(*poses), SPINS)) or late[-1]
-    with jax.transfer_guard("disallow"):
-        built = _actor_step(vec, actions)
-    assert not late[0].is_ready(), "the pixel step read device memory on the host after rendering"
-    copy_to_host(built, 2)
-    assert late[0].is_ready()
     vec.close()
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from serl_gs.agents.payload import check_obs_spec, spec_to_jsonable, unpack_policy
 from serl_gs.data.device_records import step_records_via_device
 from serl_gs.data.frame_stack import FrameStacker
-from serl_gs.data.records import with_extras
+from serl_gs.data.records import step_records, with_extras
 from serl_gs.gpu_paths import env_choice_lines
 from serl_gs.nodes.adder import Adder
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
@@ -272,7 +272,30 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None, interven
     return counters
 
 
-def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, stop, intervention=None):
+def _step(vec, actions, on_device: bool):
+    """One env step and its records: (obs, reward [N], done [N], success [N] or None, records), all but obs on the
+    host. `on_device`: the records are built on the device and copied to the host once (data.device_records),
+    the one blocking read of the step, and reward, done and success are read from that copy."""
+    n = vec.num_envs
+    if on_device:
+        obs, reward, terminated, truncated, infos = vec.step_on_device(actions)
+        success = infos.get("success")
+        records = step_records_via_device(
+            obs, actions, reward, terminated, truncated, infos, vec.resets_per_step, {"success": success}
+        )
+        success = records["extras/success"][:n] if success is not None else None
+        return obs, records["reward"][:n], records["terminated"][:n] | records["truncated"][:n], success, records
+    obs, reward, terminated, truncated, infos = vec.step(actions)
+    success = np.asarray(infos["success"], np.float32) if "success" in infos else None
+    records = step_records(obs, actions, reward, terminated, truncated, infos)
+    if success is not None:
+        records = with_extras(records, n, {"success": success})
+    return obs, reward, terminated | truncated, success, records
+
+
+def _act(
+    config: ActorConfig, vec, policy: PolicyHolder, client, params, log, stop, intervention=None
+) -> tuple[int, dict]:
     """The acting loop; returns (env steps, the last progress counters)."""
     action_dim = vec.single_action_space.shape[0]
     tracker = EpisodeTracker(config.num_envs)
@@ -288,6 +311,7 @@ def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, st
     counters: dict[str, float] = {}
     last_sent = client.stats()  # for the credit-wait fraction and wire bytes of each progress line
     adder = Adder(client, config.num_envs, action_dim, stop)
+    on_device = vec.physics == "mjx"  # on CPU MuJoCo the arrays are in host memory: numpy builds records faster
     stacker = FrameStacker(config.env.frame_stack)  # the policy sees frame stacks; records carry single frames
     obs, _ = vec.reset(seed=config.seed)
     adder.add_first(obs)
@@ -309,25 +333,17 @@ def _act(config: ActorConfig, vec, policy: PolicyHolder, client, params, log, st
             override, intervened = intervention.act(vec, obs)
             actions = np.where(intervened[:, None], override, np.asarray(actions)).astype(np.float32)
             intervened_steps += int(intervened.sum())
-        # The step stays on the device; its records are built there and copied to the host once (the one
-        # blocking read of a step), and the host reads reward, done and success from that copy.
-        obs, reward, terminated, truncated, infos = vec.step_on_device(actions)
-        policy_obs = stacker.step(obs, terminated | truncated)  # same-step autoreset: a done env's obs starts anew
-        success = infos.get("success")
-        records = step_records_via_device(
-            obs, actions, reward, terminated, truncated, infos, vec.resets_per_step, {"success": success}
-        )
-        n = config.num_envs
-        done = records["terminated"][:n] | records["truncated"][:n]
+        obs, reward, done, success, records = _step(vec, actions, on_device)
+        policy_obs = stacker.step(obs, done)  # same-step autoreset: a done env's obs starts its next episode
         if intervention is not None:
             intervention.episodes_ended(done)
             intervention.show(policy_obs)
         if noise is not None:
             noise.reset(done)
-        success = records["extras/success"][:n] if success is not None else None
-        episode_return = tracker.step(records["reward"][:n], done, success)
+        episode_return = tracker.step(reward, done, success)
         # For the learner's logs: each env's return so far and success, read where episodes end.
-        records = with_extras(records, n, {"episode_return": episode_return, "intervened": intervened})
+        extras = {"episode_return": episode_return, "intervened": intervened}
+        records = with_extras(records, config.num_envs, extras)
         if not adder.add_records(records, param_version=policy.version):
             break
         env_steps += config.num_envs
