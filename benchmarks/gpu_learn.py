@@ -136,6 +136,17 @@ def versions() -> dict:
     return found
 
 
+def ffmpeg_found() -> str | None:
+    """The ffmpeg that imageio would write the eval video with, or None (the GPU bundle carries imageio-ffmpeg
+    without its binary, scripts/gpu_bundle.sh: there the machine's own ffmpeg is used if it has one)."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return None
+
+
 def _node(module: str, args: list[str], log: Path, env: dict) -> subprocess.Popen:
     sink = open(log, "w")  # noqa: SIM115 (the child holds it)
     return subprocess.Popen(
@@ -229,10 +240,15 @@ def run(out: Path, dry_run: bool, budget_s: float, port: int, run_dir: Path) -> 
 
     t = time.monotonic()
     eval_dir = Path(tempfile.mkdtemp(prefix="gpu_learn_eval_"))
+    eval_args = plan.eval_args(run_dir, eval_dir)
+    if ffmpeg_found() is None:  # the eval's numbers still count; the missing video is said, here and in summary
+        summary["video"] = "none: no ffmpeg for imageio here (install imageio-ffmpeg, or ffmpeg on PATH)"
+        note(f"eval without its video: {summary['video']}")
+        eval_args[eval_args.index("--video_episodes") + 1] = "0"
     with open(out / "eval.log", "w") as log:
         try:
             code = subprocess.run(
-                [sys.executable, "-m", "actors.evaluate", *plan.eval_args(run_dir, eval_dir)],
+                [sys.executable, "-m", "actors.evaluate", *eval_args],
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, timeout=max(10.0, left()), check=False,
             ).returncode  # fmt: skip
         except subprocess.TimeoutExpired:

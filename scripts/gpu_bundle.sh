@@ -2,7 +2,7 @@
 # Run HERE (any x86-64 or Arm machine with pip and a registry), once per checkout, before a GPU run: packs the
 # packages the GPU machine lacks (its own Python 3.12 has torch, jax, numpy, flax, optax, orbax, chex, msgpack,
 # absl, scipy, imageio, cloudpickle, etils, pytest, ninja, nvcc; imageio-ffmpeg, which writes gpu_learn's eval
-# video, travels) into .gpu_bundle/{a,b}, each under the 64 MiB a device call may carry. Every version is requirements.txt's pin (the same pins the CUDA sets,
+# video, travels without its 165 MB ffmpeg binary: it then uses the machine's own ffmpeg, if any) into .gpu_bundle/{a,b}, each under the 64 MiB a device call may carry. Every version is requirements.txt's pin (the same pins the CUDA sets,
 # requirements-cuda1X.txt, install on a user's GPU machine); a package without one there stops this script.
 # What the machine brings itself (torch, jax and its CUDA plugin) is its own version, not our pin: gpu_learn and
 # gpu_check print the versions they ran with.
@@ -38,7 +38,8 @@ python3 -m pip install -q --no-deps --only-binary=:all: --python-version 3.12 --
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
   --target "$work/site" "${packages[@]}"
 rm -rf "$work/site/warp/bin/warp-clang.so" "$work/site/warp/tests" "$work/site/warp/examples" \
-  "$work/site/mujoco/mjx/test_data" "$work/site/mujoco/experimental" "$work/site/bin"
+  "$work/site/mujoco/mjx/test_data" "$work/site/mujoco/experimental" "$work/site/bin" \
+  "$work/site/imageio_ffmpeg/binaries/"ffmpeg-*
 find "$work/site" -name __pycache__ -type d -prune -exec rm -rf {} +
 tar -C "$work/site" -cf - . | xz -6 -T2 > "$work/bundle.tar.xz"
 size=$(stat -c %s "$work/bundle.tar.xz")

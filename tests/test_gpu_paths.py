@@ -91,6 +91,7 @@ def test_cpu_only_tuning_stays_off_gpu_nodes(machine, monkeypatch):
         assert not gpu_paths.jax_may_use_gpu()
 
 
+@pytest.mark.slow  # ~8 s on a quiet machine: a pixel env and an MJX-Warp one
 def test_each_env_choice_is_one_line_saying_why(machine):
     machine(nvidia=True)  # a GPU machine whose JAX runs on the CPU: auto physics says so and what to install
     spec = EnvSpec("serl_gs/CartpoleBalance-v0", obs_mode="pixels", image_size=8, render_backend="reference")
