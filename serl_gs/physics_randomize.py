@@ -81,7 +81,7 @@ def delay_actions(randomize, history, actions, keys):
 
 def clear_finished(history, done):
     """History rows of finished envs [B] zeroed: a new episode does not apply its predecessor's actions."""
-    return _clear_program(history, done)
+    return _clear_program()(history, done)
 
 
 @functools.lru_cache(maxsize=8)
@@ -99,18 +99,9 @@ def _delay_program(randomize):
     return jax.jit(delay)
 
 
-def _clear(history, done):
+@functools.cache
+def _clear_program():
+    import jax
     import jax.numpy as jnp
 
-    return jnp.where(done[None, :, None], 0.0, history)
-
-
-@functools.cache
-def _jitted_clear():
-    import jax
-
-    return jax.jit(_clear)
-
-
-def _clear_program(history, done):
-    return _jitted_clear()(history, done)
+    return jax.jit(lambda history, done: jnp.where(done[None, :, None], 0.0, history))
