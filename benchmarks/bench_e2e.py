@@ -20,6 +20,7 @@ baseline. The learner's agent is the main job's (run_demo.sh).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -128,6 +129,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="measurement window (default 20; quick 10)")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=300.0, help="max wait for the learner's first update")
+    parser.add_argument("--workdir", default=None, help="keep the nodes' logs and run dirs here (default: a temp dir)")
     parser.add_argument("--paths", default="fused,one_per_call", help=f"learner paths, of {sorted(PATHS)}")
     args = parser.parse_args()
     sizes = [int(n) for n in (args.num_envs or ("16" if args.quick else "1,4,16,64")).split(",")]
@@ -137,7 +139,9 @@ def main() -> None:
     if unknown:
         raise ValueError(f"unknown --paths {unknown}; known: {sorted(PATHS)}")
     paths.sort(key=lambda p: p != "one_per_call")  # the baseline first, so the fused line can carry it
-    with tempfile.TemporaryDirectory(prefix="serl_gs_e2e_") as tmp:
+    where = contextlib.nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory(prefix="serl_gs_e2e_")
+    with where as tmp:
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         for n in sizes:
             results = {}
             for path in paths:

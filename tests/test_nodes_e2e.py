@@ -216,7 +216,7 @@ def test_pixel_path_end_to_end_at_32px(tmp_path):
         assert learner.wait(420) == 0, logs[0].read_text()[-3000:]
         steps = sorted(_checkpoint_steps(run_dir))
         assert steps and steps[-1] == 20
-        replay_meta = json.loads((run_dir / "replay" / "meta.json").read_text())
+        replay_meta = json.loads((run_dir / "replay" / "index" / "meta.json").read_text())  # data.replay layout
         assert ["pixels/fixed", [32, 32, 3], "uint8"] in replay_meta["spec"]["obs"]
         assert json.loads((run_dir / "actor_px_config.json").read_text())["env"]["randomize"] == "light"
         # The learner is gone: Ctrl-C still stops the actor promptly (it does not hang on a blocked send).
