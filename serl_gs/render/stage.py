@@ -171,7 +171,9 @@ class RenderStage:
         with torch.no_grad(), _on(dev):
             rgb, depth = self._draw(self.backend, xpos, xquat, cpos, cmat, with_depth)
             rgb = area_downsample(rgb, self.image_shape)
-            depth = area_downsample(depth, self.image_shape, channels=False)
+            if depth is not None and self.config.render_size is not None:  # the mean over the block's drawn pixels
+                drawn = area_downsample((depth > 0).to(depth.dtype), self.image_shape, channels=False)
+                depth = area_downsample(depth, self.image_shape, channels=False) / drawn.clamp_min(1e-12)
             images = to_uint8(rgb)
         outputs = [images] + ([depth] if with_depth else [])
         return tuple(bridge.from_torch(t, out_kind) for t in outputs)
