@@ -307,15 +307,16 @@ def test_bf16_compute_keeps_float32_params_optimizer_state_and_outputs():
     state = init_training_state(networks, jax.random.PRNGKey(0))
     batch = random_batch(jax.random.PRNGKey(1), PIXEL_SPEC, 2, (config.critic_actor_ratio, config.batch_size))
     # The convolutions and dense layers compute in bfloat16 ...
-    hidden = networks.critic.apply({"params": state.params["critic"]}, jnp.zeros((4, 10)), jnp.zeros((4, 2)),
-                                   capture_intermediates=True, mutable=["intermediates"])[1]["intermediates"]
-    dtypes = {x.dtype for x in jax.tree.leaves(hidden)}
-    assert jnp.bfloat16 in dtypes
-    # ... while parameters, optimizer state, features, Q values and the update's metrics stay float32.
     features = networks.encode(state.params["encoder"], jax.tree.map(lambda x: x[0], batch).obs)
+    obs = jax.tree.map(lambda x: x[0], batch).obs
+    critic = lambda p: networks.critic.apply({"params": p}, features, jnp.zeros((len(features), 2)))
+    for fn, params in ((critic, state.params["critic"]), (lambda p: networks.encode(p, obs), state.params["encoder"])):
+        assert "bf16[" in str(jax.make_jaxpr(fn)(params))
+    # ... while parameters, optimizer state, features, Q values and the update's metrics stay float32.
     stepped, metrics = make_update_fn(networks)(state, batch)
     for tree in (stepped.params, stepped.target_params, stepped.critic_opt_state, stepped.actor_opt_state):
-        assert {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)} == {jnp.float32}
+        floats = {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)}
+        assert floats == {np.dtype("float32")}
     assert features.dtype == jnp.float32 and all(np.isfinite(float(v)) for v in metrics.values())
     with pytest.raises(ValueError, match="compute_dtype"):
         AgentConfig(compute_dtype="float16")

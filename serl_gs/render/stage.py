@@ -218,7 +218,9 @@ class RenderStage:
             kw["extra"] = torch.nn.functional.one_hot(groups, len(randomize.GROUPS)).to(torch.float32)
         rgb, depth = rasterize(means, quats, s.scales, s.opacities, sh, viewmats, ks, width, height, **kw)
         rgb = area_downsample(rgb, self.image_shape)  # blur and noise below act in the observation's pixels
-        depth = area_downsample(depth, self.image_shape, channels=False)
+        if depth is not None and self.config.render_size is not None:  # the mean over the block's drawn pixels
+            drawn = area_downsample((depth > 0).to(depth.dtype), self.image_shape, channels=False)
+            depth = area_downsample(depth, self.image_shape, channels=False) / drawn.clamp_min(1e-12)
         if visual is not None:
             colour = randomize.degrade(rgb[..., :3], visual["blur_sigma"], visual["noise_std"], visual["noise_seed"])
             rgb = torch.cat([colour, rgb[..., 3:]], -1) if labels else colour
