@@ -84,3 +84,16 @@ def test_resets_per_step_is_checked():
         gym.make_vec("serl_gs/CartpoleBalance-v0", num_envs=2, resets_per_step=3)
     with pytest.raises(ValueError, match="stagger must be a bool, got 'yes'"):
         gym.make_vec("serl_gs/CartpoleBalance-v0", num_envs=2, stagger="yes")
+
+
+def test_actor_resets_and_mjx_options_are_checked():
+    from actors.actor import parse_resets_per_step
+    from serl_gs.nodes.actor import ActorConfig
+
+    assert [parse_resets_per_step(v) for v in ("auto", "all", "12")] == ["auto", None, 12]
+    with pytest.raises(ValueError, match="--resets_per_step must be 'auto', 'all' or a positive int, got '0'"):
+        parse_resets_per_step("0")
+    with pytest.raises(ValueError, match="resets_per_step must be 'auto', None or an int >= 1, got 'many'"):
+        ActorConfig(resets_per_step="many")
+    with pytest.raises(ValueError, match="mjx_impl must be one of .* got 'cuda'"):
+        ActorConfig(mjx_impl="cuda")
