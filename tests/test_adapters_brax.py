@@ -36,7 +36,10 @@ def _rollout(env_id: str, impl: str, **options):
     def run(key):
         state = wrapped.reset(jax.random.split(key, NUM_ENVS))
         # A metric some other wrapper adds: MjxEnv must keep it, or the scan's carry changes structure.
-        state = state.replace(metrics={**state.metrics, "added_by_a_wrapper": jnp.full(NUM_ENVS, 7.0)})
+        added = jnp.full(NUM_ENVS, 7.0)  # (EpisodeWrapper sums every metric: it needs an entry of its own too)
+        episode_metrics = {**state.info["episode_metrics"], "added_by_a_wrapper": jnp.zeros(NUM_ENVS)}
+        state = state.replace(metrics={**state.metrics, "added_by_a_wrapper": added},
+                              info={**state.info, "episode_metrics": episode_metrics})  # fmt: skip
         return jax.lax.scan(step, state, actions)
 
     final, (reward, steps, done, truncation) = run(jax.random.PRNGKey(3))

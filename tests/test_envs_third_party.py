@@ -14,7 +14,13 @@ import envs  # noqa: F401  (registers the serl_gs/ ids)
 
 @pytest.mark.slow
 def test_sb3_check_env_with_its_render_check():
-    env = gym.make("serl_gs/CartpoleBalance-v0", physics="mujoco", render_mode="rgb_array", render_size=16, render_backend="reference")
+    env = gym.make(
+        "serl_gs/CartpoleBalance-v0",
+        physics="mujoco",
+        render_mode="rgb_array",
+        render_size=16,
+        render_backend="reference",
+    )
     check_env(env.unwrapped, warn=True, skip_render_check=False)  # render, close, then reset and step 10 times
     env.close()
 
