@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import sys
-import threading
 
 import jax
 import jax.numpy as jnp
@@ -63,10 +62,11 @@ def learner_node(run_dir: str) -> None:
     """The learner node on 2 devices trains beside a real actor (one process, two threads, OS-picked ports)."""
     import dataclasses
 
-    from serl_gs.nodes.actor import ActorConfig, run_actor
+    from serl_gs.nodes.actor import ActorConfig
     from serl_gs.nodes.learner import Learner
     from serl_gs.transport import ActorTransportConfig
-    from tests.test_nodes_learner import _learner_config, _Thread, _wait_for
+    from tests.node_threads import learner_and_actor, wait_for
+    from tests.test_nodes_learner import _learner_config
 
     assert len(jax.devices()) == 2, jax.devices()
     learner = Learner(dataclasses.replace(_learner_config(run_dir), learner_devices=2))
@@ -76,22 +76,12 @@ def learner_node(run_dir: str) -> None:
         params_snapshot_port=learner.publisher.snapshot_port, block_timeout_s=0.2,
     )  # fmt: skip
     actor = ActorConfig(env=learner.config.env, transport=transport, num_envs=2, random_steps=20, log_every_s=0.5)
-    stop_learner, stop_actor = threading.Event(), threading.Event()
-    learner_thread, actor_thread = _Thread(learner.run, stop_learner), _Thread(run_actor, actor, stop_actor)
-    try:
-        learner_thread.start()
-        actor_thread.start()
-        _wait_for(lambda: learner.counters["updates"] >= 10, 300, "10 updates", [learner_thread, actor_thread])
-        stop_actor.set()
-        actor_thread.outcome(60)
-        stop_learner.set()
-        counters = learner_thread.outcome(120)  # saves a checkpoint of the replicated state on the way out
-    finally:
-        stop_actor.set()
-        stop_learner.set()
-        actor_thread.join(30)
-        learner_thread.join(30)
-        learner.close()
+    with learner_and_actor(learner, actor) as nodes:
+        wait_for(lambda: learner.counters["updates"] >= 10, 300, "10 updates", nodes.threads)
+        nodes.stop_actor.set()
+        nodes.actor_thread.outcome(60)
+        nodes.stop_learner.set()
+        counters = nodes.learner_thread.outcome(120)  # saves a checkpoint of the replicated state on the way out
     assert counters["updates"] >= 10
     leaf = jax.tree.leaves(learner.state.params)[0]
     assert len(leaf.sharding.device_set) == 2 and np.isfinite(np.asarray(leaf)).all()

@@ -227,14 +227,13 @@ def test_a_keyboard_recording_shows_the_live_cameras_and_the_replay_rebuilds_the
 
 @pytest.mark.slow  # a learner and an actor in one process, then a restart
 def test_rlpd_learner_mixes_demos_takes_interventions_into_both_buffers_and_keeps_demos_across_a_restart(tmp_path):
-    import threading
-
     from serl_gs.demos.recorder import RecordConfig, record
     from serl_gs.demos.sources import ScriptedSource, TaperedSchedule
-    from serl_gs.nodes.actor import ActorConfig, run_actor
+    from serl_gs.nodes.actor import ActorConfig
     from serl_gs.nodes.learner import Learner
     from serl_gs.transport import ActorTransportConfig
-    from tests.test_nodes_learner import ENV, _learner_config, _Thread, _wait_for
+    from tests.node_threads import learner_and_actor, wait_for
+    from tests.test_nodes_learner import ENV, _learner_config
 
     push_right = lambda vec, obs: np.ones((vec.num_envs, 1), np.float32)  # a cartpole "expert": always +1
     demo_file = tmp_path / "cartpole.hdf5"
@@ -251,26 +250,15 @@ def test_rlpd_learner_mixes_demos_takes_interventions_into_both_buffers_and_keep
     )  # fmt: skip
     actor_config = ActorConfig(env=ENV, transport=transport, num_envs=2, random_steps=20, log_every_s=0.5)
     intervention = ScriptedSource(push_right, 2, TaperedSchedule(start=0.5, taper_steps=10**6, seed=1))
-    stop_learner, stop_actor = threading.Event(), threading.Event()
-    learner_thread = _Thread(learner.run, stop_learner)
-    actor_thread = _Thread(run_actor, actor_config, stop_actor, intervention)
-    try:
-        learner_thread.start()
-        actor_thread.start()
-        threads = [learner_thread, actor_thread]
-        _wait_for(lambda: learner.counters["updates"] >= 10 and learner.counters["intervened"] > 0, 120,
-                  "10 updates and an intervened episode", threads)  # fmt: skip
-        stop_actor.set()
-        final = actor_thread.outcome(60)
-        _wait_for(lambda: learner.counters["records/a0"] == final["records_sent"], 30, "every record", threads)
-        stop_learner.set()
-        metrics = learner_thread.outcome(60)
-    finally:
-        stop_actor.set()
-        stop_learner.set()
-        actor_thread.join(30)
-        learner_thread.join(30)
-        learner.close()
+    with learner_and_actor(learner, actor_config, intervention) as nodes:
+        threads = nodes.threads
+        wait_for(lambda: learner.counters["updates"] >= 10 and learner.counters["intervened"] > 0, 120,
+                 "10 updates and an intervened episode", threads)  # fmt: skip
+        nodes.stop_actor.set()
+        final = nodes.actor_thread.outcome(60)
+        wait_for(lambda: learner.counters["records/a0"] == final["records_sent"], 30, "every record", threads)
+        nodes.stop_learner.set()
+        metrics = nodes.learner_thread.outcome(60)
     intervened = learner.counters["intervened"]
     assert 0 < intervened < learner.counters["transitions"]  # some episodes the expert's, some the policy's
     assert learner.replay.total_inserted == learner.counters["records"]  # every record online ...

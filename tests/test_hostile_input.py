@@ -339,9 +339,9 @@ def _flood(learner: Learner, stop, sent: list[int]) -> None:
 def test_a_real_actor_trains_on_through_a_flood_on_every_port(learner):
     import threading
 
-    from test_nodes_learner import _Thread, _wait_for
-
     from serl_gs.nodes.actor import ActorConfig, run_actor
+    from tests.node_threads import ResultThread as _Thread
+    from tests.node_threads import wait_for as _wait_for
 
     config = ActorConfig(
         env=ENV, transport=_actor_config(learner, "trainer", block_timeout_s=0.2), num_envs=2, random_steps=20,

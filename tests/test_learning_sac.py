@@ -12,7 +12,6 @@ transitions, as the private loop this test replaced did (one env step of every e
 
 from __future__ import annotations
 
-import threading
 import time
 
 import jax
@@ -22,12 +21,13 @@ import pytest
 from serl_gs.agents.config import AgentConfig
 from serl_gs.agents.networks import make_inference_fn, policy_params
 from serl_gs.data.replay import ReplayConfig
-from serl_gs.nodes.actor import ActorConfig, run_actor
+from serl_gs.nodes.actor import ActorConfig
 from serl_gs.nodes.env_spec import EnvSpec
 from serl_gs.nodes.learner import Learner, LearnerConfig
 from serl_gs.nodes.rate_limiter import RateLimiterConfig
 from serl_gs.transport import ActorTransportConfig, LearnerTransportConfig
 from serl_gs.transport.config import port_layout
+from tests.node_threads import learner_and_actor
 
 NUM_ENVS = 16
 EPISODE = 200
@@ -46,28 +46,6 @@ AGENT = AgentConfig(
     critic_lr=1e-3,
     temperature_lr=1e-3,
 )
-
-
-class _Thread(threading.Thread):
-    """Runs `fn`, keeps its result or its exception for the test to look at."""
-
-    def __init__(self, fn, *args):
-        super().__init__(daemon=True)
-        self._fn, self._args = fn, args
-        self.result, self.error = None, None
-
-    def run(self):
-        try:
-            self.result = self._fn(*self._args)
-        except BaseException as e:  # noqa: BLE001 - handed to the test thread
-            self.error = e
-
-    def outcome(self, timeout: float):
-        self.join(timeout)
-        assert not self.is_alive(), f"{self._fn.__name__} did not stop in {timeout} s"
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 def evaluate(vec, policy, params) -> float:
@@ -106,31 +84,22 @@ def test_sac_learns_cartpole_balance_from_state_through_the_nodes(tmp_path):
     actor = ActorConfig(env=ENV, transport=transport, num_envs=NUM_ENVS, random_steps=1_000, log_every_s=5.0)
     eval_vec = ENV.make_vec(NUM_ENVS, seed=1)
     policy = make_inference_fn(learner.networks)
-    stop_learner, stop_actor = threading.Event(), threading.Event()
-    learner_thread = _Thread(learner.run, stop_learner)
-    actor_thread = _Thread(run_actor, actor, stop_actor)
     returns = [evaluate(eval_vec, policy, policy_params(learner.state.params))]
     try:
-        learner_thread.start()
-        actor_thread.start()
-        evaluated = 0
-        while learner_thread.is_alive() and returns[-1] < THRESHOLD:
-            assert actor_thread.is_alive() or actor_thread.outcome(0) is None, "the actor stopped"
-            if learner.counters["updates"] >= evaluated + EVAL_EVERY:
-                evaluated = learner.counters["updates"] // EVAL_EVERY * EVAL_EVERY
-                returns.append(evaluate(eval_vec, policy, policy_params(learner.state.params)))
-            else:
-                time.sleep(0.05)
-        stop_learner.set()
-        counters = learner_thread.outcome(120)
-        stop_actor.set()
-        actor_thread.outcome(60)
+        with learner_and_actor(learner, actor) as nodes:
+            evaluated = 0
+            while nodes.learner_thread.is_alive() and returns[-1] < THRESHOLD:
+                assert nodes.actor_thread.is_alive() or nodes.actor_thread.outcome(0) is None, "the actor stopped"
+                if learner.counters["updates"] >= evaluated + EVAL_EVERY:
+                    evaluated = learner.counters["updates"] // EVAL_EVERY * EVAL_EVERY
+                    returns.append(evaluate(eval_vec, policy, policy_params(learner.state.params)))
+                else:
+                    time.sleep(0.05)
+            nodes.stop_learner.set()
+            counters = nodes.learner_thread.outcome(120)
+            nodes.stop_actor.set()
+            nodes.actor_thread.outcome(60)
     finally:
-        stop_actor.set()
-        stop_learner.set()
-        actor_thread.join(30)
-        learner_thread.join(30)
-        learner.close()
         eval_vec.close()
 
     print(f"deterministic returns every {EVAL_EVERY} updates: {returns}; learner: {counters['updates']} updates")

@@ -2,55 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 
 from serl_gs.agents.config import AgentConfig
 from serl_gs.data.replay import ReplayConfig
-from serl_gs.nodes.actor import ActorConfig, run_actor
+from serl_gs.nodes.actor import ActorConfig
 from serl_gs.nodes.env_spec import EnvSpec
 from serl_gs.nodes.learner import Learner, LearnerConfig
 from serl_gs.nodes.rate_limiter import RateLimiterConfig
 from serl_gs.transport import ActorTransportConfig, LearnerTransportConfig
 from serl_gs.transport.config import port_layout
+from tests.node_threads import learner_and_actor, wait_for
 
 ENV = EnvSpec("serl_gs/CartpoleBalance-v0", episode_length=20, physics="mujoco")
 TINY_AGENT = AgentConfig(hidden_dims=(16, 16), critic_ensemble_size=2, batch_size=16, critic_actor_ratio=1)
-
-
-class _Thread(threading.Thread):
-    """Runs `fn`, keeps its result or its exception for the test to look at."""
-
-    def __init__(self, fn, *args):
-        super().__init__(daemon=True)
-        self._fn, self._args = fn, args
-        self.result, self.error = None, None
-
-    def run(self):
-        try:
-            self.result = self._fn(*self._args)
-        except BaseException as e:  # noqa: BLE001 - handed to the test thread
-            self.error = e
-
-    def outcome(self, timeout: float):
-        self.join(timeout)
-        assert not self.is_alive(), f"{self._fn.__name__} did not stop in {timeout} s"
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-def _wait_for(predicate, timeout: float, what: str, threads) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        for t in threads:
-            if not t.is_alive():
-                t.outcome(0)
-                raise AssertionError(f"{t._fn.__name__} ended while waiting for {what}")
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)
 
 
 def _learner_config(run_dir) -> LearnerConfig:
@@ -78,32 +43,21 @@ def test_actor_and_learner_train_in_one_process_and_a_new_learner_resumes(tmp_pa
         block_timeout_s=0.2,
     )
     actor_config = ActorConfig(env=ENV, transport=transport, num_envs=2, random_steps=20, log_every_s=0.5)
-    stop_learner, stop_actor = threading.Event(), threading.Event()
-    learner_thread = _Thread(learner.run, stop_learner)
-    actor_thread = _Thread(run_actor, actor_config, stop_actor)
-    try:
-        learner_thread.start()
-        actor_thread.start()
-        threads = [learner_thread, actor_thread]
-        _wait_for(lambda: learner.counters["updates"] >= 30, 120, "30 updates", threads)
+    with learner_and_actor(learner, actor_config) as nodes:
+        threads = nodes.threads
+        wait_for(lambda: learner.counters["updates"] >= 30, 120, "30 updates", threads)
 
         def acted_with_published_params() -> bool:
             a0 = learner.server.stats(current_param_version=0)["actors"].get("a0", {})
             return a0.get("param_version", -1) > 0
 
-        _wait_for(acted_with_published_params, 60, "records acted with a published policy", threads)
-        stop_actor.set()
-        final = actor_thread.outcome(60)  # the actor flushed: the learner stored every record it sent
+        wait_for(acted_with_published_params, 60, "records acted with a published policy", threads)
+        nodes.stop_actor.set()
+        final = nodes.actor_thread.outcome(60)  # the actor flushed: the learner stored every record it sent
         assert final["param_version"] > 0 and final["records_sent"] > 0
         assert learner.counters["records/a0"] == final["records_sent"]
-        stop_learner.set()
-        counters = learner_thread.outcome(60)
-    finally:
-        stop_actor.set()
-        stop_learner.set()
-        actor_thread.join(30)
-        learner_thread.join(30)
-        learner.close()
+        nodes.stop_learner.set()
+        counters = nodes.learner_thread.outcome(60)
     assert counters["updates"] >= 30 and counters["records/a0"] == final["records_sent"]
     assert learner.replay.total_inserted == counters["records"]
 

@@ -1,0 +1,78 @@
+"""A learner and an actor as two threads of the test's process: the harness tests/test_nodes_learner.py,
+test_learning_sac.py, test_demos.py, test_hostile_input.py and sharded_checks.py share."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+
+from serl_gs.nodes.actor import run_actor
+
+
+class ResultThread(threading.Thread):
+    """Runs `fn`, keeps its result or its exception for the test to look at."""
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self._fn, self._args = fn, args
+        self.result, self.error = None, None
+
+    def run(self):
+        try:
+            self.result = self._fn(*self._args)
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            self.error = e
+
+    def outcome(self, timeout: float):
+        self.join(timeout)
+        assert not self.is_alive(), f"{self._fn.__name__} did not stop in {timeout} s"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def wait_for(predicate, timeout: float, what: str, threads) -> None:
+    """Polls `predicate` until true; fails on the timeout or, with its error, when one of `threads` ended."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        for t in threads:
+            if not t.is_alive():
+                t.outcome(0)
+                raise AssertionError(f"{t._fn.__name__} ended while waiting for {what}")
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+
+
+@dataclasses.dataclass
+class Nodes:
+    learner_thread: ResultThread
+    actor_thread: ResultThread
+    stop_learner: threading.Event
+    stop_actor: threading.Event
+
+    @property
+    def threads(self) -> list[ResultThread]:
+        return [self.learner_thread, self.actor_thread]
+
+
+@contextlib.contextmanager
+def learner_and_actor(learner, actor_config, *actor_args) -> Iterator[Nodes]:
+    """Starts `learner.run` and `run_actor(actor_config, stop, *actor_args)` in threads; on exit, however it
+    exits, sets both stop events, joins both threads (30 s each) and closes the learner."""
+    stop_learner, stop_actor = threading.Event(), threading.Event()
+    learner_thread = ResultThread(learner.run, stop_learner)
+    actor_thread = ResultThread(run_actor, actor_config, stop_actor, *actor_args)
+    nodes = Nodes(learner_thread, actor_thread, stop_learner, stop_actor)
+    try:
+        nodes.learner_thread.start()
+        nodes.actor_thread.start()
+        yield nodes
+    finally:
+        stop_actor.set()
+        stop_learner.set()
+        nodes.actor_thread.join(30)
+        nodes.learner_thread.join(30)
+        learner.close()
