@@ -151,29 +151,6 @@ def record_spec(case: Case) -> RecordSpec:
     return RecordSpec(obs=tuple(sorted(obs)), action_dim=ACTION_DIM)
 
 
-def fill(replay: ReplayBuffer, spec: RecordSpec, num_records: int, num_envs: int, seed: int) -> None:
-    """Inserts `num_records` synthetic records from `num_envs` streams, episodes of 50 steps."""
-    rng = np.random.default_rng(seed)
-    step = 0
-    while replay.total_inserted < num_records:
-        n = min(num_envs, num_records - replay.total_inserted)
-        records = {
-            "env_index": np.arange(n, dtype=np.int32),
-            "action": rng.uniform(-1, 1, (n, ACTION_DIM)).astype(np.float32),
-            "reward": rng.standard_normal(n).astype(np.float32),
-            "terminated": np.zeros(n, bool),
-            "truncated": np.full(n, step % 50 == 49),
-            "is_first": np.full(n, step % 50 == 0),
-        }
-        for name, shape, dtype in spec.obs:
-            if dtype == "uint8":
-                records["obs/" + name] = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
-            else:
-                records["obs/" + name] = rng.standard_normal((n, *shape)).astype(np.float32)
-        replay.insert(0, records)
-        step += 1
-
-
 def rate(fn, iterations: int) -> float:
     """Calls per second of `fn` (which returns something to block on), after one warm-up call."""
     jax.block_until_ready(fn())
@@ -255,7 +232,7 @@ def run_case(case: Case, args, device: str) -> None:
         for kind in ("device", "host")
     }
     for replay in replays.values():
-        fill(replay, spec, capacity, num_envs=64, seed=0)
+        learner_levers.fill_replay(replay, spec, capacity, num_envs=64, seed=0)
 
     key = jax.random.PRNGKey(0)
     sample = {kind: (lambda r=replay: r.sample(key, batch_size, ratio)) for kind, replay in replays.items()}

@@ -86,13 +86,12 @@ def _record_spec(image_size: int, cameras: int) -> RecordSpec:
     return RecordSpec(obs=tuple(sorted(obs)), action_dim=ACTION_DIM)
 
 
-def _filled_replay(image_size: int, cameras: int, frames: int, capacity: int) -> ReplayBuffer:
-    spec = _record_spec(image_size, cameras)
-    replay = ReplayBuffer(spec, ReplayConfig(capacity=capacity, storage="device", frame_stack=frames), log=log)
-    rng = np.random.default_rng(0)
-    step, num_envs = 0, 32
-    while replay.total_inserted < capacity:
-        n = min(num_envs, capacity - replay.total_inserted)
+def fill_replay(replay: ReplayBuffer, spec: RecordSpec, num_records: int, num_envs: int, seed: int) -> None:
+    """Inserts `num_records` synthetic records from `num_envs` streams, episodes of 50 steps."""
+    rng = np.random.default_rng(seed)
+    step = 0
+    while replay.total_inserted < num_records:
+        n = min(num_envs, num_records - replay.total_inserted)
         records = {
             "env_index": np.arange(n, dtype=np.int32),
             "action": rng.uniform(-1, 1, (n, ACTION_DIM)).astype(np.float32),
@@ -108,6 +107,12 @@ def _filled_replay(image_size: int, cameras: int, frames: int, capacity: int) ->
                 records["obs/" + name] = rng.standard_normal((n, *shape)).astype(np.float32)
         replay.insert(0, records)
         step += 1
+
+
+def _filled_replay(image_size: int, cameras: int, frames: int, capacity: int) -> ReplayBuffer:
+    spec = _record_spec(image_size, cameras)
+    replay = ReplayBuffer(spec, ReplayConfig(capacity=capacity, storage="device", frame_stack=frames), log=log)
+    fill_replay(replay, spec, capacity, num_envs=32, seed=0)
     return replay
 
 
