@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 from serl_gs.nodes.actor import run_actor
+from serl_gs.transport import ActorTransportConfig
 
 
 class ResultThread(threading.Thread):
@@ -44,6 +45,17 @@ def wait_for(predicate, timeout: float, what: str, threads) -> None:
                 raise AssertionError(f"{t._fn.__name__} ended while waiting for {what}")
         assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
         time.sleep(0.05)
+
+
+def actor_transport(learner) -> ActorTransportConfig:
+    """Actor "a0"'s transport to `learner`'s OS-picked ports, blocking at most 0.2 s at a time."""
+    return ActorTransportConfig(
+        actor_id="a0",
+        transitions_port=learner.server.port,
+        params_port=learner.publisher.port,
+        params_snapshot_port=learner.publisher.snapshot_port,
+        block_timeout_s=0.2,
+    )
 
 
 @dataclasses.dataclass

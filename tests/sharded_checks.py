@@ -64,17 +64,13 @@ def learner_node(run_dir: str) -> None:
 
     from serl_gs.nodes.actor import ActorConfig
     from serl_gs.nodes.learner import Learner
-    from serl_gs.transport import ActorTransportConfig
-    from tests.node_threads import learner_and_actor, wait_for
+    from tests.node_threads import actor_transport, learner_and_actor, wait_for
     from tests.test_nodes_learner import _learner_config
 
     assert len(jax.devices()) == 2, jax.devices()
     learner = Learner(dataclasses.replace(_learner_config(run_dir), learner_devices=2))
     assert learner.mesh is not None and learner.mesh.devices.size == 2
-    transport = ActorTransportConfig(
-        actor_id="a0", transitions_port=learner.server.port, params_port=learner.publisher.port,
-        params_snapshot_port=learner.publisher.snapshot_port, block_timeout_s=0.2,
-    )  # fmt: skip
+    transport = actor_transport(learner)
     actor = ActorConfig(env=learner.config.env, transport=transport, num_envs=2, random_steps=20, log_every_s=0.5)
     with learner_and_actor(learner, actor) as nodes:
         wait_for(lambda: learner.counters["updates"] >= 10, 300, "10 updates", nodes.threads)

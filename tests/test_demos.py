@@ -231,8 +231,7 @@ def test_rlpd_learner_mixes_demos_takes_interventions_into_both_buffers_and_keep
     from serl_gs.demos.sources import ScriptedSource, TaperedSchedule
     from serl_gs.nodes.actor import ActorConfig
     from serl_gs.nodes.learner import Learner
-    from serl_gs.transport import ActorTransportConfig
-    from tests.node_threads import learner_and_actor, wait_for
+    from tests.node_threads import actor_transport, learner_and_actor, wait_for
     from tests.test_nodes_learner import ENV, _learner_config
 
     push_right = lambda vec, obs: np.ones((vec.num_envs, 1), np.float32)  # a cartpole "expert": always +1
@@ -244,10 +243,7 @@ def test_rlpd_learner_mixes_demos_takes_interventions_into_both_buffers_and_keep
     config = dataclasses.replace(_learner_config(tmp_path / "run"), demo_paths=(str(demo_file),), demo_ratio=0.5)
     learner = Learner(config)
     assert learner.demos.num_transitions == 3 * 20
-    transport = ActorTransportConfig(
-        actor_id="a0", transitions_port=learner.server.port, params_port=learner.publisher.port,
-        params_snapshot_port=learner.publisher.snapshot_port, block_timeout_s=0.2,
-    )  # fmt: skip
+    transport = actor_transport(learner)
     actor_config = ActorConfig(env=ENV, transport=transport, num_envs=2, random_steps=20, log_every_s=0.5)
     intervention = ScriptedSource(push_right, 2, TaperedSchedule(start=0.5, taper_steps=10**6, seed=1))
     with learner_and_actor(learner, actor_config, intervention) as nodes:

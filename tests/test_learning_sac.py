@@ -25,9 +25,9 @@ from serl_gs.nodes.actor import ActorConfig
 from serl_gs.nodes.env_spec import EnvSpec
 from serl_gs.nodes.learner import Learner, LearnerConfig
 from serl_gs.nodes.rate_limiter import RateLimiterConfig
-from serl_gs.transport import ActorTransportConfig, LearnerTransportConfig
+from serl_gs.transport import LearnerTransportConfig
 from serl_gs.transport.config import port_layout
-from tests.node_threads import learner_and_actor
+from tests.node_threads import actor_transport, learner_and_actor
 
 NUM_ENVS = 16
 EPISODE = 200
@@ -74,13 +74,7 @@ def test_sac_learns_cartpole_balance_from_state_through_the_nodes(tmp_path):
             log_every_s=5.0,
         )
     )
-    transport = ActorTransportConfig(
-        actor_id="a0",
-        transitions_port=learner.server.port,
-        params_port=learner.publisher.port,
-        params_snapshot_port=learner.publisher.snapshot_port,
-        block_timeout_s=0.2,
-    )
+    transport = actor_transport(learner)
     actor = ActorConfig(env=ENV, transport=transport, num_envs=NUM_ENVS, random_steps=1_000, log_every_s=5.0)
     eval_vec = ENV.make_vec(NUM_ENVS, seed=1)
     policy = make_inference_fn(learner.networks)

@@ -10,9 +10,9 @@ from serl_gs.nodes.actor import ActorConfig
 from serl_gs.nodes.env_spec import EnvSpec
 from serl_gs.nodes.learner import Learner, LearnerConfig
 from serl_gs.nodes.rate_limiter import RateLimiterConfig
-from serl_gs.transport import ActorTransportConfig, LearnerTransportConfig
+from serl_gs.transport import LearnerTransportConfig
 from serl_gs.transport.config import port_layout
-from tests.node_threads import learner_and_actor, wait_for
+from tests.node_threads import actor_transport, learner_and_actor, wait_for
 
 ENV = EnvSpec("serl_gs/CartpoleBalance-v0", episode_length=20, physics="mujoco")
 TINY_AGENT = AgentConfig(hidden_dims=(16, 16), critic_ensemble_size=2, batch_size=16, critic_actor_ratio=1)
@@ -35,13 +35,7 @@ def _learner_config(run_dir) -> LearnerConfig:
 @pytest.mark.slow  # ~20 s on a quiet 2-core machine, half of it compiling the networks' init op by op
 def test_actor_and_learner_train_in_one_process_and_a_new_learner_resumes(tmp_path):
     learner = Learner(_learner_config(tmp_path / "run"))
-    transport = ActorTransportConfig(
-        actor_id="a0",
-        transitions_port=learner.server.port,
-        params_port=learner.publisher.port,
-        params_snapshot_port=learner.publisher.snapshot_port,
-        block_timeout_s=0.2,
-    )
+    transport = actor_transport(learner)
     actor_config = ActorConfig(env=ENV, transport=transport, num_envs=2, random_steps=20, log_every_s=0.5)
     with learner_and_actor(learner, actor_config) as nodes:
         threads = nodes.threads
