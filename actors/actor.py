@@ -59,7 +59,7 @@ def _intervention(f, config):
         if config.num_envs != 1:
             raise ValueError(f"--intervention keyboard drives one env: use --num_envs 1, got {config.num_envs}")
         return KeyboardSource(config.env.observation_spec()[1], takeover=True, title=f"serl_gs: {config.actor_id}")
-    from envs.experts import expert_for
+    from serl_gs.demos.experts import expert_for
 
     schedule = TaperedSchedule(f.intervention_start, f.intervention_taper_steps, seed=f.seed)
     print(f"[actor {config.actor_id}] scripted interventions: {schedule}", flush=True)

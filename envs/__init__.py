@@ -5,5 +5,6 @@ from envs.registry import register_all, task_names
 from serl_gs.tasks import make_task, make_vector_env
 
 register_all()
+import envs.experts  # noqa: E402, F401  (registers the scripted experts)
 
 __all__ = ["make_task", "make_vector_env", "task_names"]

@@ -1,17 +1,18 @@
-"""Scripted experts of the tasks that have one, as `expert(vec, obs) -> actions [N, A]` for serl_gs.demos' sources.
+"""Scripted experts of the tasks that have one, registered into serl_gs.demos.experts (`import envs` does it).
 
 An expert may read the simulator's state (the vector env's `state`), not only what the policy observes: the
 pixel policy of PandaPickCube does not see the cube's position, its expert does."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
 from envs.panda_pick_cube import CUBE_QPOS, scripted_action
+from serl_gs.demos.experts import register_expert
 
 
 def panda_pick_expert(vec, obs: Mapping[str, Any]) -> np.ndarray:
@@ -26,11 +27,4 @@ def panda_pick_expert(vec, obs: Mapping[str, Any]) -> np.ndarray:
 
 _scripted = jax.jit(jax.vmap(scripted_action, in_axes=(0, 0, None)), static_argnums=2)
 
-_EXPERTS: dict[str, Callable] = {"serl_gs/PandaPickCube-v0": panda_pick_expert}
-
-
-def expert_for(env_id: str) -> Callable:
-    """The scripted expert of `env_id`; ValueError naming the envs that have one."""
-    if env_id not in _EXPERTS:
-        raise ValueError(f"no scripted expert for env {env_id!r}; envs with one: {sorted(_EXPERTS)}")
-    return _EXPERTS[env_id]
+register_expert("serl_gs/PandaPickCube-v0", panda_pick_expert)

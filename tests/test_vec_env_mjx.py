@@ -63,8 +63,8 @@ def _late_render(vec) -> list:
     """Makes the images of the env's render stage late (see `_late`); returns the list they are added to."""
     render, late = vec.renderer.render, []
 
-    def late_render(*poses):
-        late.append(_late(render(*poses), SPINS))
+    def late_render(*poses, **options):
+        late.append(_late(render(*poses, **options), SPINS))
         return late[-1]
 
     vec.renderer.render = late_render

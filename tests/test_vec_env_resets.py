@@ -18,9 +18,9 @@ def count_render_rows(vec) -> list[int]:
     rows: list[int] = []
     render = vec.renderer.render
 
-    def counted(*poses):
+    def counted(*poses, **options):
         rows.append(len(poses[0]))
-        return render(*poses)
+        return render(*poses, **options)
 
     vec.renderer.render = counted
     return rows

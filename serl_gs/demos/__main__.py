@@ -80,7 +80,7 @@ def _record(args) -> int:
     config = RecordConfig(env=env, out=args.out, successes=args.successes, num_envs=num_envs,
                           keep_failures=args.keep_failures, max_episodes=args.max_episodes, seed=args.seed)  # fmt: skip
     if args.source == "scripted":
-        from envs.experts import expert_for
+        from serl_gs.demos.experts import expert_for
 
         source = ScriptedSource(expert_for(args.env), num_envs)
     else:

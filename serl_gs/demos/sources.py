@@ -7,7 +7,7 @@ A source is asked each env step for actions for every env and says where it is a
     source.show(policy_obs)                     # the frames the policy sees (the keyboard window draws them)
 
 `ScriptedSource` wraps an expert, `expert(vec, obs) -> [N, A]` (the task's own: it reads the simulator's state,
-e.g. the cube's position that a pixel policy does not observe; entry points find it in envs.experts), active
+e.g. the cube's position that a pixel policy does not observe; found by task id in serl_gs.demos.experts), active
 always or on a `TaperedSchedule` (the sim stand-in for a person who intervenes less as the policy improves).
 `KeyboardSource` shows the live cameras in a pygame window and maps held keys to actions.
 """
