@@ -16,7 +16,10 @@ SERL_GS_CUDA12_MIN_DRIVER=525
 serl_gs_driver_version() {
   command -v nvidia-smi >/dev/null 2>&1 || return 0
   local out
-  out="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1)" || return 0
+  # One line per GPU; the first is kept by bash, not `| head -n1`: under the launchers' `set -o pipefail` head's
+  # early exit can kill nvidia-smi with SIGPIPE and fail the pipeline, so a GPU machine would read as a CPU one.
+  out="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null)" || return 0
+  out="${out%%$'\n'*}"
   out="${out//[[:space:]]/}"
   [[ "$out" =~ ^[0-9]+(\.[0-9]+)*$ ]] && echo "$out"
   return 0

@@ -53,6 +53,22 @@ def test_a_working_nvidia_smi_picks_cuda_12_or_13_by_the_driver(tmp_path, driver
     assert f"driver {driver}" in reason and reason.startswith("auto:")
 
 
+def test_a_many_gpu_nvidia_smi_is_read_under_pipefail_as_the_launchers_run_it(tmp_path):
+    # One line per GPU, the later ones after a pause: a reader that stops after the first line (head -n1) would
+    # kill nvidia-smi with SIGPIPE, and under `set -o pipefail` the machine read as a CPU one (a CI failure).
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    smi = folder / "nvidia-smi"
+    smi.write_text(f"#!{BASH}\necho 580.65.06\nsleep 0.2\nfor i in 1 2 3 4 5 6 7; do echo 580.65.06; done\n")
+    smi.chmod(0o755)
+    script = 'set -euo pipefail; source scripts/device_select.sh; serl_gs_select_device; echo "$SERL_GS_DEVICE_SET"'
+    proc = subprocess.run(
+        [BASH, "-c", script], cwd=ROOT, env={"PATH": f"{folder}:/usr/bin:/bin"}, capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "cuda13", (proc.stdout, proc.stderr)
+
+
 def test_no_nvidia_smi_or_a_failing_one_picks_the_cpu_set(tmp_path):
     chosen, reason = _chosen(_bin(tmp_path))
     assert (chosen, reason.split(" (")[0]) == ("cpu", "auto: no nvidia-smi")
