@@ -122,7 +122,7 @@ def _make_learner(run_dir: str):
         env=env,
         agent=AgentConfig(hidden_dims=(64, 64), critic_ensemble_size=2, batch_size=64, critic_actor_ratio=1),
         replay=ReplayConfig(capacity=20_000),
-        rate=RateLimiterConfig(utd=1e6, min_inserts=1, tolerance=1e9),  # never waits for data
+        rate=RateLimiterConfig(utd=1e6, min_inserts=1, tolerance=1e9, auto=False),  # never waits for data
         transport=LearnerTransportConfig(**port_layout(0), reject_log_interval_s=3600.0),
         run_dir=run_dir,
         publish_every=20,

@@ -1,6 +1,7 @@
 """The learner node's entry point: flags -> `LearnerConfig` -> `Learner.run` (serl_gs.nodes.learner).
 
     ./run_learner.sh --env serl_gs/PandaPickCube-v0 --run_dir runs/pick --training_starts 1000 --utd 0.25
+    ./run_learner.sh --preset cpu_pixels --run_dir runs/px   # a named preset (serl_gs.nodes.presets); flags override it
 
 Drains what the actors send into the replay, trains DrQ/SAC under the rate limiter, publishes parameters and
 checkpoints; on start, the newest checkpoint in `--run_dir` (and the replay saved beside it) is resumed.
@@ -8,75 +9,67 @@ checkpoints; on start, the newest checkpoint in `--run_dir` (and the replay save
 
 from __future__ import annotations
 
+import dataclasses
+
+# Flag names that are not the field's own (serl_gs.nodes.flags.Layout); every other field is a flag of its name.
+LAYOUT_RENAME = {
+    "learner.replay.capacity": "replay_capacity",
+    "learner.rate.min_inserts": "training_starts",
+    "learner.rate.tolerance": "rate_tolerance",
+    "learner.rate.auto": "auto_tolerance",
+    "learner.agent.image_augmentation_pad": "augmentation_pad",
+    "learner.use_wandb": "wandb",
+    "learner.demo_paths": "demo_path",
+}
+
+
+def layout():
+    """The learner's flags: its LearnerConfig's fields, less what it derives (the replay's frame stack from the
+    env, the parameter ports from --port) and what only actors use (physics, render backend)."""
+    from serl_gs.agents.config import EncoderConfig
+    from serl_gs.nodes.cli import TRANSPORT_RENAME
+    from serl_gs.nodes.flags import Layout
+
+    encoder = {f"learner.agent.encoder.{f.name}": f"encoder_{f.name}" for f in dataclasses.fields(EncoderConfig)}
+    transport = {f"learner.transport.{path}": name for path, name in TRANSPORT_RENAME.items()}
+    return Layout(
+        rename={**LAYOUT_RENAME, **encoder, **transport},
+        hidden=frozenset({"learner.replay.frame_stack", "learner.env.physics", "learner.env.render_backend"}),
+        only={"learner.transport": ("bind", "transitions_port", "auth")},
+        append=frozenset({"learner.demo_paths"}),
+    )
+
+
+def parse_config(argv: list[str]):
+    """The LearnerConfig the command line describes (with --preset, the preset's learner under the flags)."""
+    from serl_gs.nodes.cli import parse_node_flags, with_port_layout
+    from serl_gs.nodes.learner import LearnerConfig
+    from serl_gs.nodes.presets import preset
+
+    parsed = parse_node_flags(
+        argv, {"learner": LearnerConfig()}, layout(), prog="run_learner.sh", description=__doc__,
+        presets=lambda name: {"learner": preset(name).learner},
+    )  # fmt: skip
+    config = parsed["learner"]
+    # Derived here only: the replay stacks what the env's observations stack (as logged and saved).
+    replay = dataclasses.replace(config.replay, frame_stack=config.env.frame_stack)
+    return dataclasses.replace(config, replay=replay, transport=with_port_layout(config.transport))
+
 
 def main(argv: list[str]) -> None:
-    from absl import flags
+    from serl_gs.nodes.cli import stop_on_signals
+    from serl_gs.nodes.learner import Learner
+    from serl_gs.transport import AddressInUse
 
-    from serl_gs.agents.config import AgentConfig, EncoderConfig
-    from serl_gs.data.replay import ReplayConfig
-    from serl_gs.nodes.cli import env_spec_from_flags, stop_on_signals
-    from serl_gs.nodes.learner import Learner, LearnerConfig
-    from serl_gs.nodes.rate_limiter import RateLimiterConfig
-    from serl_gs.transport import AddressInUse, AuthConfig, LearnerTransportConfig
-    from serl_gs.transport.config import port_layout
-
-    f = flags.FLAGS
-    if len(argv) > 1:
-        raise ValueError(f"unexpected positional arguments {argv[1:]}")
-    lr = f.lr
-    env = env_spec_from_flags()
-    config = LearnerConfig(
-        # The learner reads only observation shapes from its env: it never renders nor steps physics.
-        env=env,
-        agent=AgentConfig(
-            hidden_dims=tuple(int(h) for h in f.hidden_dims.split(",")),
-            critic_ensemble_size=f.critic_ensemble_size,
-            discount=f.discount,
-            n_step=f.n_step,
-            batch_size=f.batch_size,
-            critic_actor_ratio=f.critic_actor_ratio,
-            actor_lr=lr,
-            critic_lr=lr,
-            temperature_lr=lr,
-            initial_temperature=f.initial_temperature,
-            encoder=EncoderConfig(
-                channels=tuple(int(c) for c in f.encoder_channels.split(",")), latent_dim=f.encoder_latent_dim
-            ),
-            image_augmentation_pad=f.augmentation_pad,
-            compute_dtype=f.compute_dtype,
-        ),
-        replay=ReplayConfig(capacity=f.replay_capacity, frame_stack=env.frame_stack),  # as logged and saved
-        rate=RateLimiterConfig(
-            utd=f.utd, min_inserts=f.training_starts, tolerance=f.rate_tolerance, auto=f.auto_tolerance
-        ),
-        transport=LearnerTransportConfig(
-            bind=f.bind, **port_layout(f.port), auth=AuthConfig(secret_file=f.auth_secret_file or None)
-        ),
-        run_dir=f.run_dir,
-        publish_every=f.publish_every,
-        checkpoint_every=f.checkpoint_every,
-        keep_checkpoints=f.keep_checkpoints,
-        save_replay=f.save_replay,
-        max_updates=f.max_updates,
-        max_seconds=f.max_seconds,
-        stop_success=f.stop_success,
-        success_window=f.success_window,
-        updates_per_call=f.updates_per_call,
-        learner_devices=f.learner_devices,
-        seed=f.seed,
-        log_every_s=f.log_every_s,
-        use_wandb=f.wandb,
-        demo_paths=tuple(f.demo_path),
-        demo_ratio=f.demo_ratio,
-        demo_capacity=f.demo_capacity,
-    )
+    config = parse_config(argv)
     print(f"[learner] {config}", flush=True)
     try:
         learner = Learner(config)
     except AddressInUse as e:
+        port = config.transport.transitions_port
         offset = {"transitions_port": "", "params_port": " + 1", "params_snapshot_port": " + 2"}[e.field]
         raise ValueError(
-            f"port {e.port} ({e.field}: --port {f.port}{offset}) on {e.host} is already in use; choose another "
+            f"port {e.port} ({e.field}: --port {port}{offset}) on {e.host} is already in use; choose another "
             "--port (the learner takes it and the next two) or stop the program holding it"
         ) from None
     try:
@@ -106,65 +99,7 @@ def _ended_by(final: dict, config) -> str:
     return f"{reasons[final['stop_reason']]}, at {final['updates']} updates after {final['seconds']:.0f} s"
 
 
-def define_flags() -> None:
-    from absl import flags
-
-    from serl_gs.nodes.cli import define_env_flags
-
-    define_env_flags()
-    flags.DEFINE_string("run_dir", "runs/default", "Checkpoints, logs, config and git revision go here.")
-    flags.DEFINE_integer("replay_capacity", 200_000, "Replay capacity in records (about one transition each).")
-    flags.DEFINE_integer("training_starts", 1000, "Transitions in the replay before the first update.")
-    flags.DEFINE_float("utd", 0.25, "Updates per inserted transition (each update = critic_actor_ratio steps).")
-    flags.DEFINE_float(
-        "rate_tolerance", 200.0, "Updates the learner may be ahead of or behind --utd (--auto_tolerance: the floor)."
-    )
-    flags.DEFINE_bool(
-        "auto_tolerance", True,
-        "Raise the tolerance to hold one credit window of the largest batch seen (docs/scale.md: the tolerance rule).",
-    )  # fmt: skip
-    flags.DEFINE_integer("publish_every", 20, "Publish the policy every this many updates.")
-    flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every this many updates.")
-    flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
-    flags.DEFINE_bool("save_replay", True, "Save the replay with each checkpoint (for resuming).")
-    flags.DEFINE_string("bind", "127.0.0.1", "Interface to listen on; 0.0.0.0 opens the learner to the network.")
-    flags.DEFINE_integer("port", 5588, "Transitions port; params use port+1 and port+2.")
-    flags.DEFINE_string("auth_secret_file", "", "Shared secret file: CURVE-authenticate and encrypt actors.")
-    flags.DEFINE_integer("max_updates", 0, "Stop after this many updates (0 = never).")
-    flags.DEFINE_float("max_seconds", 0.0, "Stop after this many seconds (0 = never).")
-    flags.DEFINE_float(
-        "stop_success", 0.0, "Stop once training success over the last --success_window episodes reaches this (0: off)."
-    )
-    flags.DEFINE_integer("success_window", 64, "Finished training episodes (all actors) in the success window.")
-    flags.DEFINE_integer(
-        "updates_per_call", 0,
-        "Updates (with their sampling) per jitted call; 0 = auto (--publish_every for state agents), 1 = one per call.",
-    )  # fmt: skip
-    flags.DEFINE_integer(
-        "learner_devices", 0, "Devices the update is split over (data parallel); 0 = auto: every GPU, else one."
-    )
-    flags.DEFINE_enum("compute_dtype", "float32", ["auto", "float32", "bfloat16"],
-                      "Conv/dense compute dtype (params stay float32); auto: bfloat16 on a GPU.")  # fmt: skip
-    flags.DEFINE_integer("seed", 0, "Seed of the networks and of sampling.")
-    flags.DEFINE_float("log_every_s", 10.0, "Seconds between progress lines and metric rows.")
-    flags.DEFINE_bool("wandb", False, "Also log to wandb (offline unless configured).")
-    flags.DEFINE_multi_string("demo_path", [], "RLPD: a demo file (python -m serl_gs.demos record); repeatable.")
-    flags.DEFINE_float("demo_ratio", 0.5, "RLPD: share of each batch drawn from the demos (with --demo_path).")
-    flags.DEFINE_integer("demo_capacity", 50_000, "Records of room in the demo buffer for intervened records.")
-    flags.DEFINE_string("hidden_dims", "256,256", "MLP hidden sizes.")
-    flags.DEFINE_integer("critic_ensemble_size", 10, "Critic ensemble size (REDQ).")
-    flags.DEFINE_float("discount", 0.96, "Discount (SERL's pick task: 0.96).")
-    flags.DEFINE_integer("n_step", 1, "n-step returns: the critic's target sums this many discounted rewards.")
-    flags.DEFINE_integer("batch_size", 256, "Minibatch size.")
-    flags.DEFINE_integer("critic_actor_ratio", 4, "Critic steps per actor step within one update.")
-    flags.DEFINE_float("lr", 3e-4, "Adam learning rate of actor, critic and temperature.")
-    flags.DEFINE_float("initial_temperature", 0.01, "Initial SAC temperature (entropy weight).")
-    flags.DEFINE_string("encoder_channels", "32,32,32,32", "Pixels: 3x3 conv widths, the first with stride 2.")
-    flags.DEFINE_integer("encoder_latent_dim", 50, "Pixels: image features after the encoder's bottleneck.")
-    flags.DEFINE_integer("augmentation_pad", 4, "Pixels: random-shift padding of DrQ's augmentation (0 = off).")
-
-
 if __name__ == "__main__":
     from serl_gs.nodes.cli import run
 
-    run(main, define_flags)
+    run(main)

@@ -38,7 +38,7 @@ def learner(tmp_path_factory):
         env=ENV,
         agent=TINY_AGENT,
         replay=ReplayConfig(capacity=5000),
-        rate=RateLimiterConfig(utd=0.5, min_inserts=40, tolerance=20.0),
+        rate=RateLimiterConfig(utd=0.5, min_inserts=40, tolerance=20.0, auto=False),
         transport=LearnerTransportConfig(
             **port_layout(0), max_message_bytes=MIB, stream_evict_idle_s=1.0, reject_log_interval_s=60.0, **FAST
         ),

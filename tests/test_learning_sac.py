@@ -65,7 +65,7 @@ def test_sac_learns_cartpole_balance_from_state_through_the_nodes(tmp_path):
             env=ENV,
             agent=AGENT,
             replay=ReplayConfig(capacity=50_000),
-            rate=RateLimiterConfig(utd=1 / NUM_ENVS, min_inserts=1_000, tolerance=20.0),
+            rate=RateLimiterConfig(utd=1 / NUM_ENVS, min_inserts=1_000, tolerance=20.0, auto=False),
             transport=LearnerTransportConfig(**port_layout(0)),
             run_dir=str(tmp_path / "run"),
             publish_every=10,

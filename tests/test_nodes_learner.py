@@ -23,7 +23,7 @@ def _learner_config(run_dir) -> LearnerConfig:
         env=ENV,
         agent=TINY_AGENT,
         replay=ReplayConfig(capacity=5000),
-        rate=RateLimiterConfig(utd=0.5, min_inserts=40, tolerance=20.0),
+        rate=RateLimiterConfig(utd=0.5, min_inserts=40, tolerance=20.0, auto=False),
         transport=LearnerTransportConfig(**port_layout(0)),
         run_dir=str(run_dir),
         publish_every=5,

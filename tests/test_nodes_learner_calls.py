@@ -23,7 +23,7 @@ def _config(run_dir, **overrides) -> LearnerConfig:
         env=ENV,
         agent=TINY_AGENT,
         replay=ReplayConfig(capacity=1000),
-        rate=RateLimiterConfig(utd=0.5, min_inserts=20, tolerance=3.0),
+        rate=RateLimiterConfig(utd=0.5, min_inserts=20, tolerance=3.0, auto=False),
         transport=LearnerTransportConfig(**port_layout(0)),
         run_dir=str(run_dir),
         publish_every=4,

@@ -10,7 +10,7 @@ from serl_gs.nodes.rate_limiter import RateLimiter, RateLimiterConfig, tolerance
 
 
 def test_rate_limiter_holds_the_ratio_and_never_blocks_both_sides():
-    limiter = RateLimiter(RateLimiterConfig(utd=0.5, min_inserts=100, tolerance=10))
+    limiter = RateLimiter(RateLimiterConfig(utd=0.5, min_inserts=100, tolerance=10, auto=False))
     assert not limiter.can_update(99, 0) and limiter.can_insert(99, 0)
     for inserted in range(0, 2000, 7):
         for updates in range(0, 1000, 13):
@@ -41,7 +41,7 @@ def test_auto_tolerance_grows_with_the_largest_batch_and_the_actors_only():
     assert limiter.tolerance == 50.5
     limiter.observe_batch("a1", 10)  # a second actor: two windows of the largest batch
     assert limiter.tolerance == (0.5 * 100 * 2 * 2 + 1) / 2
-    fixed = RateLimiter(RateLimiterConfig(utd=0.5, tolerance=10.0))
+    fixed = RateLimiter(RateLimiterConfig(utd=0.5, tolerance=10.0, auto=False))
     fixed.observe_batch("a0", 100)
     assert fixed.tolerance == 10.0
 

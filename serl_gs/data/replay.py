@@ -54,7 +54,7 @@ ActorId = int | str
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    capacity: int = 1_000_000  # records (≈ transitions, see module doc)
+    capacity: int = 200_000  # records (≈ transitions, see module doc)
     storage: Literal["auto", "device", "host"] = "auto"
     device_fraction: float = 0.5  # "auto" keeps frames on the device if they fit in this share of its free memory
     # Frames per camera in sampled observations (data.frame_stack): stacks are rebuilt from single stored frames.

@@ -1,54 +1,97 @@
-"""Entry-point plumbing shared by the node mains: absl flags, and bad input as a one-line error."""
+"""Entry-point plumbing shared by the node mains: flags from the configs (serl_gs.nodes.flags), the options every
+node has, and bad input as a one-line error."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
-def run(main: Callable[[list[str]], None], define_flags: Callable[[], None]) -> None:
-    """Runs `main` under absl; a ValueError or a missing file exits with status 2 and a message naming it.
+@dataclasses.dataclass(frozen=True)
+class NodeOptions:
+    """What every node takes beside its config."""
+
+    # Log level of the libraries' logs (orbax, absl: they log every save at INFO, read-only opens at WARNING):
+    # -2 errors only, -1 also warnings, 0 also info, 1 debug.
+    verbosity: int = -2
+
+
+@dataclasses.dataclass(frozen=True)
+class PresetOption:
+    """A named preset (serl_gs.nodes.presets) as the other flags' defaults; flags given explicitly override it."""
+
+    preset: str | None = None  # one of serl_gs.nodes.presets.PRESETS; None: the configs' own defaults
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderOptions:
+    """The reference renderer's CPU threads (set_render_threads)."""
+
+    render_threads: int = 1  # torch CPU threads of the reference renderer (0 = torch's default)
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """Runs `main(argv)`; bad flags, a ValueError or a missing file exit with status 2 and a one-line message.
 
     First, before JAX starts its threads: freed memory stays in the process where JAX runs on the CPU
     (serl_gs.cpu_memory; on XLA:CPU a pixel update otherwise page-faults through hundreds of MB per call)."""
-    from absl import app, flags
-
     apply_cpu_tuning()
 
-    define_flags()
-    if any(arg in ("-h", "--help", "--helpshort") for arg in sys.argv[1:]):
-        # absl exits with status 1 after help; asking for help is not an error.
-        main_module = sys.modules["__main__"]
-        print((main_module.__doc__ or "").strip() + "\n")
-        print(flags.FLAGS.main_module_help())
-        shared = flags.FLAGS.flags_by_module_dict().get(__name__)
-        if shared:  # the env flags, defined here for every node
-            print(flags.FLAGS.module_help(__name__))
-        sys.exit(0)
+    from serl_gs.transport.errors import AddressInUse, BatchRejected, ProtocolMismatch, TransportError
 
-    def guarded(argv: list[str]) -> None:
-        from absl import logging
+    try:
+        main(sys.argv[1:])
+    except (ValueError, FileNotFoundError, AddressInUse, BatchRejected, ProtocolMismatch) as e:
+        # Bad input, a taken port, or a learner that refuses this node (another task or version).
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except TransportError as e:  # the transport cannot go on (e.g. its I/O thread failed): still one line
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
-        from serl_gs.transport.errors import AddressInUse, BatchRejected, ProtocolMismatch, TransportError
 
-        # Users see our lines only: libraries (orbax) log every save at INFO and every read-only open at
-        # WARNING. absl's own --verbosity (e.g. --verbosity=-1 for warnings, 0 for info) asks for more.
-        if not flags.FLAGS["verbosity"].present:
-            logging.set_verbosity(logging.ERROR)
-        try:
-            main(argv)
-        except (ValueError, FileNotFoundError, AddressInUse, BatchRejected, ProtocolMismatch) as e:
-            # Bad input, a taken port, or a learner that refuses this node (another task or version).
-            print(f"error: {e}", file=sys.stderr, flush=True)
-            sys.exit(2)
-        except TransportError as e:  # the transport cannot go on (e.g. its I/O thread failed): still one line
-            print(f"error: {e}", file=sys.stderr, flush=True)
-            sys.exit(1)
+def parse_node_flags(
+    argv: Sequence[str], roots: Mapping[str, Any], layout, *, prog: str, description: str | None,
+    presets: Callable[[str], Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The node's roots (configs) from its flags, plus "node" (NodeOptions, applied: the log level set). With
+    `presets`, `--preset NAME` first replaces the roots `presets(NAME)` returns, then the flags apply."""
+    from serl_gs.nodes.flags import parse, pre_parse
 
-    app.run(guarded)
+    roots = {**roots, "node": NodeOptions()}
+    if presets is not None:
+        name = pre_parse(argv, "preset")
+        roots = {**roots, **(presets(name) if name is not None else {}), "preset": PresetOption(name)}
+    parsed = parse(argv, roots, layout, prog=prog, description=(description or "").strip())
+    set_log_level(parsed["node"].verbosity)
+    return parsed
+
+
+def set_log_level(verbosity: int) -> None:
+    """absl's verbosity (orbax logs through absl) and Python logging's level (the transport's), absl's scale:
+    -2 errors, -1 warnings, 0 info, 1 debug. Python logging keeps its warnings at every level."""
+    import logging
+
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(verbosity)
+    level = absl_logging.converter.absl_to_standard(verbosity)
+    logging.basicConfig(level=min(level, logging.WARNING))
+
+
+def with_port_layout(transport):
+    """A transport config whose ports follow `transitions_port` (the --port flag): port_layout's one rule."""
+    from serl_gs.transport.config import port_layout
+
+    return dataclasses.replace(transport, **port_layout(transport.transitions_port))
+
+
+# How the nodes' shared configs become flags: the names users know (--port, --auth_secret_file).
+TRANSPORT_RENAME = {"transitions_port": "port", "auth.secret_file": "auth_secret_file"}
 
 
 def apply_cpu_tuning() -> bool:
@@ -69,44 +112,6 @@ def stop_on_signals() -> threading.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     return stop
-
-
-def define_env_flags() -> None:
-    """The flags that say which env and observations a node works with (they must match across nodes)."""
-    from absl import flags
-
-    flags.DEFINE_string("env", "serl_gs/PandaPickCube-v0", "Registered env id (the same on every node).")
-    flags.DEFINE_enum("obs_mode", "state", ["state", "pixels"], "State observations, or pixels (+ proprio state).")
-    flags.DEFINE_integer("image_size", 64, "Square image side for pixel observations.")
-    flags.DEFINE_string("cameras", "", "Comma-separated MJCF camera names (pixels); empty = all cameras.")
-    flags.DEFINE_integer("episode_length", 0, "Override the task's episode length (0 = the task's default).")
-    flags.DEFINE_integer("action_repeat", 0, "Control steps per env step, one action each (0 = the task's default).")
-    flags.DEFINE_integer("frame_stack", 1, "Frames per camera in the policy's observation (pixels; DrQ: 3).")
-    flags.DEFINE_integer("render_size", 0, "Pixels: rasterize at this side, area-downsample to --image_size (0: off).")
-    flags.DEFINE_string("scene", "", "A scene manifest (JSON) of captures bound to bodies, or a .ply; empty: generated")
-    flags.DEFINE_enum("randomize", "none", ["none", "light", "strong"], "Randomization preset (docs/sim2real.md).")
-
-
-def env_spec_from_flags(**overrides: Any):
-    """The EnvSpec the env flags describe; `overrides` set the fields a node decides itself."""
-    from absl import flags
-
-    from serl_gs.nodes.env_spec import EnvSpec
-
-    f = flags.FLAGS
-    fields = dict(
-        env=f.env,
-        obs_mode=f.obs_mode,
-        image_size=f.image_size,
-        cameras=tuple(c for c in f.cameras.split(",") if c),
-        episode_length=f.episode_length or None,
-        action_repeat=f.action_repeat or None,
-        frame_stack=f.frame_stack,
-        render_size=f.render_size or None,
-        scene=f.scene or None,
-        randomize=f.randomize,
-    )
-    return EnvSpec(**{**fields, **overrides})
 
 
 def set_render_threads(threads: int) -> None:

@@ -79,11 +79,8 @@ class LearnerConfig:
 
     env: EnvSpec = EnvSpec()
     agent: AgentConfig = AgentConfig()
-    replay: ReplayConfig = ReplayConfig(capacity=200_000)
-    # rate.min_inserts is --training_starts: transitions in the replay before the first update.
-    # tolerance 200 is the floor; `auto` raises it with the largest batch, the credits and the actors
-    # (serl_gs.nodes.rate_limiter.tolerance_for).
-    rate: RateLimiterConfig = RateLimiterConfig(utd=0.25, min_inserts=1000, tolerance=200.0, auto=True)
+    replay: ReplayConfig = ReplayConfig()
+    rate: RateLimiterConfig = RateLimiterConfig()  # rate.min_inserts is the flag --training_starts
     transport: LearnerTransportConfig = LearnerTransportConfig()
     run_dir: str = "runs/default"
     publish_every: int = 20  # updates

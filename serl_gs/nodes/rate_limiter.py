@@ -26,11 +26,12 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class RateLimiterConfig:
-    utd: float = 1.0  # updates per inserted transition
-    min_inserts: int = 1000  # transitions before the first update (--training_starts)
-    tolerance: float = 100.0  # updates the learner may be ahead of or behind the target (with `auto`: the floor)
-    # Grow the tolerance with the largest batch seen, the credits and the actors (`tolerance_for`).
-    auto: bool = False
+    utd: float = 0.25  # updates per inserted transition (each update = the agent's critic_actor_ratio steps)
+    min_inserts: int = 1000  # transitions in the replay before the first update (--training_starts)
+    tolerance: float = 200.0  # updates the learner may be ahead of or behind the target (with `auto`: the floor)
+    # Grow the tolerance with the largest batch seen, the credits and the actors (`tolerance_for`;
+    # docs/scale.md: the tolerance rule).
+    auto: bool = True
 
     def __post_init__(self):
         if not self.utd > 0:
