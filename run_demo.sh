@@ -30,26 +30,18 @@ echo "[demo] the cpu set: the CPU main job (state SAC on PandaPickCube)"
 source "$root/scripts/demo_run.sh"
 
 run_dir="${RUN_DIR:-runs/demo-$(date +%Y%m%d-%H%M%S)}"
-stop_success="${STOP_SUCCESS:-0.75}"
-success_window="${SUCCESS_WINDOW:-64}"
-max_updates="${MAX_UPDATES:-100000}"
-train_seconds="${TRAIN_SECONDS:-3600}"
-port="${PORT:-5588}"
-env_id="serl_gs/PandaPickCube-v0"
-
-learner_args=(
-  --env "$env_id" --run_dir "$run_dir" --port "$port"
-  --stop_success "$stop_success" --success_window "$success_window" --max_updates "$max_updates"
-  --max_seconds "$train_seconds"
-  --training_starts 2000 --utd 0.25 --n_step 3 --hidden_dims 128,128 --critic_ensemble_size 4 --batch_size 128
-  --critic_actor_ratio 2 --lr 1e-3 --checkpoint_every 5000 --publish_every 10 --log_every_s 30
-)
-actor_args=(
-  --env "$env_id" --learner_host 127.0.0.1 --port "$port" --num_envs 16 --random_steps 2000 --noise_beta 1
-  --run_dir "$run_dir" --log_every_s 30 "$@"
-)
+# The preset pick_state (serl_gs.nodes.presets; ./run_learner.sh --preset pick_state --help shows every value):
+# 75 % over 64 episodes, at most 100,000 updates or 3,600 s. The variables override it.
+overrides=()
+[[ -n "${STOP_SUCCESS:-}" ]] && overrides+=(--stop_success "$STOP_SUCCESS")
+[[ -n "${SUCCESS_WINDOW:-}" ]] && overrides+=(--success_window "$SUCCESS_WINDOW")
+[[ -n "${MAX_UPDATES:-}" ]] && overrides+=(--max_updates "$MAX_UPDATES")
+[[ -n "${TRAIN_SECONDS:-}" ]] && overrides+=(--max_seconds "$TRAIN_SECONDS")
+[[ -n "${PORT:-}" ]] && port=(--port "$PORT") || port=()
+learner_args=(--preset pick_state --run_dir "$run_dir" "${port[@]}" "${overrides[@]}")
+actor_args=(--preset pick_state --run_dir "$run_dir" "${port[@]}" "$@")
 eval_args=(--checkpoint "$run_dir" --num_envs 16 --episodes 32 --video_episodes 2 --video_size 64)
 
-echo "[demo] training until ${stop_success} training success over ${success_window} episodes," \
-  "at most ${max_updates} updates or ${train_seconds} s; run directory: $run_dir"
+echo "[demo] training (--preset pick_state, the learner's first line shows its config) until its training" \
+  "success, update or time cap; run directory: $run_dir"
 demo_train_and_eval

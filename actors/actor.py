@@ -9,17 +9,6 @@ learner is away it keeps acting (buffering up to --away_buffer_mb) and sends the
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
-
-
-@dataclasses.dataclass(frozen=True)
-class InterventionOptions:
-    """Who may override the policy (HIL-SERL, serl_gs.demos.sources); intervened steps also go to the learner's
-    demo buffer."""
-
-    # "scripted": the task's expert on a tapering schedule (--intervention_start, --intervention_taper_steps);
-    # "keyboard": you (hold a key to take over; one env).
-    intervention: Literal["none", "scripted", "keyboard"] = "none"
 
 
 def layout():
@@ -51,7 +40,7 @@ def parse_flags(argv: list[str]) -> dict:
     """The parsed roots: "actor" (its ActorConfig), "render", "intervention" and "schedule"."""
     from serl_gs.demos.sources import TaperedSchedule
     from serl_gs.nodes.actor import ActorConfig
-    from serl_gs.nodes.cli import RenderOptions, parse_node_flags, with_port_layout
+    from serl_gs.nodes.cli import InterventionOptions, RenderOptions, parse_node_flags, with_port_layout
     from serl_gs.nodes.presets import preset
 
     roots = {"actor": ActorConfig(), "render": RenderOptions(), "intervention": InterventionOptions(),

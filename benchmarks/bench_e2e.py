@@ -60,10 +60,10 @@ def run_once(args: argparse.Namespace, num_envs: int, workdir: Path, path: str) 
     learner_cmd = [
         sys.executable, "-m", "learners.learner", *common, "--run_dir", str(run_dir), "--port", str(port),
         "--training_starts", str(args.training_starts), "--utd", str(args.utd), "--log_every_s", "2",
-        "--hidden_dims", "128,128", "--critic_ensemble_size", "4", "--batch_size", str(BATCH_SIZE),
+        "--hidden_dims", "128", "128", "--critic_ensemble_size", "4", "--batch_size", str(BATCH_SIZE),
         "--critic_actor_ratio", str(CRITIC_ACTOR_RATIO), "--n_step", "3", "--replay_capacity",
         str(args.replay_capacity), "--publish_every", "10", "--updates_per_call", PATHS[path],
-        "--checkpoint_every", "1000000", "--save_replay=false",
+        "--checkpoint_every", "1000000", "--no_save_replay",
         "--max_seconds", str(args.timeout + args.warmup + args.seconds + 60),  # a safety net: stopped by SIGINT
     ]  # fmt: skip
     actor_cmd = [

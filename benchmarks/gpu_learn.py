@@ -42,83 +42,51 @@ FILES = ("summary.json", "curve.json", "learner.log", "actor.log", "eval.log", "
 
 @dataclass(frozen=True)
 class Plan:
-    """The run's sizes. GPU: the CPU recipe that learned (benchmarks/results/learning-panda-pixels-cpu2-2026-12-06.sh:
-    32², front + wrist, 2 critics, 32-channel convs) at 1,024 envs with a larger batch; not yet run on a GPU."""
+    """The run: learner and actor run the preset gpu_pixels (serl_gs.nodes.presets: 32², front + wrist, 2 critics,
+    32-channel convs, 1,024 MJX-Warp + gsplat envs, to 90 % training success; not yet run on a GPU); the dry run
+    overrides it with tiny sizes. The eval's sizes are this plan's own."""
 
     dry_run: bool
-    num_envs: int = 1024
-    image_size: int = 32
-    physics: str = "mjx"
+    preset: str = "gpu_pixels"
+    learner_overrides: tuple[str, ...] = ()  # flags over the preset (the dry run's sizes)
+    actor_overrides: tuple[str, ...] = ()
     eval_physics: str = "mjx"
-    render_backend: str = "gsplat"
-    episode_length: int = 0  # 0: the task's
-    batch_size: int = 256
-    utd: float = 0.1  # 1,024 envs bring transitions faster than any learner uses them: it paces the actor
-    training_starts: int = 10_000
-    replay_capacity: int = 300_000
-    max_updates: int = 0
-    stop_success: float = 0.9
-    success_window: int = 1024  # one batch of episodes
+    eval_render_backend: str = "gsplat"
     eval_envs: int = 64
     eval_episodes: int = 64
     eval_reserve_s: float = 100.0  # the eval's share of the budget (its compile, 64 episodes, the video)
-    random_steps: int = 10_000
-    log_every_s: float = 10.0
-    publish_every: int = 20
-    checkpoint_every: int = 5000
 
     @staticmethod
     def for_run(dry_run: bool) -> Plan:
         if not dry_run:
             return Plan(dry_run=False)
+        env = ("--image_size", "8", "--episode_length", "8")
         return Plan(
             dry_run=True,
-            num_envs=2,
-            image_size=8,
-            render_backend="reference",
-            eval_physics="mujoco",  # MJX-Warp's CPU setup would double the dry run; the actor covers MJX
-            episode_length=8,
-            batch_size=8,
-            utd=0.5,
-            training_starts=16,
-            replay_capacity=1000,
-            max_updates=4,
-            success_window=2,
+            learner_overrides=(*env, "--batch_size", "8", "--utd", "0.5", "--training_starts", "16",
+                               "--replay_capacity", "1000", "--max_updates", "4", "--success_window", "2",
+                               "--log_every_s", "2", "--publish_every", "2", "--checkpoint_every", "2"),
+            # MJX-Warp on the CPU with the reference renderer: the actor covers MJX
+            actor_overrides=(*env, "--num_envs", "2", "--render_backend", "reference", "--random_steps", "16",
+                             "--log_every_s", "2"),
+            eval_physics="mujoco",  # MJX-Warp's CPU setup would double the dry run
+            eval_render_backend="reference",
             eval_envs=2,
             eval_episodes=2,
             eval_reserve_s=300.0,
-            random_steps=16,
-            log_every_s=2.0,
-            publish_every=2,
-            checkpoint_every=2,
-        )
-
-    def env_args(self) -> list[str]:
-        args = ["--env", "serl_gs/PandaPickCube-v0", "--obs_mode", "pixels", "--image_size", str(self.image_size),
-                "--cameras", "front,wrist", "--frame_stack", "1"]  # fmt: skip
-        return args + (["--episode_length", str(self.episode_length)] if self.episode_length else [])
+        )  # fmt: skip
 
     def learner_args(self, run_dir: Path, port: int, max_seconds: float) -> list[str]:
-        return [*self.env_args(), "--run_dir", str(run_dir), "--port", str(port),
-                "--max_seconds", f"{max_seconds:.0f}", "--max_updates", str(self.max_updates),
-                "--stop_success", str(self.stop_success), "--success_window", str(self.success_window),
-                "--hidden_dims", "128,128", "--critic_ensemble_size", "2", "--batch_size", str(self.batch_size),
-                "--critic_actor_ratio", "1", "--discount", "0.96", "--lr", "1e-3", "--encoder_channels", "32,32",
-                "--encoder_latent_dim", "50", "--augmentation_pad", "2", "--initial_temperature", "0.1",
-                "--n_step", "3", "--utd", str(self.utd), "--training_starts", str(self.training_starts),
-                "--replay_capacity", str(self.replay_capacity), "--publish_every", str(self.publish_every),
-                "--checkpoint_every", str(self.checkpoint_every), "--keep_checkpoints", "2",
-                "--save_replay=false", "--log_every_s", str(self.log_every_s)]  # fmt: skip
+        return ["--preset", self.preset, "--run_dir", str(run_dir), "--port", str(port),
+                "--max_seconds", f"{max_seconds:.0f}", *self.learner_overrides]  # fmt: skip
 
     def actor_args(self, run_dir: Path, port: int) -> list[str]:
-        return [*self.env_args(), "--learner_host", "127.0.0.1", "--port", str(port),
-                "--num_envs", str(self.num_envs), "--physics", self.physics,
-                "--render_backend", self.render_backend, "--random_steps", str(self.random_steps),
-                "--noise_beta", "1", "--run_dir", str(run_dir), "--log_every_s", str(self.log_every_s)]  # fmt: skip
+        return ["--preset", self.preset, "--learner_host", "127.0.0.1", "--port", str(port), "--run_dir", str(run_dir),
+                *self.actor_overrides]  # fmt: skip
 
     def eval_args(self, run_dir: Path, out: Path) -> list[str]:
         return ["--checkpoint", str(run_dir), "--num_envs", str(self.eval_envs), "--episodes",
-                str(self.eval_episodes), "--physics", self.eval_physics, "--render_backend", self.render_backend,
+                str(self.eval_episodes), "--physics", self.eval_physics, "--render_backend", self.eval_render_backend,
                 "--video_episodes", "2", "--video_size", "128", "--policy_frames", "--out_dir", str(out)]  # fmt: skip
 
 

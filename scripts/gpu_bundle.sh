@@ -25,6 +25,7 @@ pin() {  # the pinned requirement line for a package name, e.g. "mujoco==3.17.0"
 packages=(
   "$(pin mujoco)" "$(pin mujoco-mjx)" "$(pin warp-lang)" "$(pin gsplat)" "$(pin gymnasium)" "$(pin pyzmq)"
   "$(pin tensorboardX)" "$(pin farama-notifications)" "$(pin trimesh)" "$(pin imageio-ffmpeg)"
+  "$(pin tyro)" "$(pin docstring-parser)" "$(pin typeguard)" "$(pin typing-extensions)"  # the nodes' flags
 )
 for p in "${packages[@]}"; do [[ -n "$p" ]] || { echo "a package has no pin in requirements.txt" >&2; exit 1; }; done
 if [[ "${1:-}" == --list ]]; then  # what would be packed, one requirement a line (tests/test_install_select.py)

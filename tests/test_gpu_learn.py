@@ -71,10 +71,15 @@ def test_dry_run_trains_then_evaluates_and_writes_every_file(tmp_path):
 
 
 def test_the_gpu_plan_is_the_issue_s_run():
+    from serl_gs.nodes.presets import preset
+
     plan = Plan.for_run(dry_run=False)
-    assert plan.num_envs >= 1024 and (plan.physics, plan.render_backend) == ("mjx", "gsplat")
-    assert plan.stop_success == 0.9
-    assert "front,wrist" in plan.env_args() and "--policy_frames" in plan.eval_args(Path("r"), Path("o"))
+    run = preset(plan.preset)
+    actor, learner = run.actor, run.learner
+    assert actor.num_envs >= 1024 and (actor.env.physics, actor.env.render_backend) == ("mjx", "gsplat")
+    assert learner.stop_success == 0.9 and learner.env.cameras == actor.env.cameras == ("front", "wrist")
+    assert not plan.learner_overrides and not plan.actor_overrides
+    assert "--policy_frames" in plan.eval_args(Path("r"), Path("o"))
 
 
 def test_gpu_learn_script_says_how_to_call_it():

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = "serl_gs/CartpoleBalance-v0"
 TINY_AGENT = [
     "--hidden_dims",
-    "32,32",
+    "32",
+    "32",
     "--critic_ensemble_size",
     "2",
     "--batch_size",
@@ -244,7 +245,7 @@ def test_pixel_path_end_to_end_at_32px(tmp_path):
     [
         ("run_learner.sh", ["--no_such_flag=1"], "no_such_flag"),
         ("run_eval.sh", ["--checkpoint", "/nonexistent/run"], "checkpoint path '/nonexistent/run' does not exist"),
-        ("run_eval.sh", [], "--checkpoint is required"),
+        ("run_eval.sh", [], "Missing from run_eval.sh: --checkpoint"),
         ("run_actor.sh", ["--env", "serl_gs/NoSuchTask-v0", "--max_steps", "1"], "NoSuchTask"),
         ("run_learner.sh", ["--utd", "0", "--run_dir", "/tmp/serl_gs_bad_utd"], "utd must be positive, got 0.0"),
     ],

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +32,16 @@ class RenderOptions:
     """The reference renderer's CPU threads (set_render_threads)."""
 
     render_threads: int = 1  # torch CPU threads of the reference renderer (0 = torch's default)
+
+
+@dataclasses.dataclass(frozen=True)
+class InterventionOptions:
+    """Who may override the policy (HIL-SERL, serl_gs.demos.sources); intervened steps also go to the learner's
+    demo buffer."""
+
+    # "scripted": the task's expert on a tapering schedule (--intervention_start, --intervention_taper_steps);
+    # "keyboard": you (hold a key to take over; one env).
+    intervention: Literal["none", "scripted", "keyboard"] = "none"
 
 
 def run(main: Callable[[list[str]], None]) -> None:

@@ -161,6 +161,8 @@ def field_help(cls: type) -> dict[str, str]:
         stripped = line.strip()
         if stripped.startswith("#"):
             above.append(stripped.lstrip("# ").strip())
+            if len(above) == 1 and len(above[0].split()) <= 2:  # a section title ("# Networks."), not a field's help
+                above = []
             continue
         match = re.match(r"\s+(\w+):\s", code)
         if match and match.group(1) not in found:
