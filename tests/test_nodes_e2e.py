@@ -243,7 +243,7 @@ def test_pixel_path_end_to_end_at_32px(tmp_path):
 @pytest.mark.parametrize(
     "script, args, message",
     [
-        ("run_learner.sh", ["--no_such_flag=1"], "no_such_flag"),
+        ("run_learner.sh", ["--no_such_flag=1"], "Unrecognized options: --no_such_flag=1"),
         ("run_eval.sh", ["--checkpoint", "/nonexistent/run"], "checkpoint path '/nonexistent/run' does not exist"),
         ("run_eval.sh", [], "Missing from run_eval.sh: --checkpoint"),
         ("run_actor.sh", ["--env", "serl_gs/NoSuchTask-v0", "--max_steps", "1"], "NoSuchTask"),
@@ -252,8 +252,9 @@ def test_pixel_path_end_to_end_at_32px(tmp_path):
 )
 def test_bad_input_exits_nonzero_with_a_clear_error(script, args, message):
     out = subprocess.run([str(ROOT / script), *args], capture_output=True, text=True, timeout=180, cwd=ROOT)
-    assert out.returncode != 0
-    assert message in out.stdout + out.stderr, out.stdout[-1500:] + out.stderr[-1500:]
+    assert out.returncode == 2, out.stdout[-1500:] + out.stderr[-1500:]
+    last = out.stderr.strip().splitlines()[-1]  # one line: "error: ..." naming the bad input
+    assert last.startswith("error: ") and message in last, out.stdout[-1500:] + out.stderr[-1500:]
     assert "Traceback" not in out.stderr
 
 
