@@ -40,7 +40,13 @@ def parse_flags(argv: list[str]) -> dict:
     """The parsed roots: "actor" (its ActorConfig), "render", "intervention" and "schedule"."""
     from serl_gs.demos.sources import TaperedSchedule
     from serl_gs.nodes.actor import ActorConfig
-    from serl_gs.nodes.cli import InterventionOptions, RenderOptions, parse_node_flags, with_port_layout
+    from serl_gs.nodes.cli import (
+        InterventionOptions,
+        RenderOptions,
+        configure_logging,
+        parse_node_flags,
+        with_port_layout,
+    )
     from serl_gs.nodes.presets import preset
 
     roots = {"actor": ActorConfig(), "render": RenderOptions(), "intervention": InterventionOptions(),
@@ -50,6 +56,7 @@ def parse_flags(argv: list[str]) -> dict:
         presets=lambda name: {"actor": preset(name).actor},
     )  # fmt: skip
     actor = parsed["actor"]
+    configure_logging(f"actor {actor.actor_id}", parsed["node"].verbosity)
     parsed["actor"] = dataclasses.replace(actor, transport=with_port_layout(actor.transport))
     parsed["schedule"] = dataclasses.replace(parsed["schedule"], seed=actor.seed)
     return parsed

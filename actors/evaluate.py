@@ -11,11 +11,12 @@ from serl_gs.nodes.evaluation import EvalConfig, evaluate
 
 def parse_flags(argv: list[str]) -> dict:
     """The parsed roots: "eval" (its EvalConfig; --checkpoint is required) and "render"."""
-    from serl_gs.nodes.cli import RenderOptions, parse_node_flags
+    from serl_gs.nodes.cli import RenderOptions, configure_logging, parse_node_flags
     from serl_gs.nodes.flags import Layout
 
     roots = {"eval": EvalConfig, "render": RenderOptions()}
     parsed = parse_node_flags(argv, roots, Layout(), prog="run_eval.sh", description=__doc__)
+    configure_logging("eval", parsed["node"].verbosity)
     given = parsed["eval"]
     # Derived here only: at most one recorded episode per env.
     parsed["eval"] = EvalConfig(**{**given, "video_episodes": min(given["video_episodes"], given["num_envs"])})

@@ -42,7 +42,7 @@ def layout():
 
 def parse_config(argv: list[str]):
     """The LearnerConfig the command line describes (with --preset, the preset's learner under the flags)."""
-    from serl_gs.nodes.cli import parse_node_flags, with_port_layout
+    from serl_gs.nodes.cli import configure_logging, parse_node_flags, with_port_layout
     from serl_gs.nodes.learner import LearnerConfig
     from serl_gs.nodes.presets import preset
 
@@ -50,6 +50,7 @@ def parse_config(argv: list[str]):
         argv, {"learner": LearnerConfig()}, layout(), prog="run_learner.sh", description=__doc__,
         presets=lambda name: {"learner": preset(name).learner},
     )  # fmt: skip
+    configure_logging("learner", parsed["node"].verbosity)
     config = parsed["learner"]
     # Derived here only: the replay stacks what the env's observations stack (as logged and saved).
     replay = dataclasses.replace(config.replay, frame_stack=config.env.frame_stack)

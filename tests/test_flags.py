@@ -25,6 +25,8 @@ from serl_gs.nodes.learner import LearnerConfig
 from serl_gs.nodes.presets import PRESETS, preset, replaced
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 def _roots(node: str) -> dict:
     from serl_gs.demos.sources import TaperedSchedule
 
@@ -199,7 +201,9 @@ def test_help_exits_0_and_shows_each_flag_with_its_help(capsys):
 
 
 def test_verbosity_sets_the_libraries_log_level():
-    before = absl_logging.get_verbosity()
+    import logging
+
+    before, root = absl_logging.get_verbosity(), logging.getLogger().level
     try:
         actor_main.parse_flags(["--verbosity", "-1"])
         assert absl_logging.get_verbosity() == -1
@@ -207,6 +211,7 @@ def test_verbosity_sets_the_libraries_log_level():
         assert absl_logging.get_verbosity() == absl_logging.ERROR
     finally:
         absl_logging.set_verbosity(before)
+        logging.getLogger().setLevel(root)
 
 
 def test_parse_refuses_two_fields_under_one_flag():

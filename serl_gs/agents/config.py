@@ -17,7 +17,7 @@ class EncoderConfig:
     """
 
     channels: tuple[int, ...] = (32, 32, 32, 32)  # 3x3 convs, the first with stride 2 (DrQ-v2's encoder)
-    first_stride: int = 2
+    first_stride: int = 2  # stride of the first conv
     latent_dim: int = 50  # image features -> Dense -> LayerNorm -> tanh, as SERL's bottleneck
     share_across_cameras: bool = True  # one conv net for every camera, or one per camera
     pretrained_path: str | None = None  # flax-serialized (msgpack) encoder params, see agents.pretrained
@@ -43,11 +43,11 @@ class AgentConfig:
     """
 
     # Networks.
-    hidden_dims: tuple[int, ...] = (256, 256)
-    activation: Activation = "tanh"
+    hidden_dims: tuple[int, ...] = (256, 256)  # MLP hidden sizes of actor and critics
+    activation: Activation = "tanh"  # of the MLPs
     critic_layer_norm: bool = True
     actor_layer_norm: bool = False
-    critic_ensemble_size: int = 10
+    critic_ensemble_size: int = 10  # critics in the ensemble (REDQ)
     critic_subsample_size: int | None = 2  # REDQ: target = min over a random subset; None = min over all
     std_min: float = 1e-5
     std_max: float = 5.0
@@ -57,15 +57,15 @@ class AgentConfig:
     # Learning.
     discount: float = 0.96  # SERL's pick task; long-horizon tasks (e.g. cartpole) want ~0.99
     n_step: int = 1  # n-step returns: the critic's target sums n discounted rewards (data.sampling)
-    tau: float = 0.005
-    backup_entropy: bool = False
-    initial_temperature: float = 0.01
+    tau: float = 0.005  # Polyak averaging rate of the target critics
+    backup_entropy: bool = False  # subtract the entropy term in the critic's target
+    initial_temperature: float = 0.01  # initial SAC temperature (entropy weight)
     target_entropy: float | None = None  # None = -|A| / 2
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    temperature_lr: float = 3e-4
-    batch_size: int = 256
-    critic_actor_ratio: int = 4
+    actor_lr: float = 3e-4  # Adam learning rate of the actor
+    critic_lr: float = 3e-4  # Adam learning rate of the critics (and the encoder)
+    temperature_lr: float = 3e-4  # Adam learning rate of the temperature
+    batch_size: int = 256  # minibatch size of each critic step
+    critic_actor_ratio: int = 4  # critic steps per actor step within one update
     # The critic steps run in lax.scan. XLA:CPU runs convolutions inside loop bodies many times slower
     # (jax-ml/jax#12868; measured 15x here), so "auto" unrolls the scan for pixel agents on the CPU backend.
     scan_unroll: Literal["auto", "always", "never"] = "auto"

@@ -30,7 +30,7 @@ class TaperedSchedule:
     """Each new episode is handed to the expert with probability `start * max(0, 1 - env_steps / taper_steps)`:
     whole episodes, so the expert's time-phased pick starts from a reset state and its episodes are clean demos."""
 
-    start: float = 0.5
+    start: float = 0.5  # share of episodes the expert takes at the start
     taper_steps: int = 20_000  # env steps (all envs together) after which nobody intervenes
     seed: int = 0
 

@@ -48,9 +48,9 @@ class ActorConfig:
 
     env: EnvSpec = EnvSpec()
     transport: ActorTransportConfig = ActorTransportConfig(actor_id="actor0", block_timeout_s=STOP_AWARE_BLOCK_S)
-    num_envs: int = 16
+    num_envs: int = 16  # envs stepped together in one batch
     random_steps: int = 1000  # env steps (all envs together) of uniform random actions before the policy acts
-    seed: int = 0
+    seed: int = 0  # seed of the envs and of the action noise
     max_steps: int = 0  # batched steps to run; 0 = until stopped (SIGINT/SIGTERM)
     run_dir: str | None = None  # where to write actor metrics (JSONL, TensorBoard); None = console only
     log_every_s: float = 10.0  # progress lines; also how often an unreachable learner is reported

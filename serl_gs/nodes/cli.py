@@ -15,9 +15,9 @@ from typing import Any, Literal
 class NodeOptions:
     """What every node takes beside its config."""
 
-    # Log level of the libraries' logs (orbax, absl: they log every save at INFO, read-only opens at WARNING):
-    # -2 errors only, -1 also warnings, 0 also info, 1 debug.
-    verbosity: int = -2
+    # Log level of the libraries' logs (orbax, absl: they log every save at INFO, read-only opens at WARNING),
+    # on absl's scale: None errors only, -1 also warnings, 0 also info, 1 debug.
+    verbosity: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,29 +68,37 @@ def parse_node_flags(
     argv: Sequence[str], roots: Mapping[str, Any], layout, *, prog: str, description: str | None,
     presets: Callable[[str], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The node's roots (configs) from its flags, plus "node" (NodeOptions, applied: the log level set). With
-    `presets`, `--preset NAME` first replaces the roots `presets(NAME)` returns, then the flags apply."""
+    """The node's roots (configs) from its flags, plus "node" (NodeOptions: the caller then calls
+    `configure_logging`). With `presets`, `--preset NAME` first replaces the roots `presets(NAME)` returns, then
+    the flags apply."""
     from serl_gs.nodes.flags import parse, pre_parse
 
     roots = {**roots, "node": NodeOptions()}
     if presets is not None:
         name = pre_parse(argv, "preset")
         roots = {**roots, **(presets(name) if name is not None else {}), "preset": PresetOption(name)}
-    parsed = parse(argv, roots, layout, prog=prog, description=(description or "").strip())
-    set_log_level(parsed["node"].verbosity)
-    return parsed
+    return parse(argv, roots, layout, prog=prog, description=(description or "").strip())
 
 
-def set_log_level(verbosity: int) -> None:
-    """absl's verbosity (orbax logs through absl) and Python logging's level (the transport's), absl's scale:
-    -2 errors, -1 warnings, 0 info, 1 debug. Python logging keeps its warnings at every level."""
+def configure_logging(node: str, verbosity: int | None) -> None:
+    """The node's one log setup: serl_gs.logs.configure where the library has it (the node's name on each line);
+    before it, absl's verbosity (orbax logs through absl) and Python logging's level (the transport's), absl's
+    scale: None errors only, -1 warnings, 0 info, 1 debug; Python logging keeps its warnings at every level."""
     import logging
 
     from absl import logging as absl_logging
 
-    absl_logging.set_verbosity(verbosity)
-    level = absl_logging.converter.absl_to_standard(verbosity)
-    logging.basicConfig(level=min(level, logging.WARNING))
+    try:
+        from serl_gs.logs import configure  # the logging path of issue 24, where it is merged
+    except ImportError:
+        pass
+    else:
+        configure(node, verbosity)
+        return
+    absl_logging.set_verbosity(absl_logging.ERROR if verbosity is None else verbosity)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")  # once: the first node setting it
+    level = absl_logging.converter.absl_to_standard(absl_logging.get_verbosity())
+    logging.getLogger().setLevel(min(level, logging.WARNING))
 
 
 def with_port_layout(transport):

@@ -25,13 +25,13 @@ from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     checkpoint: str  # a run directory (newest checkpoint) or one checkpoint step folder
-    num_envs: int = 8
-    episodes: int = 16
-    seed: int = 12345
-    physics: str = "auto"
-    render_backend: str = "auto"
+    num_envs: int = 8  # envs evaluated in one batch
+    episodes: int = 16  # episodes to evaluate
+    seed: int = 12345  # seed of the eval envs
+    physics: str = "auto"  # auto | mjx | mujoco
+    render_backend: str = "auto"  # 3DGS backend (pixels, video): auto | gsplat | reference
     video_episodes: int = 2  # envs recorded (their first episode each); 0 = no video
-    video_size: int = 128
+    video_size: int = 128  # video frame side in pixels
     video_camera: str = ""  # empty: the task's first camera
     policy_frames: bool = False  # pixel policies: the video shows the frames the policy saw (newest of each stack)
     scene: str | None = None  # a scene manifest of captures; None: the one the run trained with, if any

@@ -61,11 +61,11 @@ def parse(
             description=description,
             use_underscores=True,
         )
-    got = {name: getattr(parsed, name) for name in roots}
-    return {
-        name: _values(got[name]) if isinstance(value, type) else _rebuild(value, got[name], name, layout)
-        for name, value in roots.items()
-    }
+    out = {}
+    for name, value in roots.items():
+        got = getattr(parsed, name)
+        out[name] = _values(value, got, name, layout) if isinstance(value, type) else _rebuild(value, got, name, layout)
+    return out
 
 
 def flag_fields(roots: Mapping[str, Any], layout: Layout) -> dict[str, tuple[str, Any]]:
@@ -98,8 +98,17 @@ def _default(value: Any, f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def _values(parsed: Any) -> dict[str, Any]:
-    return {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed)}
+def _values(cls: type, parsed: Any, path: str, layout: Layout) -> dict[str, Any]:
+    """A type root's field values from its mirror: nested configs rebuilt from their defaults."""
+    defaults = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for f in dataclasses.fields(parsed):
+        sub, got = f"{path}.{f.name}", getattr(parsed, f.name)
+        if dataclasses.is_dataclass(got):
+            values[f.name] = _rebuild(_default(cls, defaults[f.name]), got, sub, layout)
+        else:
+            values[f.name] = layout.convert[sub].to_config(got) if sub in layout.convert else got
+    return values
 
 
 def _leaves(value: Any, path: str, layout: Layout):
