@@ -30,7 +30,11 @@ def layout():
         hidden=frozenset({"schedule.seed"}),
         only={"actor.transport": ("actor_id", "host", "transitions_port", "auth", "away_buffer_bytes", "overflow")},
         convert={
-            "actor.transport.away_buffer_bytes": Convert(int, lambda b: b // MIB, lambda mb: mb * MIB),
+            "actor.transport.away_buffer_bytes": Convert(
+                int, lambda b: b // MIB, lambda mb: mb * MIB,
+                help="while the learner is unreachable, keep acting and buffer up to this many MiB of transitions "
+                "for it (0: block, or drop, after a few batches)",
+            ),  # fmt: skip
             "actor.resets_per_step": Convert(str, _resets_flag, parse_resets_per_step),
         },
     )

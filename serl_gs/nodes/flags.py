@@ -33,6 +33,7 @@ class Convert:
     type: Any
     to_flag: Callable[[Any], Any]
     to_config: Callable[[Any], Any]
+    help: str | None = None  # the flag's help where the field's comment speaks of the other unit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +154,7 @@ def _mirror(value: Any, path: str, layout: Layout) -> type:
         convert = layout.convert.get(sub)
         kind = convert.type if convert else hints[f.name]
         default = convert.to_flag(child) if convert and child is not dataclasses.MISSING else child
-        help_text = field_help(cls).get(f.name)
+        help_text = (convert.help if convert else None) or field_help(cls).get(f.name)
         arg = tyro.conf.arg(name=layout.rename.get(sub, f.name), help=help_text)
         markers = (tyro.conf.UseAppendAction,) if sub in layout.append else ()
         fields.append((f.name, Annotated[(kind, arg, *markers)], dataclasses.field(default=default)))
@@ -164,10 +165,17 @@ def _mirror(value: Any, path: str, layout: Layout) -> type:
 def field_help(cls: type) -> dict[str, str]:
     """Each field's comment in the class source: the one on its line, else the comment lines right above it."""
     lines, _ = inspect.getsourcelines(cls)
-    found, above = {}, []
-    for line in lines:
+    found, above, in_docstring = {}, [], False
+    for line in lines[1:]:
         code, _, comment = line.partition("  # ")
         stripped = line.strip()
+        if line.count('"""') % 2:
+            in_docstring = not in_docstring
+            continue
+        if in_docstring or stripped.startswith('"""'):
+            continue
+        if stripped.startswith(("def ", "@")):
+            break  # the fields come first
         if stripped.startswith("#"):
             above.append(stripped.lstrip("# ").strip())
             if len(above) == 1 and len(above[0].split()) <= 2:  # a section title ("# Networks."), not a field's help
