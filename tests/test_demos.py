@@ -170,7 +170,7 @@ def test_intervened_runs_enter_the_demo_buffer_after_the_frame_they_started_from
 
 def test_the_eval_node_takes_no_intervention():
     """Evaluation measures the policy alone: its entry point has no way to be given an intervention source."""
-    out = subprocess.run([sys.executable, "-m", "actors.evaluate", "--intervention=scripted"],
+    out = subprocess.run([sys.executable, "-m", "actors.evaluate", "--checkpoint", "runs/x", "--intervention=scripted"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 2, out.stderr[-2000:]
     assert "error: Unrecognized options: --intervention=scripted" in out.stderr, out.stderr[-2000:]
