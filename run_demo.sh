@@ -32,12 +32,9 @@ source "$root/scripts/demo_run.sh"
 run_dir="${RUN_DIR:-runs/demo-$(date +%Y%m%d-%H%M%S)}"
 # The preset pick_state (serl_gs.nodes.presets; ./run_learner.sh --preset pick_state --help shows every value):
 # 75 % over 64 episodes, at most 100,000 updates or 3,600 s. The variables override it.
-overrides=()
-[[ -n "${STOP_SUCCESS:-}" ]] && overrides+=(--stop_success "$STOP_SUCCESS")
-[[ -n "${SUCCESS_WINDOW:-}" ]] && overrides+=(--success_window "$SUCCESS_WINDOW")
-[[ -n "${MAX_UPDATES:-}" ]] && overrides+=(--max_updates "$MAX_UPDATES")
-[[ -n "${TRAIN_SECONDS:-}" ]] && overrides+=(--max_seconds "$TRAIN_SECONDS")
-[[ -n "${PORT:-}" ]] && port=(--port "$PORT") || port=()
+demo_env_flags overrides STOP_SUCCESS=--stop_success SUCCESS_WINDOW=--success_window MAX_UPDATES=--max_updates \
+  TRAIN_SECONDS=--max_seconds
+demo_env_flags port PORT=--port
 learner_args=(--preset pick_state --run_dir "$run_dir" "${port[@]}" "${overrides[@]}")
 actor_args=(--preset pick_state --run_dir "$run_dir" "${port[@]}" "$@")
 eval_args=(--checkpoint "$run_dir" --num_envs 16 --episodes 32 --video_episodes 2 --video_size 64)

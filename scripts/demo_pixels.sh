@@ -19,11 +19,9 @@ source "$root/scripts/demo_run.sh"
 run_dir="${RUN_DIR:-runs/demo-pixels-$(date +%Y%m%d-%H%M%S)}"
 # The CPU pixel preset (serl_gs.nodes.presets.cpu_pixels: serl_gs.agents.config.cpu_pixel_preset's agent,
 # docs/pixels-cpu.md; ./run_learner.sh --preset cpu_pixels --help shows every value). The variables override it.
-overrides=()
-[[ -n "${PIXEL_MAX_UPDATES:-}" ]] && overrides+=(--max_updates "$PIXEL_MAX_UPDATES")
-[[ -n "${PIXEL_TRAIN_SECONDS:-}" ]] && overrides+=(--max_seconds "$PIXEL_TRAIN_SECONDS")
-[[ -n "${KEEP_CHECKPOINTS:-}" ]] && overrides+=(--keep_checkpoints "$KEEP_CHECKPOINTS")
-[[ -n "${PORT:-}" ]] && port=(--port "$PORT") || port=()
+demo_env_flags overrides PIXEL_MAX_UPDATES=--max_updates PIXEL_TRAIN_SECONDS=--max_seconds \
+  KEEP_CHECKPOINTS=--keep_checkpoints
+demo_env_flags port PORT=--port
 learner_args=(--preset cpu_pixels --run_dir "$run_dir" "${port[@]}" "${overrides[@]}")
 actor_args=(--preset cpu_pixels --run_dir "$run_dir" "${port[@]}" "$@")
 eval_args=(--checkpoint "$run_dir" --num_envs 8 --episodes 8 --video_episodes 2 --policy_frames)

@@ -2,6 +2,18 @@
 # demo_train_and_eval reads the arrays learner_args, actor_args and eval_args: starts the learner and one local
 # actor, waits for the learner to stop itself (it writes a final checkpoint), stops the actor, then evaluates.
 
+# demo_env_flags ARRAY VAR=--flag ...: ARRAY gets "--flag value" for each variable VAR that is set, so a run's
+# variables override its preset and the preset keeps every default.
+demo_env_flags() {
+  local -n into="$1"
+  local pair var
+  into=()
+  for pair in "${@:2}"; do
+    var="${pair%%=*}"
+    if [[ -n "${!var:-}" ]]; then into+=("${pair#*=}" "${!var}"); fi
+  done
+}
+
 demo_train_and_eval() {
   local start=$SECONDS learner_pid actor_pid learner_status=0
   python -m learners.learner "${learner_args[@]}" &

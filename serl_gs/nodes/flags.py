@@ -112,13 +112,20 @@ def _values(cls: type, parsed: Any, path: str, layout: Layout) -> dict[str, Any]
     return values
 
 
-def _leaves(value: Any, path: str, layout: Layout):
+def _walk(value: Any, path: str, layout: Layout):
+    """(field, its path, its default, whether it is a nested config) for each field of `value` that is a flag
+    or holds flags."""
     for f in dataclasses.fields(value):
         sub = f"{path}.{f.name}"
         if sub in layout.hidden or (path in layout.only and f.name not in layout.only[path]):
             continue
         child = _default(value, f)
-        if dataclasses.is_dataclass(child) and sub not in layout.convert:
+        yield f, sub, child, dataclasses.is_dataclass(child) and sub not in layout.convert
+
+
+def _leaves(value: Any, path: str, layout: Layout):
+    for f, sub, child, nested in _walk(value, path, layout):
+        if nested:
             yield from _leaves(child, sub, layout)
         else:
             convert = layout.convert.get(sub)
@@ -142,12 +149,8 @@ def _mirror(value: Any, path: str, layout: Layout) -> type:
     cls = value if isinstance(value, type) else type(value)
     hints = typing.get_type_hints(cls)
     fields = []
-    for f in dataclasses.fields(cls):
-        sub = f"{path}.{f.name}"
-        if sub in layout.hidden or (path in layout.only and f.name not in layout.only[path]):
-            continue
-        child = _default(value, f)
-        if dataclasses.is_dataclass(child) and sub not in layout.convert:
+    for f, sub, child, is_nested in _walk(value, path, layout):
+        if is_nested:
             nested = _mirror(child, sub, layout)
             fields.append((f.name, nested, dataclasses.field(default_factory=_factory(nested, child, sub, layout))))
             continue
