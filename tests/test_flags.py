@@ -198,6 +198,7 @@ def test_help_exits_0_and_shows_each_flag_with_its_help(capsys):
                  "--preset", "--verbosity"):  # fmt: skip
         assert text in out, text
     assert "(default: 0.5)" in out  # the preset's utd is the default shown
+    assert all(name in out for name in PRESETS)
 
 
 def test_verbosity_sets_the_libraries_log_level():
