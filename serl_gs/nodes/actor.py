@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
 from serl_gs.transport.config import ActorTransportConfig
 from serl_gs.vec_env import MJX_IMPL_CHOICES
+
+logger = logging.getLogger(__name__)  # (`log` is the metrics log here)
 
 # Short waits for the learner's credit, so that a stop request is heard while the learner is away.
 STOP_AWARE_BLOCK_S = 0.5
@@ -183,14 +186,13 @@ class LearnerWatch:
     def __init__(self, client, config: ActorTransportConfig, every_s: float):
         self._client, self._every_s = client, every_s
         self._where = f"{config.host}:{config.transitions_port}"
-        self._prefix = f"[actor {config.actor_id}]"
         self._away_mib = config.away_buffer_bytes / 2**20
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="serl_gs-learner-watch", daemon=True)
         self._thread.start()
 
     def message(self) -> str | None:
-        """The line to print now, or None while the learner is connected."""
+        """The line to log now, or None while the learner is connected."""
         s = self._client.stats()
         since = s["disconnected_since"]
         if since is None:
@@ -202,7 +204,7 @@ class LearnerWatch:
             else ""
         )
         return (
-            f"{self._prefix} the learner at {self._where} is unreachable since {when} ({time.time() - since:.0f} s); "
+            f"the learner at {self._where} is unreachable since {when} ({time.time() - since:.0f} s); "
             f"{s['pending_bytes'] / 2**20:.1f} MiB buffered for it (at most {self._away_mib:.0f} MiB, then "
             f"the actor waits){hint}"
         )
@@ -211,7 +213,7 @@ class LearnerWatch:
         while not self._stop.wait(self._every_s):
             line = self.message()
             if line is not None:
-                print(line, flush=True)
+                logger.warning(line)
 
     def close(self) -> None:
         self._stop.set()
@@ -239,8 +241,8 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None, interven
         mjx_impl=config.mjx_impl,
     )
     for line in env_choice_lines(config.env, vec):  # each `auto` choice, once (docs/gpu.md)
-        print(f"[actor {config.actor_id}] {line}", flush=True)
-    print(f"[actor {config.actor_id}] resets_per_step: {vec.resets_per_step} ({vec.resets_reason})", flush=True)
+        logger.info(line)
+    logger.info("resets_per_step: %d (%s)", vec.resets_per_step, vec.resets_reason)
     obs_spec, action_dim = config.env.policy_obs_spec(obs_spec_of(vec)), vec.single_action_space.shape[0]
     where = f"the learner at {config.transport.host}:{config.transport.transitions_port}"
     policy = PolicyHolder(obs_spec, action_dim, config.env.task(), where)
@@ -268,7 +270,7 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None, interven
         if log is not None:
             log.close()
     counters.update(env_steps=env_steps, param_version=policy.version, records_sent=sent["records_sent"])
-    print(f"[actor {config.actor_id}] final: {json.dumps(counters)}", flush=True)
+    logger.info("final: %s", json.dumps(counters))
     return counters
 
 
@@ -362,7 +364,7 @@ def _act(
                 **tracker.drain(),
             }
             last_sent = sent
-            print(format_console(f"actor {config.actor_id}", counters, list(counters)), flush=True)
+            logger.info(format_console(counters, list(counters)))
             if log is not None:
                 log.log(env_steps, counters)
             last_log = now

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -18,8 +19,11 @@ import numpy as np
 
 from serl_gs.agents.payload import agent_config_from_dict, check_obs_spec, spec_from_jsonable
 from serl_gs.data.frame_stack import FrameStacker
+from serl_gs.logs import Progress
 from serl_gs.nodes.checkpoint import CheckpointDamaged, Checkpointer, checkpoint_root
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +96,7 @@ def _load_newest(root: Path, requested: int | None):
         checkpoints.close()
     note = intact.fallback_note()
     if note:
-        print(f"[eval] warning: {note}", flush=True)
+        log.warning(note)
     return intact.step, intact.meta, built["networks"], intact.state
 
 
@@ -120,7 +124,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     env_spec = dataclasses.replace(env_spec, randomize=config.randomize)
     vec = env_spec.make_vec(config.num_envs, seed=config.seed)
     for line in env_choice_lines(env_spec, vec):  # each `auto` choice, once (docs/gpu.md)
-        print(f"[eval] {line}", flush=True)
+        log.info(line)
     check_obs_spec(meta["obs_spec"], env_spec.policy_obs_spec(obs_spec_of(vec)), "eval")
     params = policy_params(state.params)
     policy = make_inference_fn(networks)
@@ -154,6 +158,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     obs = stacker.reset(vec.reset(seed=config.seed)[0])
     record()
     key = jax.random.PRNGKey(config.seed)
+    progress = Progress(log, "episodes", config.episodes)
     while len(returns) < config.episodes:
         actions = policy(params, obs, key, True)
         obs, reward, terminated, truncated, infos = vec.step(actions)
@@ -167,6 +172,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
                 returns.append(float(running[i]))
                 if "success" in infos:
                     successes.append(float(succeeded[i]))
+        if done.any():
+            rate = f", success {np.mean(successes):.0%}" if successes else ""
+            progress(len(returns), f"return {np.mean(returns):.2f}{rate}")
         running[done], succeeded[done] = 0.0, 0.0
         recording[done] = False
         record()

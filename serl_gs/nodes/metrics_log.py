@@ -60,11 +60,11 @@ class MetricsLog:
             self._wandb.finish()
 
 
-def format_console(prefix: str, metrics: dict[str, Any], keys: list[str]) -> str:
-    """One compact progress line with the chosen keys."""
+def format_console(metrics: dict[str, Any], keys: list[str]) -> str:
+    """One compact progress line with the chosen keys (the logger puts the node's name before it, serl_gs.logs)."""
     parts = []
     for key in keys:
         value = _scalar(metrics.get(key))
         if value is not None:
             parts.append(f"{key}={value:.4g}")
-    return f"[{prefix}] " + " ".join(parts)
+    return " ".join(parts)
