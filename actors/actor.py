@@ -13,12 +13,14 @@ def main(argv: list[str]) -> None:
     from absl import flags
 
     from serl_gs.gpu_paths import check_gpu_paths
+    from serl_gs.logs import configure
     from serl_gs.nodes.actor import STOP_AWARE_BLOCK_S, ActorConfig, run_actor
     from serl_gs.nodes.cli import env_spec_from_flags, set_render_threads, stop_on_signals
     from serl_gs.transport import ActorTransportConfig, AuthConfig
     from serl_gs.transport.config import MIB, port_layout
 
     f = flags.FLAGS
+    configure(f"actor {f.actor_id}", f.verbosity if f["verbosity"].present else None)  # serl_gs.logs
     if len(argv) > 1:
         raise ValueError(f"unexpected positional arguments {argv[1:]}")
     config = ActorConfig(

@@ -13,9 +13,11 @@ def main(argv: list[str]) -> None:
     from absl import flags
 
     from serl_gs.gpu_paths import check_gpu_paths
+    from serl_gs.logs import configure
     from serl_gs.nodes.cli import set_render_threads
 
     f = flags.FLAGS
+    configure("eval", f.verbosity if f["verbosity"].present else None)  # serl_gs.logs
     if len(argv) > 1:
         raise ValueError(f"unexpected positional arguments {argv[1:]}")
     if not f.checkpoint:

@@ -14,6 +14,7 @@ def main(argv: list[str]) -> None:
 
     from serl_gs.agents.config import AgentConfig, EncoderConfig
     from serl_gs.data.replay import ReplayConfig
+    from serl_gs.logs import configure
     from serl_gs.nodes.cli import env_spec_from_flags, stop_on_signals
     from serl_gs.nodes.learner import Learner, LearnerConfig
     from serl_gs.nodes.rate_limiter import RateLimiterConfig
@@ -21,6 +22,7 @@ def main(argv: list[str]) -> None:
     from serl_gs.transport.config import port_layout
 
     f = flags.FLAGS
+    configure("learner", f.verbosity if f["verbosity"].present else None)  # serl_gs.logs
     if len(argv) > 1:
         raise ValueError(f"unexpected positional arguments {argv[1:]}")
     lr = f.lr
