@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from serl_gs.agents.learning import TrainingState, _make_update_many
@@ -62,8 +63,6 @@ def learner_devices(requested: int) -> list[jax.Device]:
 
 def data_mesh(devices: Sequence[jax.Device]) -> Mesh:
     """A one-axis mesh ("data") over `devices`."""
-    import numpy as np
-
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from serl_gs.agents.exploration import ColoredNoise
+from serl_gs.agents.networks import make_inference_fn, make_networks
 from serl_gs.agents.payload import check_obs_spec, spec_to_jsonable, unpack_policy
 from serl_gs.data.device_records import step_records_via_device
 from serl_gs.data.frame_stack import FrameStacker
@@ -30,6 +32,8 @@ from serl_gs.gpu_paths import env_choice_lines
 from serl_gs.nodes.adder import Adder
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
+from serl_gs.nodes.run_dir import write_run_info
+from serl_gs.transport import ParamSubscriber, TransitionClient
 from serl_gs.transport.config import ActorTransportConfig
 from serl_gs.vec_env import MJX_IMPL_CHOICES
 
@@ -119,8 +123,6 @@ class PolicyHolder:
         self.version = -1
 
     def update(self, data: bytes, version: int) -> None:
-        from serl_gs.agents.networks import make_inference_fn, make_networks
-
         payload = unpack_policy(data)
         self._check_task(payload)
         if payload.action_dim != self._action_dim:
@@ -230,8 +232,6 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None, interven
     Raises `TaskMismatch` when the learner trains another task, and the transport's `BatchRejected` when the
     learner refuses this actor's records: both one-line errors.
     """
-    from serl_gs.transport import ParamSubscriber, TransitionClient
-
     stop = stop or threading.Event()
     vec = config.env.make_vec(
         config.num_envs,
@@ -248,8 +248,6 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None, interven
     policy = PolicyHolder(obs_spec, action_dim, config.env.task(), where)
     log = MetricsLog(Path(config.run_dir), f"actor_{config.actor_id}") if config.run_dir else None
     if config.run_dir:  # the resolved config (randomization included) beside the actor's metrics
-        from serl_gs.nodes.run_dir import write_run_info
-
         write_run_info(Path(config.run_dir), f"actor_{config.actor_id}", config)
     try:
         with TransitionClient(config.transport) as client, ParamSubscriber(config.transport) as params:
@@ -303,8 +301,6 @@ def _act(
     tracker = EpisodeTracker(config.num_envs)
     noise = None
     if config.noise_beta > 0:
-        from serl_gs.agents.exploration import ColoredNoise
-
         control_steps = config.env.episode_length or vec.task.episode_length
         steps_per_episode = -(-control_steps // vec.task.action_repeat)  # env steps: each spans a repeat
         noise = ColoredNoise(config.num_envs, action_dim, steps_per_episode, config.noise_beta, config.seed + 104729)

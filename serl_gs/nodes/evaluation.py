@@ -17,8 +17,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from serl_gs.agents.learning import init_training_state
+from serl_gs.agents.networks import make_inference_fn, make_networks, policy_params
 from serl_gs.agents.payload import agent_config_from_dict, check_obs_spec, spec_from_jsonable
 from serl_gs.data.frame_stack import FrameStacker
+from serl_gs.gpu_paths import env_choice_lines
 from serl_gs.logs import Progress
 from serl_gs.nodes.checkpoint import CheckpointDamaged, Checkpointer, checkpoint_root
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
@@ -74,9 +77,6 @@ def _load_newest(root: Path, requested: int | None):
     Damaged checkpoints are skipped (and named); a running learner keeps only its last K checkpoints and may
     delete the one being read, then the next newest is read.
     """
-    from serl_gs.agents.learning import init_training_state
-    from serl_gs.agents.networks import make_networks
-
     built = {}
 
     def template_for(meta: dict[str, Any]):
@@ -112,9 +112,6 @@ def _policy_frames(obs: dict[str, Any], envs: int, size: int, finished: np.ndarr
 
 
 def evaluate(config: EvalConfig) -> dict[str, Any]:
-    from serl_gs.agents.networks import make_inference_fn, policy_params
-    from serl_gs.gpu_paths import env_choice_lines
-
     root, requested = checkpoint_root(config.checkpoint)
     step, meta, networks, state = _load_newest(root, requested)
     env_spec = EnvSpec(**{**meta["env"], "cameras": tuple(meta["env"]["cameras"])})

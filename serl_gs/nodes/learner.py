@@ -49,9 +49,20 @@ from typing import Any
 import jax
 import numpy as np
 
+from serl_gs.agents import sharding
+from serl_gs.agents.learning import (
+    init_training_state,
+    make_learner_step_fn,
+    make_update_fn,
+    make_update_many_fn,
+    unrolls_updates,
+)
+from serl_gs.agents.networks import make_networks, policy_params
 from serl_gs.agents.payload import agent_config_to_dict, pack_policy, spec_to_jsonable
-from serl_gs.data.records import split_extras
+from serl_gs.data.records import RecordSpec, split_extras
+from serl_gs.data.replay import ReplayBuffer
 from serl_gs.demos.mixing import INTERVENED
+from serl_gs.gpu_paths import learner_choice_lines
 from serl_gs.nodes.episode_stats import EpisodeStats
 from serl_gs.nodes.learner_checkpoint import DEMO_REPLAY_DIR, LearnerCheckpoints
 from serl_gs.nodes.learner_config import LearnerConfig
@@ -62,6 +73,7 @@ from serl_gs.nodes.metrics_log import MetricsLog, format_console
 from serl_gs.nodes.rate_limiter import RateLimiter
 from serl_gs.nodes.resume import ResumableRun
 from serl_gs.nodes.run_dir import write_run_info
+from serl_gs.transport import ParamPublisher, TransitionServer
 
 __all__ = ["DEMO_REPLAY_DIR", "Learner", "LearnerConfig"]  # where entry points, tests and benchmarks import them
 log = logging.getLogger(__name__)
@@ -77,30 +89,16 @@ class Learner(LearnerIngest, LearnerCheckpoints, LearnerDemos, LearnerReport):
     """
 
     def __init__(self, config: LearnerConfig):
-        from serl_gs.agents.learning import (
-            init_training_state,
-            make_learner_step_fn,
-            make_update_fn,
-            make_update_many_fn,
-            unrolls_updates,
-        )
-        from serl_gs.agents.networks import make_networks, policy_params
-        from serl_gs.data.records import RecordSpec
-        from serl_gs.data.replay import ReplayBuffer
-        from serl_gs.gpu_paths import learner_choice_lines
-        from serl_gs.transport import ParamPublisher, TransitionServer
-
         self.config = c = config
         self.run_dir = Path(c.run_dir).expanduser().resolve()
         write_run_info(self.run_dir, "learner", c)
-        if c.env.scene:  # the captures the actors render, with their hashes
+        if c.env.scene:  # the captures the actors render, with their hashes (lazy: the learner needs no MuJoCo)
             from serl_gs.render.manifest import record_scene
 
             record_scene(c.env.scene, self.run_dir)
         self.obs_spec, self.action_dim = c.env.observation_spec()  # one frame per camera: what records carry
         self.policy_obs_spec = c.env.policy_obs_spec(self.obs_spec)  # what the networks see (frame stacks)
         self.networks = make_networks(c.agent, self.policy_obs_spec, self.action_dim)
-        self._policy_params = policy_params
         self.updates_per_call = c.updates_per_call or (
             1 if unrolls_updates(self.networks) else min(c.publish_every, int(2 * c.rate.tolerance))
         )
@@ -109,8 +107,6 @@ class Learner(LearnerIngest, LearnerCheckpoints, LearnerDemos, LearnerReport):
         )
         for line in choices:  # each `auto` choice, once (docs/gpu.md)
             log.info(line)
-        from serl_gs.agents import sharding
-
         devices = sharding.learner_devices(c.learner_devices)
         # Several devices: the state replicated, each minibatch split along its batch axis (agents.sharding).
         self.mesh = sharding.data_mesh(devices) if len(devices) > 1 else None
@@ -203,7 +199,7 @@ class Learner(LearnerIngest, LearnerCheckpoints, LearnerDemos, LearnerReport):
         version = int(self.counters["updates"])
         if version == self._published_version:
             return
-        params = self._policy_params(self.state.params)
+        params = policy_params(self.state.params)
         data = pack_policy(
             self.config.agent, self.policy_obs_spec, self.action_dim, params, task=self.config.env.task()
         )
@@ -234,9 +230,7 @@ class Learner(LearnerIngest, LearnerCheckpoints, LearnerDemos, LearnerReport):
             return
         batches = jax.tree.map(lambda x: x.reshape(k, agent.critic_actor_ratio, *x.shape[1:]), flat)
         if self.mesh is not None:
-            from serl_gs.agents.sharding import shard_batches
-
-            batches = shard_batches(batches, self.mesh)
+            batches = sharding.shard_batches(batches, self.mesh)
         self.state, self._metrics = self._update_many(self.state, batches)
 
     def _fused_step(self, key: jax.Array) -> bool | None:
