@@ -101,10 +101,6 @@ def _ring_ranges(start: int, end: int, capacity: int) -> list[tuple[int, int]]:
     return [(lo, hi)] if lo < hi else [(lo, capacity), (0, hi)] if hi else [(lo, capacity)]
 
 
-def _log_info(message: str) -> None:
-    logger.info(message)  # looked up at call time: a node's configured lines (serl_gs.logs)
-
-
 class ReplayBuffer:
     """Stores records once, pairs them per (actor, env) stream, samples Batches of shape [U, B].
 
@@ -117,7 +113,7 @@ class ReplayBuffer:
         config: ReplayConfig,
         *,
         device: jax.Device | None = None,
-        log: Callable[[str], None] = _log_info,
+        log: Callable[[str], None] = logger.info,
     ):
         self.spec = spec
         self.config = config
@@ -433,7 +429,7 @@ class ReplayBuffer:
         *,
         storage: Literal["auto", "device", "host"] | None = None,
         device: jax.Device | None = None,
-        log: Callable[[str], None] = _log_info,
+        log: Callable[[str], None] = logger.info,
     ) -> ReplayBuffer:
         """Rebuilds a saved replay (same capacity and spec); `storage` may override where the frames live.
 
