@@ -25,7 +25,10 @@ DEMO_REPLAY_DIR = "demo_replay"  # the demo buffer, saved beside the replay (ser
 
 
 class LearnerCheckpoints:
-    """`save()` and the background checkpoints of the loop (`_checkpoint_in_background`)."""
+    """`save()` and the background checkpoints of the loop (`_checkpoint_in_background`).
+
+    Reads the learner's state, key, counters, replay, demos, server and persistence, and `_ingest_lock`;
+    writes `_timing["save_s"]` and `_background_save_s` (reported by serl_gs.nodes.learner_report)."""
 
     def save(self) -> None:
         """Checkpoints everything a restarted learner needs (serl_gs.nodes.resume), now: after the background

@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 
 class LearnerDemos:
-    """The demo buffer's life in a learner: `_load_demos`, `_new_demo_buffer`, `_mixed_sample`."""
+    """The demo buffer's life in a learner: `_load_demos`, `_new_demo_buffer`, `_mixed_sample`.
+
+    Reads the learner's config, run_dir, replay, demos, obs_spec, action_dim and updates_per_call."""
 
     def _load_demos(self, resumed: bool) -> DemoBuffer | None:
         """The demo buffer: the one saved with the restored replay, else the files' (checked against this

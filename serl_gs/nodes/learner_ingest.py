@@ -32,7 +32,10 @@ _MAX_REFUSED_PEERS_LOGGED = 1024  # peers named in the log; beyond that refusals
 
 
 class LearnerIngest:
-    """Receiving into the replay (`receive`, `ingest_one`), on its own thread (`start_ingest`, `stop_ingest`)."""
+    """Receiving into the replay (`receive`, `ingest_one`), on its own thread (`start_ingest`, `stop_ingest`).
+
+    Reads the learner's config, replay, demos, rate, server, persistence, counters and success_window, its
+    locks (`_counters_lock`, `_ingest_lock`, `_credit_lock`, `_arrived`) and the ingest thread's fields."""
 
     def receive(self, timeout: float) -> int:
         """Inserts every batch that arrives within `timeout` s (then whatever is queued); returns records.

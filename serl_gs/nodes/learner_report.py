@@ -32,7 +32,10 @@ CONSOLE_KEYS = [
 
 
 class LearnerReport:
-    """`report()`: the metrics of the interval since the last one."""
+    """`report()`: the metrics of the interval since the last one.
+
+    Reads the learner's counters, replay, demos, rate, server, publisher and persistence; takes and resets the
+    interval's `_timing`, `_demo_batches`, episode statistics and background checkpoint seconds."""
 
     def report(self, elapsed: float, since: collections.Counter) -> dict[str, Any]:
         c = self.counters_snapshot()
