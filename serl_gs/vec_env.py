@@ -158,7 +158,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.randomization = resolve_randomize(config.randomize)  # None: nothing randomized
         self.resets_per_step, why = resolve_resets_per_step(config.resets_per_step, task, config.num_envs)
         if config.resets_per_step == "auto":
-            log.info("resets_per_step: %d (%s)", self.resets_per_step, why)
+            log.debug("resets_per_step: %d (%s)", self.resets_per_step, why)  # nodes say it
         self.resets_reason = why
         self._batch = self._make_batch()
         self._closed = False

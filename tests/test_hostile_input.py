@@ -8,6 +8,7 @@ named counter, said why, and still serves an honest actor.
 from __future__ import annotations
 
 import contextlib
+import logging
 import pickle
 import time
 
@@ -101,13 +102,14 @@ def _refused_by_the_learner(learner: Learner, actor_id: str, records: dict, reas
     return refused.value.detail
 
 
-def test_records_of_another_task_are_refused_at_the_first_batch_naming_both_schemas(learner, capsys):
+def test_records_of_another_task_are_refused_at_the_first_batch_naming_both_schemas(learner, caplog):
+    caplog.set_level(logging.INFO, logger="serl_gs")
     detail = _refused_by_the_learner(learner, "panda", _records(OTHER_TASK), "schema", times=3)
     # Both schemas, so the user sees at once what differs.
     assert "obs/state: float32[10]" in detail and "action: float32[4]" in detail  # the actor's
     assert "obs/state: float32[5]" in detail and "action: float32[1]" in detail  # the learner's
     assert "serl_gs/CartpoleBalance-v0" in detail
-    logged = [line for line in capsys.readouterr().out.splitlines() if "refused actor 'panda'" in line]
+    logged = [r.getMessage() for r in caplog.records if "refused actor 'panda'" in r.getMessage()]
     assert len(logged) == 1, logged  # once per peer, not once per batch
     assert learner.report(1.0, learner.counters.copy())["rejected/schema"] >= 3
 

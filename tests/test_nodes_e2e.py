@@ -183,6 +183,7 @@ def test_learner_two_actors_kills_resume_and_eval(tmp_path):
         assert summary["episodes"] == 2 and summary["step"] >= checkpointed
         assert (out / "eval.mp4").stat().st_size > 1000
         assert "[eval] step" in ev.stdout
+        assert "[eval] episodes 2/2 (return " in ev.stdout  # the progress line, always said at the end (serl_gs.logs)
 
         # Graceful stops: the actor flushes, the learner writes a final checkpoint.
         a0.send_signal(signal.SIGINT)

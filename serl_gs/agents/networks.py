@@ -8,6 +8,7 @@ observations the encoder has no parameters and the agent is plain SAC.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -21,6 +22,8 @@ import numpy as np
 from serl_gs.agents.config import AgentConfig, EncoderConfig
 from serl_gs.agents.distributions import sample_tanh_gaussian
 from serl_gs.data.records import PIXELS_PREFIX
+
+log = logging.getLogger(__name__)
 
 Params = Any  # a pytree of arrays
 ObsSpec = Mapping[str, jax.ShapeDtypeStruct]  # per-item shapes (no batch dim) by observation name
@@ -232,7 +235,7 @@ def resolve_compute_dtype(name: str) -> Any:
         name = "bfloat16" if backend == "gpu" else "float32"
         if backend not in _LOGGED_AUTO_DTYPE:
             _LOGGED_AUTO_DTYPE.add(backend)
-            print(f"[agent] compute_dtype auto: {name} on the {backend} backend", flush=True)
+            log.info("compute_dtype auto: %s on the %s backend", name, backend)
     if name not in ("float32", "bfloat16"):
         raise ValueError(f"compute_dtype must be auto, float32 or bfloat16, got {name!r}")
     return jnp.bfloat16 if name == "bfloat16" else jnp.float32

@@ -18,14 +18,18 @@ updates in lockstep (each call is a collective), which the per-host rate limiter
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from serl_gs.agents.learning import TrainingState, _make_update_many
 from serl_gs.agents.networks import AgentNetworks
 from serl_gs.data.batch import Batch
+
+log = logging.getLogger(__name__)
 
 DATA_AXIS = "data"
 _LOGGED: set[str] = set()
@@ -50,7 +54,7 @@ def learner_devices(requested: int) -> list[jax.Device]:
         if key not in _LOGGED:
             _LOGGED.add(key)
             what = "every GPU" if gpus else "one device (no GPU)"
-            print(f"[learner] learner_devices auto: {len(chosen)} x {chosen[0].platform} ({what})", flush=True)
+            log.info("learner_devices auto: %d x %s (%s)", len(chosen), chosen[0].platform, what)
         return chosen
     if requested > len(devices):
         raise ValueError(f"learner_devices={requested} but JAX sees {len(devices)} device(s): {devices}")
@@ -59,8 +63,6 @@ def learner_devices(requested: int) -> list[jax.Device]:
 
 def data_mesh(devices: Sequence[jax.Device]) -> Mesh:
     """A one-axis mesh ("data") over `devices`."""
-    import numpy as np
-
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shutil
-import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -50,6 +50,7 @@ _PENDING = "frames_pending.json"  # present while an incremental save writes fra
 _LINKED_FIELDS = ("action", "reward", "terminated", "next_gap", "prev_gap")  # saved beside the frames
 MAX_ENVS_PER_ACTOR = 1 << 20  # stream tables are dense per actor: a bad env_index must not allocate gigabytes
 ActorId = int | str
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,6 @@ def _ring_ranges(start: int, end: int, capacity: int) -> list[tuple[int, int]]:
     return [(lo, hi)] if lo < hi else [(lo, capacity), (0, hi)] if hi else [(lo, capacity)]
 
 
-def _print_stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 class ReplayBuffer:
     """Stores records once, pairs them per (actor, env) stream, samples Batches of shape [U, B].
 
@@ -116,7 +113,7 @@ class ReplayBuffer:
         config: ReplayConfig,
         *,
         device: jax.Device | None = None,
-        log: Callable[[str], None] = _print_stderr,
+        log: Callable[[str], None] = logger.info,
     ):
         self.spec = spec
         self.config = config
@@ -432,7 +429,7 @@ class ReplayBuffer:
         *,
         storage: Literal["auto", "device", "host"] | None = None,
         device: jax.Device | None = None,
-        log: Callable[[str], None] = _print_stderr,
+        log: Callable[[str], None] = logger.info,
     ) -> ReplayBuffer:
         """Rebuilds a saved replay (same capacity and spec); `storage` may override where the frames live.
 

@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 def _record(args) -> int:
     from serl_gs.demos.recorder import RecordConfig, record
     from serl_gs.demos.sources import KeyboardSource, ScriptedSource
+    from serl_gs.logs import configure
     from serl_gs.nodes.env_spec import EnvSpec
 
+    configure("record")  # progress lines as "[record] kept 3/20 episodes ..." (serl_gs.logs)
     env = EnvSpec(
         env=args.env,
         obs_mode=args.obs_mode,

@@ -11,6 +11,7 @@ or always with `keep_failures`. Recording stops at `successes` kept episodes, or
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,8 @@ import numpy as np
 from serl_gs.data.frame_stack import FrameStacker
 from serl_gs.demos.dataset import Episode, write_demos
 from serl_gs.nodes.env_spec import EnvSpec
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +83,7 @@ def record(
     config: RecordConfig,
     source,
     on_step: Callable[[dict[str, Any]], None] | None = None,
-    log: Callable[[str], None] = lambda line: print(line, flush=True),
+    log: Callable[[str], None] = logger.info,
 ) -> RecordResult:
     """Runs `source` in `config.env` until enough episodes are kept, writes them to `config.out`.
 
@@ -103,7 +106,7 @@ def record(
         open_eps = [_Open(_row(obs, i)) for i in range(c.num_envs)]
         while len(kept) < c.successes and finished < max_episodes:
             if getattr(source, "quit_requested", False):
-                log("[record] stop requested")
+                log("stop requested")
                 break
             actions, active = source.act(vec, obs)
             obs, reward, terminated, truncated, infos = vec.step(actions)
@@ -145,13 +148,13 @@ def record(
     if kept:
         path = Path(c.out)
         write_demos(path, kept, task=c.env.task(), env_kwargs=c.env.make_kwargs(), frame_stack=c.env.frame_stack)
-        log(f"[record] wrote {len(kept)} episodes ({sum(e.length for e in kept)} transitions) to {path}")
+        log(f"wrote {len(kept)} episodes ({sum(e.length for e in kept)} transitions) to {path}")
     return RecordResult(path, len(kept), finished, env_steps, seconds)
 
 
 def _progress(kept: int, wanted: int, finished: int, env_steps: int, seconds: float) -> str:
     rate = env_steps / seconds if seconds > 0 else 0.0
     return (
-        f"[record] kept {kept}/{wanted} episodes ({finished} finished, "
+        f"kept {kept}/{wanted} episodes ({finished} finished, "
         f"{kept / finished if finished else 0:.0%} kept), {env_steps} env steps, {rate:.1f} steps/s"
     )

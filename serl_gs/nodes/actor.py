@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from serl_gs.agents.exploration import ColoredNoise
+from serl_gs.agents.networks import make_inference_fn, make_networks
 from serl_gs.agents.payload import check_obs_spec, spec_to_jsonable, unpack_policy
 from serl_gs.data.device_records import step_records_via_device
 from serl_gs.data.frame_stack import FrameStacker
@@ -29,8 +32,12 @@ from serl_gs.gpu_paths import env_choice_lines
 from serl_gs.nodes.adder import Adder
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
 from serl_gs.nodes.metrics_log import MetricsLog, format_console
+from serl_gs.nodes.run_dir import write_run_info
+from serl_gs.transport import ParamSubscriber, TransitionClient
 from serl_gs.transport.config import ActorTransportConfig
 from serl_gs.vec_env import MJX_IMPL_CHOICES
+
+logger = logging.getLogger(__name__)  # (`log` is the metrics log here)
 
 # Short waits for the learner's credit, so that a stop request is heard while the learner is away.
 STOP_AWARE_BLOCK_S = 0.5
@@ -116,8 +123,6 @@ class PolicyHolder:
         self.version = -1
 
     def update(self, data: bytes, version: int) -> None:
-        from serl_gs.agents.networks import make_inference_fn, make_networks
-
         payload = unpack_policy(data)
         self._check_task(payload)
         if payload.action_dim != self._action_dim:
@@ -183,14 +188,13 @@ class LearnerWatch:
     def __init__(self, client, config: ActorTransportConfig, every_s: float):
         self._client, self._every_s = client, every_s
         self._where = f"{config.host}:{config.transitions_port}"
-        self._prefix = f"[actor {config.actor_id}]"
         self._away_mib = config.away_buffer_bytes / 2**20
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="serl_gs-learner-watch", daemon=True)
         self._thread.start()
 
     def message(self) -> str | None:
-        """The line to print now, or None while the learner is connected."""
+        """The line to log now, or None while the learner is connected."""
         s = self._client.stats()
         since = s["disconnected_since"]
         if since is None:
@@ -202,7 +206,7 @@ class LearnerWatch:
             else ""
         )
         return (
-            f"{self._prefix} the learner at {self._where} is unreachable since {when} ({time.time() - since:.0f} s); "
+            f"the learner at {self._where} is unreachable since {when} ({time.time() - since:.0f} s); "
             f"{s['pending_bytes'] / 2**20:.1f} MiB buffered for it (at most {self._away_mib:.0f} MiB, then "
             f"the actor waits){hint}"
         )
@@ -211,7 +215,7 @@ class LearnerWatch:
         while not self._stop.wait(self._every_s):
             line = self.message()
             if line is not None:
-                print(line, flush=True)
+                logger.warning(line)
 
     def close(self) -> None:
         self._stop.set()
@@ -228,8 +232,6 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None, interven
     Raises `TaskMismatch` when the learner trains another task, and the transport's `BatchRejected` when the
     learner refuses this actor's records: both one-line errors.
     """
-    from serl_gs.transport import ParamSubscriber, TransitionClient
-
     stop = stop or threading.Event()
     vec = config.env.make_vec(
         config.num_envs,
@@ -239,15 +241,13 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None, interven
         mjx_impl=config.mjx_impl,
     )
     for line in env_choice_lines(config.env, vec):  # each `auto` choice, once (docs/gpu.md)
-        print(f"[actor {config.actor_id}] {line}", flush=True)
-    print(f"[actor {config.actor_id}] resets_per_step: {vec.resets_per_step} ({vec.resets_reason})", flush=True)
+        logger.info(line)
+    logger.info("resets_per_step: %d (%s)", vec.resets_per_step, vec.resets_reason)
     obs_spec, action_dim = config.env.policy_obs_spec(obs_spec_of(vec)), vec.single_action_space.shape[0]
     where = f"the learner at {config.transport.host}:{config.transport.transitions_port}"
     policy = PolicyHolder(obs_spec, action_dim, config.env.task(), where)
     log = MetricsLog(Path(config.run_dir), f"actor_{config.actor_id}") if config.run_dir else None
     if config.run_dir:  # the resolved config (randomization included) beside the actor's metrics
-        from serl_gs.nodes.run_dir import write_run_info
-
         write_run_info(Path(config.run_dir), f"actor_{config.actor_id}", config)
     try:
         with TransitionClient(config.transport) as client, ParamSubscriber(config.transport) as params:
@@ -268,7 +268,7 @@ def run_actor(config: ActorConfig, stop: threading.Event | None = None, interven
         if log is not None:
             log.close()
     counters.update(env_steps=env_steps, param_version=policy.version, records_sent=sent["records_sent"])
-    print(f"[actor {config.actor_id}] final: {json.dumps(counters)}", flush=True)
+    logger.info("final: %s", json.dumps(counters))
     return counters
 
 
@@ -301,8 +301,6 @@ def _act(
     tracker = EpisodeTracker(config.num_envs)
     noise = None
     if config.noise_beta > 0:
-        from serl_gs.agents.exploration import ColoredNoise
-
         control_steps = config.env.episode_length or vec.task.episode_length
         steps_per_episode = -(-control_steps // vec.task.action_repeat)  # env steps: each spans a repeat
         noise = ColoredNoise(config.num_envs, action_dim, steps_per_episode, config.noise_beta, config.seed + 104729)
@@ -362,7 +360,7 @@ def _act(
                 **tracker.drain(),
             }
             last_sent = sent
-            print(format_console(f"actor {config.actor_id}", counters, list(counters)), flush=True)
+            logger.info(format_console(counters, list(counters)))
             if log is not None:
                 log.log(env_steps, counters)
             last_log = now

@@ -81,24 +81,11 @@ def parse_node_flags(
 
 
 def configure_logging(node: str, verbosity: int | None) -> None:
-    """The node's one log setup: serl_gs.logs.configure where the library has it (the node's name on each line);
-    before it, absl's verbosity (orbax logs through absl) and Python logging's level (the transport's), absl's
-    scale: None errors only, -1 warnings, 0 info, 1 debug; Python logging keeps its warnings at every level."""
-    import logging
+    """The node's one log setup (serl_gs.logs.configure): the node's name on each line; `verbosity` on absl's
+    scale (None errors only, -1 warnings, 0 info, 1 debug) for the libraries around serl_gs."""
+    from serl_gs.logs import configure
 
-    from absl import logging as absl_logging
-
-    try:
-        from serl_gs.logs import configure  # the logging path of issue 24, where it is merged
-    except ImportError:
-        pass
-    else:
-        configure(node, verbosity)
-        return
-    absl_logging.set_verbosity(absl_logging.ERROR if verbosity is None else verbosity)
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")  # once: the first node setting it
-    level = absl_logging.converter.absl_to_standard(absl_logging.get_verbosity())
-    logging.getLogger().setLevel(min(level, logging.WARNING))
+    configure(node, verbosity)
 
 
 def with_port_layout(transport):

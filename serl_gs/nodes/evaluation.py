@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -16,10 +17,16 @@ from typing import Any
 import jax
 import numpy as np
 
+from serl_gs.agents.learning import init_training_state
+from serl_gs.agents.networks import make_inference_fn, make_networks, policy_params
 from serl_gs.agents.payload import agent_config_from_dict, check_obs_spec, spec_from_jsonable
 from serl_gs.data.frame_stack import FrameStacker
+from serl_gs.gpu_paths import env_choice_lines
+from serl_gs.logs import Progress
 from serl_gs.nodes.checkpoint import CheckpointDamaged, Checkpointer, checkpoint_root
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +77,6 @@ def _load_newest(root: Path, requested: int | None):
     Damaged checkpoints are skipped (and named); a running learner keeps only its last K checkpoints and may
     delete the one being read, then the next newest is read.
     """
-    from serl_gs.agents.learning import init_training_state
-    from serl_gs.agents.networks import make_networks
-
     built = {}
 
     def template_for(meta: dict[str, Any]):
@@ -92,7 +96,7 @@ def _load_newest(root: Path, requested: int | None):
         checkpoints.close()
     note = intact.fallback_note()
     if note:
-        print(f"[eval] warning: {note}", flush=True)
+        log.warning(note)
     return intact.step, intact.meta, built["networks"], intact.state
 
 
@@ -108,9 +112,6 @@ def _policy_frames(obs: dict[str, Any], envs: int, size: int, finished: np.ndarr
 
 
 def evaluate(config: EvalConfig) -> dict[str, Any]:
-    from serl_gs.agents.networks import make_inference_fn, policy_params
-    from serl_gs.gpu_paths import env_choice_lines
-
     root, requested = checkpoint_root(config.checkpoint)
     step, meta, networks, state = _load_newest(root, requested)
     env_spec = EnvSpec(**{**meta["env"], "cameras": tuple(meta["env"]["cameras"])})
@@ -120,7 +121,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     env_spec = dataclasses.replace(env_spec, randomize=config.randomize)
     vec = env_spec.make_vec(config.num_envs, seed=config.seed)
     for line in env_choice_lines(env_spec, vec):  # each `auto` choice, once (docs/gpu.md)
-        print(f"[eval] {line}", flush=True)
+        log.info(line)
     check_obs_spec(meta["obs_spec"], env_spec.policy_obs_spec(obs_spec_of(vec)), "eval")
     params = policy_params(state.params)
     policy = make_inference_fn(networks)
@@ -154,6 +155,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     obs = stacker.reset(vec.reset(seed=config.seed)[0])
     record()
     key = jax.random.PRNGKey(config.seed)
+    progress = Progress(log, "episodes", config.episodes)
     while len(returns) < config.episodes:
         actions = policy(params, obs, key, True)
         obs, reward, terminated, truncated, infos = vec.step(actions)
@@ -167,6 +169,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
                 returns.append(float(running[i]))
                 if "success" in infos:
                     successes.append(float(succeeded[i]))
+        if done.any():
+            rate = f", success {np.mean(successes):.0%}" if successes else ""
+            progress(len(returns), f"return {np.mean(returns):.2f}{rate}")
         running[done], succeeded[done] = 0.0, 0.0
         recording[done] = False
         record()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,11 @@ class MetricsLog:
     def __init__(self, run_dir: Path, name: str, use_wandb: bool = False, config: dict | None = None):
         run_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(run_dir / f"{name}_metrics.jsonl", "a", buffering=1)  # noqa: SIM115 (closed in close())
-        from tensorboardX import SummaryWriter
+        from tensorboardX import SummaryWriter  # lazy: only nodes that write metrics pay for its import
 
         self._tb = SummaryWriter(str(run_dir / "tensorboard" / name))
         self._wandb = None
         if use_wandb:
-            import os
-
             import wandb  # optional dependency: pip install wandb
 
             os.environ.setdefault("WANDB_MODE", "offline")
@@ -60,11 +59,11 @@ class MetricsLog:
             self._wandb.finish()
 
 
-def format_console(prefix: str, metrics: dict[str, Any], keys: list[str]) -> str:
-    """One compact progress line with the chosen keys."""
+def format_console(metrics: dict[str, Any], keys: list[str]) -> str:
+    """One compact progress line with the chosen keys (the logger puts the node's name before it, serl_gs.logs)."""
     parts = []
     for key in keys:
         value = _scalar(metrics.get(key))
         if value is not None:
             parts.append(f"{key}={value:.4g}")
-    return f"[{prefix}] " + " ".join(parts)
+    return " ".join(parts)

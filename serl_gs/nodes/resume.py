@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from serl_gs.data.replay import ReplayBuffer
 from serl_gs.data.saving import existing_directory
 from serl_gs.nodes.checkpoint import Checkpointer, CheckpointNotFoundError
 from serl_gs.nodes.receive_log import LoggedBatch, ReceiveLog
+from serl_gs.transport import StreamPosition
 
 REPLAY_STATE = "replay_state.json"
 REPLAY_STATE_PENDING = "replay_state.pending.json"
@@ -77,8 +79,6 @@ class Restored:
             yield batch
 
     def stream_positions(self) -> list:
-        from serl_gs.transport import StreamPosition
-
         return [StreamPosition(actor, session, seq) for (actor, session), seq in self.positions.items()]
 
 
@@ -107,8 +107,6 @@ class ResumableRun:
         return seconds
 
     def restore(self, template: Any) -> Restored:
-        from serl_gs.data.replay import ReplayBuffer
-
         out = Restored(step=None, state=template, key_seed=None, counters={}, replay=None, positions={})
         step = self.checkpoints.latest_step()
         if step is not None:

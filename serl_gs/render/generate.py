@@ -85,7 +85,7 @@ def generate_scene(mj_model: mujoco.MjModel, config: SceneConfig = SceneConfig()
         rng = np.random.default_rng([config.seed, geom])
         sampled = _sample_geom(mj_model, geom, config, rng)
         if sampled is None:
-            log.info("geom %d (type %d) has no surface sampler; skipped", geom, mj_model.geom_type[geom])
+            log.debug("geom %d (type %d) has no surface sampler; skipped", geom, mj_model.geom_type[geom])
             continue
         points, normals, spacing = sampled  # geom frame
         parts.append(_gaussians_for_geom(mj_model, data, geom, points, normals, spacing, rgba, config, rng))

@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import warnings
 
 import mujoco
 import torch
@@ -59,7 +58,6 @@ def select_backend(name: str, device=None, probe=None) -> tuple[str, str]:
             if name == "auto":
                 msg = f"{why}; rendering with the reference backend instead, which is far slower"
                 log.warning(msg)
-                warnings.warn(msg, RuntimeWarning, stacklevel=3)
     if name == "gsplat":
         if not ok:
             raise RuntimeError(f"render backend 'gsplat' requested but unavailable: {why}")
@@ -138,7 +136,7 @@ class RenderStage:
         self.backend, self.backend_reason = select_backend(
             config.backend, self.device, probe=lambda dev: self._probe_gsplat(mj_model, dev)
         )
-        log.info("render backend: %s (%s)", self.backend, self.backend_reason)
+        log.debug("render backend: %s (%s)", self.backend, self.backend_reason)  # nodes say it (gpu_paths)
 
     def render(self, body_xpos, body_xquat, cam_xpos, cam_xmat, visual=None):
         """uint8 images [B, C, H, W, 3], C = the configured cameras, in the input's array type.
