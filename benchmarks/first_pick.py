@@ -19,6 +19,7 @@ steps, s, training success over the window so far).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -100,6 +101,31 @@ def node_configs(args, seed: int, run_dir: str):
     return learner, actor_for
 
 
+def watch(args, seed: int, learner, threads, t0: float) -> tuple[dict | None, list[dict], str | None]:
+    """Polls the learner's counters until its thread ends (or the actor's, on an error): the first pick, the
+    curve, and "interrupted" on SIGTERM / Ctrl-C (see main), where the seed reports what it has."""
+    first_pick, curve, next_log = None, [], args.log_every
+    try:
+        for t in threads:
+            t.start()
+        while threads[0].is_alive() and threads[1].is_alive():  # the learner ends the run; an actor error too
+            updates, env_steps = learner.counters["updates"], learner.counters["transitions"]
+            if first_pick is None and any(list(learner.success_window)):
+                first_pick = {"updates": updates, "env_steps": env_steps, "wall_s": time.perf_counter() - t0}
+                log(f"seed {seed}: first pick at {updates} updates, {env_steps} env steps")
+            if updates >= next_log:
+                window = list(learner.success_window)
+                row = {"updates": updates, "env_steps": env_steps, "wall_s": round(time.perf_counter() - t0, 1),
+                       "window_success": round(sum(window) / len(window), 3) if window else 0.0}  # fmt: skip
+                curve.append(row)
+                log(f"seed {seed}: {json.dumps(row)}")
+                next_log += args.log_every
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        return first_pick, curve, "interrupted"
+    return first_pick, curve, None
+
+
 def run_seed(args, seed: int) -> dict:
     """One training run through the nodes; returns its first-pick figures, final window success and curve."""
     from serl_gs.nodes.actor import run_actor
@@ -120,52 +146,33 @@ def run_seed(args, seed: int) -> dict:
         threads = [threading.Thread(target=keep, args=("learner", learner.run, stop_learner), daemon=True),
                    threading.Thread(target=keep, args=("actor", run_actor, actor_for(learner), stop_actor),
                                     daemon=True)]  # fmt: skip
-        first_pick: dict | None = None
-        curve: list[dict] = []
-        next_log = args.log_every
-        stop_reason = None
         t0 = time.perf_counter()
-        try:
-            for t in threads:
-                t.start()
-            while threads[0].is_alive():  # the learner ends the run (max_updates, stop_success)
-                if not threads[1].is_alive():
-                    break  # the actor failed: its error is raised below
-                updates, env_steps = learner.counters["updates"], learner.counters["transitions"]
-                if first_pick is None and any(list(learner.success_window)):
-                    first_pick = {"updates": updates, "env_steps": env_steps, "wall_s": time.perf_counter() - t0}
-                    log(f"seed {seed}: first pick at {updates} updates, {env_steps} env steps")
-                if updates >= next_log:
-                    window = list(learner.success_window)
-                    row = {"updates": updates, "env_steps": env_steps, "wall_s": round(time.perf_counter() - t0, 1),
-                           "window_success": round(sum(window) / len(window), 3) if window else 0.0}  # fmt: skip
-                    curve.append(row)
-                    log(f"seed {seed}: {json.dumps(row)}")
-                    next_log += args.log_every
-                time.sleep(POLL_S)
-        except KeyboardInterrupt:  # SIGTERM / Ctrl-C (see main): the seed reports what it has
-            stop_reason = "interrupted"
-        finally:
-            stop_actor.set()
-            stop_learner.set()
-            for t in threads:
-                t.join(120)
-            learner.close()
-        for name in ("learner", "actor"):
-            if isinstance(outcome.get(name), BaseException):
-                raise RuntimeError(f"the {name} failed") from outcome[name]
-        final = outcome.get("learner") or {}
-        window = list(learner.success_window)
-        return {
-            "seed": seed,
-            "first_pick": first_pick,
-            "updates": int(learner.counters["updates"]),
-            "env_steps": int(learner.counters["transitions"]),
-            "wall_s": time.perf_counter() - t0,
-            "window_success": sum(window) / len(window) if window else 0.0,
-            "stop": stop_reason or final.get("stop_reason", "unknown"),
-            "curve": curve,
-        }
+        # The nodes' console lines go to stderr with the progress: stdout carries only the JSON figures.
+        with contextlib.redirect_stdout(sys.stderr):
+            try:
+                first_pick, curve, stop_reason = watch(args, seed, learner, threads, t0)
+            finally:
+                stop_actor.set()
+                stop_learner.set()
+                for t in threads:
+                    t.join(120)
+                learner.close()
+        wall_s = time.perf_counter() - t0
+    for name in ("learner", "actor"):
+        if isinstance(outcome.get(name), BaseException):
+            raise RuntimeError(f"the {name} failed") from outcome[name]
+    final = outcome.get("learner") or {}
+    window = list(learner.success_window)
+    return {
+        "seed": seed,
+        "first_pick": first_pick,
+        "updates": int(learner.counters["updates"]),
+        "env_steps": int(learner.counters["transitions"]),
+        "wall_s": wall_s,
+        "window_success": sum(window) / len(window) if window else 0.0,
+        "stop": stop_reason or final.get("stop_reason", "unknown"),
+        "curve": curve,
+    }
 
 
 def main() -> None:
