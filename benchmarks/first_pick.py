@@ -139,7 +139,8 @@ def run_seed(args, seed: int) -> dict:
         except BaseException as e:  # noqa: BLE001 - re-raised in the benchmark's thread
             outcome[name] = e
 
-    with tempfile.TemporaryDirectory(prefix="first_pick-") as run_dir:
+    # The nodes' console lines go to stderr with the progress: stdout carries only the JSON figures.
+    with contextlib.redirect_stdout(sys.stderr), tempfile.TemporaryDirectory(prefix="first_pick-") as run_dir:
         learner_config, actor_for = node_configs(args, seed, run_dir)
         learner = Learner(learner_config)
         stop_learner, stop_actor = threading.Event(), threading.Event()
@@ -147,16 +148,14 @@ def run_seed(args, seed: int) -> dict:
                    threading.Thread(target=keep, args=("actor", run_actor, actor_for(learner), stop_actor),
                                     daemon=True)]  # fmt: skip
         t0 = time.perf_counter()
-        # The nodes' console lines go to stderr with the progress: stdout carries only the JSON figures.
-        with contextlib.redirect_stdout(sys.stderr):
-            try:
-                first_pick, curve, stop_reason = watch(args, seed, learner, threads, t0)
-            finally:
-                stop_actor.set()
-                stop_learner.set()
-                for t in threads:
-                    t.join(120)
-                learner.close()
+        try:
+            first_pick, curve, stop_reason = watch(args, seed, learner, threads, t0)
+        finally:
+            stop_actor.set()
+            stop_learner.set()
+            for t in threads:
+                t.join(120)
+            learner.close()
         wall_s = time.perf_counter() - t0
     for name in ("learner", "actor"):
         if isinstance(outcome.get(name), BaseException):
