@@ -5,8 +5,8 @@ of heap growth (glibc gives nothing back), and the heap stops growing after a fe
 (a freed 64 MB block split by small allocations made between calls, so the next call's block does not fit) varies
 from run to run, so a per-call count over a few calls does too (0 to 3 blocks of 16k faults over 5 calls, measured):
 the test compares faults with heap growth instead. Without it every call faults its 64 MB afresh.
-Measured over 12 runs of 20 calls (2026-12-07, 2-core machine): with it, faults = heap growth + 0 to 53 pages,
-growth 1 to 6 blocks; without it 327.8k faults (16.4k per call).
+Measured over 24 runs of 20 calls (benchmarks/results/cpu_memory-cpu2-2026-12-07.jsonl, the same probe): with it,
+faults = heap growth + 0 to 53 pages, growth 0 to 5 blocks; without it 311k-328k faults (~16k per call).
 """
 
 from __future__ import annotations
