@@ -1,40 +1,41 @@
-"""Updates to the first pick: state SAC on PandaPickCube in one process (no sockets), per seed.
+"""Updates to the first pick: state SAC on PandaPickCube through the real nodes, per seed.
 
-The main job's loop without the network: one actor (16 envs, uniform random actions for `--random_steps` env
-steps, then the stochastic policy) and one learner kept at `--utd` updates per inserted transition after
-`--training_starts`, the actor's policy refreshed every `--publish_every` updates (the learner publishes that
-often). Updates run `--publish_every` at a time in one fused call (agents.learning.make_learner_step_fn), which
-computes what as many single updates on fresh batches compute.
+The main job (run_demo.sh) in one process: a `Learner` and `run_actor` as two threads on OS-picked ports (as
+tests/test_nodes_learner.py runs them), so the figures come from the same adder, transport, replay, rate limiter
+and fused updates the nodes run, not from a copy of their loop. One actor of `--num_envs` envs: uniform random
+actions for `--random_steps` env steps, then the stochastic policy; the learner keeps `--utd` updates per
+transition after `--training_starts` and publishes every `--publish_every` updates.
 
 Per seed it reports the updates, env steps and seconds to the first training episode that ends with the cube
 lifted (the learner's `success`), and training success over the last `--window` episodes when it stops: at
-`--stop_success` over the window, or at `--max_updates`. One JSON line per figure (../shared/BENCHMARKS.md),
-then the median over seeds; `--curves FILE` writes every seed's curve (updates, env steps, s, return, success).
+`--stop_success` over the window (the learner's own stop), or at `--max_updates`. One JSON line per figure
+(../shared/BENCHMARKS.md), then the median over seeds; `--curves FILE` writes every seed's curve (updates, env
+steps, s, training success over the window so far).
 
-    python -m benchmarks.first_pick --quick                                  # < 1 min: the loop runs, no pick
-    nice -n 10 python -m benchmarks.first_pick --seeds 0,1,2 --max_updates 60000 --n_step 3
+    python -m benchmarks.first_pick --quick                                  # a few minutes: the loop runs, no pick
+    nice -n 10 python -m benchmarks.first_pick --seeds 0,1,2 --max_updates 60000 --n_step 3 --noise_beta 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import statistics
 import sys
+import tempfile
+import threading
 import time
-from collections import deque
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 from benchmarks._report import device_name, emit, log  # noqa: E402
 
 BENCH = "first_pick"
 ENV_ID = "serl_gs/PandaPickCube-v0"
+POLL_S = 0.05  # how often the benchmark thread looks at the learner's counters
 
 
 def agent_config(args):
@@ -57,106 +58,118 @@ def agent_config(args):
     )
 
 
-def run_seed(args, seed: int) -> dict:
-    """One training run; returns its first-pick figures, final window success and curve."""
-    import gymnasium as gym
+def node_configs(args, seed: int, run_dir: str):
+    """The learner's and the actor's configs for one seed: the learner on OS-picked ports, the actor's filled in
+    once the learner has bound them (`actor_for`)."""
+    from serl_gs.data.replay import ReplayConfig
+    from serl_gs.nodes.actor import ActorConfig
+    from serl_gs.nodes.env_spec import EnvSpec
+    from serl_gs.nodes.learner import LearnerConfig
+    from serl_gs.nodes.rate_limiter import RateLimiterConfig
+    from serl_gs.transport import ActorTransportConfig, LearnerTransportConfig
+    from serl_gs.transport.config import port_layout
 
-    import envs  # noqa: F401  (registers the serl_gs/ ids)
-    from serl_gs.agents.exploration import ColoredNoise
-    from serl_gs.agents.learning import init_training_state, make_learner_step_fn
-    from serl_gs.agents.networks import make_inference_fn, make_networks, obs_spec_from_batch, policy_params
-    from serl_gs.data.records import RecordSpec, reset_records, step_records
-    from serl_gs.data.replay import ReplayBuffer, ReplayConfig
+    env = EnvSpec(ENV_ID, physics="mujoco")
+    learner = LearnerConfig(
+        env=env,
+        agent=agent_config(args),
+        replay=ReplayConfig(capacity=args.replay_capacity),
+        rate=RateLimiterConfig(utd=args.utd, min_inserts=args.training_starts, tolerance=200.0, auto=True),
+        transport=LearnerTransportConfig(**port_layout(0)),
+        run_dir=run_dir,
+        publish_every=args.publish_every,
+        checkpoint_every=10**9,  # no checkpoint while learning: one at the end (Learner.run)
+        save_replay=False,
+        max_updates=args.max_updates,
+        stop_success=args.stop_success,
+        success_window=args.window,
+        seed=seed,
+        log_every_s=30.0,
+    )
 
-    config = agent_config(args)
-    vec = gym.make_vec(ENV_ID, num_envs=args.num_envs, physics="mujoco", array_backend="numpy")
-    obs, _ = vec.reset(seed=seed)
-    action_dim = vec.single_action_space.shape[0]
-    first = reset_records(obs, action_dim)
-    replay = ReplayBuffer(RecordSpec.from_records(first), ReplayConfig(args.replay_capacity), log=lambda m: None)
-    replay.insert(0, first)
-    networks = make_networks(config, obs_spec_from_batch(obs), action_dim)
-    state = init_training_state(networks, jax.random.PRNGKey(seed))
-    learner_step = make_learner_step_fn(networks, args.publish_every)
-    policy = make_inference_fn(networks)
-    params = policy_params(state.params)
-    key = jax.random.PRNGKey(seed + 1)
-    rng = np.random.default_rng(seed)
-    noise = None
-    if args.noise_beta > 0:
-        noise = ColoredNoise(args.num_envs, action_dim, steps=100, beta=args.noise_beta, seed=seed + 2)
+    def actor_for(node) -> ActorConfig:
+        transport = ActorTransportConfig(
+            actor_id="a0",
+            transitions_port=node.server.port,
+            params_port=node.publisher.port,
+            params_snapshot_port=node.publisher.snapshot_port,
+            block_timeout_s=0.2,
+        )
+        return ActorConfig(env=env, transport=transport, num_envs=args.num_envs, random_steps=args.random_steps,
+                           seed=seed, log_every_s=30.0, noise_beta=args.noise_beta)  # fmt: skip
 
-    returns = np.zeros(args.num_envs)
-    window: deque[float] = deque(maxlen=args.window)
-    since_log: list[tuple[float, float]] = []
-    curve: list[dict] = []
-    first_pick: dict | None = None
-    inserted = updates = env_steps = 0
-    t0 = time.perf_counter()
-    next_log = args.log_every
-    stop_reason = "max_updates"
-    try:  # SIGTERM / Ctrl-C (see main) end the seed with what it has
-        while updates < args.max_updates:
-            if env_steps < args.random_steps:
-                action = rng.uniform(-1.0, 1.0, (args.num_envs, action_dim)).astype(np.float32)
-            else:
-                key, act_key = jax.random.split(key)
-                eps = None if noise is None else noise.next()
-                action = np.asarray(policy(params, obs, act_key, False, eps))
-            obs, reward, terminated, truncated, infos = vec.step(action)
-            records = step_records(obs, action, reward, terminated, truncated, infos)
-            replay.insert(0, records)
-            inserted += int((~records["is_first"]).sum())
-            env_steps += args.num_envs
-            returns += reward
-            done = terminated | truncated
-            if noise is not None:
-                noise.reset(done)
-            for i in np.flatnonzero(done):
-                success = float(infos["success"][i])
-                window.append(success)
-                since_log.append((returns[i], success))
-                if success and first_pick is None:
-                    first_pick = {"updates": updates, "env_steps": env_steps, "wall_s": time.perf_counter() - t0}
-                    log(f"seed {seed}: first pick at {updates} updates, {env_steps} env steps")
-                returns[i] = 0.0
+    return learner, actor_for
 
-            # The rate limiter's target, in whole calls of `publish_every` updates (the policy refreshes after each).
-            owed = int(args.utd * (inserted - args.training_starts)) - updates
-            for _ in range(max(0, owed) // args.publish_every):
-                key, sample_key = jax.random.split(key)
-                state, metrics = learner_step(state, replay.device_fields(), sample_key)
-                updates += args.publish_every
-                params = policy_params(state.params)
 
-            if updates >= next_log and since_log:
-                row = {
-                    "updates": updates,
-                    "env_steps": env_steps,
-                    "wall_s": round(time.perf_counter() - t0, 1),
-                    "episode_return": round(float(np.mean([r for r, _ in since_log])), 2),
-                    "success": round(float(np.mean([s for _, s in since_log])), 3),
-                    "window_success": round(float(np.mean(window)), 3),
-                    "q": round(float(metrics["q"]), 3),
-                    "temperature": round(float(metrics["temperature"]), 5),
-                }
+def watch(args, seed: int, learner, threads, t0: float) -> tuple[dict | None, list[dict], str | None]:
+    """Polls the learner's counters until its thread ends (or the actor's, on an error): the first pick, the
+    curve, and "interrupted" on SIGTERM / Ctrl-C (see main), where the seed reports what it has."""
+    first_pick, curve, next_log = None, [], args.log_every
+    try:
+        for t in threads:
+            t.start()
+        while threads[0].is_alive() and threads[1].is_alive():  # the learner ends the run; an actor error too
+            updates, env_steps = learner.counters["updates"], learner.counters["transitions"]
+            if first_pick is None and any(list(learner.success_window)):
+                first_pick = {"updates": updates, "env_steps": env_steps, "wall_s": time.perf_counter() - t0}
+                log(f"seed {seed}: first pick at {updates} updates, {env_steps} env steps")
+            if updates >= next_log:
+                window = list(learner.success_window)
+                row = {"updates": updates, "env_steps": env_steps, "wall_s": round(time.perf_counter() - t0, 1),
+                       "window_success": round(sum(window) / len(window), 3) if window else 0.0}  # fmt: skip
                 curve.append(row)
                 log(f"seed {seed}: {json.dumps(row)}")
-                since_log, next_log = [], next_log + args.log_every
-            if len(window) == args.window and np.mean(window) >= args.stop_success:
-                stop_reason = "window_success"
-                break
+                next_log += args.log_every
+            time.sleep(POLL_S)
     except KeyboardInterrupt:
-        stop_reason = "interrupted"
-    vec.close()
+        return first_pick, curve, "interrupted"
+    return first_pick, curve, None
+
+
+def run_seed(args, seed: int) -> dict:
+    """One training run through the nodes; returns its first-pick figures, final window success and curve."""
+    from serl_gs.nodes.actor import run_actor
+    from serl_gs.nodes.learner import Learner
+
+    outcome: dict[str, object] = {}
+
+    def keep(name, fn, *fn_args):
+        try:
+            outcome[name] = fn(*fn_args)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the benchmark's thread
+            outcome[name] = e
+
+    # The nodes' console lines go to stderr with the progress: stdout carries only the JSON figures.
+    with contextlib.redirect_stdout(sys.stderr), tempfile.TemporaryDirectory(prefix="first_pick-") as run_dir:
+        learner_config, actor_for = node_configs(args, seed, run_dir)
+        learner = Learner(learner_config)
+        stop_learner, stop_actor = threading.Event(), threading.Event()
+        threads = [threading.Thread(target=keep, args=("learner", learner.run, stop_learner), daemon=True),
+                   threading.Thread(target=keep, args=("actor", run_actor, actor_for(learner), stop_actor),
+                                    daemon=True)]  # fmt: skip
+        t0 = time.perf_counter()
+        try:
+            first_pick, curve, stop_reason = watch(args, seed, learner, threads, t0)
+        finally:
+            stop_actor.set()
+            stop_learner.set()
+            for t in threads:
+                t.join(120)
+            learner.close()
+        wall_s = time.perf_counter() - t0
+    for name in ("learner", "actor"):
+        if isinstance(outcome.get(name), BaseException):
+            raise RuntimeError(f"the {name} failed") from outcome[name]
+    final = outcome.get("learner") or {}
+    window = list(learner.success_window)
     return {
         "seed": seed,
         "first_pick": first_pick,
-        "updates": updates,
-        "env_steps": env_steps,
-        "wall_s": time.perf_counter() - t0,
-        "window_success": float(np.mean(window)) if window else 0.0,
-        "stop": stop_reason,
+        "updates": int(learner.counters["updates"]),
+        "env_steps": int(learner.counters["transitions"]),
+        "wall_s": wall_s,
+        "window_success": sum(window) / len(window) if window else 0.0,
+        "stop": stop_reason or final.get("stop_reason", "unknown"),
         "curve": curve,
     }
 
@@ -192,7 +205,7 @@ def main() -> None:
     a("--noise_beta", type=float, default=0.0, help="exploration noise colour: 0 white (SAC's own), 1 pink")
     args = parser.parse_args()
     if args.quick:
-        args.seeds, args.max_updates, args.log_every = "0", 3_000, 1_000
+        args.seeds, args.max_updates, args.log_every = "0", 1_000, 250
         args.training_starts = args.random_steps = 1_000
     seeds = [int(s) for s in args.seeds.split(",")]
     device = device_name()

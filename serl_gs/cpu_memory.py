@@ -11,8 +11,11 @@ both side by side.
 `keep_freed_memory()` tells glibc to use one arena, never mmap and never trim, so nothing freed goes back to the
 OS. What that guarantees is an accounting: a page faults only where the heap grows, and a freed block is reused
 by a later call. When the heap grows is not deterministic: a freed block that small allocations made between calls
-have split no longer fits the next call's, which then takes a new one, until the heap holds a few of them
-(tests/test_cpu_memory.py: 1 to 6 blocks over 20 calls, all its faults accounted for by that growth). It is
+have split no longer fits the next call's, which then takes a new one, until the heap holds a few of them. No
+mallopt setting orders other threads' small allocations (a top pad left it as it was), so the test checks the
+accounting, not a count: over 24 fresh processes of 20 calls with a 64 MB temporary, faults beyond the heap's
+growth were 0 to 53 pages and the growth 0 to 5 blocks; without it, 16k faults per call
+(benchmarks/results/cpu_memory-cpu2-2026-12-07.jsonl, `python -m benchmarks.bench_cpu_memory`). It is
 process-wide and must run before JAX starts its threads (entry points call it first thing); the price is that
 the process keeps its peak memory. Elsewhere than glibc it returns False.
 """

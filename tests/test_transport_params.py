@@ -69,19 +69,18 @@ def test_a_slow_actor_skips_versions_instead_of_queueing_them():
         for version in range(1, 51):  # 50 MB of parameters while the actor is busy stepping
             publisher.publish(payload + version.to_bytes(4, "little"), version=version)
             time.sleep(0.002)
-        time.sleep(0.5)
         seen = []
-        deadline = time.monotonic() + 5
-        while (not seen or seen[-1] != 50) and time.monotonic() < deadline:
-            update = subscriber.wait(timeout=0.2)  # the slow actor finally looks
-            if update is not None:
-                assert update.data[-4:] == update.version.to_bytes(4, "little")
-                seen.append(update.version)
+        while not seen or seen[-1] != 50:
+            update = subscriber.wait(timeout=10)  # the slow actor finally looks
+            assert update is not None, f"no version newer than {seen} within 10 s"
+            assert update.data[-4:] == update.version.to_bytes(4, "little")
+            seen.append(update.version)
             time.sleep(0.3)  # ...and is slow again
-        assert seen[-1] == 50 and seen == sorted(seen)
+        assert seen == sorted(set(seen)) and len(seen) < 50, seen  # it skipped versions
         received = subscriber.stats()
-        # CONFLATE kept at most one message queued: the backlog of stale versions never formed.
-        assert received["updates_received"] + received["snapshots_received"] <= 4, received
+        # CONFLATE kept at most one update queued per look: a backlog would hand over every stale version at the
+        # first look (the subscriber drains its socket and counts each newer version).
+        assert received["updates_received"] <= 1 + len(seen), (received, seen)
         assert publisher.stats()["published"] == 51
     finally:
         subscriber.close()

@@ -213,10 +213,8 @@ def test_ctrl_c_stops_both_nodes_promptly(tmp_path):
         assert first_line(actor) == "ready" and first_line(idle_actor) == "ready"
         time.sleep(1.0)
         for proc in (learner, actor, idle_actor):
-            start = time.monotonic()
             proc.send_signal(signal.SIGINT)
             exit_within(proc, 5)
-            assert time.monotonic() - start < 5
             assert "KeyboardInterrupt" in proc.stderr.read()
     finally:
         for proc in (learner, actor, idle_actor):
