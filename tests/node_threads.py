@@ -1,5 +1,6 @@
 """A learner and an actor as two threads of the test's process: the harness tests/test_nodes_learner.py,
-test_learning_sac.py, test_demos.py, test_hostile_input.py and sharded_checks.py share."""
+test_demos.py, test_hostile_input.py and sharded_checks.py share, and `learn_until`, the learning tests'
+(test_learning_sac.py, test_learning_drq_pixels.py) train-and-score loop."""
 
 from __future__ import annotations
 
@@ -88,3 +89,28 @@ def learner_and_actor(learner, actor_config, *actor_args) -> Iterator[Nodes]:
         nodes.actor_thread.join(30)
         nodes.learner_thread.join(30)
         learner.close()
+
+
+def learn_until(learner, actor_config, score, threshold: float, every: int) -> tuple[list[float], dict]:
+    """Runs learner and actor as threads, scoring the learner's current parameters (`score(params) -> float`)
+    before training and every `every` updates, until a score reaches `threshold` or the learner stops (its
+    max_updates). Returns the scores and the learner's final counters; the actor stopping early fails."""
+    from serl_gs.agents.networks import policy_params
+
+    scores = [score(policy_params(learner.state.params))]
+    start = time.monotonic()
+    with learner_and_actor(learner, actor_config) as nodes:
+        scored = 0
+        while nodes.learner_thread.is_alive() and scores[-1] < threshold:
+            assert nodes.actor_thread.is_alive() or nodes.actor_thread.outcome(0) is None, "the actor stopped"
+            if learner.counters["updates"] >= scored + every:
+                scored = learner.counters["updates"] // every * every
+                scores.append(score(policy_params(learner.state.params)))
+                print(f"{scored} updates ({time.monotonic() - start:.0f} s): {scores[-1]:.1f}", flush=True)
+            else:
+                time.sleep(0.05)  # polling the counter, not waiting for a result
+        nodes.stop_learner.set()
+        counters = nodes.learner_thread.outcome(120)
+        nodes.stop_actor.set()
+        nodes.actor_thread.outcome(60)
+    return scores, counters

@@ -12,14 +12,12 @@ transitions, as the private loop this test replaced did (one env step of every e
 
 from __future__ import annotations
 
-import time
-
 import jax
 import numpy as np
 import pytest
 
 from serl_gs.agents.config import AgentConfig
-from serl_gs.agents.networks import make_inference_fn, policy_params
+from serl_gs.agents.networks import make_inference_fn
 from serl_gs.data.replay import ReplayConfig
 from serl_gs.nodes.actor import ActorConfig
 from serl_gs.nodes.env_spec import EnvSpec
@@ -27,7 +25,7 @@ from serl_gs.nodes.learner import Learner, LearnerConfig
 from serl_gs.nodes.rate_limiter import RateLimiterConfig
 from serl_gs.transport import LearnerTransportConfig
 from serl_gs.transport.config import port_layout
-from tests.node_threads import actor_transport, learner_and_actor
+from tests.node_threads import actor_transport, learn_until
 
 NUM_ENVS = 16
 EPISODE = 200
@@ -78,21 +76,10 @@ def test_sac_learns_cartpole_balance_from_state_through_the_nodes(tmp_path):
     actor = ActorConfig(env=ENV, transport=transport, num_envs=NUM_ENVS, random_steps=1_000, log_every_s=5.0)
     eval_vec = ENV.make_vec(NUM_ENVS, seed=1)
     policy = make_inference_fn(learner.networks)
-    returns = [evaluate(eval_vec, policy, policy_params(learner.state.params))]
     try:
-        with learner_and_actor(learner, actor) as nodes:
-            evaluated = 0
-            while nodes.learner_thread.is_alive() and returns[-1] < THRESHOLD:
-                assert nodes.actor_thread.is_alive() or nodes.actor_thread.outcome(0) is None, "the actor stopped"
-                if learner.counters["updates"] >= evaluated + EVAL_EVERY:
-                    evaluated = learner.counters["updates"] // EVAL_EVERY * EVAL_EVERY
-                    returns.append(evaluate(eval_vec, policy, policy_params(learner.state.params)))
-                else:
-                    time.sleep(0.05)
-            nodes.stop_learner.set()
-            counters = nodes.learner_thread.outcome(120)
-            nodes.stop_actor.set()
-            nodes.actor_thread.outcome(60)
+        returns, counters = learn_until(
+            learner, actor, lambda params: evaluate(eval_vec, policy, params), THRESHOLD, EVAL_EVERY
+        )
     finally:
         eval_vec.close()
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The command of rlpd-panda-state-cpu2-2026-12-07.jsonl: state PandaPickCube through learner + actor processes
-# with the main job's settings (run_demo.sh), until 80 % training success over 64 episodes or 20 minutes, with
+# with the main job's settings (run_demo.sh), until 80 % training success over 64 episodes or 20 minutes (LIMIT:
+# another learner stop, e.g. LIMIT="--max_updates 50000" for rlpd-panda-state-50k-cpu2-2026-12-07.jsonl), with
 # RLPD on 20 scripted demos (DEMOS=1: half of every batch) or without (DEMOS=0). Prints one JSON line.
 #   RUN=/tmp/rlpd_s0 PORT=6710 SEED=0 DEMOS=1 bash benchmarks/results/rlpd-panda-state-cpu2-2026-12-07.sh
 # Flags in today's syntax (docs/flags.md, issue 24); the values are the run's.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 RUN="${RUN:?set RUN}"; PORT="${PORT:-6710}"; SEED="${SEED:-0}"; DEMOS="${DEMOS:-1}"
+read -r -a LIMIT <<< "${LIMIT:---max_seconds 1200}"
 mkdir -p "$RUN"
 ENV=(--env serl_gs/PandaPickCube-v0)
 demo_args=()
@@ -17,7 +19,7 @@ if [[ "$DEMOS" == 1 ]]; then
   demo_args=(--demo_path "$RUN/demos.hdf5" --demo_ratio 0.5)
 fi
 nice -n 10 python -m learners.learner "${ENV[@]}" --run_dir "$RUN" --port "$PORT" --seed "$SEED" \
-  --stop_success 0.8 --success_window 64 --max_seconds 1200 \
+  --stop_success 0.8 --success_window 64 "${LIMIT[@]}" \
   --training_starts 2000 --utd 0.25 --n_step 3 --hidden_dims 128 128 --critic_ensemble_size 4 --batch_size 128 \
   --critic_actor_ratio 2 --actor_lr 1e-3 --critic_lr 1e-3 --temperature_lr 1e-3 --checkpoint_every 5000 \
   --publish_every 10 --log_every_s 30 \
