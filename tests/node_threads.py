@@ -114,3 +114,35 @@ def learn_until(learner, actor_config, score, threshold: float, every: int) -> t
         nodes.stop_actor.set()
         nodes.actor_thread.outcome(60)
     return scores, counters
+
+
+def learn_through_threads(
+    run_dir, env, agent, rate, *, num_envs, random_steps, max_updates, score, threshold, every, log_every_s=10.0
+) -> tuple[list[float], dict, object]:
+    """A learning test's run: a Learner (OS-picked ports, no checkpoint while learning) and an actor of
+    `num_envs` envs, scored by `score(vec, policy, params)` on its own vector env (seed 1) until `threshold`
+    (`learn_until`). Returns the scores, the learner's final counters and the learner."""
+    from serl_gs.agents.networks import make_inference_fn
+    from serl_gs.data.replay import ReplayConfig
+    from serl_gs.nodes.actor import ActorConfig
+    from serl_gs.nodes.learner import Learner, LearnerConfig
+    from serl_gs.transport import LearnerTransportConfig
+    from serl_gs.transport.config import port_layout
+
+    learner = Learner(
+        LearnerConfig(
+            env=env, agent=agent, replay=ReplayConfig(capacity=50_000), rate=rate,
+            transport=LearnerTransportConfig(**port_layout(0)), run_dir=str(run_dir), publish_every=10,
+            checkpoint_every=100_000,  # no checkpoint while learning: these tests are about the loop
+            max_updates=max_updates, log_every_s=log_every_s,
+        )
+    )  # fmt: skip
+    actor = ActorConfig(env=env, transport=actor_transport(learner), num_envs=num_envs, random_steps=random_steps,
+                        log_every_s=log_every_s)  # fmt: skip
+    vec = env.make_vec(num_envs, seed=1)
+    policy = make_inference_fn(learner.networks)
+    try:
+        scores, counters = learn_until(learner, actor, lambda params: score(vec, policy, params), threshold, every)
+    finally:
+        vec.close()
+    return scores, counters, learner

@@ -15,22 +15,18 @@ well above the untrained policy: the policy must have learned from the frames. (
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
-from serl_gs.agents.config import AgentConfig, EncoderConfig
-from serl_gs.agents.networks import make_inference_fn
+from serl_gs.agents.config import EncoderConfig, cpu_pixel_preset
 from serl_gs.data.frame_stack import FrameStacker
-from serl_gs.data.replay import ReplayConfig
-from serl_gs.nodes.actor import ActorConfig
 from serl_gs.nodes.cli import set_render_threads
 from serl_gs.nodes.env_spec import EnvSpec
-from serl_gs.nodes.learner import Learner, LearnerConfig
 from serl_gs.nodes.rate_limiter import RateLimiterConfig
-from serl_gs.transport import LearnerTransportConfig
-from serl_gs.transport.config import port_layout
-from tests.node_threads import actor_transport, learn_until
+from tests.node_threads import learn_through_threads
 
 NUM_ENVS = 8
 EPISODE = 400  # control steps
@@ -44,21 +40,11 @@ RANDOM_STEPS = 320  # env steps, all envs together (40 steps of 8 envs)
 UTD = 0.25  # updates per transition
 ENV = EnvSpec("serl_gs/CartpoleBalance-v0", obs_mode="pixels", image_size=16, render_backend="reference",
               physics="mujoco", episode_length=EPISODE, action_repeat=REPEAT, frame_stack=FRAMES)  # fmt: skip
-AGENT = AgentConfig(
-    hidden_dims=(64, 64),
-    critic_ensemble_size=2,
-    critic_subsample_size=None,
-    critic_actor_ratio=1,
-    batch_size=64,
-    discount=0.95,
-    n_step=3,
-    actor_lr=1e-3,
-    critic_lr=1e-3,
-    temperature_lr=1e-3,
-    initial_temperature=0.1,
-    image_augmentation_pad=1,
-    encoder=EncoderConfig(channels=(16, 16), latent_dim=32),
-)
+# The CPU pixel recipe (./run_demo.sh --pixels), shrunk to a test: smaller nets, batch and shift, 3-step returns.
+AGENT = dataclasses.replace(
+    cpu_pixel_preset().agent, hidden_dims=(64, 64), critic_subsample_size=None, batch_size=64, discount=0.95, n_step=3,
+    image_augmentation_pad=1, encoder=EncoderConfig(channels=(16, 16), latent_dim=32),
+)  # fmt: skip
 
 
 def evaluate(vec, policy, params) -> float:
@@ -77,30 +63,11 @@ def evaluate(vec, policy, params) -> float:
 @pytest.mark.slow
 def test_drq_learns_pixel_cartpole_through_the_nodes(tmp_path):
     set_render_threads(1)  # as the actor does: torch's OpenMP threads spin-wait on a busy machine
-    learner = Learner(
-        LearnerConfig(
-            env=ENV,
-            agent=AGENT,
-            replay=ReplayConfig(capacity=50_000),
-            rate=RateLimiterConfig(utd=UTD, min_inserts=RANDOM_STEPS, tolerance=20.0),
-            transport=LearnerTransportConfig(**port_layout(0)),
-            run_dir=str(tmp_path / "run"),
-            publish_every=10,
-            checkpoint_every=100_000,  # no checkpoint while learning: this test is about the loop
-            max_updates=BUDGET,
-            log_every_s=10.0,
-        )
-    )
-    transport = actor_transport(learner)
-    actor = ActorConfig(env=ENV, transport=transport, num_envs=NUM_ENVS, random_steps=RANDOM_STEPS, log_every_s=10.0)
-    eval_vec = ENV.make_vec(NUM_ENVS, seed=1)
-    policy = make_inference_fn(learner.networks)
-    try:
-        returns, counters = learn_until(
-            learner, actor, lambda params: evaluate(eval_vec, policy, params), THRESHOLD, EVAL_EVERY
-        )
-    finally:
-        eval_vec.close()
+    rate = RateLimiterConfig(utd=UTD, min_inserts=RANDOM_STEPS, tolerance=20.0)
+    returns, counters, learner = learn_through_threads(
+        tmp_path / "run", ENV, AGENT, rate, num_envs=NUM_ENVS, random_steps=RANDOM_STEPS, max_updates=BUDGET,
+        score=evaluate, threshold=THRESHOLD, every=EVAL_EVERY,
+    )  # fmt: skip
 
     print(f"deterministic returns every {EVAL_EVERY} updates: {returns}; learner: {counters['updates']} updates")
     assert learner.replay.unpaired == 0  # every non-first record found its predecessor

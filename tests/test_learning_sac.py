@@ -17,15 +17,9 @@ import numpy as np
 import pytest
 
 from serl_gs.agents.config import AgentConfig
-from serl_gs.agents.networks import make_inference_fn
-from serl_gs.data.replay import ReplayConfig
-from serl_gs.nodes.actor import ActorConfig
 from serl_gs.nodes.env_spec import EnvSpec
-from serl_gs.nodes.learner import Learner, LearnerConfig
 from serl_gs.nodes.rate_limiter import RateLimiterConfig
-from serl_gs.transport import LearnerTransportConfig
-from serl_gs.transport.config import port_layout
-from tests.node_threads import actor_transport, learn_until
+from tests.node_threads import learn_through_threads
 
 NUM_ENVS = 16
 EPISODE = 200
@@ -58,30 +52,20 @@ def evaluate(vec, policy, params) -> float:
 
 @pytest.mark.slow
 def test_sac_learns_cartpole_balance_from_state_through_the_nodes(tmp_path):
-    learner = Learner(
-        LearnerConfig(
-            env=ENV,
-            agent=AGENT,
-            replay=ReplayConfig(capacity=50_000),
-            rate=RateLimiterConfig(utd=1 / NUM_ENVS, min_inserts=1_000, tolerance=20.0, auto=False),
-            transport=LearnerTransportConfig(**port_layout(0)),
-            run_dir=str(tmp_path / "run"),
-            publish_every=10,
-            checkpoint_every=100_000,  # no checkpoint while learning: this test is about the loop
-            max_updates=BUDGET,
-            log_every_s=5.0,
-        )
+    rate = RateLimiterConfig(utd=1 / NUM_ENVS, min_inserts=1_000, tolerance=20.0, auto=False)
+    returns, counters, learner = learn_through_threads(
+        tmp_path / "run",
+        ENV,
+        AGENT,
+        rate,
+        num_envs=NUM_ENVS,
+        random_steps=1_000,
+        max_updates=BUDGET,
+        score=evaluate,
+        threshold=THRESHOLD,
+        every=EVAL_EVERY,
+        log_every_s=5.0,
     )
-    transport = actor_transport(learner)
-    actor = ActorConfig(env=ENV, transport=transport, num_envs=NUM_ENVS, random_steps=1_000, log_every_s=5.0)
-    eval_vec = ENV.make_vec(NUM_ENVS, seed=1)
-    policy = make_inference_fn(learner.networks)
-    try:
-        returns, counters = learn_until(
-            learner, actor, lambda params: evaluate(eval_vec, policy, params), THRESHOLD, EVAL_EVERY
-        )
-    finally:
-        eval_vec.close()
 
     print(f"deterministic returns every {EVAL_EVERY} updates: {returns}; learner: {counters['updates']} updates")
     assert learner.replay.unpaired == 0  # every non-first record found its predecessor
