@@ -33,6 +33,7 @@ def main(argv: list[str]) -> None:
         out_dir=f.out_dir or None,
         scene=f.scene or None,
         randomize=f.randomize,
+        shift=f.shift,
     )
     check_gpu_paths(config.physics, config.render_backend, renders=True)  # pixels or a video: it renders
     set_render_threads(f.render_threads)  # the video renders even for state policies
@@ -62,6 +63,8 @@ def define_flags() -> None:
     flags.DEFINE_string("out_dir", "", "Where summary.json and eval.mp4 go; default <run_dir>/eval/<step>.")
     flags.DEFINE_string("scene", "", "A scene manifest (JSON) of 3DGS captures; empty = the run's own scene.")
     flags.DEFINE_enum("randomize", "none", ["none", "light", "strong"], "Domain randomization of the eval envs.")
+    flags.DEFINE_enum("shift", "none", ["none", "camera", "lighting", "background"],
+                      "A held-out change of the frames, outside every training range (docs/sim2real.md).")
 
 
 if __name__ == "__main__":

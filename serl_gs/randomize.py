@@ -291,3 +291,96 @@ def draw_physics(c: RandomizeConfig, key: jax.Array) -> dict[str, jax.Array]:
         "actuator_gain": 1 + _spread(u[2], c.actuator_gain),
         "latency": jnp.minimum((u[3] * (c.latency_steps + 1)).astype(jnp.int32), c.latency_steps),
     }
+
+
+# ---- held-out shifts (eval only) ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ShiftConfig:
+    """One fixed change of what every env sees, for evaluating a policy outside the ranges it trained in (the
+    robustness experiment of docs/sim2real.md): the same values in every env and every step, applied by the
+    render stage like a randomization draw (after it, when both are on)."""
+
+    camera_position: tuple[float, float, float] = (0.0, 0.0, 0.0)  # metres, world frame, every camera
+    camera_rotation_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)  # degrees about the camera's own axes
+    brightness: float = 1.0  # gain on every body group's colours
+    hue_deg: float = 0.0  # rotation about the grey axis, every group
+    background: tuple[float, float, float] | None = None  # RGB the table and background take (texture kept)
+
+    def __post_init__(self):
+        for name in ("camera_position", "camera_rotation_deg", "background"):
+            v = getattr(self, name)
+            if v is None and name == "background":
+                continue
+            if len(v) != 3 or not all(isinstance(x, int | float) and math.isfinite(x) for x in v):
+                raise ValueError(f"{name} must be 3 finite numbers, got {v!r}")
+        if not 0 < self.brightness <= 4:
+            raise ValueError(f"brightness must be a gain in (0, 4], got {self.brightness!r}")
+        if not -180 <= self.hue_deg <= 180 or max(map(abs, self.camera_rotation_deg)) > 30:
+            raise ValueError(f"hue_deg must be in [-180, 180] and camera_rotation_deg in [-30, 30], got "
+                             f"{self.hue_deg!r}, {self.camera_rotation_deg!r}")  # fmt: skip
+        if self.background is not None and not all(0 <= x <= 1 for x in self.background):
+            raise ValueError(f"background must be RGB in [0, 1], got {self.background!r}")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Each shift lies outside the `strong` preset's ranges (tested): a camera moved 25 cm and turned 6 degrees
+# (strong: 3 cm, 3 degrees), light at 0.55 of its level turned 35 degrees in hue (strong: 0.7-1.3, 15 degrees),
+# and a purple wall and table (no PALETTE colour is purple).
+SHIFTS: dict[str, ShiftConfig | None] = {
+    "none": None,
+    "camera": ShiftConfig(camera_position=(0.25, 0.0, 0.15), camera_rotation_deg=(6.0, 0.0, 0.0)),
+    "lighting": ShiftConfig(brightness=0.55, hue_deg=35.0),
+    "background": ShiftConfig(background=(0.55, 0.25, 0.65)),
+}
+
+
+def resolve_shift(shift: str | ShiftConfig | None) -> ShiftConfig | None:
+    """A shift name (SHIFTS), a ShiftConfig or None -> the config, or None for no shift."""
+    if isinstance(shift, str):
+        if shift not in SHIFTS:
+            raise ValueError(f"unknown shift {shift!r}; shifts: {sorted(SHIFTS)}")
+        return SHIFTS[shift]
+    if shift is not None and not isinstance(shift, ShiftConfig):
+        raise ValueError(f"shift must be a name in {sorted(SHIFTS)}, a ShiftConfig or None, got {shift!r}")
+    return shift
+
+
+def shift_draw(s: ShiftConfig, rows: int, num_cameras: int, group_luma) -> VisualDraw:
+    """The VisualDraw of a shift: the same values in each of `rows` rows."""
+    g = len(GROUPS)
+    luma = jnp.asarray(LUMA, jnp.float32)
+    hue = jnp.full((g, 3), 1 / math.sqrt(3), jnp.float32) * math.radians(s.hue_deg)
+    m = s.brightness * _axis_angle(hue)  # [G, 3, 3]
+    if s.background is not None:  # table and background: the colour times each Gaussian's relative luma
+        lum = jnp.maximum(jnp.asarray(group_luma, jnp.float32), 1e-3)
+        recolour = jnp.asarray(s.background, jnp.float32)[None, :, None] * luma[None, None, :] / lum[:, None, None]
+        m = jnp.where((jnp.arange(g) < 2)[:, None, None], m @ recolour, m)
+    rotation = _axis_angle(jnp.deg2rad(jnp.asarray(s.camera_rotation_deg, jnp.float32)))
+    one = VisualDraw(
+        colour_matrix=m,
+        colour_offset=jnp.zeros((g, 3), jnp.float32),
+        cam_offset=jnp.broadcast_to(jnp.asarray(s.camera_position, jnp.float32), (num_cameras, 3)),
+        cam_rotation=jnp.broadcast_to(rotation, (num_cameras, 3, 3)),
+        focal_scale=jnp.ones((num_cameras,), jnp.float32),
+        principal_shift=jnp.zeros((num_cameras, 2), jnp.float32),
+        blur_sigma=jnp.float32(0),
+        noise_std=jnp.float32(0),
+        noise_seed=jnp.int32(0),
+    )
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (rows, *x.shape)), one)
+
+
+def then_shift(draw: VisualDraw, shift: VisualDraw) -> VisualDraw:
+    """A randomization draw followed by a shift: colours rgb'' = Ms (Mr rgb + or) + os, camera offsets add and
+    rotations compose (the shift's in the randomized camera's frame); intrinsics and image values stay the draw's."""
+    m = shift.colour_matrix @ draw.colour_matrix
+    o = jnp.einsum("kgij,kgj->kgi", shift.colour_matrix, draw.colour_offset) + shift.colour_offset
+    return dataclasses.replace(
+        draw,
+        colour_matrix=m,
+        colour_offset=o,
+        cam_offset=draw.cam_offset + shift.cam_offset,
+        cam_rotation=draw.cam_rotation @ shift.cam_rotation,
+    )

@@ -55,6 +55,7 @@ from serl_gs.env_options import (
 )
 from serl_gs.mjx_env import State, Task, check_action
 from serl_gs.randomize import resolve as resolve_randomize
+from serl_gs.randomize import resolve_shift
 from serl_gs.vec_batches import CpuBatch, MjxBatch, Poses, stagger_program
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class VecEnvConfig:
     randomize: Any = None  # None | "none" | "light" | "strong" | a serl_gs.randomize.RandomizeConfig
     depth: bool = False  # pixels only: "depth/<camera>" uint16 [H, W] millimetres (0: nothing drawn), same render call
     segmentation: bool = False  # pixels only: "segmentation/<camera>" uint8 [H, W] body group (randomize.GROUPS)
+    shift: Any = None  # pixels only, for evals: None | a name of serl_gs.randomize.SHIFTS | a ShiftConfig
 
     def __post_init__(self):
         if not isinstance(self.num_envs, int) or self.num_envs <= 0:
@@ -109,6 +111,8 @@ class VecEnvConfig:
         if isinstance(self.cameras, str):
             raise ValueError(f"cameras must be a tuple of camera names, got the string {self.cameras!r}")
         resolve_randomize(self.randomize)  # a bad preset or range fails here, naming it
+        if resolve_shift(self.shift) is not None and self.obs_mode != "pixels":
+            raise ValueError(f"shift={self.shift!r} changes rendered frames: it needs obs_mode='pixels'")
         if (self.depth or self.segmentation) and self.obs_mode != "pixels":
             raise ValueError(
                 f"depth={self.depth} and segmentation={self.segmentation} come from the render stage: they need "
@@ -156,6 +160,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.physics = resolve_physics(config.physics)
         renders = config.obs_mode == "pixels"
         self.randomization = resolve_randomize(config.randomize)  # None: nothing randomized
+        self.shift = resolve_shift(config.shift)  # None: no held-out shift
         self.resets_per_step, why = resolve_resets_per_step(config.resets_per_step, task, config.num_envs)
         if config.resets_per_step == "auto":
             log.info("resets_per_step: %d (%s)", self.resets_per_step, why)
@@ -355,6 +360,12 @@ class SerlVectorEnv(gym.vector.VectorEnv):
 
             keys, steps = row_keys()
             draw = draw_visual(r, keys, steps, len(self.renderer.camera_names), self.renderer.group_luma)
+        if self.shift is not None:  # the same fixed change in every row, after any randomization
+            from serl_gs.randomize import shift_draw, then_shift
+
+            rows = int(np.shape(poses[0])[0])
+            shifted = shift_draw(self.shift, rows, len(self.renderer.camera_names), self.renderer.group_luma)
+            draw = shifted if draw is None else then_shift(draw, shifted)
         if not (c.depth or c.segmentation):
             return {PIXELS_PREFIX: self.renderer.render(*poses, visual=draw)}
         out = self.renderer.render_outputs(*poses, visual=draw, depth=c.depth, segmentation=c.segmentation)
