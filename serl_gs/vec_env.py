@@ -43,7 +43,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from serl_gs.data.records import PIXELS_PREFIX
+from serl_gs.data.records import DEPTH_PREFIX, PIXELS_PREFIX, SEGMENTATION_PREFIX
 from serl_gs.env_options import (
     MJX_IMPL_CHOICES,
     OBS_MODES,
@@ -86,8 +86,8 @@ class VecEnvConfig:
     render_size: int | None = None  # render(): square side per camera; None: image_size with pixels, else 128
     scene: str | None = None  # a scene manifest (JSON): users' captures bound to bodies (serl_gs.render.manifest)
     randomize: Any = None  # None | "none" | "light" | "strong" | a serl_gs.randomize.RandomizeConfig
-    depth: bool = False  # pixels only: "depth/<camera>" uint16 [H, W] millimetres (0: nothing drawn), same render call
-    segmentation: bool = False  # pixels only: "segmentation/<camera>" uint8 [H, W] body group (randomize.GROUPS)
+    depth: bool = False  # pixels only: "depth/<camera>" uint16 [H, W, 1] mm (0: nothing drawn), same render call
+    segmentation: bool = False  # pixels only: "segmentation/<camera>" uint8 [H, W, 1] body group (randomize.GROUPS)
     shift: Any = None  # pixels only, for evals: None | a name of serl_gs.randomize.SHIFTS | a ShiftConfig
 
     def __post_init__(self):
@@ -188,9 +188,9 @@ class SerlVectorEnv(gym.vector.VectorEnv):
             for name in self.renderer.camera_names:
                 spaces[PIXELS_PREFIX + name] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
                 if config.depth:
-                    spaces[DEPTH_PREFIX + name] = gym.spaces.Box(0, 65535, (h, w), np.uint16)
+                    spaces[DEPTH_PREFIX + name] = gym.spaces.Box(0, 65535, (h, w, 1), np.uint16)
                 if config.segmentation:
-                    spaces[SEGMENTATION_PREFIX + name] = gym.spaces.Box(0, 255, (h, w), np.uint8)
+                    spaces[SEGMENTATION_PREFIX + name] = gym.spaces.Box(0, 255, (h, w, 1), np.uint8)
         if not spaces:
             raise ValueError(f"{type(task).__name__} with {task.config} observes nothing with obs_mode='state'")
         self.single_observation_space = gym.spaces.Dict(spaces)
@@ -371,9 +371,9 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         out = self.renderer.render_outputs(*poses, visual=draw, depth=c.depth, segmentation=c.segmentation)
         images = {PIXELS_PREFIX: out["rgb"]}
         if c.depth:
-            images[DEPTH_PREFIX] = _depth_mm(jnp.asarray(out["depth"]))
+            images[DEPTH_PREFIX] = _depth_mm(jnp.asarray(out["depth"]))[..., None]  # channels last, as RGB
         if c.segmentation:
-            images[SEGMENTATION_PREFIX] = jnp.asarray(out["segmentation"])
+            images[SEGMENTATION_PREFIX] = jnp.asarray(out["segmentation"])[..., None]
         return images
 
     def _split_cameras(self, images, prefix: str = PIXELS_PREFIX) -> dict[str, jax.Array]:
@@ -382,9 +382,6 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         frames = _unstack_cameras(jnp.asarray(images))
         return {prefix + name: f for name, f in zip(self.renderer.camera_names, frames, strict=True)}
 
-
-DEPTH_PREFIX = "depth/"
-SEGMENTATION_PREFIX = "segmentation/"
 
 
 @jax.jit

@@ -85,6 +85,8 @@ def define_env_flags() -> None:
     flags.DEFINE_integer("render_size", 0, "Pixels: rasterize at this side, area-downsample to --image_size (0: off).")
     flags.DEFINE_string("scene", "", "A scene manifest (JSON) of captures bound to bodies, or a .ply; empty: generated")
     flags.DEFINE_enum("randomize", "none", ["none", "light", "strong"], "Randomization preset (docs/sim2real.md).")
+    flags.DEFINE_bool("depth", False, "Pixels: add depth/<camera> (uint16 mm; the encoder takes RGB-D).")
+    flags.DEFINE_bool("segmentation", False, "Pixels: add segmentation/<camera> (uint8 body group), stored.")
 
 
 def env_spec_from_flags(**overrides: Any):
@@ -105,6 +107,8 @@ def env_spec_from_flags(**overrides: Any):
         render_size=f.render_size or None,
         scene=f.scene or None,
         randomize=f.randomize,
+        depth=f.depth,
+        segmentation=f.segmentation,
     )
     return EnvSpec(**{**fields, **overrides})
 
