@@ -58,13 +58,13 @@ def test_the_encoder_takes_rgb_d_and_augmentation_shifts_a_cameras_images_alike(
 def test_an_actor_with_depth_sends_records_the_learner_stores_compactly_and_updates_on(tmp_path):
     learner = Learner(
         LearnerConfig(env=ENV, agent=TINY, replay=ReplayConfig(capacity=400, frame_stack=2),
-                      rate=RateLimiterConfig(utd=0.5, min_inserts=40, tolerance=20.0),
+                      rate=RateLimiterConfig(utd=0.5, min_inserts=12, tolerance=20.0),
                       transport=LearnerTransportConfig(**port_layout(0)), run_dir=str(tmp_path / "run"),
                       publish_every=2, checkpoint_every=1000, log_every_s=0.5)  # fmt: skip
     )
-    actor = ActorConfig(env=ENV, transport=actor_transport(learner), num_envs=2, random_steps=40, log_every_s=0.5)
+    actor = ActorConfig(env=ENV, transport=actor_transport(learner), num_envs=2, random_steps=12, log_every_s=0.5)
     with learner_and_actor(learner, actor) as nodes:
-        wait_for(lambda: learner.counters["updates"] >= 3, 300, "3 updates on RGB-D", nodes.threads)
+        wait_for(lambda: learner.counters["updates"] >= 3, 900, "3 updates on RGB-D", nodes.threads)
         nodes.stop_actor.set()
         nodes.actor_thread.outcome(60)
         nodes.stop_learner.set()
