@@ -18,6 +18,8 @@ Visual values (applied inside the one batched render call, serl_gs.render.random
 - cameras, per camera and env: a position offset (world frame), a small rotation (camera frame), a focal-length
   scale and a principal-point shift.
 - image, per env: Gaussian blur of a random width and Gaussian pixel noise of a random level.
+- object size, per env (once per episode, also with per_step): the object bodies' Gaussians scale about their
+  body's origin by the same number the physics scales the bodies' geoms by (`object_scale`, its own stream).
 Physics values are drawn by `draw_physics` (serl_gs.physics_randomize applies them).
 """
 
@@ -71,6 +73,8 @@ class RandomizeConfig:
     object_mass: float = 0.0  # mass and inertia scale of the object bodies in [1 - m, 1 + m]
     actuator_gain: float = 0.0  # actuator gain (and position servos' bias) scale in [1 - g, 1 + g]
     latency_steps: int = 0  # the action applied is the one from k steps ago, k in {0, ..., latency_steps}
+    # physics and render, per env: the object bodies' geoms (mass and inertia with them) and their Gaussians
+    object_size: float = 0.0  # length scale about each object body's origin in [1 - s, 1 + s]
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -85,7 +89,8 @@ class RandomizeConfig:
                 continue
             if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{f.name} must be a finite number >= 0, got {v!r}")
-        for name in ("brightness", "contrast", "saturation", "focal", "friction", "object_mass", "actuator_gain"):
+        for name in ("brightness", "contrast", "saturation", "focal", "friction", "object_mass", "actuator_gain",
+                     "object_size"):  # fmt: skip
             if getattr(self, name) >= 1:
                 raise ValueError(
                     f"{name} must be < 1 (a scale in [1 - r, 1 + r] stays positive), got {getattr(self, name)}"
@@ -110,7 +115,8 @@ class RandomizeConfig:
 
     @property
     def physics_model(self) -> bool:
-        """Whether model fields are randomized (friction, object mass, actuator gain; latency is not a field)."""
+        """Whether model fields are randomized (friction, object mass and size, actuator gain; latency is not a
+        field)."""
         return any(getattr(self, n) > 0 for n in _PHYSICS if n != "latency_steps")
 
     @property
@@ -122,8 +128,8 @@ class RandomizeConfig:
 
 
 _VISUAL = ("brightness", "contrast", "saturation", "hue_deg", "appearance_prob", "camera_position",
-           "camera_rotation_deg", "focal", "principal_px", "blur_px", "noise")  # fmt: skip
-_PHYSICS = ("friction", "object_mass", "actuator_gain", "latency_steps")
+           "camera_rotation_deg", "focal", "principal_px", "blur_px", "noise", "object_size")  # fmt: skip
+_PHYSICS = ("friction", "object_mass", "actuator_gain", "latency_steps", "object_size")  # object_size: both kinds
 
 PRESETS: dict[str, RandomizeConfig] = {
     "none": RandomizeConfig(),
@@ -160,6 +166,7 @@ PRESETS: dict[str, RandomizeConfig] = {
         object_mass=0.3,
         actuator_gain=0.15,
         latency_steps=1,
+        object_size=0.15,
     ),  # fmt: skip
 }
 
@@ -191,10 +198,12 @@ class VisualDraw:
     blur_sigma: jax.Array  # [k] pixels
     noise_std: jax.Array  # [k]
     noise_seed: jax.Array  # [k] int32
+    # [k] length scale of the object bodies' Gaussians (object_size), or None when sizes are not randomized
+    object_scale: jax.Array | None = None
 
 
 # Streams of an env's key, one per kind of value: adding a kind never changes the values of the others.
-_STREAM = {"colour": 1, "camera": 2, "image": 3, "physics": 4}
+_STREAM = {"colour": 1, "camera": 2, "image": 3, "physics": 4, "size": 5}
 
 
 def _spread(u: jax.Array, r) -> jax.Array:
@@ -240,7 +249,7 @@ def draw_visual(c: RandomizeConfig, keys: jax.Array, steps: jax.Array, num_camer
     """Visual values of k rendered envs from their episode keys [k, 2] (and steps [k], with per_step).
     The ranges enter as numbers, so every config shares one compiled program."""
     ranges = {n: jnp.float32(getattr(c, n)) for n in _VISUAL}
-    program = _draw_visual_program(c.per_step, num_cameras)
+    program = _draw_visual_program(c.per_step, num_cameras, c.object_size > 0)
     return program(jnp.asarray(keys), jnp.asarray(steps), jnp.asarray(group_luma, jnp.float32), ranges)
 
 
@@ -249,12 +258,19 @@ def stream_uniforms(key: jax.Array, stream: str, n: int) -> jax.Array:
     return jax.random.uniform(jax.random.fold_in(key, _STREAM[stream]), (n,), jnp.float32)
 
 
+def object_scale(key: jax.Array, object_size) -> jax.Array:
+    """One env's object length scale [] from its episode key: drawn once per episode (never per step, since the
+    physics holds it for the episode), the same number for the physics paths and the renderer."""
+    return 1 + _spread(stream_uniforms(key, "size", 1)[0], object_size)
+
+
 @functools.lru_cache(maxsize=16)
-def _draw_visual_program(per_step: bool, num_cameras: int):
+def _draw_visual_program(per_step: bool, num_cameras: int, sized: bool):
     g, cams = len(GROUPS), num_cameras
 
     def one(key, step, group_luma, ranges):
         c = types.SimpleNamespace(**ranges)
+        scale = object_scale(key, c.object_size) if sized else None  # the episode's key, before any per-step fold
         if per_step:
             key = jax.random.fold_in(key, step)
         m, o = _colour_maps(c, stream_uniforms(key, "colour", 6 * g).reshape(6, g), group_luma)
@@ -270,6 +286,7 @@ def _draw_visual_program(per_step: bool, num_cameras: int):
             blur_sigma=im[0] * c.blur_px,
             noise_std=im[1] * c.noise,
             noise_seed=(im[2] * (1 << 24)).astype(jnp.int32),
+            object_scale=scale,
         )
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
@@ -283,9 +300,10 @@ jax.tree_util.register_dataclass(
 # ---- physics draws ------------------------------------------------------------------------------------------
 def draw_physics(c: RandomizeConfig, key: jax.Array) -> dict[str, jax.Array]:
     """One env's physics values from its episode key [2] (vmappable): scales of friction, object mass and
-    actuator gain (float32 []), and its action latency in steps (int32 [])."""
+    actuator gain and object size (float32 []), and its action latency in steps (int32 [])."""
     u = stream_uniforms(key, "physics", 4)
     return {
+        "object_size": object_scale(key, c.object_size),
         "friction": 1 + _spread(u[0], c.friction),
         "object_mass": 1 + _spread(u[1], c.object_mass),
         "actuator_gain": 1 + _spread(u[2], c.actuator_gain),

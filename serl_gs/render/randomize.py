@@ -9,6 +9,8 @@ its Gaussians' colours, its cameras and its image, all envs in the same batched 
   added to the DC term, which is exact for any SH degree (the renderer's clamp at 0 comes after, as without it).
 - Cameras: the offset moves the camera centre in the world, the rotation turns it in its own frame; focal length
   and principal point change the intrinsics of that env's camera only.
+- Object size: the object group's Gaussians (positions in their body's frame, and their scales) are scaled about
+  the body's origin per env, so each env's rasterization takes its own [B, N, 3] scales.
 - Image: a separable Gaussian blur of the env's width (radius 4 px at most) and Gaussian noise from a counter-based
   hash of (env seed, pixel), so an env's noise does not depend on the other envs of the batch.
 """
@@ -80,6 +82,14 @@ def recolour_sh(sh: torch.Tensor, groups: torch.Tensor, matrix: torch.Tensor, of
     const = 0.5 * m.sum(-1) + offset[:, groups] - 0.5  # [B, N, 3]
     out[:, :, 0] += const / SH_C0
     return out
+
+
+def scale_objects(means: torch.Tensor, scales: torch.Tensor, groups: torch.Tensor, object_scale: torch.Tensor):
+    """Per-env body-frame means and scales [B, N, 3] from shared ones [N, 3]: the object group's Gaussians scaled
+    by object_scale [B] about their body's origin (the means are in the body frame), as the physics scales the
+    object bodies' geoms (serl_gs.physics_randomize); the other groups' rows are the shared ones times 1, exactly."""
+    factor = torch.where(groups == GROUPS.index("object"), object_scale[:, None], 1.0)[..., None]  # [B, N, 1]
+    return means * factor, scales * factor
 
 
 def jitter_cameras(cpos, cmat, ks, offset, rotation, focal_scale, principal_shift):

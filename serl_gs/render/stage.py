@@ -192,7 +192,10 @@ class RenderStage:
         """Float colours [B, C, H, W, 3] (+ one channel per body group with `labels`) and depth (or None) from
         torch poses, all on one device."""
         s = self._scene_on(xpos.device)
-        means, quats = pose_gaussians(s.means, s.quats, s.body_ids, xpos, xquat)
+        means, scales = s.means, s.scales
+        if visual is not None and visual["object_scale"] is not None:  # per-env object size (randomize.py)
+            means, scales = randomize.scale_objects(means, scales, self._groups_on(xpos.device), visual["object_scale"])
+        means, quats = pose_gaussians(means, s.quats, s.body_ids, xpos, xquat)
         cpos, cmat, ks = cpos[:, s.camera_ids], cmat[:, s.camera_ids], s.ks.expand(xpos.shape[0], -1, -1, -1)
         sh = s.sh
         if visual is not None:  # serl_gs.render.randomize: per-env colours and cameras
@@ -216,7 +219,7 @@ class RenderStage:
         if labels:  # segmentation: each Gaussian's group one-hot rides along as extra channels
             groups = self._groups_on(xpos.device)
             kw["extra"] = torch.nn.functional.one_hot(groups, len(randomize.GROUPS)).to(torch.float32)
-        rgb, depth = rasterize(means, quats, s.scales, s.opacities, sh, viewmats, ks, width, height, **kw)
+        rgb, depth = rasterize(means, quats, scales, s.opacities, sh, viewmats, ks, width, height, **kw)
         rgb = area_downsample(rgb, self.image_shape)  # blur and noise below act in the observation's pixels
         if depth is not None and self.config.render_size is not None:  # the mean over the block's drawn pixels
             drawn = area_downsample((depth > 0).to(depth.dtype), self.image_shape, channels=False)
@@ -232,8 +235,11 @@ class RenderStage:
             return None
         out = {}
         for name in ("colour_matrix", "colour_offset", "cam_offset", "cam_rotation", "focal_scale",
-                     "principal_shift", "blur_sigma", "noise_std", "noise_seed"):  # fmt: skip
+                     "principal_shift", "blur_sigma", "noise_std", "noise_seed", "object_scale"):  # fmt: skip
             value = getattr(visual, name)
+            if value is None and name == "object_scale":  # object sizes not randomized
+                out[name] = None
+                continue
             dtype = torch.int64 if name == "noise_seed" else torch.float32
             out[name] = (
                 bridge.to_torch(value, device, dtype) if not isinstance(value, torch.Tensor) else value.to(device)
