@@ -20,6 +20,8 @@ Visual values (applied inside the one batched render call, serl_gs.render.random
 - image, per env: Gaussian blur of a random width and Gaussian pixel noise of a random level.
 - object size, per env (once per episode, also with per_step): the object bodies' Gaussians scale about their
   body's origin by the same number the physics scales the bodies' geoms by (`object_scale`, its own stream).
+- distractors, per env (once per episode): up to k copies of the object's Gaussians in PALETTE colours, placed
+  and turned on the table near the object (`draw_distractors`); render only, the physics has no such bodies.
 Physics values are drawn by `draw_physics` (serl_gs.physics_randomize applies them).
 """
 
@@ -37,6 +39,8 @@ GROUPS = ("background", "table", "robot", "object")  # body groups: segmentation
 LUMA = (0.299, 0.587, 0.114)
 # Other appearances a table or a background may take (RGB in [0, 1]): woods, laminates, cloths, painted walls;
 # none red, so the red cube of PandaPickCube stays visible.
+MAX_DISTRACTORS = 8
+DISTRACTOR_SPREAD = 0.2  # metres: a distractor's centre is within this of the object's rest position (x and y)
 PALETTE = (
     (0.78, 0.64, 0.46),
     (0.45, 0.30, 0.20),
@@ -68,6 +72,9 @@ class RandomizeConfig:
     blur_px: float = 0.0  # Gaussian blur sigma in [0, blur_px] pixels (kernel radius 2 * blur_px, at most 4)
     noise: float = 0.0  # pixel noise std in [0, noise] (colours in [0, 1])
     per_step: bool = False  # redraw the visual values every step (else once per episode)
+    # scene, per env (render only, once per episode): up to k copies of the object in other colours (PALETTE),
+    # standing on the table within DISTRACTOR_SPREAD of the object's rest position; the physics does not see them
+    distractors: int = 0
     # physics, per env (serl_gs.physics_randomize)
     friction: float = 0.0  # sliding friction scale in [1 - f, 1 + f]
     object_mass: float = 0.0  # mass and inertia scale of the object bodies in [1 - m, 1 + m]
@@ -86,6 +93,10 @@ class RandomizeConfig:
             if f.name == "latency_steps":
                 if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 16:
                     raise ValueError(f"latency_steps must be an int in [0, 16], got {v!r}")
+                continue
+            if f.name == "distractors":
+                if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_DISTRACTORS:
+                    raise ValueError(f"distractors must be an int in [0, {MAX_DISTRACTORS}], got {v!r}")
                 continue
             if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{f.name} must be a finite number >= 0, got {v!r}")
@@ -128,7 +139,8 @@ class RandomizeConfig:
 
 
 _VISUAL = ("brightness", "contrast", "saturation", "hue_deg", "appearance_prob", "camera_position",
-           "camera_rotation_deg", "focal", "principal_px", "blur_px", "noise", "object_size")  # fmt: skip
+           "camera_rotation_deg", "focal", "principal_px", "blur_px", "noise", "object_size",
+           "distractors")  # fmt: skip
 _PHYSICS = ("friction", "object_mass", "actuator_gain", "latency_steps", "object_size")  # object_size: both kinds
 
 PRESETS: dict[str, RandomizeConfig] = {
@@ -200,10 +212,16 @@ class VisualDraw:
     noise_seed: jax.Array  # [k] int32
     # [k] length scale of the object bodies' Gaussians (object_size), or None when sizes are not randomized
     object_scale: jax.Array | None = None
+    # distractors (k = RandomizeConfig.distractors > 0, else None): [k, D, 2] metres from the object's rest position
+    # (world x, y), [k, D] yaw in radians, [k, D] PALETTE index, [k, D] 1 where the copy is there this episode
+    distractor_xy: jax.Array | None = None
+    distractor_yaw: jax.Array | None = None
+    distractor_colour: jax.Array | None = None
+    distractor_visible: jax.Array | None = None
 
 
 # Streams of an env's key, one per kind of value: adding a kind never changes the values of the others.
-_STREAM = {"colour": 1, "camera": 2, "image": 3, "physics": 4, "size": 5}
+_STREAM = {"colour": 1, "camera": 2, "image": 3, "physics": 4, "size": 5, "distractors": 6}
 
 
 def _spread(u: jax.Array, r) -> jax.Array:
@@ -249,7 +267,7 @@ def draw_visual(c: RandomizeConfig, keys: jax.Array, steps: jax.Array, num_camer
     """Visual values of k rendered envs from their episode keys [k, 2] (and steps [k], with per_step).
     The ranges enter as numbers, so every config shares one compiled program."""
     ranges = {n: jnp.float32(getattr(c, n)) for n in _VISUAL}
-    program = _draw_visual_program(c.per_step, num_cameras, c.object_size > 0)
+    program = _draw_visual_program(c.per_step, num_cameras, c.object_size > 0, c.distractors)
     return program(jnp.asarray(keys), jnp.asarray(steps), jnp.asarray(group_luma, jnp.float32), ranges)
 
 
@@ -264,13 +282,29 @@ def object_scale(key: jax.Array, object_size) -> jax.Array:
     return 1 + _spread(stream_uniforms(key, "size", 1)[0], object_size)
 
 
+def draw_distractors(key: jax.Array, count: int) -> dict[str, jax.Array]:
+    """One env's `count` distractor slots from its episode key: each slot's place, yaw and colour, and how many
+    of them stand this episode (uniform in 0..count; the first ones)."""
+    u = stream_uniforms(key, "distractors", 4 * count + 1)
+    there = jnp.minimum((u[-1] * (count + 1)).astype(jnp.int32), count)
+    u = u[:-1].reshape(count, 4)
+    return {
+        "distractor_xy": _spread(u[:, 0:2], DISTRACTOR_SPREAD),
+        "distractor_yaw": _spread(u[:, 2], math.pi),
+        "distractor_colour": jnp.minimum((u[:, 3] * len(PALETTE)).astype(jnp.int32), len(PALETTE) - 1),
+        "distractor_visible": (jnp.arange(count) < there).astype(jnp.float32),
+    }
+
+
 @functools.lru_cache(maxsize=16)
-def _draw_visual_program(per_step: bool, num_cameras: int, sized: bool):
+def _draw_visual_program(per_step: bool, num_cameras: int, sized: bool, distractors: int):
     g, cams = len(GROUPS), num_cameras
 
     def one(key, step, group_luma, ranges):
         c = types.SimpleNamespace(**ranges)
-        scale = object_scale(key, c.object_size) if sized else None  # the episode's key, before any per-step fold
+        # Drawn from the episode's key, before any per-step fold: the scene's objects hold for the episode.
+        scale = object_scale(key, c.object_size) if sized else None
+        scene = draw_distractors(key, distractors) if distractors else {}
         if per_step:
             key = jax.random.fold_in(key, step)
         m, o = _colour_maps(c, stream_uniforms(key, "colour", 6 * g).reshape(6, g), group_luma)
@@ -287,6 +321,7 @@ def _draw_visual_program(per_step: bool, num_cameras: int, sized: bool):
             noise_std=im[1] * c.noise,
             noise_seed=(im[2] * (1 << 24)).astype(jnp.int32),
             object_scale=scale,
+            **scene,
         )
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
