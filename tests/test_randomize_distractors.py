@@ -13,6 +13,7 @@ import mujoco
 import numpy as np
 import pytest
 import torch
+from test_randomize_object_size import identity_draw  # (tests/ is on sys.path under pytest)
 
 from serl_gs.randomize import DISTRACTOR_SPREAD, GROUPS, PALETTE, RandomizeConfig, draw_visual
 from serl_gs.render.config import RenderConfig, SceneConfig
@@ -20,7 +21,7 @@ from serl_gs.render.poses import poses_from_qpos
 from serl_gs.render.stage import RenderStage
 
 ASSETS = Path(__file__).resolve().parents[1] / "envs" / "assets"
-FOUR = RandomizeConfig(distractors=4)
+FOUR = RandomizeConfig(object_size=0.15, distractors=4)  # (the object size tests draw the same: one compile)
 
 
 def _keys(n: int, seed: int = 0) -> jax.Array:
@@ -35,7 +36,7 @@ def test_distractors_differ_across_envs_repeat_from_the_same_key_and_hold_for_th
     counts = np.asarray(a.distractor_visible).sum(1)
     assert set(counts.tolist()) == {0, 1, 2, 3, 4}  # how many stand: 0..k
     assert np.asarray(a.distractor_colour).max() < len(PALETTE)
-    per_step = dataclasses.replace(FOUR, brightness=0.2, per_step=True)
+    per_step = dataclasses.replace(FOUR, brightness=0.2, per_step=True)  # the object size tests' too
     b = draw_visual(per_step, keys[::-1], steps + 7, 1, luma)  # another step, the keys reversed
     for name in ("distractor_xy", "distractor_yaw", "distractor_colour", "distractor_visible"):
         np.testing.assert_array_equal(np.asarray(getattr(b, name))[::-1], np.asarray(getattr(a, name)), err_msg=name)
@@ -64,9 +65,8 @@ def test_copies_render_in_their_colours_labelled_background_and_hidden_ones_chan
     model, stage = _cube_stage()
     qpos = np.repeat(model.key_qpos[:1], 2, 0)
     poses = [torch.as_tensor(p, dtype=torch.float32) for p in poses_from_qpos(model, qpos)]
-    draw = draw_visual(RandomizeConfig(distractors=2), _keys(2), jnp.zeros(2, jnp.int32), 1, stage.group_luma)
     # Env 0: two copies either side of the cube in the image (dark blue, dark green); env 1: none there this episode.
-    draw = _placed(draw, [[[0.2, 0.2], [-0.2, -0.2]]] * 2, [[5, 4], [5, 4]], [[1, 1], [0, 0]])
+    draw = _placed(identity_draw(2, 1), [[[0.2, 0.2], [-0.2, -0.2]]] * 2, [[5, 4], [5, 4]], [[1, 1], [0, 0]])
     out = stage.render_outputs(*poses, visual=draw, depth=True, segmentation=True)
     plain = stage.render_outputs(*poses, depth=True, segmentation=True)
     for name in ("rgb", "depth", "segmentation"):  # copies not there are culled: env 1 is today's frame
@@ -98,6 +98,6 @@ def test_a_scene_without_an_object_refuses_distractors():
     stage = RenderStage(model, RenderConfig(backend="reference", image_size=8, device="cpu"),
                         scene_config=SceneConfig(cache_dir=None, density=100.0))  # fmt: skip
     poses = poses_from_qpos(model, model.qpos0[None])
-    draw = draw_visual(FOUR, _keys(1), jnp.zeros(1, jnp.int32), len(stage.camera_names), stage.group_luma)
+    draw = _placed(identity_draw(1, len(stage.camera_names)), [[[0.1, 0.0]]], [[0]], [[1]])
     with pytest.raises(ValueError, match="distractors are copies of the scene's object"):
         stage.render(*poses, visual=draw)

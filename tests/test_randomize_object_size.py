@@ -16,17 +16,27 @@ import pytest
 import torch
 
 from serl_gs.physics_randomize import check_sizable
-from serl_gs.randomize import GROUPS, RandomizeConfig, draw_physics, draw_visual
+from serl_gs.randomize import GROUPS, RandomizeConfig, VisualDraw, draw_physics, draw_visual
 from serl_gs.render.config import RenderConfig, SceneConfig
 from serl_gs.render.poses import poses_from_qpos
 from serl_gs.render.stage import RenderStage
 
 PANDA = Path(__file__).resolve().parents[1] / "envs" / "assets" / "panda_pick_cube.xml"
-SIZED = RandomizeConfig(object_size=0.15)
+SIZED = RandomizeConfig(object_size=0.15, distractors=4)  # (the distractor tests draw the same: one compile)
 
 
 def _keys(n: int, seed: int = 0) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(n))
+
+
+def identity_draw(b: int, c: int) -> VisualDraw:
+    """A draw that changes nothing (the values a draw takes with every range 0), for placing things by hand."""
+    z = lambda *s: jnp.zeros(s, jnp.float32)  # noqa: E731
+    return VisualDraw(
+        colour_matrix=jnp.broadcast_to(jnp.eye(3), (b, 4, 3, 3)), colour_offset=z(b, 4, 3), cam_offset=z(b, c, 3),
+        cam_rotation=jnp.broadcast_to(jnp.eye(3), (b, c, 3, 3)), focal_scale=jnp.ones((b, c)),
+        principal_shift=z(b, c, 2), blur_sigma=z(b), noise_std=z(b), noise_seed=jnp.zeros(b, jnp.int32),
+    )  # fmt: skip
 
 
 def _physics_sizes(c: RandomizeConfig, keys: jax.Array) -> np.ndarray:
@@ -34,14 +44,14 @@ def _physics_sizes(c: RandomizeConfig, keys: jax.Array) -> np.ndarray:
 
 
 def test_sizes_differ_across_envs_repeat_from_the_same_key_and_equal_the_physics_draw():
-    keys, steps, luma = _keys(8), jnp.zeros(8, jnp.int32), np.ones(4, np.float32)
+    keys, steps, luma = _keys(16), jnp.zeros(16, jnp.int32), np.ones(4, np.float32)  # the distractor tests' shapes
     a = np.asarray(draw_visual(SIZED, keys, steps, 1, luma).object_scale)
-    assert len(set(a.tolist())) == 8 and np.abs(a - 1).max() <= 0.15 and np.ptp(a) > 0.1
+    assert len(set(a.tolist())) == 16 and np.abs(a - 1).max() <= 0.15 and np.ptp(a) > 0.1
     b = np.asarray(draw_visual(SIZED, keys[::-1], steps + 5, 1, luma).object_scale)  # a key's own value, any step
     np.testing.assert_array_equal(b[::-1], a)
     np.testing.assert_array_equal(_physics_sizes(SIZED, keys), a)  # what the physics scales the geoms by
     # Once per episode even when the visual values are redrawn every step (the physics holds it).
-    per_step = RandomizeConfig(object_size=0.15, brightness=0.2, per_step=True)
+    per_step = RandomizeConfig(object_size=0.15, distractors=4, brightness=0.2, per_step=True)
     later = draw_visual(per_step, keys, steps + 3, 1, luma)
     np.testing.assert_array_equal(np.asarray(later.object_scale), a)
     assert not np.array_equal(np.asarray(later.colour_matrix), np.asarray(draw_visual(per_step, keys, steps, 1,
@@ -49,8 +59,8 @@ def test_sizes_differ_across_envs_repeat_from_the_same_key_and_equal_the_physics
     # Off: no scale at all (the render stage's shared scales), 1 on the physics side; the other values unchanged.
     assert draw_visual(RandomizeConfig(brightness=0.2), keys, steps, 1, luma).object_scale is None
     assert (_physics_sizes(RandomizeConfig(friction=0.2), keys) == 1).all()
-    base = RandomizeConfig(friction=0.2, brightness=0.2)
-    sized = dataclasses.replace(base, object_size=0.15)
+    base = RandomizeConfig(brightness=0.2)
+    sized = dataclasses.replace(per_step, per_step=False)
     np.testing.assert_array_equal(np.asarray(draw_visual(sized, keys, steps, 1, luma).colour_matrix),
                                   np.asarray(draw_visual(base, keys, steps, 1, luma).colour_matrix))  # fmt: skip
     with pytest.raises(ValueError, match="object_size must be < 1"):
@@ -64,8 +74,7 @@ def test_rendered_object_grows_with_its_size_and_a_scale_of_one_changes_no_bit()
     stage = RenderStage(model, config, full.scene.subset(full.groups == GROUPS.index("object")))  # the cube alone
     qpos = np.repeat(model.key_qpos[:1], 3, 0)  # three envs at the home pose
     poses = [torch.as_tensor(p, dtype=torch.float32) for p in poses_from_qpos(model, qpos)]
-    draw = draw_visual(SIZED, _keys(3), jnp.zeros(3, jnp.int32), 1, stage.group_luma)
-    draw = dataclasses.replace(draw, object_scale=jnp.asarray([0.85, 1.0, 1.15], jnp.float32))
+    draw = dataclasses.replace(identity_draw(3, 1), object_scale=jnp.asarray([0.85, 1.0, 1.15], jnp.float32))
     out = stage.render_outputs(*poses, visual=draw, depth=True, segmentation=True)
     plain = stage.render_outputs(*poses, depth=True, segmentation=True)
     cube = (out["segmentation"].numpy() == GROUPS.index("object")).sum(axis=(1, 2, 3))
