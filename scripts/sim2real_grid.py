@@ -44,8 +44,8 @@ def main() -> None:
                            randomize=randomize, depth=True, segmentation=True)  # fmt: skip
         obs, _ = env.reset(seed=a.seed)
         for i in range(envs_shown):
-            rows.append([obs["pixels/front"][i], obs["pixels/wrist"][i], depth_image(obs["depth/front"][i]),
-                         LABEL_COLOURS[obs["segmentation/front"][i]]])  # fmt: skip
+            rows.append([obs["pixels/front"][i], obs["pixels/wrist"][i], depth_image(obs["depth/front"][i, ..., 0]),
+                         LABEL_COLOURS[obs["segmentation/front"][i, ..., 0]]])  # fmt: skip
         env.close()
     Image.fromarray(image_grid(np.array(rows), scale=2, gap=3)).save(a.out)
     print(a.out)

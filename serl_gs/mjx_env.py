@@ -272,6 +272,10 @@ class MjxEnv:
         self.impl = impl
         # A serl_gs.randomize.RandomizeConfig whose model fields vary per env (None: the task's own model).
         self._randomize = randomize if randomize is not None and randomize.physics_model else None
+        if self._randomize is not None and self._randomize.object_size > 0:
+            from serl_gs.physics_randomize import check_sizable
+
+            check_sizable(task.mj_model)
         self._mjx = mjx = import_mjx()
         m = task.mj_model
         if impl == "warp":

@@ -10,6 +10,14 @@ Fields: sliding friction of every geom (`geom_friction[:, 0]`), mass and inertia
 with a free joint and their subtrees), actuator gain (`actuator_gainprm[:, 0]`) and, for position servos, the
 matching stiffness term (`actuator_biasprm[:, 1]`), so a servo keeps its target. Action latency is applied by
 the vector env (`latency`: the action applied is the one chosen `latency` steps before).
+
+Object size s: every geom of an object body is scaled about its body's origin (`geom_size`, its offset
+`geom_pos`, and the bounds broad phases read, `geom_rbound`, `geom_aabb`), the body's centre of mass `body_ipos`
+with it, its mass by s^3 and inertia by s^5 (uniform density: m ~ L^3, I ~ m L^2), on top of the mass scale.
+Sub-bodies of an object keep their joint offsets (`body_pos`): each body scales about its own origin, as the
+renderer scales its Gaussians. Mesh geoms cannot be scaled per env (their vertices are shared by all envs), so
+objects with meshes are refused (`check_sizable`). The task's spawn height is not changed: a grown object starts
+up to s - 1 of its half-height inside the table and is pushed out in the first steps, a shrunk one drops as far.
 """
 
 from __future__ import annotations
@@ -33,6 +41,26 @@ def object_bodies(mj_model: mujoco.MjModel) -> np.ndarray:
     return mask
 
 
+def object_geoms(mj_model: mujoco.MjModel) -> np.ndarray:
+    """Bool mask [ngeom] of the geoms of object bodies: what object_size scales."""
+    return object_bodies(mj_model)[mj_model.geom_bodyid]
+
+
+SIZABLE_GEOMS = frozenset(int(t) for t in (mujoco.mjtGeom.mjGEOM_SPHERE, mujoco.mjtGeom.mjGEOM_CAPSULE,
+                                           mujoco.mjtGeom.mjGEOM_ELLIPSOID, mujoco.mjtGeom.mjGEOM_CYLINDER,
+                                           mujoco.mjtGeom.mjGEOM_BOX))  # fmt: skip
+
+
+def check_sizable(mj_model: mujoco.MjModel) -> None:
+    """Raises ValueError if object_size cannot scale the model's objects (a mesh or other non-primitive geom)."""
+    m = mj_model
+    for g in np.flatnonzero(object_geoms(m)):
+        if int(m.geom_type[g]) not in SIZABLE_GEOMS:
+            name = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, int(g)) or f"#{g}"
+            kind = mujoco.mjtGeom(int(m.geom_type[g])).name
+            raise ValueError(f"object_size randomization scales primitive geoms only; object geom {name} is {kind}")
+
+
 def servo_actuators(mj_model: mujoco.MjModel) -> np.ndarray:
     """Bool mask [nu] of position servos (affine bias whose stiffness term is minus the gain)."""
     m = mj_model
@@ -46,15 +74,25 @@ def mjx_model_for(mjx_model, mj_model: mujoco.MjModel, values: dict):
 
     objects = jnp.asarray(object_bodies(mj_model))
     servos = jnp.asarray(servo_actuators(mj_model))
-    mass = jnp.where(objects, values["object_mass"], 1.0)
+    s = values["object_size"]
+    mass = jnp.where(objects, values["object_mass"] * s**3, 1.0)
+    inertia = jnp.where(objects, values["object_mass"] * s**5, 1.0)
+    length = jnp.where(objects, s, 1.0)
+    geom_length = jnp.where(jnp.asarray(object_geoms(mj_model)), s, 1.0)
     gain = values["actuator_gain"]
     friction = mjx_model.geom_friction.at[:, 0].multiply(values["friction"])
     gainprm = mjx_model.actuator_gainprm.at[:, 0].multiply(gain)
     biasprm = mjx_model.actuator_biasprm.at[:, 1].multiply(jnp.where(servos, gain, 1.0))
+    per_geom = lambda x: x * geom_length.reshape(-1, *(1,) * (x.ndim - 1))  # noqa: E731  (aabb: [n, 6] or [n, 2, 3])
     return mjx_model.replace(
         geom_friction=friction,
+        geom_size=per_geom(mjx_model.geom_size),
+        geom_pos=per_geom(mjx_model.geom_pos),
+        geom_rbound=per_geom(mjx_model.geom_rbound),
+        geom_aabb=per_geom(mjx_model.geom_aabb),
+        body_ipos=mjx_model.body_ipos * length[:, None],
         body_mass=mjx_model.body_mass * mass,
-        body_inertia=mjx_model.body_inertia * mass[:, None],
+        body_inertia=mjx_model.body_inertia * inertia[:, None],
         actuator_gainprm=gainprm,
         actuator_biasprm=biasprm,
     )
@@ -62,12 +100,18 @@ def mjx_model_for(mjx_model, mj_model: mujoco.MjModel, values: dict):
 
 def set_mujoco_model(model: mujoco.MjModel, base: mujoco.MjModel, values: dict) -> None:
     """Sets one env's MjModel (a copy of `base`) to the drawn values (numpy scalars), in place."""
-    objects, servos = object_bodies(base), servo_actuators(base)
-    f, mass, gain = (np.float32(values[k]) for k in ("friction", "object_mass", "actuator_gain"))
+    objects, servos, geoms = object_bodies(base), servo_actuators(base), object_geoms(base)
+    f, mass, gain, s = (np.float32(values[k]) for k in ("friction", "object_mass", "actuator_gain", "object_size"))
     model.geom_friction[:, 0] = base.geom_friction[:, 0] * f
-    scale = np.where(objects, mass, np.float32(1.0))
-    model.body_mass[:] = base.body_mass * scale
-    model.body_inertia[:] = base.body_inertia * scale[:, None]
+    one = np.float32(1.0)
+    geom_length = np.where(geoms, s, one)
+    model.geom_size[:] = base.geom_size * geom_length[:, None]
+    model.geom_pos[:] = base.geom_pos * geom_length[:, None]
+    model.geom_rbound[:] = base.geom_rbound * geom_length
+    model.geom_aabb[:] = base.geom_aabb * geom_length[:, None]
+    model.body_ipos[:] = base.body_ipos * np.where(objects, s, one)[:, None]
+    model.body_mass[:] = base.body_mass * np.where(objects, mass * s**3, one)
+    model.body_inertia[:] = base.body_inertia * np.where(objects, mass * s**5, one)[:, None]
     model.actuator_gainprm[:, 0] = base.actuator_gainprm[:, 0] * gain
     model.actuator_biasprm[:, 1] = base.actuator_biasprm[:, 1] * np.where(servos, gain, np.float32(1.0))
 

@@ -18,6 +18,10 @@ Visual values (applied inside the one batched render call, serl_gs.render.random
 - cameras, per camera and env: a position offset (world frame), a small rotation (camera frame), a focal-length
   scale and a principal-point shift.
 - image, per env: Gaussian blur of a random width and Gaussian pixel noise of a random level.
+- object size, per env (once per episode, also with per_step): the object bodies' Gaussians scale about their
+  body's origin by the same number the physics scales the bodies' geoms by (`object_scale`, its own stream).
+- distractors, per env (once per episode): up to k copies of the object's Gaussians in PALETTE colours, placed
+  and turned on the table near the object (`draw_distractors`); render only, the physics has no such bodies.
 Physics values are drawn by `draw_physics` (serl_gs.physics_randomize applies them).
 """
 
@@ -35,6 +39,8 @@ GROUPS = ("background", "table", "robot", "object")  # body groups: segmentation
 LUMA = (0.299, 0.587, 0.114)
 # Other appearances a table or a background may take (RGB in [0, 1]): woods, laminates, cloths, painted walls;
 # none red, so the red cube of PandaPickCube stays visible.
+MAX_DISTRACTORS = 8
+DISTRACTOR_SPREAD = 0.2  # metres: a distractor's centre is within this of the object's rest position (x and y)
 PALETTE = (
     (0.78, 0.64, 0.46),
     (0.45, 0.30, 0.20),
@@ -66,11 +72,16 @@ class RandomizeConfig:
     blur_px: float = 0.0  # Gaussian blur sigma in [0, blur_px] pixels (kernel radius 2 * blur_px, at most 4)
     noise: float = 0.0  # pixel noise std in [0, noise] (colours in [0, 1])
     per_step: bool = False  # redraw the visual values every step (else once per episode)
+    # scene, per env (render only, once per episode): up to k copies of the object in other colours (PALETTE),
+    # standing on the table within DISTRACTOR_SPREAD of the object's rest position; the physics does not see them
+    distractors: int = 0
     # physics, per env (serl_gs.physics_randomize)
     friction: float = 0.0  # sliding friction scale in [1 - f, 1 + f]
     object_mass: float = 0.0  # mass and inertia scale of the object bodies in [1 - m, 1 + m]
     actuator_gain: float = 0.0  # actuator gain (and position servos' bias) scale in [1 - g, 1 + g]
     latency_steps: int = 0  # the action applied is the one from k steps ago, k in {0, ..., latency_steps}
+    # physics and render, per env: the object bodies' geoms (mass and inertia with them) and their Gaussians
+    object_size: float = 0.0  # length scale about each object body's origin in [1 - s, 1 + s]
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -83,9 +94,14 @@ class RandomizeConfig:
                 if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 16:
                     raise ValueError(f"latency_steps must be an int in [0, 16], got {v!r}")
                 continue
+            if f.name == "distractors":
+                if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_DISTRACTORS:
+                    raise ValueError(f"distractors must be an int in [0, {MAX_DISTRACTORS}], got {v!r}")
+                continue
             if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{f.name} must be a finite number >= 0, got {v!r}")
-        for name in ("brightness", "contrast", "saturation", "focal", "friction", "object_mass", "actuator_gain"):
+        for name in ("brightness", "contrast", "saturation", "focal", "friction", "object_mass", "actuator_gain",
+                     "object_size"):  # fmt: skip
             if getattr(self, name) >= 1:
                 raise ValueError(
                     f"{name} must be < 1 (a scale in [1 - r, 1 + r] stays positive), got {getattr(self, name)}"
@@ -110,7 +126,8 @@ class RandomizeConfig:
 
     @property
     def physics_model(self) -> bool:
-        """Whether model fields are randomized (friction, object mass, actuator gain; latency is not a field)."""
+        """Whether model fields are randomized (friction, object mass and size, actuator gain; latency is not a
+        field)."""
         return any(getattr(self, n) > 0 for n in _PHYSICS if n != "latency_steps")
 
     @property
@@ -122,8 +139,9 @@ class RandomizeConfig:
 
 
 _VISUAL = ("brightness", "contrast", "saturation", "hue_deg", "appearance_prob", "camera_position",
-           "camera_rotation_deg", "focal", "principal_px", "blur_px", "noise")  # fmt: skip
-_PHYSICS = ("friction", "object_mass", "actuator_gain", "latency_steps")
+           "camera_rotation_deg", "focal", "principal_px", "blur_px", "noise", "object_size",
+           "distractors")  # fmt: skip
+_PHYSICS = ("friction", "object_mass", "actuator_gain", "latency_steps", "object_size")  # object_size: both kinds
 
 PRESETS: dict[str, RandomizeConfig] = {
     "none": RandomizeConfig(),
@@ -160,6 +178,7 @@ PRESETS: dict[str, RandomizeConfig] = {
         object_mass=0.3,
         actuator_gain=0.15,
         latency_steps=1,
+        object_size=0.15,
     ),  # fmt: skip
 }
 
@@ -191,10 +210,18 @@ class VisualDraw:
     blur_sigma: jax.Array  # [k] pixels
     noise_std: jax.Array  # [k]
     noise_seed: jax.Array  # [k] int32
+    # [k] length scale of the object bodies' Gaussians (object_size), or None when sizes are not randomized
+    object_scale: jax.Array | None = None
+    # distractors (k = RandomizeConfig.distractors > 0, else None): [k, D, 2] metres from the object's rest position
+    # (world x, y), [k, D] yaw in radians, [k, D] PALETTE index, [k, D] 1 where the copy is there this episode
+    distractor_xy: jax.Array | None = None
+    distractor_yaw: jax.Array | None = None
+    distractor_colour: jax.Array | None = None
+    distractor_visible: jax.Array | None = None
 
 
 # Streams of an env's key, one per kind of value: adding a kind never changes the values of the others.
-_STREAM = {"colour": 1, "camera": 2, "image": 3, "physics": 4}
+_STREAM = {"colour": 1, "camera": 2, "image": 3, "physics": 4, "size": 5, "distractors": 6}
 
 
 def _spread(u: jax.Array, r) -> jax.Array:
@@ -240,7 +267,7 @@ def draw_visual(c: RandomizeConfig, keys: jax.Array, steps: jax.Array, num_camer
     """Visual values of k rendered envs from their episode keys [k, 2] (and steps [k], with per_step).
     The ranges enter as numbers, so every config shares one compiled program."""
     ranges = {n: jnp.float32(getattr(c, n)) for n in _VISUAL}
-    program = _draw_visual_program(c.per_step, num_cameras)
+    program = _draw_visual_program(c.per_step, num_cameras, c.object_size > 0, c.distractors)
     return program(jnp.asarray(keys), jnp.asarray(steps), jnp.asarray(group_luma, jnp.float32), ranges)
 
 
@@ -249,12 +276,35 @@ def stream_uniforms(key: jax.Array, stream: str, n: int) -> jax.Array:
     return jax.random.uniform(jax.random.fold_in(key, _STREAM[stream]), (n,), jnp.float32)
 
 
+def object_scale(key: jax.Array, object_size) -> jax.Array:
+    """One env's object length scale [] from its episode key: drawn once per episode (never per step, since the
+    physics holds it for the episode), the same number for the physics paths and the renderer."""
+    return 1 + _spread(stream_uniforms(key, "size", 1)[0], object_size)
+
+
+def draw_distractors(key: jax.Array, count: int) -> dict[str, jax.Array]:
+    """One env's `count` distractor slots from its episode key: each slot's place, yaw and colour, and how many
+    of them stand this episode (uniform in 0..count; the first ones)."""
+    u = stream_uniforms(key, "distractors", 4 * count + 1)
+    there = jnp.minimum((u[-1] * (count + 1)).astype(jnp.int32), count)
+    u = u[:-1].reshape(count, 4)
+    return {
+        "distractor_xy": _spread(u[:, 0:2], DISTRACTOR_SPREAD),
+        "distractor_yaw": _spread(u[:, 2], math.pi),
+        "distractor_colour": jnp.minimum((u[:, 3] * len(PALETTE)).astype(jnp.int32), len(PALETTE) - 1),
+        "distractor_visible": (jnp.arange(count) < there).astype(jnp.float32),
+    }
+
+
 @functools.lru_cache(maxsize=16)
-def _draw_visual_program(per_step: bool, num_cameras: int):
+def _draw_visual_program(per_step: bool, num_cameras: int, sized: bool, distractors: int):
     g, cams = len(GROUPS), num_cameras
 
     def one(key, step, group_luma, ranges):
         c = types.SimpleNamespace(**ranges)
+        # Drawn from the episode's key, before any per-step fold: the scene's objects hold for the episode.
+        scale = object_scale(key, c.object_size) if sized else None
+        scene = draw_distractors(key, distractors) if distractors else {}
         if per_step:
             key = jax.random.fold_in(key, step)
         m, o = _colour_maps(c, stream_uniforms(key, "colour", 6 * g).reshape(6, g), group_luma)
@@ -270,6 +320,8 @@ def _draw_visual_program(per_step: bool, num_cameras: int):
             blur_sigma=im[0] * c.blur_px,
             noise_std=im[1] * c.noise,
             noise_seed=(im[2] * (1 << 24)).astype(jnp.int32),
+            object_scale=scale,
+            **scene,
         )
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
@@ -283,11 +335,105 @@ jax.tree_util.register_dataclass(
 # ---- physics draws ------------------------------------------------------------------------------------------
 def draw_physics(c: RandomizeConfig, key: jax.Array) -> dict[str, jax.Array]:
     """One env's physics values from its episode key [2] (vmappable): scales of friction, object mass and
-    actuator gain (float32 []), and its action latency in steps (int32 [])."""
+    actuator gain and object size (float32 []), and its action latency in steps (int32 [])."""
     u = stream_uniforms(key, "physics", 4)
     return {
+        "object_size": object_scale(key, c.object_size),
         "friction": 1 + _spread(u[0], c.friction),
         "object_mass": 1 + _spread(u[1], c.object_mass),
         "actuator_gain": 1 + _spread(u[2], c.actuator_gain),
         "latency": jnp.minimum((u[3] * (c.latency_steps + 1)).astype(jnp.int32), c.latency_steps),
     }
+
+
+# ---- held-out shifts (eval only) ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ShiftConfig:
+    """One fixed change of what every env sees, for evaluating a policy outside the ranges it trained in (the
+    robustness experiment of docs/sim2real.md): the same values in every env and every step, applied by the
+    render stage like a randomization draw (after it, when both are on)."""
+
+    camera_position: tuple[float, float, float] = (0.0, 0.0, 0.0)  # metres, world frame, every camera
+    camera_rotation_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)  # degrees about the camera's own axes
+    brightness: float = 1.0  # gain on every body group's colours
+    hue_deg: float = 0.0  # rotation about the grey axis, every group
+    background: tuple[float, float, float] | None = None  # RGB the table and background take (texture kept)
+
+    def __post_init__(self):
+        for name in ("camera_position", "camera_rotation_deg", "background"):
+            v = getattr(self, name)
+            if v is None and name == "background":
+                continue
+            if len(v) != 3 or not all(isinstance(x, int | float) and math.isfinite(x) for x in v):
+                raise ValueError(f"{name} must be 3 finite numbers, got {v!r}")
+        if not 0 < self.brightness <= 4:
+            raise ValueError(f"brightness must be a gain in (0, 4], got {self.brightness!r}")
+        if not -180 <= self.hue_deg <= 180 or max(map(abs, self.camera_rotation_deg)) > 30:
+            raise ValueError(f"hue_deg must be in [-180, 180] and camera_rotation_deg in [-30, 30], got "
+                             f"{self.hue_deg!r}, {self.camera_rotation_deg!r}")  # fmt: skip
+        if self.background is not None and not all(0 <= x <= 1 for x in self.background):
+            raise ValueError(f"background must be RGB in [0, 1], got {self.background!r}")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Each shift lies outside the `strong` preset's ranges (tested): a camera moved 25 cm and turned 6 degrees
+# (strong: 3 cm, 3 degrees), light at 0.55 of its level turned 35 degrees in hue (strong: 0.7-1.3, 15 degrees),
+# and a purple wall and table (no PALETTE colour is purple).
+SHIFTS: dict[str, ShiftConfig | None] = {
+    "none": None,
+    "camera": ShiftConfig(camera_position=(0.25, 0.0, 0.15), camera_rotation_deg=(6.0, 0.0, 0.0)),
+    "lighting": ShiftConfig(brightness=0.55, hue_deg=35.0),
+    "background": ShiftConfig(background=(0.55, 0.25, 0.65)),
+}
+
+
+def resolve_shift(shift: str | ShiftConfig | None) -> ShiftConfig | None:
+    """A shift name (SHIFTS), a ShiftConfig or None -> the config, or None for no shift."""
+    if isinstance(shift, str):
+        if shift not in SHIFTS:
+            raise ValueError(f"unknown shift {shift!r}; shifts: {sorted(SHIFTS)}")
+        return SHIFTS[shift]
+    if shift is not None and not isinstance(shift, ShiftConfig):
+        raise ValueError(f"shift must be a name in {sorted(SHIFTS)}, a ShiftConfig or None, got {shift!r}")
+    return shift
+
+
+def shift_draw(s: ShiftConfig, rows: int, num_cameras: int, group_luma) -> VisualDraw:
+    """The VisualDraw of a shift: the same values in each of `rows` rows."""
+    g = len(GROUPS)
+    luma = jnp.asarray(LUMA, jnp.float32)
+    hue = jnp.full((g, 3), 1 / math.sqrt(3), jnp.float32) * math.radians(s.hue_deg)
+    m = s.brightness * _axis_angle(hue)  # [G, 3, 3]
+    if s.background is not None:  # table and background: the colour times each Gaussian's relative luma
+        lum = jnp.maximum(jnp.asarray(group_luma, jnp.float32), 1e-3)
+        recolour = jnp.asarray(s.background, jnp.float32)[None, :, None] * luma[None, None, :] / lum[:, None, None]
+        m = jnp.where((jnp.arange(g) < 2)[:, None, None], m @ recolour, m)
+    rotation = _axis_angle(jnp.deg2rad(jnp.asarray(s.camera_rotation_deg, jnp.float32)))
+    one = VisualDraw(
+        colour_matrix=m,
+        colour_offset=jnp.zeros((g, 3), jnp.float32),
+        cam_offset=jnp.broadcast_to(jnp.asarray(s.camera_position, jnp.float32), (num_cameras, 3)),
+        cam_rotation=jnp.broadcast_to(rotation, (num_cameras, 3, 3)),
+        focal_scale=jnp.ones((num_cameras,), jnp.float32),
+        principal_shift=jnp.zeros((num_cameras, 2), jnp.float32),
+        blur_sigma=jnp.float32(0),
+        noise_std=jnp.float32(0),
+        noise_seed=jnp.int32(0),
+    )
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (rows, *x.shape)), one)
+
+
+def then_shift(draw: VisualDraw, shift: VisualDraw) -> VisualDraw:
+    """A randomization draw followed by a shift: colours rgb'' = Ms (Mr rgb + or) + os, camera offsets add and
+    rotations compose (the shift's in the randomized camera's frame); intrinsics and image values stay the draw's."""
+    m = shift.colour_matrix @ draw.colour_matrix
+    o = jnp.einsum("kgij,kgj->kgi", shift.colour_matrix, draw.colour_offset) + shift.colour_offset
+    return dataclasses.replace(
+        draw,
+        colour_matrix=m,
+        colour_offset=o,
+        cam_offset=draw.cam_offset + shift.cam_offset,
+        cam_rotation=draw.cam_rotation @ shift.cam_rotation,
+    )

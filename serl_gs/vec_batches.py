@@ -275,6 +275,10 @@ class CpuBatch:
         self._start, self._control, self._evaluate, self._finish = cpu_programs(task, num_envs, resets)
         self._resets = resets
         self._randomize = _physics_randomize(randomization)
+        if self._randomize is not None and self._randomize.object_size > 0:
+            from serl_gs.physics_randomize import check_sizable
+
+            check_sizable(task.mj_model)
         if self._randomize is not None:  # one model per env (serl_gs.physics_randomize)
             self.physics.models = [copy.copy(task.mj_model) for _ in range(num_envs)]
         self._repeat = task.action_repeat

@@ -43,7 +43,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from serl_gs.data.records import PIXELS_PREFIX
+from serl_gs.data.records import DEPTH_PREFIX, PIXELS_PREFIX, SEGMENTATION_PREFIX
 from serl_gs.env_options import (
     MJX_IMPL_CHOICES,
     OBS_MODES,
@@ -55,6 +55,7 @@ from serl_gs.env_options import (
 )
 from serl_gs.mjx_env import State, Task, check_action
 from serl_gs.randomize import resolve as resolve_randomize
+from serl_gs.randomize import resolve_shift
 from serl_gs.vec_batches import CpuBatch, MjxBatch, Poses, stagger_program
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,9 @@ class VecEnvConfig:
     render_size: int | None = None  # render(): square side per camera; None: image_size with pixels, else 128
     scene: str | None = None  # a scene manifest (JSON): users' captures bound to bodies (serl_gs.render.manifest)
     randomize: Any = None  # None | "none" | "light" | "strong" | a serl_gs.randomize.RandomizeConfig
-    depth: bool = False  # pixels only: "depth/<camera>" uint16 [H, W] millimetres (0: nothing drawn), same render call
-    segmentation: bool = False  # pixels only: "segmentation/<camera>" uint8 [H, W] body group (randomize.GROUPS)
+    depth: bool = False  # pixels only: "depth/<camera>" uint16 [H, W, 1] mm (0: nothing drawn), same render call
+    segmentation: bool = False  # pixels only: "segmentation/<camera>" uint8 [H, W, 1] body group (randomize.GROUPS)
+    shift: Any = None  # pixels only, for evals: None | a name of serl_gs.randomize.SHIFTS | a ShiftConfig
 
     def __post_init__(self):
         if not isinstance(self.num_envs, int) or self.num_envs <= 0:
@@ -109,6 +111,8 @@ class VecEnvConfig:
         if isinstance(self.cameras, str):
             raise ValueError(f"cameras must be a tuple of camera names, got the string {self.cameras!r}")
         resolve_randomize(self.randomize)  # a bad preset or range fails here, naming it
+        if resolve_shift(self.shift) is not None and self.obs_mode != "pixels":
+            raise ValueError(f"shift={self.shift!r} changes rendered frames: it needs obs_mode='pixels'")
         if (self.depth or self.segmentation) and self.obs_mode != "pixels":
             raise ValueError(
                 f"depth={self.depth} and segmentation={self.segmentation} come from the render stage: they need "
@@ -156,6 +160,7 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         self.physics = resolve_physics(config.physics)
         renders = config.obs_mode == "pixels"
         self.randomization = resolve_randomize(config.randomize)  # None: nothing randomized
+        self.shift = resolve_shift(config.shift)  # None: no held-out shift
         self.resets_per_step, why = resolve_resets_per_step(config.resets_per_step, task, config.num_envs)
         if config.resets_per_step == "auto":
             log.debug("resets_per_step: %d (%s)", self.resets_per_step, why)  # nodes say it
@@ -183,9 +188,9 @@ class SerlVectorEnv(gym.vector.VectorEnv):
             for name in self.renderer.camera_names:
                 spaces[PIXELS_PREFIX + name] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
                 if config.depth:
-                    spaces[DEPTH_PREFIX + name] = gym.spaces.Box(0, 65535, (h, w), np.uint16)
+                    spaces[DEPTH_PREFIX + name] = gym.spaces.Box(0, 65535, (h, w, 1), np.uint16)
                 if config.segmentation:
-                    spaces[SEGMENTATION_PREFIX + name] = gym.spaces.Box(0, 255, (h, w), np.uint8)
+                    spaces[SEGMENTATION_PREFIX + name] = gym.spaces.Box(0, 255, (h, w, 1), np.uint8)
         if not spaces:
             raise ValueError(f"{type(task).__name__} with {task.config} observes nothing with obs_mode='state'")
         self.single_observation_space = gym.spaces.Dict(spaces)
@@ -355,14 +360,20 @@ class SerlVectorEnv(gym.vector.VectorEnv):
 
             keys, steps = row_keys()
             draw = draw_visual(r, keys, steps, len(self.renderer.camera_names), self.renderer.group_luma)
+        if self.shift is not None:  # the same fixed change in every row, after any randomization
+            from serl_gs.randomize import shift_draw, then_shift
+
+            rows = int(np.shape(poses[0])[0])
+            shifted = shift_draw(self.shift, rows, len(self.renderer.camera_names), self.renderer.group_luma)
+            draw = shifted if draw is None else then_shift(draw, shifted)
         if not (c.depth or c.segmentation):
             return {PIXELS_PREFIX: self.renderer.render(*poses, visual=draw)}
         out = self.renderer.render_outputs(*poses, visual=draw, depth=c.depth, segmentation=c.segmentation)
         images = {PIXELS_PREFIX: out["rgb"]}
         if c.depth:
-            images[DEPTH_PREFIX] = _depth_mm(jnp.asarray(out["depth"]))
+            images[DEPTH_PREFIX] = _depth_mm(jnp.asarray(out["depth"]))[..., None]  # channels last, as RGB
         if c.segmentation:
-            images[SEGMENTATION_PREFIX] = jnp.asarray(out["segmentation"])
+            images[SEGMENTATION_PREFIX] = jnp.asarray(out["segmentation"])[..., None]
         return images
 
     def _split_cameras(self, images, prefix: str = PIXELS_PREFIX) -> dict[str, jax.Array]:
@@ -371,9 +382,6 @@ class SerlVectorEnv(gym.vector.VectorEnv):
         frames = _unstack_cameras(jnp.asarray(images))
         return {prefix + name: f for name, f in zip(self.renderer.camera_names, frames, strict=True)}
 
-
-DEPTH_PREFIX = "depth/"
-SEGMENTATION_PREFIX = "segmentation/"
 
 
 @jax.jit

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401
+from envs.panda_pick_cube import CUBE_QPOS
 from serl_gs.mjx_env import MjxEnv
 from serl_gs.physics_randomize import clear_finished, delay_actions, object_bodies
 from serl_gs.randomize import RandomizeConfig, draw_physics
 
-PHYSICS = RandomizeConfig(friction=0.3, object_mass=0.3, actuator_gain=0.3, latency_steps=2)
+PHYSICS = RandomizeConfig(friction=0.3, object_mass=0.3, actuator_gain=0.3, latency_steps=2, object_size=0.15)
 
 
 @pytest.mark.slow  # builds the Panda on MuJoCo C and an MJX model: ~10 s on 2 idle cores
@@ -31,19 +32,36 @@ def test_mujoco_c_and_mjx_models_take_the_same_per_env_values():
         ("body_inertia", lambda a: a),
         ("actuator_gainprm", lambda a: a[..., 0]),
         ("actuator_biasprm", lambda a: a[..., 1]),
+        ("geom_size", lambda a: a),
+        ("geom_pos", lambda a: a),
+        ("geom_rbound", lambda a: a),
+        ("geom_aabb", lambda a: a),
+        ("body_ipos", lambda a: a),
     ]:
         cpu = np.stack([pick(getattr(m, field)) for m in models])
         np.testing.assert_allclose(cpu, np.asarray(pick(getattr(mjx, field))), rtol=1e-6, err_msg=field)
-        assert len({row.tobytes() for row in cpu}) == 3 or field in ("body_mass", "body_inertia"), field
+        same = ("body_mass", "body_inertia", "geom_pos", "body_ipos")  # the cube's geom offset and centre are 0
+        assert len({row.tobytes() for row in cpu}) == 3 or field in same, field
     masses = np.stack([m.body_mass for m in models])
     hand = base.body("hand").id
     assert len(set(masses[:, cube])) == 3 and (masses[:, hand] == base.body_mass[hand]).all()
     np.testing.assert_allclose(models[0].actuator_biasprm[:, 1], -models[0].actuator_gainprm[:, 0])  # servos hold
+    # Object size: the cube's half-sizes, mass ~ s^3 (times the mass scale); nothing else changes size.
+    values = jax.tree.map(np.asarray, jax.vmap(lambda k: draw_physics(PHYSICS, k))(env.state.info["rng"]))
+    size, box = values["object_size"], base.geom("cube").id
+    np.testing.assert_allclose(np.stack([m.geom_size[box] for m in models]), base.geom_size[box] * size[:, None],
+                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(masses[:, cube], base.body_mass[cube] * values["object_mass"] * size**3, rtol=1e-6)
+    assert all((np.delete(m.geom_size, box, 0) == np.delete(base.geom_size, box, 0)).all() for m in models)
     # Within an episode the values stay (an autoreset redraws them from the new episode's key).
     old = [m.actuator_gainprm[0, 0] for m in models]
     _, _, term, trunc, _ = env.step(np.zeros((3, 4), np.float32))
-    env.close()
     assert not (term | trunc).any() and [m.actuator_gainprm[0, 0] for m in models] == old
+    for _ in range(9):  # the cube, spawned at its unscaled half-height, settles on the table at its own
+        env.step(np.zeros((3, 4), np.float32))
+    z = np.asarray(env.state.data.qpos)[:, CUBE_QPOS][:, 2]
+    np.testing.assert_allclose(z, base.geom_size[box, 2] * size, atol=5e-4)  # MuJoCo's soft contact: < 0.2 mm in
+    env.close()
 
 
 def test_values_repeat_from_the_same_key_and_stay_in_range():

@@ -74,11 +74,11 @@ def test_env_observes_depth_in_millimetres_and_segmentation():
                        render_backend="reference", image_size=16, array_backend="numpy", depth=True,
                        segmentation=True)  # fmt: skip
     obs, _ = env.reset(seed=0)
-    assert obs["depth/fixed"].dtype == np.uint16 and obs["depth/fixed"].shape == (2, 16, 16)
-    assert obs["segmentation/fixed"].dtype == np.uint8 and obs["segmentation/fixed"].shape == (2, 16, 16)
+    assert obs["depth/fixed"].dtype == np.uint16 and obs["depth/fixed"].shape == (2, 16, 16, 1)
+    assert obs["segmentation/fixed"].dtype == np.uint8 and obs["segmentation/fixed"].shape == (2, 16, 16, 1)
     assert env.observation_space.contains(obs)
     _, depth = env.renderer.render_with_depth(*env.body_poses())
-    np.testing.assert_array_equal(obs["depth/fixed"], np.clip(np.round(depth[:, 0] * 1000), 0, 65535))
+    np.testing.assert_array_equal(obs["depth/fixed"][..., 0], np.clip(np.round(depth[:, 0] * 1000), 0, 65535))
     assert 3000 < np.median(obs["depth/fixed"]) < 6000  # the camera sits 4 m from the cart
     obs, *_, infos = env.step(np.zeros((2, 1), np.float32))
     assert "depth/fixed" in infos["final_obs"] and "segmentation/fixed" in obs

@@ -21,7 +21,7 @@ import numpy as np
 
 from serl_gs.agents.config import AgentConfig, EncoderConfig
 from serl_gs.agents.distributions import sample_tanh_gaussian
-from serl_gs.data.records import PIXELS_PREFIX
+from serl_gs.data.records import DEPTH_PREFIX, IMAGE_DTYPES, PIXELS_PREFIX, SEGMENTATION_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,13 @@ class ConvNet(nn.Module):
     dtype: Any = jnp.float32  # compute dtype of the convolutions
 
     @nn.compact
-    def __call__(self, pixels: jax.Array) -> jax.Array:  # [B, H, W, 3k] uint8 -> [B, F] in `dtype`
-        x = (pixels.astype(jnp.float32) / 255.0 - 0.5).astype(self.dtype)
+    def __call__(self, pixels: jax.Array, depth: jax.Array | None = None) -> jax.Array:
+        """[B, H, W, 3k] uint8 (and depth [B, H, W, k] uint16 mm: RGB-D) -> [B, F] in `dtype`."""
+        x = pixels.astype(jnp.float32) / 255.0 - 0.5
+        if depth is not None:  # metres d -> d / (1 + d) - 0.5: in [-0.5, 0.5) like RGB, at any scene scale
+            metres = depth.astype(jnp.float32) / 1000.0
+            x = jnp.concatenate([x, metres / (1.0 + metres) - 0.5], axis=-1)
+        x = x.astype(self.dtype)
         for i, width in enumerate(self.channels):
             stride = self.first_stride if i == 0 else 1
             x = nn.relu(nn.Conv(width, (3, 3), strides=(stride, stride), padding="VALID", dtype=self.dtype)(x))
@@ -80,6 +85,7 @@ class ObservationEncoder(nn.Module):
     vector_keys: Sequence[str]
     config: EncoderConfig
     dtype: Any = jnp.float32  # compute dtype of convolutions and the bottleneck; features come out float32
+    depth_keys: Sequence[str | None] = ()  # per image key: its camera's "depth/<cam>" (RGB-D) or None
 
     @nn.compact
     def __call__(self, obs: Mapping[str, jax.Array]) -> jax.Array:  # -> [B, F] float32
@@ -90,11 +96,12 @@ class ObservationEncoder(nn.Module):
                 ConvNet(cfg.channels, cfg.first_stride, self.dtype, name="conv") if cfg.share_across_cameras else None
             )
             images = []
-            for key in self.image_keys:
+            depth_keys = self.depth_keys or (None,) * len(self.image_keys)
+            for key, depth_key in zip(self.image_keys, depth_keys, strict=True):
                 net = shared or ConvNet(
                     cfg.channels, cfg.first_stride, self.dtype, name=f"conv_{key[len(PIXELS_PREFIX) :]}"
                 )
-                images.append(net(obs[key]))
+                images.append(net(obs[key], obs[depth_key] if depth_key else None))
             x = nn.Dense(cfg.latent_dim, dtype=self.dtype, name="bottleneck")(jnp.concatenate(images, axis=-1))
             x = nn.LayerNorm(dtype=jnp.float32, name="bottleneck_norm")(x)  # float32 from here on
             parts.append(nn.tanh(x))
@@ -196,7 +203,9 @@ def make_networks(config: AgentConfig, obs_spec: ObsSpec, action_dim: int) -> Ag
         raise ValueError("obs_spec is empty: the agent needs at least one observation")
     image_keys, vector_keys = [], []
     for name, spec in sorted(obs_spec.items()):
-        if name.startswith(PIXELS_PREFIX):
+        if name.startswith((DEPTH_PREFIX, SEGMENTATION_PREFIX)):
+            _check_extra_image(name, spec, obs_spec)  # depth: channels of its camera's RGB; segmentation: stored only
+        elif name.startswith(PIXELS_PREFIX):
             # [H, W, 3k]: k RGB frames of one camera stacked along channels, oldest first (frame history).
             if len(spec.shape) != 3 or spec.shape[-1] % 3 or spec.dtype != jnp.uint8:
                 raise ValueError(
@@ -209,8 +218,11 @@ def make_networks(config: AgentConfig, obs_spec: ObsSpec, action_dim: int) -> Ag
             vector_keys.append(name)
     dtype = resolve_compute_dtype(config.compute_dtype)
     mlp = dict(hidden_dims=tuple(config.hidden_dims), activation=config.activation, dtype=dtype)
+    depth_keys = tuple(d if (d := DEPTH_PREFIX + k[len(PIXELS_PREFIX) :]) in obs_spec else None for k in image_keys)
     return AgentNetworks(
-        encoder=ObservationEncoder(tuple(image_keys), tuple(vector_keys), config.encoder, dtype),
+        encoder=ObservationEncoder(
+            tuple(image_keys), tuple(vector_keys), config.encoder, dtype, depth_keys if any(depth_keys) else ()
+        ),
         actor=Actor(
             action_dim,
             layer_norm=config.actor_layer_norm,
@@ -223,6 +235,20 @@ def make_networks(config: AgentConfig, obs_spec: ObsSpec, action_dim: int) -> Ag
         action_dim=action_dim,
         config=config,
     )
+
+
+def _check_extra_image(name: str, spec, obs_spec: ObsSpec) -> None:
+    """A depth or segmentation observation: [H, W, k] of its dtype, beside its camera's [H, W, 3k] RGB."""
+    prefix = DEPTH_PREFIX if name.startswith(DEPTH_PREFIX) else SEGMENTATION_PREFIX
+    rgb = obs_spec.get(PIXELS_PREFIX + name[len(prefix) :])
+    dtype = IMAGE_DTYPES[prefix]
+    if len(spec.shape) != 3 or spec.dtype != dtype:
+        raise ValueError(f"observation {name!r} must be {dtype} [H, W, k], got {spec.dtype}{list(spec.shape)}")
+    if rgb is None or tuple(rgb.shape) != (*spec.shape[:2], 3 * spec.shape[2]):
+        raise ValueError(
+            f"observation {name!r} {list(spec.shape)} needs its camera's RGB {PIXELS_PREFIX + name[len(prefix) :]!r}"
+            f" of [H, W, 3k] with the same H, W and frames, got {None if rgb is None else list(rgb.shape)}"
+        )
 
 
 _LOGGED_AUTO_DTYPE: set[str] = set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from serl_gs.data.records import PIXELS_PREFIX
+from serl_gs.data.records import image_prefix
 
 
 def random_shift(
@@ -28,16 +28,18 @@ def random_shift(
 
 
 def shift_pixels(
-    obs: dict[str, jax.Array],  # {"pixels/<cam>": [B, H, W, 3] uint8, others untouched}
+    obs: dict[str, jax.Array],  # {"pixels/<cam>": [B, H, W, 3k] uint8, "depth/<cam>": [B, H, W, k], ...}
     key: jax.Array,
     pad: int,
 ) -> dict[str, jax.Array]:
-    """Applies `random_shift` to every "pixels/..." entry, with an independent key per camera."""
-    pixel_names = sorted(name for name in obs if name.startswith(PIXELS_PREFIX))
-    if not pixel_names or pad == 0:
+    """Applies `random_shift` to every camera image, with an independent key per camera; a camera's RGB, depth
+    and segmentation share its key, so each item's shift is the same in all three (they stay aligned)."""
+    cameras = sorted({name[len(p) :] for name in obs if (p := image_prefix(name)) is not None})
+    if not cameras or pad == 0:
         return obs
-    keys = jax.random.split(key, len(pixel_names))
+    keys = dict(zip(cameras, jax.random.split(key, len(cameras)), strict=True))
     shifted = dict(obs)
-    for name, camera_key in zip(pixel_names, keys, strict=True):
-        shifted[name] = random_shift(obs[name], camera_key, pad)
+    for name in obs:
+        if (prefix := image_prefix(name)) is not None:
+            shifted[name] = random_shift(obs[name], keys[name[len(prefix) :]], pad)
     return shifted

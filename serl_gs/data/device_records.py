@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from serl_gs.data.records import EXTRAS_PREFIX, OBS_PREFIX, PIXELS_PREFIX, Records, validate_records
+from serl_gs.data.records import EXTRAS_PREFIX, IMAGE_DTYPES, OBS_PREFIX, Records, image_prefix, validate_records
 
 DeviceRecords = tuple[dict[str, jax.Array], jax.Array]  # (records [N + R, ...], ended count [])
 
@@ -53,7 +53,8 @@ def build_step_records(
 
     records = {"env_index": jnp.concatenate([jnp.arange(n, dtype=jnp.int32), first_ids.astype(jnp.int32)])}
     for name, value in obs.items():
-        dtype = jnp.uint8 if name.startswith(PIXELS_PREFIX) else jnp.float32
+        prefix = image_prefix(name)
+        dtype = IMAGE_DTYPES[prefix] if prefix else jnp.float32
         ended = done.reshape(done.shape + (1,) * (value.ndim - 1))
         this_step = jnp.where(ended, final_obs[name], value).astype(dtype)
         records[OBS_PREFIX + name] = jnp.concatenate([this_step, value[source].astype(dtype)])

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from serl_gs.data.records import PIXELS_PREFIX
+from serl_gs.data.records import is_image
 
 NO_PREDECESSOR = -1  # prev_gap of a record whose predecessor is unknown or overwritten
 
@@ -45,7 +45,7 @@ def stack_obs_spec(obs_spec: Mapping[str, Any], frame_stack: int) -> dict[str, j
         raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
     return {
         name: jax.ShapeDtypeStruct(
-            stacked_shape(tuple(s.shape), frame_stack) if name.startswith(PIXELS_PREFIX) else tuple(s.shape), s.dtype
+            stacked_shape(tuple(s.shape), frame_stack) if is_image(name) else tuple(s.shape), s.dtype
         )
         for name, s in obs_spec.items()
     }
@@ -92,7 +92,8 @@ class FrameStacker:
         next_obs, reward, terminated, truncated, infos = vec.step(actions)
         obs = stacker.step(next_obs, terminated | truncated)   # same-step autoreset: a new episode's first frame
 
-    Entries other than "pixels/..." pass through unchanged.
+    Camera images ("pixels/", "depth/", "segmentation/": [..., H, W, c]) are stacked along channels; other
+    entries pass through unchanged.
     """
 
     def __init__(self, frame_stack: int):
@@ -123,7 +124,7 @@ class FrameStacker:
 
 
 def _pixels(obs: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: x for name, x in obs.items() if name.startswith(PIXELS_PREFIX)}
+    return {name: x for name, x in obs.items() if is_image(name)}
 
 
 def _tile(frame, k: int):

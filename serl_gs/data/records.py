@@ -34,7 +34,22 @@ import numpy as np
 
 OBS_PREFIX = "obs/"
 PIXELS_PREFIX = "pixels/"
+DEPTH_PREFIX = "depth/"  # uint16 millimetres [H, W, 1] per camera (0: nothing drawn)
+SEGMENTATION_PREFIX = "segmentation/"  # uint8 body group [H, W, 1] per camera (serl_gs.randomize.GROUPS)
 EXTRAS_PREFIX = "extras/"
+# Camera images, channels last, stored and sent in these compact dtypes; frame stacks stack their channels.
+IMAGE_DTYPES = {PIXELS_PREFIX: np.dtype(np.uint8), DEPTH_PREFIX: np.dtype(np.uint16),
+                SEGMENTATION_PREFIX: np.dtype(np.uint8)}  # fmt: skip
+IMAGE_CHANNELS = {PIXELS_PREFIX: 3, DEPTH_PREFIX: 1, SEGMENTATION_PREFIX: 1}
+
+
+def image_prefix(name: str) -> str | None:
+    """The image prefix of an observation name ("pixels/", "depth/", "segmentation/"), or None for a vector."""
+    return next((p for p in IMAGE_DTYPES if name.startswith(p)), None)
+
+
+def is_image(name: str) -> bool:
+    return image_prefix(name) is not None
 
 # Every record dict has these keys besides its "obs/..." ones; dtype and the number of dims after `n`.
 _FIXED_FIELDS: dict[str, tuple[np.dtype, int]] = {
@@ -174,11 +189,11 @@ def validate_records(records: Mapping[str, np.ndarray]) -> int:
         elif key.startswith(EXTRAS_PREFIX):
             if value.dtype.kind not in "biuf":
                 raise ValueError(f"records[{key!r}] is {value.dtype}; extras must be numeric or bool")
-        elif key[len(OBS_PREFIX) :].startswith(PIXELS_PREFIX) and (
-            value.dtype != np.uint8 or value.ndim != 4 or value.shape[-1] != 3
+        elif (prefix := image_prefix(key[len(OBS_PREFIX) :])) is not None and (
+            value.dtype != IMAGE_DTYPES[prefix] or value.ndim != 4 or value.shape[-1] != IMAGE_CHANNELS[prefix]
         ):
-            shape = list(value.shape)
-            raise ValueError(f"records[{key!r}] is {value.dtype}{shape}, expected uint8 [n, H, W, 3]")
+            shape, want = list(value.shape), f"{IMAGE_DTYPES[prefix]} [n, H, W, {IMAGE_CHANNELS[prefix]}]"
+            raise ValueError(f"records[{key!r}] is {value.dtype}{shape}, expected {want}")
     if n is not None and n > 0 and records["env_index"].min() < 0:
         raise ValueError(f"negative env_index {int(records['env_index'].min())}")
     return int(n)
@@ -194,10 +209,8 @@ def _obs_fields(obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
     fields = {}
     for name, value in obs.items():
         array = _to_numpy(value)
-        if name.startswith(PIXELS_PREFIX):
-            array = array.astype(np.uint8, copy=False)
-        else:
-            array = array.astype(np.float32, copy=False)
+        prefix = image_prefix(name)
+        array = array.astype(IMAGE_DTYPES[prefix] if prefix else np.float32, copy=False)
         fields[OBS_PREFIX + name] = array
     return fields
 

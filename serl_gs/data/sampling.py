@@ -25,7 +25,7 @@ import numpy as np
 
 from serl_gs.data import frame_stack as frame_stack_lib
 from serl_gs.data.batch import Batch
-from serl_gs.data.records import PIXELS_PREFIX
+from serl_gs.data.records import is_image
 
 
 def sample_slots(
@@ -92,7 +92,7 @@ def gather(
             return {name: take(frames, slots) for name, frames in fields["obs"].items()}
         stacks = lambda frames: frame_stack_lib.gather_stacks(frames, fields["prev_gap"], slots, frame_stack, xp)
         return {
-            name: stacks(frames) if name.startswith(PIXELS_PREFIX) else take(frames, slots)
+            name: stacks(frames) if is_image(name) else take(frames, slots)
             for name, frames in fields["obs"].items()
         }
 

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from serl_gs.data.frame_stack import stack_obs_spec
-from serl_gs.data.records import PIXELS_PREFIX
+from serl_gs.data.records import DEPTH_PREFIX, PIXELS_PREFIX, SEGMENTATION_PREFIX
 from serl_gs.env_options import OBS_MODES, PHYSICS_PATHS, ObsMode, PhysicsPath
 from serl_gs.randomize import PRESETS
 from serl_gs.render.config import BackendName
@@ -32,6 +32,8 @@ class EnvSpec:
     frame_stack: int = 1  # frames per camera in the policy's observation (serl_gs.data.frame_stack); pixels only
     randomize: str = "none"  # domain randomization preset (serl_gs.randomize.PRESETS); each node's own choice
     render_size: int | None = None  # pixels: rasterize at this side, area-downsample to image_size; None: image_size
+    depth: bool = False  # pixels: "depth/<camera>" uint16 mm [H, W, 1] too; the encoder takes RGB-D
+    segmentation: bool = False  # pixels: "segmentation/<camera>" uint8 body group [H, W, 1] too (stored)
 
     def __post_init__(self):
         choices = (("obs_mode", OBS_MODES), ("physics", PHYSICS_PATHS), ("render_backend", get_args(BackendName)))
@@ -55,6 +57,9 @@ class EnvSpec:
                              f"got {self.render_size!r}")  # fmt: skip
         if self.frame_stack > 1 and self.obs_mode != "pixels":
             raise ValueError(f"frame_stack={self.frame_stack} stacks camera frames: it needs obs_mode='pixels'")
+        if (self.depth or self.segmentation) and self.obs_mode != "pixels":
+            raise ValueError(f"depth={self.depth} and segmentation={self.segmentation} come from the render stage: "
+                             f"they need obs_mode='pixels', got {self.obs_mode!r}")  # fmt: skip
 
     def task_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -78,6 +83,9 @@ class EnvSpec:
             task.update(image_size=self.image_size, cameras=list(self.cameras))
             if self.frame_stack > 1:
                 task["frame_stack"] = self.frame_stack
+            for name in ("depth", "segmentation"):  # present only when on: older runs' tasks stay the same
+                if getattr(self, name):
+                    task[name] = True
         return task
 
     def make_kwargs(self) -> dict[str, Any]:
@@ -86,6 +94,9 @@ class EnvSpec:
             kwargs.update(image_size=self.image_size, cameras=tuple(self.cameras), render_backend=self.render_backend)
             if self.render_size is not None:
                 kwargs["pixels_render_size"] = self.render_size
+            for name in ("depth", "segmentation"):
+                if getattr(self, name):
+                    kwargs[name] = True
         if self.scene:
             kwargs["scene"] = self.scene
         if self.randomize != "none":
@@ -110,6 +121,10 @@ class EnvSpec:
             size = self.image_size
             for name in camera_rig(task.mj_model, tuple(self.cameras), size, size).names:
                 spec[PIXELS_PREFIX + name] = jax.ShapeDtypeStruct((size, size, 3), np.uint8)
+                if self.depth:
+                    spec[DEPTH_PREFIX + name] = jax.ShapeDtypeStruct((size, size, 1), np.uint16)
+                if self.segmentation:
+                    spec[SEGMENTATION_PREFIX + name] = jax.ShapeDtypeStruct((size, size, 1), np.uint8)
         return spec, int(task.action_size)
 
 

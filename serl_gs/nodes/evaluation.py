@@ -25,6 +25,7 @@ from serl_gs.gpu_paths import env_choice_lines
 from serl_gs.logs import Progress
 from serl_gs.nodes.checkpoint import CheckpointDamaged, Checkpointer, checkpoint_root
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
+from serl_gs.randomize import resolve_shift
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class EvalConfig:
     policy_frames: bool = False  # pixel policies: the video shows the frames the policy saw (newest of each stack)
     scene: str | None = None  # a scene manifest of captures; None: the one the run trained with, if any
     randomize: str = "none"  # domain randomization preset of the eval envs (serl_gs.randomize.PRESETS)
+    shift: str = "none"  # a held-out change of the frames, outside training ranges (serl_gs.randomize.SHIFTS)
     out_dir: str | None = None  # default: <run dir>/eval/<step>
 
     def __post_init__(self):
@@ -50,6 +52,7 @@ class EvalConfig:
             raise ValueError(f"num_envs and episodes must be positive, got {self.num_envs}, {self.episodes}")
         if self.video_episodes < 0 or self.video_episodes > self.num_envs:
             raise ValueError(f"video_episodes must be in [0, num_envs={self.num_envs}], got {self.video_episodes}")
+        resolve_shift(self.shift)  # an unknown name fails here, naming the shifts
 
 
 def summarize(returns: list[float], successes: list[float]) -> dict[str, float]:
@@ -119,7 +122,10 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     if config.scene:
         env_spec = dataclasses.replace(env_spec, scene=config.scene)
     env_spec = dataclasses.replace(env_spec, randomize=config.randomize)
-    vec = env_spec.make_vec(config.num_envs, seed=config.seed)
+    shift = {"shift": config.shift} if config.shift != "none" else {}
+    if shift and env_spec.obs_mode != "pixels":
+        raise ValueError(f"shift={config.shift!r} changes rendered frames: the run trained on obs_mode='state'")
+    vec = env_spec.make_vec(config.num_envs, seed=config.seed, **shift)
     for line in env_choice_lines(env_spec, vec):  # each `auto` choice, once (docs/gpu.md)
         log.info(line)
     check_obs_spec(meta["obs_spec"], env_spec.policy_obs_spec(obs_spec_of(vec)), "eval")
@@ -185,6 +191,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         "env": env_spec.env,
         "obs_mode": env_spec.obs_mode,
         "randomize": env_spec.randomize,
+        "shift": config.shift,
         "deterministic": True,
         **summarize(returns, successes),
     }

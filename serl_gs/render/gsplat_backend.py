@@ -87,7 +87,7 @@ def free_device_bytes(device: torch.device) -> float | None:
 def rasterize_gsplat(
     means: torch.Tensor,  # [B, N, 3] world
     quats: torch.Tensor,  # [B, N, 4] wxyz world
-    scales: torch.Tensor,  # [N, 3] activated, shared by all envs
+    scales: torch.Tensor,  # [N, 3] activated, shared by all envs, or [B, N, 3] per env (object size)
     opacities: torch.Tensor,  # [N] activated, shared by all envs
     sh: torch.Tensor,  # [N, K, 3] SH coefficients shared by all envs, or [B, N, K, 3] per env
     viewmats: torch.Tensor,  # [B, C, 4, 4] world-to-camera, OpenCV axes
@@ -155,7 +155,10 @@ def rasterize_gsplat(
     for start in range(0, b, chunk):
         part = slice(start, start + chunk)
         part_sh = sh[part] if per_env else sh
-        rgb[part], d = _rasterize_chunk(means[part], quats[part], viewmats[part], ks[part], part_sh, *args)
+        part_scales = scales[part] if scales.ndim == 3 else scales
+        rgb[part], d = _rasterize_chunk(
+            means[part], quats[part], viewmats[part], ks[part], part_sh, part_scales, *args[1:]
+        )
         if with_depth:
             depth[part] = d
     return rgb, depth
@@ -171,7 +174,7 @@ def _rasterize_chunk(
     colors, alphas, _meta = rasterization(
         means=means.contiguous(),
         quats=quats.contiguous(),
-        scales=scales.expand(b, n, 3),  # gsplat makes these contiguous itself
+        scales=scales.expand(b, n, 3),  # gsplat makes these contiguous itself (per-env scales: read per env)
         opacities=opacities.expand(b, n),  # shared by all envs, as it must be: 1.5.3's packed projection
         # culls every env with the first env's opacities (it reads opacities[gid], not [bid * N + gid])
         # Shared SH: a stride-0 env dim, gathered per visible Gaussian only; randomized colours: one row per env.

@@ -9,19 +9,26 @@ its Gaussians' colours, its cameras and its image, all envs in the same batched 
   added to the DC term, which is exact for any SH degree (the renderer's clamp at 0 comes after, as without it).
 - Cameras: the offset moves the camera centre in the world, the rotation turns it in its own frame; focal length
   and principal point change the intrinsics of that env's camera only.
+- Object size: the object group's Gaussians (positions in their body's frame, and their scales) are scaled about
+  the body's origin per env, so each env's rasterization takes its own [B, N, 3] scales.
+- Distractors: copies of the object group's Gaussians (at the model's rest pose) in PALETTE colours, turned and
+  moved per env on the table near the object, appended to that env's Gaussians (labelled background: they are not
+  the task's object); render only.
 - Image: a separable Gaussian blur of the env's width (radius 4 px at most) and Gaussian noise from a counter-based
   hash of (env seed, pixel), so an env's noise does not depend on the other envs of the batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import mujoco
 import numpy as np
 import torch
 
-from serl_gs.randomize import GROUPS, LUMA  # noqa: F401  (GROUPS: the stage's segmentation classes)
+from serl_gs.randomize import GROUPS, LUMA, PALETTE
+from serl_gs.render.geometry import pose_gaussians, quat_multiply, quat_rotate
 from serl_gs.render.scene import GaussianScene
 from serl_gs.render.sh import SH_C0
 
@@ -80,6 +87,83 @@ def recolour_sh(sh: torch.Tensor, groups: torch.Tensor, matrix: torch.Tensor, of
     const = 0.5 * m.sum(-1) + offset[:, groups] - 0.5  # [B, N, 3]
     out[:, :, 0] += const / SH_C0
     return out
+
+
+def scale_objects(means: torch.Tensor, scales: torch.Tensor, groups: torch.Tensor, object_scale: torch.Tensor):
+    """Per-env body-frame means and scales [B, N, 3] from shared ones [N, 3]: the object group's Gaussians scaled
+    by object_scale [B] about their body's origin (the means are in the body frame), as the physics scales the
+    object bodies' geoms (serl_gs.physics_randomize); the other groups' rows are the shared ones times 1, exactly."""
+    factor = torch.where(groups == GROUPS.index("object"), object_scale[:, None], 1.0)[..., None]  # [B, N, 1]
+    return means * factor, scales * factor
+
+
+@dataclasses.dataclass(frozen=True)
+class DistractorTemplate:
+    """The object group's Gaussians at the model's rest pose (key 0, else qpos0), in the world frame minus the
+    objects' rest centre in x and y (so copies stand on the table at the object's height), activated."""
+
+    means: torch.Tensor  # [M, 3]
+    quats: torch.Tensor  # [M, 4] wxyz, world
+    scales: torch.Tensor  # [M, 3]
+    opacities: torch.Tensor  # [M]
+    sh: torch.Tensor  # [M, K, 3]
+    centre: torch.Tensor  # [3]: the object bodies' mean rest position in x, y; 0 in z
+    luma: float  # mean luma of the template's base colours: a copy's colour keeps its texture relative to it
+
+
+def distractor_template(mj_model: mujoco.MjModel, groups: np.ndarray, body_ids, means, quats, scales, opacities, sh):
+    """The template of distractor copies from the scene's activated tensors [N, ...] (one device)."""
+    from serl_gs.render.poses import poses_from_qpos
+
+    index = np.flatnonzero(groups == GROUPS.index("object"))
+    if not index.size:
+        raise ValueError("distractors are copies of the scene's object (Gaussians on a free-joint body), and this "
+                         "scene has none; set distractors=0")  # fmt: skip
+    dev = means.device
+    rows = torch.as_tensor(index, device=dev)
+    qpos = mj_model.key_qpos[:1] if mj_model.nkey else mj_model.qpos0[None]
+    xpos, xquat = (torch.as_tensor(a, dtype=torch.float32, device=dev) for a in poses_from_qpos(mj_model, qpos)[:2])
+    world, rot = pose_gaussians(means[rows], quats[rows], body_ids[rows], xpos, xquat)
+    bodies = torch.unique(body_ids[rows])
+    centre = torch.cat([xpos[0, bodies, :2].mean(0), torch.zeros(1, device=dev)])
+    rgb = (SH_C0 * sh[rows, 0] + 0.5).clamp(0, 1)
+    luma = float((rgb @ torch.tensor(LUMA, device=dev)).mean().clamp_min(1e-3))
+    return DistractorTemplate(world[0] - centre, rot[0], scales[rows], opacities[rows], sh[rows], centre, luma)
+
+
+HIDDEN_DEPTH = 1e6  # metres below the world: where copies that are not there this episode go (culled, never drawn)
+
+
+def add_distractors(template: DistractorTemplate, means, quats, scales, opacities, sh, visual: dict):
+    """Each env's D copies of the template (M Gaussians each) appended to its Gaussians: world means [B, N, 3] and
+    quats [B, N, 4], scales [N or B, N, 3], opacities [N], SH [B, N, K, 3]. A copy is turned by its yaw about
+    the vertical through the centre, moved by its (x, y), and recoloured to its PALETTE colour times each
+    Gaussian's relative luma; copies not there this episode are moved far below (opacities are shared by all
+    envs in gsplat, so they cannot hide one env's copy). Returns the extended tensors and D * M."""
+    xy, yaw, colour, visible = (visual[k] for k in ("distractor_xy", "distractor_yaw", "distractor_colour",
+                                                     "distractor_visible"))  # fmt: skip
+    b, d = yaw.shape
+    m = template.means.shape[0]
+    zero = torch.zeros_like(yaw)
+    turn = torch.stack([torch.cos(yaw / 2), zero, zero, torch.sin(yaw / 2)], -1)[:, :, None].expand(b, d, m, 4)
+    place = torch.cat([xy, ((visible - 1) * HIDDEN_DEPTH)[..., None]], -1) + template.centre  # [B, D, 3]
+    new_means = quat_rotate(turn, template.means.expand(b, d, m, 3)) + place[:, :, None]
+    new_quats = quat_multiply(turn, template.quats.expand(b, d, m, 4))
+    copies = template.scales.repeat(d, 1)  # [D * M, 3]
+    scales = torch.cat([scales, copies]) if scales.ndim == 2 else torch.cat([scales, copies.expand(b, -1, -1)], 1)
+    palette = torch.tensor(PALETTE, dtype=torch.float32, device=yaw.device)[colour]  # [B, D, 3]
+    luma = torch.tensor(LUMA, dtype=torch.float32, device=yaw.device)
+    matrix = palette[..., :, None] * luma / template.luma  # rgb' = colour * luma(rgb) / template luma
+    slot = torch.arange(d, device=yaw.device).repeat_interleave(m)
+    new_sh = recolour_sh(template.sh.repeat(d, 1, 1), slot, matrix, torch.zeros(b, d, 3, device=yaw.device))
+    return (
+        torch.cat([means, new_means.reshape(b, d * m, 3)], 1),
+        torch.cat([quats, new_quats.reshape(b, d * m, 4)], 1),
+        scales,
+        torch.cat([opacities, template.opacities.repeat(d)]),
+        torch.cat([sh.expand(b, *sh.shape[-3:]), new_sh], 1),
+        d * m,
+    )
 
 
 def jitter_cameras(cpos, cmat, ks, offset, rotation, focal_scale, principal_shift):

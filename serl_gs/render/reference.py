@@ -33,7 +33,7 @@ _CHUNK_ELEMENTS = 1 << 20  # tiles x K x pixels per compositing step: ~4 MB tens
 def rasterize_reference(
     means: torch.Tensor,  # [B, N, 3] world
     quats: torch.Tensor,  # [B, N, 4] wxyz world
-    scales: torch.Tensor,  # [N, 3] activated (exp of log-scales), shared by all envs
+    scales: torch.Tensor,  # [N, 3] activated (exp of log-scales), shared by all envs, or [B, N, 3] per env
     opacities: torch.Tensor,  # [N] activated (sigmoid), shared by all envs
     sh: torch.Tensor,  # [N, K, 3] SH coefficients shared by all envs, or [B, N, K, 3] per env
     viewmats: torch.Tensor,  # [B, C, 4, 4] world-to-camera, OpenCV axes
@@ -106,7 +106,8 @@ def _project(means, quats, scales, opacities, viewmats, ks, width, height, near,
     # Conservative pre-cull (exact culling follows): the clamped Jacobian's rows have norm at most
     # f / z * sqrt(1 + lim^2), so a 3.33-sigma box is at most 3.33 * sqrt((f/z)^2 (1+lim^2) s_max^2 + eps2d).
     visible_opacity = opacities >= ALPHA_THRESHOLD  # [N]
-    s_max = scales.amax(dim=-1)  # [N]
+    s_max = scales.amax(dim=-1)  # [N], or [B, 1, N] per env
+    s_max = s_max[:, None] if scales.ndim == 3 else s_max
     lim_x = torch.maximum(width - cx, cx) / fx + 0.3 * 0.5 * width / fx  # [B, C, 1]
     lim_y = torch.maximum(height - cy, cy) / fy + 0.3 * 0.5 * height / fy
     z_safe = z.clamp_min(near)
@@ -124,7 +125,8 @@ def _project(means, quats, scales, opacities, viewmats, ks, width, height, near,
     cx_s, cy_s = ks[bi, ci, 0, 2], ks[bi, ci, 1, 2]
 
     # Covariance in camera space: W R S S^T R^T W^T with W the view rotation, R the Gaussian's rotation.
-    m = rot_w2c[bi, ci] @ quat_to_rotmat(quats[bi, ni]) * scales[ni][:, None, :]  # [S, 3, 3]
+    scale = scales[bi, ni] if scales.ndim == 3 else scales[ni]  # [S, 3]
+    m = rot_w2c[bi, ci] @ quat_to_rotmat(quats[bi, ni]) * scale[:, None, :]  # [S, 3, 3]
     cov_c = m @ m.transpose(-1, -2)
 
     # gsplat's persp_proj: the Jacobian is evaluated at x/z, y/z clamped to 1.3x the field of view.

@@ -133,6 +133,7 @@ class RenderStage:
         self._on_device: dict[torch.device, _SceneTensors] = {}
         self._mj_model = mj_model
         self._groups_by_device: dict[torch.device, torch.Tensor] = {}
+        self._distractors_by_device: dict[torch.device, randomize.DistractorTemplate] = {}
         self.backend, self.backend_reason = select_backend(
             config.backend, self.device, probe=lambda dev: self._probe_gsplat(mj_model, dev)
         )
@@ -190,17 +191,23 @@ class RenderStage:
         """Float colours [B, C, H, W, 3] (+ one channel per body group with `labels`) and depth (or None) from
         torch poses, all on one device."""
         s = self._scene_on(xpos.device)
-        means, quats = pose_gaussians(s.means, s.quats, s.body_ids, xpos, xquat)
+        means, scales = s.means, s.scales
+        if visual is not None and visual["object_scale"] is not None:  # per-env object size (randomize.py)
+            means, scales = randomize.scale_objects(means, scales, self._groups_on(xpos.device), visual["object_scale"])
+        means, quats = pose_gaussians(means, s.quats, s.body_ids, xpos, xquat)
         cpos, cmat, ks = cpos[:, s.camera_ids], cmat[:, s.camera_ids], s.ks.expand(xpos.shape[0], -1, -1, -1)
-        sh = s.sh
+        sh, opacities, groups = s.sh, s.opacities, self._groups_on(xpos.device)
         if visual is not None:  # serl_gs.render.randomize: per-env colours and cameras
-            sh = randomize.recolour_sh(
-                sh, self._groups_on(xpos.device), visual["colour_matrix"], visual["colour_offset"]
-            )
+            sh = randomize.recolour_sh(sh, groups, visual["colour_matrix"], visual["colour_offset"])
             cpos, cmat, ks = randomize.jitter_cameras(
                 cpos, cmat, ks, visual["cam_offset"], visual["cam_rotation"], visual["focal_scale"],
                 visual["principal_shift"],
             )  # fmt: skip
+            if visual["distractor_xy"] is not None:  # each env's copies of the object, labelled background
+                means, quats, scales, opacities, sh, added = randomize.add_distractors(
+                    self._distractors_on(xpos.device), means, quats, scales, opacities, sh, visual
+                )
+                groups = torch.cat([groups, groups.new_full((added,), randomize.GROUPS.index("background"))])
         viewmats = viewmats_from_mujoco(cpos, cmat)
         height, width = self.config.raster_height_width  # render_size: rasterized larger, then area-downsampled
         kw = dict(
@@ -212,9 +219,8 @@ class RenderStage:
         else:
             rasterize, kw["tile_size"] = rasterize_reference, self.config.reference_tile_size
         if labels:  # segmentation: each Gaussian's group one-hot rides along as extra channels
-            groups = self._groups_on(xpos.device)
             kw["extra"] = torch.nn.functional.one_hot(groups, len(randomize.GROUPS)).to(torch.float32)
-        rgb, depth = rasterize(means, quats, s.scales, s.opacities, sh, viewmats, ks, width, height, **kw)
+        rgb, depth = rasterize(means, quats, scales, opacities, sh, viewmats, ks, width, height, **kw)
         rgb = area_downsample(rgb, self.image_shape)  # blur and noise below act in the observation's pixels
         if depth is not None and self.config.render_size is not None:  # the mean over the block's drawn pixels
             drawn = area_downsample((depth > 0).to(depth.dtype), self.image_shape, channels=False)
@@ -230,9 +236,13 @@ class RenderStage:
             return None
         out = {}
         for name in ("colour_matrix", "colour_offset", "cam_offset", "cam_rotation", "focal_scale",
-                     "principal_shift", "blur_sigma", "noise_std", "noise_seed"):  # fmt: skip
+                     "principal_shift", "blur_sigma", "noise_std", "noise_seed", "object_scale", "distractor_xy",
+                     "distractor_yaw", "distractor_colour", "distractor_visible"):  # fmt: skip
             value = getattr(visual, name)
-            dtype = torch.int64 if name == "noise_seed" else torch.float32
+            if value is None and (name == "object_scale" or name.startswith("distractor")):  # not randomized
+                out[name] = None
+                continue
+            dtype = torch.int64 if name in ("noise_seed", "distractor_colour") else torch.float32
             out[name] = (
                 bridge.to_torch(value, device, dtype) if not isinstance(value, torch.Tensor) else value.to(device)
             )
@@ -252,6 +262,15 @@ class RenderStage:
     @functools.cached_property
     def group_luma(self):
         return randomize.group_luma(self.scene, self.groups)
+
+    def _distractors_on(self, device: torch.device) -> randomize.DistractorTemplate:
+        """The object's Gaussians that distractors copy (serl_gs.render.randomize), built once per device."""
+        if device not in self._distractors_by_device:
+            s = self._scene_on(device)
+            self._distractors_by_device[device] = randomize.distractor_template(
+                self._mj_model, self.groups, s.body_ids, s.means, s.quats, s.scales, s.opacities, s.sh
+            )
+        return self._distractors_by_device[device]
 
     def _groups_on(self, device: torch.device) -> torch.Tensor:
         if device not in self._groups_by_device:
