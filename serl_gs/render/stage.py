@@ -196,7 +196,8 @@ class RenderStage:
             means, scales = randomize.scale_objects(means, scales, self._groups_on(xpos.device), visual["object_scale"])
         means, quats = pose_gaussians(means, s.quats, s.body_ids, xpos, xquat)
         cpos, cmat, ks = cpos[:, s.camera_ids], cmat[:, s.camera_ids], s.ks.expand(xpos.shape[0], -1, -1, -1)
-        sh, opacities, groups = s.sh, s.opacities, self._groups_on(xpos.device)
+        sh, opacities = s.sh, s.opacities
+        groups = self._groups_on(xpos.device) if visual is not None or labels else None  # body groups, computed once
         if visual is not None:  # serl_gs.render.randomize: per-env colours and cameras
             sh = randomize.recolour_sh(sh, groups, visual["colour_matrix"], visual["colour_offset"])
             cpos, cmat, ks = randomize.jitter_cameras(
