@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from envs.panda_pick_cube import CUBE_QPOS, scripted_action
+from envs.panda_place_cube import scripted_place
 from serl_gs.demos.experts import register_expert
 
 
@@ -25,6 +26,21 @@ def panda_pick_expert(vec, obs: Mapping[str, Any]) -> np.ndarray:
     return np.asarray(_scripted(full_state, step, vec.task.config.action_scale))
 
 
+def panda_place_expert(vec, obs: Mapping[str, Any]) -> np.ndarray:
+    """The scripted pick-and-place (envs.panda_place_cube.scripted_place) fed the cube's true position and the
+    task's goal (PandaPlaceCube's mark, PandaStackCube's top of the other cube), and the controller's target."""
+    state = vec.state
+    qpos = np.asarray(state.data.qpos)
+    arm = np.asarray(obs["state"])[:, :7]
+    goal = np.asarray(jax.vmap(vec.task.goal)(qpos))
+    full_state = np.concatenate([arm, qpos[:, CUBE_QPOS], goal], axis=1)
+    target, step = np.asarray(state.info["target"]), np.asarray(state.info["step"])
+    return np.asarray(_scripted_place(full_state, target, step, vec.task.config.action_scale))
+
+
 _scripted = jax.jit(jax.vmap(scripted_action, in_axes=(0, 0, None)), static_argnums=2)
+_scripted_place = jax.jit(jax.vmap(scripted_place, in_axes=(0, 0, 0, None)), static_argnums=3)
 
 register_expert("serl_gs/PandaPickCube-v0", panda_pick_expert)
+register_expert("serl_gs/PandaPlaceCube-v0", panda_place_expert)
+register_expert("serl_gs/PandaStackCube-v0", panda_place_expert)

@@ -10,7 +10,9 @@ from typing import Any
 
 from envs.cartpole import CartpoleBalance, CartpoleConfig
 from envs.panda_pick_cube import PandaPickCube, PandaPickCubeConfig
+from envs.panda_place_cube import PandaPlaceCube, PandaPlaceCubeConfig
 from envs.panda_reach_cube import PandaReachCube, PandaReachCubeConfig
+from envs.panda_stack_cube import PandaStackCube, PandaStackCubeConfig
 from serl_gs import tasks
 from serl_gs.mjx_env import Task
 
@@ -19,6 +21,8 @@ TASKS: dict[str, tuple[type[Task], type]] = {
     "PandaPickCube-v0": (PandaPickCube, PandaPickCubeConfig),
     "CartpoleBalance-v0": (CartpoleBalance, CartpoleConfig),
     "PandaReachCube-v0": (PandaReachCube, PandaReachCubeConfig),
+    "PandaPlaceCube-v0": (PandaPlaceCube, PandaPlaceCubeConfig),
+    "PandaStackCube-v0": (PandaStackCube, PandaStackCubeConfig),
 }
 # Task options that change when the policy sees pixels: with images, the cube's position is for it to find, and
 # the cartpole's state is for it to infer.
@@ -26,6 +30,8 @@ PIXEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "PandaPickCube-v0": {"cube_in_state": False},
     "CartpoleBalance-v0": {"state_in_obs": False},  # pixels only, DrQ's setting
     "PandaReachCube-v0": {"cube_in_state": False},
+    "PandaPlaceCube-v0": {"cube_in_state": False},  # the cube and the target mark are in the images
+    "PandaStackCube-v0": {"cube_in_state": False},
 }
 
 
