@@ -13,12 +13,12 @@ import mujoco
 import numpy as np
 import pytest
 import torch
-from test_randomize_object_size import identity_draw  # (tests/ is on sys.path under pytest)
 
 from serl_gs.randomize import DISTRACTOR_SPREAD, GROUPS, PALETTE, RandomizeConfig, draw_visual
 from serl_gs.render.config import RenderConfig, SceneConfig
 from serl_gs.render.poses import poses_from_qpos
 from serl_gs.render.stage import RenderStage
+from tests.test_randomize_object_size import identity_draw
 
 ASSETS = Path(__file__).resolve().parents[1] / "envs" / "assets"
 FOUR = RandomizeConfig(object_size=0.15, distractors=4)  # (the object size tests draw the same: one compile)

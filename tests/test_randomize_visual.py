@@ -15,12 +15,13 @@ import pytest
 import torch
 
 import envs  # noqa: F401
-from serl_gs.randomize import GROUPS, PRESETS, RandomizeConfig, VisualDraw, draw_visual, resolve
+from serl_gs.randomize import GROUPS, PRESETS, RandomizeConfig, draw_visual, resolve
 from serl_gs.render import randomize as apply
 from serl_gs.render.config import RenderConfig, SceneConfig
 from serl_gs.render.poses import poses_from_qpos
 from serl_gs.render.reference import sh_basis
 from serl_gs.render.stage import RenderStage
+from tests.test_randomize_object_size import identity_draw
 
 PANDA = Path(__file__).resolve().parents[1] / "envs" / "assets" / "panda_pick_cube.xml"
 
@@ -85,15 +86,6 @@ def test_body_groups_label_robot_object_table_and_background():
     assert (groups[on_wall] == GROUPS.index("background")).all() and on_wall.sum() > 100
 
 
-def _identity_draw(b: int, c: int) -> VisualDraw:
-    z = lambda *s: jnp.zeros(s, jnp.float32)  # noqa: E731
-    return VisualDraw(
-        colour_matrix=jnp.broadcast_to(jnp.eye(3), (b, 4, 3, 3)), colour_offset=z(b, 4, 3), cam_offset=z(b, c, 3),
-        cam_rotation=jnp.broadcast_to(jnp.eye(3), (b, c, 3, 3)), focal_scale=jnp.ones((b, c)),
-        principal_shift=z(b, c, 2), blur_sigma=z(b), noise_std=z(b), noise_seed=jnp.zeros(b, jnp.int32),
-    )  # fmt: skip
-
-
 def test_off_gives_todays_frames_bitwise_and_identity_values_change_no_bit():
     kw = dict(num_envs=2, physics="mujoco", obs_mode="pixels", render_backend="reference", image_size=16,
               array_backend="numpy")  # fmt: skip
@@ -108,7 +100,7 @@ def test_off_gives_todays_frames_bitwise_and_identity_values_change_no_bit():
     # The apply path itself with identity values: the same bits as no randomization at all.
     poses = plain.body_poses()
     stage = plain.renderer
-    np.testing.assert_array_equal(stage.render(*poses, visual=_identity_draw(2, 1)), stage.render(*poses))
+    np.testing.assert_array_equal(stage.render(*poses, visual=identity_draw(2, 1)), stage.render(*poses))
     for env in (plain, off, strong):
         env.close()
 
