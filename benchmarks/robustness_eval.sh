@@ -5,7 +5,7 @@
 # Writes OUT_DIR/<shift>/summary.json for shift in none camera lighting background (the same eval seed each).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-checkpoint=$1 out=$2 episodes=${3:-8}
+checkpoint=$1 out=$2 episodes=${3:-16}
 for shift in none camera lighting background; do
   "$root/run_eval.sh" --checkpoint "$checkpoint" --num_envs 8 --episodes "$episodes" --video_episodes 0 \
     --render_backend reference --physics mujoco --randomize none --shift "$shift" --out_dir "$out/$shift"

@@ -55,9 +55,9 @@ def main() -> None:
         },
         "arms": arms,
         "commands": [
-            "benchmarks/robustness_train.sh runs/robustness/none none 6710 5000 3000",
-            "benchmarks/robustness_train.sh runs/robustness/strong strong 6720 5000 3000   # concurrently",
-            "benchmarks/robustness_eval.sh runs/robustness/<arm>/checkpoints/<step> runs/robustness/eval/<arm> 8",
+            "benchmarks/robustness_train.sh runs/robustness/none none 6711 6000 4800",
+            "benchmarks/robustness_train.sh runs/robustness/strong strong 6721 6000 4800   # concurrently",
+            "benchmarks/robustness_eval.sh runs/robustness/<arm>/checkpoints/<step> runs/robustness/eval/<arm> 16",
             f"python -m benchmarks.robustness_report runs/robustness --steps {a.steps}",
         ] + ([a.commands] if a.commands else []),
         "device": device_name(),

@@ -7,7 +7,7 @@
 # logs which one stopped it). benchmarks/robustness_eval.sh then evaluates each arm's final checkpoint.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-run_dir=$1 preset=$2 port=$3 max_updates=${4:-5000} max_seconds=${5:-3000}
+run_dir=$1 preset=$2 port=$3 max_updates=${4:-6000} max_seconds=${5:-4800}
 # The arm's settings are the preset's (serl_gs.nodes.presets.cpu_pixels); only the stop and the kept checkpoints
 # differ. (The kept runs used the same values spelled out as flags, before --preset existed.)
 "$root/run_learner.sh" --preset cpu_pixels --run_dir "$run_dir" --port "$port" --max_updates "$max_updates" \
