@@ -42,19 +42,15 @@ class _NodeFormatter(logging.Formatter):
         return line
 
 
-class _CurrentStdout(logging.StreamHandler):
-    """A handler on whatever `sys.stdout` is when a line is written (a test's capture, a redirect)."""
+class _CurrentStdout(logging.Handler):
+    """Writes to whatever `sys.stdout` is when a line is written (a test's capture, a redirect), flushed."""
 
-    def __init__(self):
-        super().__init__(sys.stdout)
-
-    @property
-    def stream(self):
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns it; the property always reads sys.stdout
-        pass
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stdout.write(self.format(record) + "\n")
+            sys.stdout.flush()
+        except Exception:  # logging's contract: a failing handler reports, never raises into the caller
+            self.handleError(record)
 
 
 class Progress:

@@ -108,7 +108,7 @@ def learn_until(learner, actor_config, score, threshold: float, every: int) -> t
                 scores.append(score(policy_params(learner.state.params)))
                 print(f"{scored} updates ({time.monotonic() - start:.0f} s): {scores[-1]:.1f}", flush=True)
             else:
-                time.sleep(0.05)  # polling the counter, not waiting for a result
+                nodes.learner_thread.join(0.05)  # until the learner ends or its counter may have moved on
         nodes.stop_learner.set()
         counters = nodes.learner_thread.outcome(120)
         nodes.stop_actor.set()
