@@ -13,6 +13,7 @@ from envs.panda_pick_cube import PandaPickCube, PandaPickCubeConfig
 from envs.panda_place_cube import PandaPlaceCube, PandaPlaceCubeConfig
 from envs.panda_reach_cube import PandaReachCube, PandaReachCubeConfig
 from envs.panda_stack_cube import PandaStackCube, PandaStackCubeConfig
+from envs.piper_mobile_pick import PiperMobilePick, PiperMobilePickConfig
 from serl_gs import tasks
 from serl_gs.mjx_env import Task
 
@@ -23,6 +24,7 @@ TASKS: dict[str, tuple[type[Task], type]] = {
     "PandaReachCube-v0": (PandaReachCube, PandaReachCubeConfig),
     "PandaPlaceCube-v0": (PandaPlaceCube, PandaPlaceCubeConfig),
     "PandaStackCube-v0": (PandaStackCube, PandaStackCubeConfig),
+    "PiperMobilePick-v0": (PiperMobilePick, PiperMobilePickConfig),
 }
 # Task options that change when the policy sees pixels: with images, the cube's position is for it to find, and
 # the cartpole's state is for it to infer.
@@ -32,6 +34,7 @@ PIXEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "PandaReachCube-v0": {"cube_in_state": False},
     "PandaPlaceCube-v0": {"cube_in_state": False},  # the cube and the target mark are in the images
     "PandaStackCube-v0": {"cube_in_state": False},
+    "PiperMobilePick-v0": {"cube_in_state": False},  # the base and wrist cameras find the cube
 }
 
 
