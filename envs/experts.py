@@ -13,6 +13,7 @@ import numpy as np
 
 from envs.panda_pick_cube import CUBE_QPOS, scripted_action
 from envs.panda_place_cube import scripted_place
+from envs.piper_mobile_pick import scripted_pick
 from serl_gs.demos.experts import register_expert
 
 
@@ -38,9 +39,20 @@ def panda_place_expert(vec, obs: Mapping[str, Any]) -> np.ndarray:
     return np.asarray(_scripted_place(full_state, target, step, vec.task.config.action_scale))
 
 
+def piper_mobile_pick_expert(vec, obs: Mapping[str, Any]) -> np.ndarray:
+    """The scripted drive-and-pick (envs.piper_mobile_pick.scripted_pick) on the simulator's joint positions and
+    the controller's end-effector target and wrist yaw."""
+    state = vec.state
+    return np.asarray(
+        _scripted_mobile_pick(state.data.qpos, state.info["target"], state.info["wrist"], vec.task.config)
+    )
+
+
 _scripted = jax.jit(jax.vmap(scripted_action, in_axes=(0, 0, None)), static_argnums=2)
 _scripted_place = jax.jit(jax.vmap(scripted_place, in_axes=(0, 0, 0, None)), static_argnums=3)
+_scripted_mobile_pick = jax.jit(jax.vmap(scripted_pick, in_axes=(0, 0, 0, None)), static_argnums=3)
 
 register_expert("serl_gs/PandaPickCube-v0", panda_pick_expert)
 register_expert("serl_gs/PandaPlaceCube-v0", panda_place_expert)
 register_expert("serl_gs/PandaStackCube-v0", panda_place_expert)
+register_expert("serl_gs/PiperMobilePick-v0", piper_mobile_pick_expert)

@@ -109,7 +109,7 @@ class PiperMobilePick(Task):
         self.action_size = 7
         self.action_repeat = config.action_repeat
         self._home_q = jnp.asarray(kin.HOME_QPOS, jnp.float32)
-        self._home_tcp = kin.tcp_position(self._home_q)
+        self._home_tcp = jax.jit(kin.tcp_position)(self._home_q)  # one compiled program: op by op is ~50 tiny ones
         self._ws_low = jnp.asarray(config.workspace_low, jnp.float32)
         self._ws_high = jnp.asarray(config.workspace_high, jnp.float32)
 
