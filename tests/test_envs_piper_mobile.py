@@ -144,4 +144,4 @@ def test_mjx_warp_and_cpu_mujoco_agree_on_the_mobile_pick():
     np.testing.assert_array_equal(warp_traj[0], cpu_traj[0])  # same key, same start
     np.testing.assert_allclose(warp_traj, cpu_traj, atol=2e-4)
     moved = np.abs(cpu_traj[-1] - cpu_traj[0]).max(axis=0)
-    assert moved[:2].max() > 0.02 and moved[7:10].max() > 0.05, "the actions must move the base and the arm"
+    assert moved[:2].max() > 0.01 and moved[7:10].max() > 0.03, "the actions must move the base and the arm"
