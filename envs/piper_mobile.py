@@ -9,7 +9,7 @@ piper_description) on a planar base (x, y slide joints and a yaw hinge), a table
   centre, so the opening is the sum of the two finger joints.
 - As in envs/assets/panda_pick_cube.xml, only the finger pads, the cube and the table top collide, through
   explicit <pair>s of primitives that MJX (JAX and Warp) supports (box-box, box-plane); the rest is visual.
-- Cameras: `base` on a mast at the back of the base, looking forward and down over the arm's workspace, and
+- Cameras: `base` on a mast at the back right of the base, looking forward and down over the arm's workspace, and
   `wrist` on the hand, looking down the fingers. Both are fixed to their (moving) bodies.
 
 qpos: base x, y, yaw (3), arm joints (6), fingers (2), cube freejoint (xyz + wxyz quat).
@@ -45,6 +45,14 @@ def _quat_x(angle: float) -> np.ndarray:
 
 def _quat_z(angle: float) -> np.ndarray:
     return np.array([math.cos(angle / 2), 0.0, 0.0, math.sin(angle / 2)])
+
+
+def _look_at(pos, target) -> list[float]:
+    """MJCF xyaxes of a camera at `pos` looking at `target`, level (image x horizontal)."""
+    forward = np.subtract(target, pos) / np.linalg.norm(np.subtract(target, pos))
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    return [*right, *np.cross(right, forward)]
 
 
 def _visual(body, **kwargs) -> None:
@@ -113,11 +121,12 @@ def _add_base(spec: mujoco.MjSpec) -> mujoco.MjsBody:
         for sy in (-1, 1):
             _visual(base, type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[0.07, 0.025],
                     pos=[sx * (hx - 0.07), sy * (hy + 0.03), 0.07], quat=[0.7071068, 0.7071068, 0, 0], rgba=list(DARK))
-    # The base camera's mast at the back.
-    _visual(base, type=mujoco.mjtGeom.mjGEOM_CAPSULE, fromto=[-0.16, 0, 0.2, -0.16, 0, 0.72], size=[0.015],
-            rgba=list(GREY))
-    # Looks 30 deg down past the arm at the table ahead (image right = the base's -y).
-    base.add_camera(name="base", pos=[-0.16, 0, 0.75], xyaxes=[0, -1, 0, 0.5, 0, 0.866], fovy=60)
+    # The base camera on a mast at the back right corner, looking over the arm's shoulder at the table ahead
+    # (from straight behind, the upper arm hides the workspace).
+    mast = (-0.12, -0.2)
+    _visual(base, type=mujoco.mjtGeom.mjGEOM_CAPSULE, fromto=[*mast, 0.2, *mast, 0.97], size=[0.015], rgba=list(GREY))
+    eye = [*mast, 1.0]
+    base.add_camera(name="base", pos=eye, xyaxes=_look_at(eye, [ARM_MOUNT[0] + 0.3, 0.0, TABLE_TOP]), fovy=60)
     return base
 
 

@@ -145,3 +145,23 @@ def test_mjx_warp_and_cpu_mujoco_agree_on_the_mobile_pick():
     np.testing.assert_allclose(warp_traj, cpu_traj, atol=2e-4)
     moved = np.abs(cpu_traj[-1] - cpu_traj[0]).max(axis=0)
     assert moved[:2].max() > 0.01 and moved[7:10].max() > 0.03, "the actions must move the base and the arm"
+
+
+def test_cameras_ride_on_the_base_and_the_hand_as_the_expert_drives():
+    # What the renderer reads (serl_gs.render.preview.env_poses, the vector env's body_poses): after the expert's
+    # drive, each camera is where its body's pose puts it, and the base camera has come with the base.
+    from serl_gs.render.preview import env_poses
+
+    steps = 45  # the expert's drive is under way by then, the base > 0.3 m from its start
+    model, (xpos, xquat, cam_xpos, cam_xmat) = env_poses(ENV_ID, num_envs=2, steps=steps, seed=3, expert=True)
+    start = env_poses(ENV_ID, num_envs=2, steps=0, seed=3)[1][2]
+    for cam in range(model.ncam):
+        body = model.cam_bodyid[cam]
+        for env in range(2):
+            rot = np.zeros(9)
+            mujoco.mju_quat2Mat(rot, xquat[env, body])
+            want = xpos[env, body] + rot.reshape(3, 3) @ model.cam_pos[cam]
+            np.testing.assert_allclose(cam_xpos[env, cam], want, atol=1e-5)
+    base_cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "base")
+    assert model.body(model.cam_bodyid[base_cam]).name == "base"
+    assert (np.linalg.norm(cam_xpos[:, base_cam, :2] - start[:, base_cam, :2], axis=1) > 0.3).all()

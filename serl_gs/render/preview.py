@@ -1,10 +1,12 @@
 """Look at what the policy sees: a PNG grid of every env's cameras (rows: envs, columns: cameras).
 
     python -m serl_gs.render.preview --env serl_gs/PandaPickCube-v0 --num_envs 4 --out preview.png
+    python -m serl_gs.render.preview --env serl_gs/PiperMobilePick-v0 --expert --steps 70 --out mid_task.png
     python -m serl_gs.render.preview --model envs/assets/panda_pick_cube.xml --keyframe home --out scene.png
     python -m serl_gs.render.preview --model envs/assets/panda_pick_cube.xml --scene scene.json --overlay --out o.png
 
-`--env` builds the registered vector env with pixel observations and takes a few random steps; `--model`
+`--env` builds the registered vector env with pixel observations and takes a few random steps (`--expert`: the
+task's scripted expert acts instead, on the state env, and the last state alone is rendered); `--model`
 renders one MJCF at its qpos0 (or a keyframe) with CPU MuJoCo, no env needed. `--scene` renders with a
 manifest's captures (serl_gs.render.manifest); `--overlay` draws the captures alone, half transparent, over
 the generated scene instead, to check a registration by eye.
@@ -72,16 +74,19 @@ def render_overlay(mj_model: mujoco.MjModel, poses, config: RenderConfig, manife
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def env_poses(env_id: str, num_envs: int, steps: int, seed: int, **env_kwargs):
-    """Poses of `num_envs` envs of a registered task after `steps` random actions (state observations)."""
+def env_poses(env_id: str, num_envs: int, steps: int, seed: int, expert: bool = False, **env_kwargs):
+    """Poses of `num_envs` envs of a registered task after `steps` random actions, or the task's scripted
+    expert's (`expert`; see serl_gs.demos.experts), with state observations."""
+    from serl_gs.demos.experts import expert_for
     from serl_gs.tasks import make_vec
 
+    act = expert_for(env_id) if expert else None  # before the env: an id without an expert fails at once
     env = make_vec(env_id, num_envs, array_backend="numpy", **env_kwargs)
     try:
-        env.reset(seed=seed)
+        obs, _ = env.reset(seed=seed)
         env.action_space.seed(seed)
         for _ in range(steps):
-            env.step(env.action_space.sample())
+            obs, *_ = env.step(act(env, obs) if act else env.action_space.sample())
         return env.task.mj_model, tuple(np.asarray(x) for x in env.body_poses())
     finally:
         env.close()
@@ -143,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--model", help="an MJCF file to render at qpos0 (no env needed)")
     parser.add_argument("--num_envs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10, help="random steps before the snapshot (--env)")
+    parser.add_argument("--expert", action="store_true", help="with --env: the task's scripted expert takes "
+                        "the steps instead of random actions")  # fmt: skip
     parser.add_argument("--keyframe", default=None, help="keyframe name to pose the model (--model)")
     parser.add_argument("--backend", default="auto", choices=("auto", "gsplat", "reference"))
     parser.add_argument("--image_size", type=int, default=128)
@@ -156,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.overlay and not args.scene:
         parser.error("--overlay needs --scene")
+    if args.expert and (not args.env or args.scene):
+        parser.error("--expert needs --env and no --scene")
 
     cameras = tuple(name for name in args.cameras.split(",") if name)
     config = RenderConfig(backend=args.backend, image_size=args.image_size, cameras=cameras)
@@ -173,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         images, names, backend = render_model_preview(model, config, scene=scene, keyframe=args.keyframe)
         images = images[None]
         print(f"rendered {args.model} with {backend}", file=sys.stderr)
+    elif args.expert:
+        from serl_gs.render.stage import RenderStage
+
+        model, poses = env_poses(args.env, args.num_envs, args.steps, args.seed, expert=True)
+        stage = RenderStage(model, config)
+        images, names = stage.render(*poses), stage.camera_names
     else:
         images, names = render_env_preview(args.env, args.num_envs, config, args.steps, args.seed, args.scene)
     scale = args.scale or max(1, 256 // args.image_size)
