@@ -88,8 +88,9 @@ def _add_gripper(flange) -> None:
     """Piper's parallel gripper on the flange (DH frame 6: z along the tool, jaws closing along y)."""
     _visual(flange, type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.03, 0.055, 0.025], pos=[0, 0, 0.03], rgba=list(DARK))
     flange.add_site(name="tcp", pos=[0, 0, kin.TCP_OFFSET], size=[0.005])
-    # Behind the fingers, tilted forward: the cube under the gripper, the fingertips at the image's edges.
-    flange.add_camera(name="wrist", pos=[-0.055, 0, 0.06], xyaxes=[0, 1, 0, 0.125, 0, -0.05], fovy=75)
+    # Beside the fingers, tilted away from the base (pointing down, the flange's x is the base's backward): the
+    # cube under and ahead of the gripper, the fingertips at the image's edges, the base out of view.
+    flange.add_camera(name="wrist", pos=[0.055, 0, 0.06], xyaxes=[0, -1, 0, -0.125, 0, -0.05], fovy=75)
     for side, sign in (("left", 1.0), ("right", -1.0)):
         finger = flange.add_body(name=f"{side}_finger", pos=[0, 0, 0.06], gravcomp=1)
         finger.add_joint(
