@@ -16,7 +16,7 @@ straight down at the wrist yaw through damped least-squares IK (`envs.piper_kine
 State observation (15, + 3 with `cube_in_state`): base x, y, cos yaw, sin yaw (4); base forward, sideways and yaw
 velocity (3); tcp position and velocity in the arm's frame (3 + 3); gripper opening (1); wrist yaw target (1);
 and, only when the policy does not see pixels (`cube_in_state`, False by default with pixels), the cube's
-position in the arm's frame (3). Cameras: `base` (on a mast at the back of the base) and `wrist`.
+position in the arm's frame (3). Cameras: `base` (on a mast at the back right of the base) and `wrist`.
 
 Reward (SERL-style dense, in [0, 1]): 0.2 r_base + 0.3 r_reach + 0.5 r_lift with
   r_base  = exp(-3 max(d_xy - reach_radius, 0)), d_xy the cube's horizontal distance from joint 1 (drive up),
