@@ -32,6 +32,7 @@ the peg's bottom is below the socket's top. `success`: inside and depth >= `succ
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -132,6 +133,10 @@ def peg_model() -> mujoco.MjModel:
     return spec.compile()
 
 
+# Compiled: un-jitted, 50 Gauss-Newton steps cost seconds at every construction.
+_solve_start = jax.jit(functools.partial(kin.solve_ik, iterations=50))
+
+
 class PandaPegInsertion(PandaPickCube):
     def __init__(self, config: PandaPegInsertionConfig | None = None):
         super().__init__(config or PandaPegInsertionConfig())
@@ -139,7 +144,7 @@ class PandaPegInsertion(PandaPickCube):
         # The arm starts over the table's middle, 13 cm above it, not at home (49 cm up): every centimetre carried
         # lets the peg slip further between the pads (the hand's small pitch jitter under IK rocks it along them).
         self._start_tcp = jnp.asarray(self.config.start_tcp, jnp.float32)
-        self._start_q = kin.solve_ik(self._home_q, self._start_tcp, self._down_rot, iterations=50)
+        self._start_q = _solve_start(self._home_q, self._start_tcp, self._down_rot)
 
     def init(self, rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, Info]:
         c = self.config
