@@ -11,8 +11,11 @@ The model is PandaPickCube's MJCF with the cube replaced by the peg (a 2.5 x 2.5
 gripped 2.5 cm above its centre) and a socket (`add_socket`): four box walls, 4 cm high, around a 3 x 3 cm hole
 whose floor is the table. The socket stands on two horizontal slide joints, each held by a stiff position servo
 whose target `control` keeps at the episode's hole position, so `init` can place it anywhere on the table and
-the peg cannot shove it (about 0.2 mm under a 10 N push). Every collision is a box pair (peg-walls, pads-walls,
-peg-pads) or box-plane (peg, pads on the table), which MJX and its Warp implementation both support.
+the peg cannot shove it (the servos' 5e4 N/m give 0.2 mm to a 10 N push). Every collision is a box pair
+(peg-walls, pads-walls, peg-pads) or box-plane (peg, pads on the table), which MJX and its Warp implementation
+both support; but with the peg held, MJX-Warp's rollout parts from MuJoCo C's by 1-2 mm (docs/tasks.md).
+The arm starts with the peg 13 cm over the middle of the table, not at home (49 cm up): carried down from home,
+the peg crept up to 2 cm along the pads and sometimes out of them.
 qpos: 7 arm joints, 2 fingers, peg (xyz + quat), socket (x, y).
 
 Action (4,) in [-1, 1]: PandaPickCube's (TCP target delta * `action_scale` + gripper, -1 open ... +1 closed).
@@ -53,9 +56,6 @@ SOCKET_MASS = 5.0  # kg, with the servo's gains below: a stiff, well-damped hold
 SOCKET_KP, SOCKET_KV = 5e4, 1e3
 PEG_QPOS = slice(9, 12)  # the peg's freejoint position, where PandaPickCube's cube was
 SOCKET_QPOS = slice(16, 18)  # the socket's slide joints (x, y), after the peg's 7 qpos
-# Friction constraints this many times stiffer than the contacts' normal ones (MuJoCo's remedy for creep): with
-# MuJoCo's default 1, a held peg crept 2 cm sideways between the pads while the hand carried it down.
-IMPRATIO = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +81,8 @@ def add_peg(spec: mujoco.MjSpec) -> None:
         name="peg", type=mujoco.mjtGeom.mjGEOM_BOX, size=[PEG_HALF, PEG_HALF, PEG_HALF_LENGTH], mass=0.05,
         rgba=[0.9, 0.55, 0.1, 1.0], friction=friction, condim=condim,
     )
-    # The pads' own contact settings (their geom class), which explicit pairs do not inherit: with the pair
-    # defaults (friction 1, no torsional friction, softer), the peg slid a centimetre between the pads in a 0.3 s
-    # carry and pivoted about the pads' axis.
+    # The pads' own contact settings (their geom class: friction 1.5, torsional friction, stiffer), which explicit
+    # pairs do not inherit from geoms.
     pad = spec.geom("left_pad")
     for other in ("left_pad", "right_pad"):
         spec.add_pair(
@@ -127,7 +126,6 @@ def peg_model() -> mujoco.MjModel:
     spec = mujoco.MjSpec.from_file(str(ASSET))
     add_peg(spec)
     add_socket(spec)
-    spec.option.impratio = IMPRATIO
     for key in list(spec.keys):  # PandaPickCube's keyframe has the cube's, not the socket's, joints
         spec.delete(key)
     return spec.compile()
