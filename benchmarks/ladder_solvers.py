@@ -20,7 +20,7 @@ import envs  # noqa: F401  (registers the serl_gs/ ids and their experts)
 from benchmarks._report import emit, log
 from serl_gs.demos.experts import expert_for
 
-REQUIRED = 0.8  # tests/test_envs_panda_ladder.py
+REQUIRED = 0.8  # tests/test_envs_panda_ladder.py, tests/test_envs_panda_peg.py
 
 
 def expert_successes(env_id: str, seed: int, num_envs: int) -> np.ndarray:
@@ -37,7 +37,10 @@ def expert_successes(env_id: str, seed: int, num_envs: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--envs", nargs="+", default=["serl_gs/PandaPlaceCube-v0", "serl_gs/PandaStackCube-v0"])
+    parser.add_argument(
+        "--envs", nargs="+",
+        default=["serl_gs/PandaPlaceCube-v0", "serl_gs/PandaStackCube-v0", "serl_gs/PandaPegInsertion-v0"],
+    )  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=[5, 7, 11, 13])
     parser.add_argument("--num_envs", type=int, default=32)
     args = parser.parse_args()

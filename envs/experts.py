@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from envs.panda_peg_insertion import PEG_QPOS, scripted_insert
 from envs.panda_pick_cube import CUBE_QPOS, scripted_action
 from envs.panda_place_cube import scripted_place
 from envs.piper_mobile_pick import scripted_pick
@@ -39,6 +40,16 @@ def panda_place_expert(vec, obs: Mapping[str, Any]) -> np.ndarray:
     return np.asarray(_scripted_place(full_state, target, step, vec.task.config.action_scale))
 
 
+def panda_peg_expert(vec, obs: Mapping[str, Any]) -> np.ndarray:
+    """The scripted insertion (envs.panda_peg_insertion.scripted_insert) fed the peg's true position, the hole's
+    (PandaPegInsertion.hole) and the controller's target."""
+    state = vec.state
+    qpos = np.asarray(state.data.qpos)
+    arm = np.asarray(obs["state"])[:, :7]
+    hole = np.asarray(jax.vmap(vec.task.hole)(qpos))
+    full_state = np.concatenate([arm, qpos[:, PEG_QPOS], hole], axis=1)
+    target = np.asarray(state.info["target"])
+    return np.asarray(_scripted_insert(full_state, target, vec.task.config.action_scale))
 def piper_mobile_pick_expert(vec, obs: Mapping[str, Any]) -> np.ndarray:
     """The scripted drive-and-pick (envs.piper_mobile_pick.scripted_pick) on the simulator's joint positions and
     the controller's end-effector target and wrist yaw."""
@@ -50,9 +61,11 @@ def piper_mobile_pick_expert(vec, obs: Mapping[str, Any]) -> np.ndarray:
 
 _scripted = jax.jit(jax.vmap(scripted_action, in_axes=(0, 0, None)), static_argnums=2)
 _scripted_place = jax.jit(jax.vmap(scripted_place, in_axes=(0, 0, 0, None)), static_argnums=3)
+_scripted_insert = jax.jit(jax.vmap(scripted_insert, in_axes=(0, 0, None)), static_argnums=2)
 _scripted_mobile_pick = jax.jit(jax.vmap(scripted_pick, in_axes=(0, 0, 0, None)), static_argnums=3)
 
 register_expert("serl_gs/PandaPickCube-v0", panda_pick_expert)
 register_expert("serl_gs/PandaPlaceCube-v0", panda_place_expert)
 register_expert("serl_gs/PandaStackCube-v0", panda_place_expert)
+register_expert("serl_gs/PandaPegInsertion-v0", panda_peg_expert)
 register_expert("serl_gs/PiperMobilePick-v0", piper_mobile_pick_expert)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from envs.cartpole import CartpoleBalance, CartpoleConfig
+from envs.panda_peg_insertion import PandaPegInsertion, PandaPegInsertionConfig
 from envs.panda_pick_cube import PandaPickCube, PandaPickCubeConfig
 from envs.panda_place_cube import PandaPlaceCube, PandaPlaceCubeConfig
 from envs.panda_reach_cube import PandaReachCube, PandaReachCubeConfig
@@ -24,6 +25,7 @@ TASKS: dict[str, tuple[type[Task], type]] = {
     "PandaReachCube-v0": (PandaReachCube, PandaReachCubeConfig),
     "PandaPlaceCube-v0": (PandaPlaceCube, PandaPlaceCubeConfig),
     "PandaStackCube-v0": (PandaStackCube, PandaStackCubeConfig),
+    "PandaPegInsertion-v0": (PandaPegInsertion, PandaPegInsertionConfig),
     "PiperMobilePick-v0": (PiperMobilePick, PiperMobilePickConfig),
 }
 # Task options that change when the policy sees pixels: with images, the cube's position is for it to find, and
@@ -34,6 +36,7 @@ PIXEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "PandaReachCube-v0": {"cube_in_state": False},
     "PandaPlaceCube-v0": {"cube_in_state": False},  # the cube and the target mark are in the images
     "PandaStackCube-v0": {"cube_in_state": False},
+    "PandaPegInsertion-v0": {"cube_in_state": False},  # the peg and the socket are in the images
     "PiperMobilePick-v0": {"cube_in_state": False},  # the base and wrist cameras find the cube
 }
 

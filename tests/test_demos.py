@@ -285,6 +285,6 @@ def test_the_record_command_describes_a_file_and_refuses_an_env_without_an_exper
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.strip().splitlines()[-1] == (
         "error: no scripted expert for env 'serl_gs/CartpoleBalance-v0'; envs with one: "
-        "['serl_gs/PandaPickCube-v0', 'serl_gs/PandaPlaceCube-v0', 'serl_gs/PandaStackCube-v0', "
-        "'serl_gs/PiperMobilePick-v0']"
+        "['serl_gs/PandaPegInsertion-v0', 'serl_gs/PandaPickCube-v0', 'serl_gs/PandaPlaceCube-v0', "
+        "'serl_gs/PandaStackCube-v0', 'serl_gs/PiperMobilePick-v0']"
     )
