@@ -8,13 +8,26 @@
 #     CURVES=benchmarks/results/ladder-learning-curves-cpu2-2026-12-07.json \
 #     bash benchmarks/results/ladder-learning-cpu2-2026-12-07.sh
 # DEMOS=1: the labelled RLPD arm, 20 scripted successes recorded first (--demo_path, half of every batch).
+# PIXELS=1: DrQ from front + wrist 3DGS frames (32x32) + proprio instead, with the agent, learner and 8-env actor
+# flags of learning-panda-pixels-cpu2-2026-12-06.sh (no preset; the same 75 % / 64-episode stop, then CAPS).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ENV="${ENV:?set ENV, e.g. PandaReachCube-v0}"; RUN="${RUN:?set RUN}"; PORT="${PORT:-6800}"; SEED="${SEED:-0}"
-DEMOS="${DEMOS:-0}"
+DEMOS="${DEMOS:-0}"; PIXELS="${PIXELS:-0}"
 read -r -a CAPS <<< "${CAPS:---max_seconds 1800}"
 mkdir -p "$RUN"
 env_args=(--env "serl_gs/$ENV")
+learner_args=(--preset pick_state)
+actor_args=(--preset pick_state)
+if [[ "$PIXELS" == 1 ]]; then
+  env_args+=(--obs_mode pixels --image_size 32 --cameras front wrist --frame_stack 1)
+  learner_args=(--stop_success 0.75 --success_window 64 --hidden_dims 128 128 --critic_ensemble_size 2
+    --batch_size 128 --critic_actor_ratio 1 --discount 0.96 --actor_lr 1e-3 --critic_lr 1e-3 --temperature_lr 1e-3
+    --encoder_channels 32 32 --encoder_latent_dim 50 --augmentation_pad 2 --initial_temperature 0.1 --n_step 3
+    --utd 0.5 --training_starts 2000 --replay_capacity 200000 --publish_every 10 --checkpoint_every 2000
+    --no_save_replay --log_every_s 30)
+  actor_args=(--num_envs 8 --random_steps 2000 --noise_beta 1 --render_threads 1 --log_every_s 30)
+fi
 demo_args=()
 if [[ "$DEMOS" == 1 ]]; then
   nice -n 10 python -m serl_gs.demos record "${env_args[@]}" --source scripted --successes 20 --num_envs 8 \
@@ -22,10 +35,10 @@ if [[ "$DEMOS" == 1 ]]; then
   demo_args=(--demo_path "$RUN/demos.hdf5" --demo_ratio 0.5)
 fi
 start=$SECONDS
-nice -n 10 ./run_learner.sh --preset pick_state "${env_args[@]}" --run_dir "$RUN" --port "$PORT" --seed "$SEED" \
+nice -n 10 ./run_learner.sh "${learner_args[@]}" "${env_args[@]}" --run_dir "$RUN" --port "$PORT" --seed "$SEED" \
   "${CAPS[@]}" "${demo_args[@]}" > "$RUN/learner.log" 2>&1 &
 learner=$!
-nice -n 10 ./run_actor.sh --preset pick_state "${env_args[@]}" --run_dir "$RUN" --port "$PORT" --seed "$SEED" \
+nice -n 10 ./run_actor.sh "${actor_args[@]}" "${env_args[@]}" --run_dir "$RUN" --port "$PORT" --seed "$SEED" \
   > "$RUN/actor.log" 2>&1 &
 actor=$!
 trap 'kill $actor $learner 2>/dev/null || true' EXIT
@@ -36,9 +49,10 @@ trap - EXIT
 train_s=$((SECONDS - start))
 nice -n 10 ./run_eval.sh --checkpoint "$RUN" --num_envs 16 --episodes 32 --video_episodes 0 \
   --out_dir "$RUN/eval" > "$RUN/eval.log" 2>&1
-python - "$RUN" "$ENV" "$SEED" "$DEMOS" "$train_s" "${CURVES:-}" "${CAPS[*]}" <<'PY'
+python - "$RUN" "$ENV" "$SEED" "$DEMOS" "$train_s" "${CURVES:-}" "${CAPS[*]}" "$PIXELS" <<'PY'
 import ast, json, os, sys
-run, env, seed, demos, train_s, curves, caps = sys.argv[1:]
+run, env, seed, demos, train_s, curves, caps, pixels = sys.argv[1:]
+obs = "pixels" if pixels == "1" else "state"
 done = next(line for line in open(f"{run}/learner.log") if line.startswith("[learner] done: "))
 final = ast.literal_eval(done[len("[learner] done: "):])
 rows = [json.loads(line) for line in open(f"{run}/learner_metrics.jsonl")]
@@ -47,7 +61,7 @@ curve = [{k: r[k] for k in ("wall_s", "updates", "transitions", "episode_return"
 first = next((r for r in curve if r["success"] > 0), None)  # the first interval with a successful episode
 best = max(curve, key=lambda r: r["success"], default=None)
 ev = json.load(open(f"{run}/eval/summary.json"))
-print(json.dumps({"figure": "state_sac_ladder", "task": env, "obs": "state", "preset": "pick_state", "caps": caps,
+print(json.dumps({"figure": "ladder_learning", "task": env, "obs": obs, "preset": None if obs == "pixels" else "pick_state", "caps": caps,
                   "seed": int(seed), "demos": 20 if demos == "1" else 0,
                   "updates": final["updates"], "env_steps": final["transitions"],
                   "seconds": round(final["seconds"], 1), "train_wall_s": int(train_s),
@@ -59,8 +73,8 @@ print(json.dumps({"figure": "state_sac_ladder", "task": env, "obs": "state", "pr
                   "eval_return_mean": round(ev["return_mean"], 2), "eval_step": ev["step"], "run_dir": run}))
 if curves:
     merged = json.load(open(curves)) if os.path.exists(curves) else {}
-    merged[f"{env} state seed{seed}" + (" demos20" if demos == "1" else "")] = {
-        "command": f"ENV={env} CAPS='{caps}' DEMOS={demos} bash benchmarks/results/ladder-learning-cpu2-2026-12-07.sh",
+    merged[f"{env} {obs} seed{seed}" + (" demos20" if demos == "1" else "")] = {
+        "command": f"ENV={env} CAPS='{caps}' DEMOS={demos} PIXELS={pixels} bash benchmarks/results/ladder-learning-cpu2-2026-12-07.sh",
         "device": "cpu (2 cores, x86_64)", "stop_reason": final["stop_reason"], "eval": ev, "training_curve": curve}
     with open(curves, "w") as f:
         json.dump(merged, f, indent=1)
