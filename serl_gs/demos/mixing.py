@@ -173,7 +173,6 @@ def intervened_rows(
     return {k: np.concatenate([p[k] for p in parts]) for k in records}
 
 
-
 def _row(records: Records, r: int) -> Records:
     """Record r as a one-row message, copied (a view would keep the whole message alive)."""
     return {k: v[r : r + 1].copy() for k, v in records.items()}
