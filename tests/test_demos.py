@@ -21,6 +21,7 @@ from serl_gs.data.replay import ReplayBuffer, ReplayConfig
 from serl_gs.demos.dataset import Episode, check_against, describe, load_checked, read_episodes, write_demos
 from serl_gs.demos.mixing import DemoBuffer, demo_count, intervened_rows, mixed_sample
 from serl_gs.nodes.env_spec import EnvSpec
+from serl_gs.nodes.learner_config import LearnerConfig
 
 quiet = lambda message: None
 STATE_SPEC = RecordSpec(obs=(("state", (3,), "float32"),), action_dim=2)
@@ -166,6 +167,32 @@ def test_intervened_runs_enter_the_demo_buffer_after_the_frame_they_started_from
     pairs = set(zip(obs.tolist(), action.tolist(), strict=True))
     assert pairs == {(2.0, 3.0), (3.0, 4.0), (5.0, 6.0), (6.0, 7.0), (8.0, 9.0)}  # (obs, intervened action)
     assert intervened_rows(*_message([10, 11], 0, [0, 0]), "a:0", tails) is None
+
+
+def test_demo_actions_are_clipped_into_the_action_limit_in_files_and_interventions_and_nowhere_else(tmp_path):
+    path = tmp_path / "demos.hdf5"
+    episode = _episode(0, 3)
+    episode.action[:] = [[1.0, -1.0], [0.5, -0.2], [-1.0, 0.95]]  # an expert at the bounds, and inside them
+    write_demos(path, [episode], task=TASK)
+    limit = 0.9
+    buffer = DemoBuffer.from_files([str(path)], STATE_SPEC, ReplayConfig(capacity=2, storage="host"), 8, _spec(),
+                                   2, TASK, action_limit=limit)  # fmt: skip
+    buffer.add_intervened("a:0", *_message([1, 2, 3], 0, [0, 1, 1], first=[1]))  # intervened actions 2, 3 -> 0.9
+    # The stored records in insertion order: the file's episode (its first record's action is unused), then the
+    # intervened run after the record it started from.
+    stored = np.asarray(buffer.replay._storage.fields["action"])[: buffer.replay.size]
+    want = [[0, 0], [0.9, -0.9], [0.5, -0.2], [-0.9, 0.9], [0.9, 0], [0.9, 0], [0.9, 0]]
+    np.testing.assert_allclose(stored, want, rtol=1e-6)
+    assert next(read_episodes(path)).action[0, 0] == 1.0  # the file keeps what was recorded
+    unclipped = DemoBuffer.from_files([str(path)], STATE_SPEC, ReplayConfig(capacity=2, storage="host"), 0,
+                                      _spec(), 2, TASK)  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(unclipped.replay._storage.fields["action"])[1:4], episode.action)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=f"demo action limit must be in \\(0, 1\\], got {bad}"):
+            DemoBuffer.from_files([str(path)], STATE_SPEC, ReplayConfig(capacity=2), 0, _spec(), 2, TASK,
+                                  action_limit=bad)  # fmt: skip
+        with pytest.raises(ValueError, match=f"demo_action_limit must be in .0, 1. .1 = as recorded., got {bad}"):
+            LearnerConfig(demo_action_limit=bad)
 
 
 def test_the_eval_node_takes_no_intervention():

@@ -65,12 +65,27 @@ def mixed_sample(
     return jax.tree.map(lambda d, o: jnp.concatenate([d, o], axis=1), from_demos, from_online)
 
 
+def check_action_limit(limit: float) -> None:
+    """Raises ValueError unless 0 < limit <= 1 (1: actions as recorded)."""
+    if not 0.0 < limit <= 1.0:
+        raise ValueError(f"demo action limit must be in (0, 1], got {limit}")
+
+
+def clip_actions(records: Records, limit: float) -> Records:
+    """`records` with "action" clipped into [-limit, limit] (a new dict; the input is not changed)."""
+    if limit >= 1.0:
+        return records
+    return {**records, "action": np.clip(records["action"], -limit, limit).astype(records["action"].dtype)}
+
+
 class DemoBuffer:
     """The demo replay: files' episodes plus intervened records; `replay` is a plain ReplayBuffer."""
 
-    def __init__(self, replay: ReplayBuffer, files: Sequence[DemoFile] = ()):
+    def __init__(self, replay: ReplayBuffer, files: Sequence[DemoFile] = (), action_limit: float = 1.0):
+        check_action_limit(action_limit)
         self.replay = replay
         self.files = list(files)
+        self.action_limit = action_limit
         self._tails: dict[tuple[str, int], tuple[Records, bool]] = {}  # stream -> (its last record, intervened?)
         self.intervened_records = 0
 
@@ -84,15 +99,18 @@ class DemoBuffer:
         obs_spec: Mapping,
         action_dim: int,
         task: Mapping,
+        action_limit: float = 1.0,
     ) -> DemoBuffer:
-        """Checks every file against the learner's spec (ValueError naming the first mismatch), then loads them."""
+        """Checks every file against the learner's spec (ValueError naming the first mismatch), then loads them
+        with their actions clipped into [-action_limit, action_limit]."""
+        check_action_limit(action_limit)
         loaded = [load_checked(p, obs_spec, action_dim, task) for p in paths]
         records = sum(e.length + 1 for _, episodes in loaded for e in episodes)
         replay = ReplayBuffer(spec, dataclasses.replace(config, capacity=max(2, records + extra_capacity)))
-        buffer = cls(replay, [demo for demo, _ in loaded])
+        buffer = cls(replay, [demo for demo, _ in loaded], action_limit)
         for i, (_, episodes) in enumerate(loaded):
             for episode in episodes:
-                replay.insert(f"demo_file{i}", episode.records())
+                replay.insert(f"demo_file{i}", clip_actions(episode.records(), action_limit))
         return buffer
 
     @property
@@ -107,6 +125,7 @@ class DemoBuffer:
         rows = intervened_rows(records, np.asarray(intervened, bool), stream, self._tails)
         if rows is None:
             return 0
+        rows = clip_actions(rows, self.action_limit)
         size = len(rows["env_index"])
         for start in range(0, size, self.replay.capacity):  # in order: a message may outsize a small demo ring
             self.replay.insert(stream, {k: v[start : start + self.replay.capacity] for k, v in rows.items()})
@@ -152,7 +171,6 @@ def intervened_rows(
             part["is_first"] = np.ones((1,), bool)
         parts.append(part)
     return {k: np.concatenate([p[k] for p in parts]) for k in records}
-
 
 
 def _row(records: Records, r: int) -> Records:

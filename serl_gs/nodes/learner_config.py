@@ -47,6 +47,9 @@ class LearnerConfig:
     demo_paths: tuple[str, ...] = ()
     demo_ratio: float = 0.5
     demo_capacity: int = 50_000  # records of room in the demo buffer for intervened records (beyond the files')
+    # Demo-buffer actions clipped into [-limit, limit] (serl_gs.demos.mixing: experts act at +-1, outside what a
+    # tanh policy produces); 1 = as recorded.
+    demo_action_limit: float = 1.0
 
     def __post_init__(self):
         if self.rate.min_inserts < 1:
@@ -71,6 +74,8 @@ class LearnerConfig:
                 f"demo_ratio {self.demo_ratio} of batch_size {self.agent.batch_size} leaves no demo or no online "
                 "transition in a batch"
             )
+        if not 0.0 < self.demo_action_limit <= 1.0:
+            raise ValueError(f"demo_action_limit must be in (0, 1] (1 = as recorded), got {self.demo_action_limit}")
         if self.demo_capacity < 0:
             raise ValueError(f"demo_capacity must be >= 0, got {self.demo_capacity}")
         if self.learner_devices < 0:

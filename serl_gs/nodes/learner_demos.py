@@ -39,15 +39,16 @@ class LearnerDemos:
         c = self.config
         saved = existing_directory(self.run_dir / DEMO_REPLAY_DIR)
         if resumed and saved is not None:
-            demos = DemoBuffer(ReplayBuffer.restore(saved))
+            demos = DemoBuffer(ReplayBuffer.restore(saved), action_limit=c.demo_action_limit)
             log.info("resumed demo buffer: %s", demos.replay.stats())
         elif c.demo_paths:
             demos = DemoBuffer.from_files(c.demo_paths, self.replay.spec, self.replay.config, c.demo_capacity,
-                                          self.obs_spec, self.action_dim, c.env.task())  # fmt: skip
+                                          self.obs_spec, self.action_dim, c.env.task(),
+                                          c.demo_action_limit)  # fmt: skip
             episodes = sum(f.episodes for f in demos.files)
-            log.info("demos: %d files, %d episodes, %d transitions; each batch %d demo + %d online",
-                     len(demos.files), episodes, demos.num_transitions, self._demo_count(),
-                     c.agent.batch_size - self._demo_count())  # fmt: skip
+            log.info("demos: %d files, %d episodes, %d transitions; each batch %d demo + %d online; actions "
+                     "clipped to +-%g", len(demos.files), episodes, demos.num_transitions, self._demo_count(),
+                     c.agent.batch_size - self._demo_count(), c.demo_action_limit)  # fmt: skip
         else:
             return None
         return demos
@@ -55,7 +56,7 @@ class LearnerDemos:
     def _new_demo_buffer(self) -> DemoBuffer:
         """An empty demo buffer for interventions, made at the first one when no demo files were given."""
         config = dataclasses.replace(self.replay.config, capacity=max(2, self.config.demo_capacity))
-        return DemoBuffer(ReplayBuffer(self.replay.spec, config))
+        return DemoBuffer(ReplayBuffer(self.replay.spec, config), action_limit=self.config.demo_action_limit)
 
     def _demo_count(self) -> int:
         return demo_count(self.config.agent.batch_size, self.config.demo_ratio)
