@@ -32,12 +32,14 @@ JOINT_UPPER = (2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973)
 HOME_QPOS = (0.0, -math.pi / 4, 0.0, -3 * math.pi / 4, 0.0, math.pi / 2, math.pi / 4)
 
 
-def _rot_x(angle: float) -> jax.Array:
+def rot_x(angle: float) -> jax.Array:
+    """Rotation matrix [3, 3] about x (a constant angle: DH twists)."""
     c, s = math.cos(angle), math.sin(angle)
     return jnp.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
-def _rot_z(angle: jax.Array) -> jax.Array:
+def rot_z(angle: jax.Array) -> jax.Array:
+    """Rotation matrix [3, 3] about z (a traced angle: joints)."""
     c, s = jnp.cos(angle), jnp.sin(angle)
     zero, one = jnp.zeros_like(c), jnp.ones_like(c)
     return jnp.stack([jnp.stack([c, -s, zero]), jnp.stack([s, c, zero]), jnp.stack([zero, zero, one])])
@@ -52,12 +54,12 @@ def tcp_pose(q: jax.Array) -> tuple[jax.Array, jax.Array]:
     pos = jnp.zeros(3)
     for (a, d, alpha), qi in zip(PANDA_DH, q, strict=True):
         # T_i = RotX(alpha) TransX(a) RotZ(q) TransZ(d); RotZ and TransZ commute.
-        rot = rot @ _rot_x(alpha)
+        rot = rot @ rot_x(alpha)
         pos = pos + rot @ jnp.array([a, 0.0, 0.0])
-        rot = rot @ _rot_z(qi)
+        rot = rot @ rot_z(qi)
         pos = pos + rot[:, 2] * d
     pos = pos + rot[:, 2] * (FLANGE_D + TCP_OFFSET)
-    rot = rot @ _rot_z(jnp.asarray(HAND_YAW))
+    rot = rot @ rot_z(jnp.asarray(HAND_YAW))
     return pos, rot
 
 

@@ -14,6 +14,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from envs.panda_kinematics import rot_x, rot_z
+
 # Modified (Craig) DH parameters of joints 1..6: (a_{i-1}, d_i, alpha_{i-1}, theta offset_i), metres and
 # radians (piper_sdk's table: a = 0, 0, 285.03, -21.98, 0, 0 mm; d = 123, 0, 0, 250.75, 0, 91 mm;
 # offsets -172.22 deg and -102.78 deg on joints 2 and 3). Joint angle 0 is the arm's folded rest pose.
@@ -38,18 +40,6 @@ JOINT_UPPER = (2.618, 3.14, 0.0, 1.745, 1.22, 2.0944)
 HOME_QPOS = (0.0, 1.4965, -0.9284, 0.0, 1.0899, 0.0)
 
 
-def _rot_x(angle: float) -> jax.Array:
-    c, s = math.cos(angle), math.sin(angle)
-    return jnp.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-
-
-def rot_z(angle: jax.Array) -> jax.Array:
-    """Rotation matrix [3, 3] about z."""
-    c, s = jnp.cos(angle), jnp.sin(angle)
-    zero, one = jnp.zeros_like(c), jnp.ones_like(c)
-    return jnp.stack([jnp.stack([c, -s, zero]), jnp.stack([s, c, zero]), jnp.stack([zero, zero, one])])
-
-
 def tcp_pose(q: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Pose of the tool centre point in the arm's frame for joints q [6]: (position [3], rotation [3, 3]).
     The rotation's z column is the tool axis (from the flange towards the fingertips), its y column the jaws'
@@ -58,7 +48,7 @@ def tcp_pose(q: jax.Array) -> tuple[jax.Array, jax.Array]:
     pos = jnp.zeros(3)
     for (a, d, alpha, offset), qi in zip(PIPER_DH, q, strict=True):
         # T_i = RotX(alpha) TransX(a) RotZ(q + offset) TransZ(d); RotZ and TransZ commute.
-        rot = rot @ _rot_x(alpha)
+        rot = rot @ rot_x(alpha)
         pos = pos + rot @ jnp.array([a, 0.0, 0.0])
         rot = rot @ rot_z(qi + offset)
         pos = pos + rot[:, 2] * d
