@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # An actor node: sends `count` batches (forever if < 0), then returns from main without close().
 ACTOR = r"""
-import sys, time
+import faulthandler, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # exit_within's stack dump of a node that hangs
 import numpy as np
 from serl_gs.transport import ActorTransportConfig, TransitionClient
 port, actor_id, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -39,7 +40,8 @@ print("done", flush=True)
 # A learner node that stores each batch (a line in a log file) before acknowledging it, and on start
 # resumes from the positions its log implies, as a learner restoring a replay checkpoint would.
 LEARNER = r"""
-import sys
+import faulthandler, signal, sys
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 from serl_gs.transport import LearnerTransportConfig, StreamPosition, TransitionServer
 port, log_path = int(sys.argv[1]), sys.argv[2]
 resume = {}
@@ -88,11 +90,18 @@ def first_line(proc: subprocess.Popen, timeout: float = 30.0) -> str:
 
 
 def exit_within(proc: subprocess.Popen, seconds: float) -> int:
+    """The node's exit code once it exits; if it is still running `seconds` later, its threads' stacks (the
+    scripts register faulthandler on SIGUSR1) go into the failure, so a hang says where it hangs."""
     try:
         return proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"node still running {seconds} s later") from None
+        proc.send_signal(signal.SIGUSR1)
+        try:
+            proc.wait(timeout=2.0)  # the dump is written at once; the node may also finish meanwhile
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        stderr = proc.stderr.read() if proc.stderr else ""
+        raise AssertionError(f"node {proc.args[-3:]} still running {seconds} s later:\n{stderr[-4000:]}") from None
 
 
 def learner_config(**changes) -> LearnerTransportConfig:
@@ -214,7 +223,10 @@ def test_ctrl_c_stops_both_nodes_promptly(tmp_path):
         time.sleep(1.0)
         for proc in (learner, actor, idle_actor):
             proc.send_signal(signal.SIGINT)
-            exit_within(proc, 5)
+            # By design an actor's Ctrl-C flushes for up to linger_s (1 s) and its sockets linger up to 1 s more
+            # (measured: learner 0.03 s, actor 2.07 s, idle actor 1.07 s on a quiet machine); 10 s leaves room for
+            # a busy CI machine, and a hang still fails with its stacks.
+            exit_within(proc, 10)
             assert "KeyboardInterrupt" in proc.stderr.read()
     finally:
         for proc in (learner, actor, idle_actor):
