@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 ACTOR = r"""
 import faulthandler, signal, sys, time
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # exit_within's stack dump of a node that hangs
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as from a terminal (see SIGINT_AS_FROM_A_TERMINAL)
 import numpy as np
 from serl_gs.transport import ActorTransportConfig, TransitionClient
 port, actor_id, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -37,11 +38,16 @@ while count < 0 or step < count:
 print("done", flush=True)
 """
 
+# SIGINT_AS_FROM_A_TERMINAL: a test runner started in the background of a non-interactive shell inherits SIGINT
+# ignored, and Python then installs no KeyboardInterrupt handler in it or in the nodes it spawns; the nodes
+# restore the handler so the Ctrl-C test tests the node, not how the runner was launched.
+
 # A learner node that stores each batch (a line in a log file) before acknowledging it, and on start
 # resumes from the positions its log implies, as a learner restoring a replay checkpoint would.
 LEARNER = r"""
 import faulthandler, signal, sys
 faulthandler.register(signal.SIGUSR1, all_threads=True)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from serl_gs.transport import LearnerTransportConfig, StreamPosition, TransitionServer
 port, log_path = int(sys.argv[1]), sys.argv[2]
 resume = {}
