@@ -88,19 +88,29 @@ def solve_ik(
     Damped Gauss-Newton on the residual [position; weighted rotation; weighted posture], started at the
     current joints. The small posture term pulls the redundant 7th DoF towards home so it does not drift.
     """
-    home = jnp.asarray(HOME_QPOS)
-    lower, upper = jnp.asarray(JOINT_LOWER), jnp.asarray(JOINT_UPPER)
+    return damped_ik(
+        tcp_pose, q, target_pos, target_rot, HOME_QPOS, JOINT_LOWER, JOINT_UPPER,
+        iterations=iterations, damping=damping, rot_weight=rot_weight, posture_weight=posture_weight,
+    )  # fmt: skip
+
+
+def damped_ik(
+    pose_fn, q, target_pos, target_rot, home, lower, upper, *, iterations, damping, rot_weight, posture_weight
+) -> jax.Array:
+    """Damped Gauss-Newton from q on the residual [pose_fn's position - target; weighted rotation error;
+    weighted posture (q - home)], each step clipped to [lower, upper]; any arm's FK (`pose_fn(q) -> (pos, rot)`)."""
+    home, lower, upper = jnp.asarray(home), jnp.asarray(lower), jnp.asarray(upper)
 
     def residual(qq):
-        pos, rot = tcp_pose(qq)
+        pos, rot = pose_fn(qq)
         return jnp.concatenate(
             [pos - target_pos, rot_weight * (rot - target_rot).ravel(), posture_weight * (qq - home)]
         )
 
     def gauss_newton(_, qq):
         r = residual(qq)
-        jac = jax.jacfwd(residual)(qq)  # [3 + 9 + 7, 7]
-        dq = jnp.linalg.solve(jac.T @ jac + damping * jnp.eye(7), jac.T @ r)
+        jac = jax.jacfwd(residual)(qq)  # [3 + 9 + dof, dof]
+        dq = jnp.linalg.solve(jac.T @ jac + damping * jnp.eye(qq.shape[0]), jac.T @ r)
         return jnp.clip(qq - dq, lower, upper)
 
     return jax.lax.fori_loop(0, iterations, gauss_newton, q)

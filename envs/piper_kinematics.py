@@ -14,7 +14,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from envs.panda_kinematics import rot_x, rot_z
+from envs.panda_kinematics import damped_ik, rot_x, rot_z
 
 # Modified (Craig) DH parameters of joints 1..6: (a_{i-1}, d_i, alpha_{i-1}, theta offset_i), metres and
 # radians (piper_sdk's table: a = 0, 0, 285.03, -21.98, 0, 0 mm; d = 123, 0, 0, 250.75, 0, 91 mm;
@@ -87,19 +87,7 @@ def solve_ik(
     clipped to the joint limits. Six joints for six constraints: the small posture term only picks among the
     elbow-up/down and wrist-flip solutions (the one near home) and steadies the steps near singularities.
     """
-    home = jnp.asarray(HOME_QPOS)
-    lower, upper = jnp.asarray(JOINT_LOWER), jnp.asarray(JOINT_UPPER)
-
-    def residual(qq):
-        pos, rot = tcp_pose(qq)
-        return jnp.concatenate(
-            [pos - target_pos, rot_weight * (rot - target_rot).ravel(), posture_weight * (qq - home)]
-        )
-
-    def gauss_newton(_, qq):
-        r = residual(qq)
-        jac = jax.jacfwd(residual)(qq)  # [3 + 9 + 6, 6]
-        dq = jnp.linalg.solve(jac.T @ jac + damping * jnp.eye(ARM_DOF), jac.T @ r)
-        return jnp.clip(qq - dq, lower, upper)
-
-    return jax.lax.fori_loop(0, iterations, gauss_newton, q)
+    return damped_ik(
+        tcp_pose, q, target_pos, target_rot, HOME_QPOS, JOINT_LOWER, JOINT_UPPER,
+        iterations=iterations, damping=damping, rot_weight=rot_weight, posture_weight=posture_weight,
+    )  # fmt: skip
