@@ -13,7 +13,8 @@ whose floor is the table. The socket stands on two horizontal slide joints, each
 whose target `control` keeps at the episode's hole position, so `init` can place it anywhere on the table and
 the peg cannot shove it (the servos' 5e4 N/m give 0.2 mm to a 10 N push). Every collision is a box pair
 (peg-walls, pads-walls, peg-pads) or box-plane (peg, pads on the table), which MJX and its Warp implementation
-both support; but with the peg held, MJX-Warp's rollout parts from MuJoCo C's by 1-2 mm (docs/tasks.md).
+both support; MJX-Warp and MuJoCo C agree on its rollout once the pads start pressed into the peg
+(`PAD_SQUEEZE`; docs/tasks.md).
 The arm starts with the peg 13 cm over the middle of the table, not at home (49 cm up): carried down from home,
 the peg crept up to 2 cm along the pads and sometimes out of them.
 qpos: 7 arm joints, 2 fingers, peg (xyz + quat), socket (x, y).
@@ -48,6 +49,11 @@ from serl_gs.mjx_env import Info, Obs
 PEG_HALF = 0.0125  # half side of the square peg
 PEG_HALF_LENGTH = 0.04
 GRIP_OFFSET = 0.025  # the TCP sits this far above the peg's centre when it is held
+# The pads start pressed this far into the peg's sides, about where the fingers' squeeze settles them (MuJoCo C:
+# 0.38-0.42 mm over the first 10 physics steps). Started exactly touching (distance ~0), the contacts sat on the
+# collision threshold: MuJoCo C (float64) found both pads, MJX-Warp (float32) only one, and its first step
+# squeezed the peg from one side, tilting it (the 1-2 mm the two paths used to part by).
+PAD_SQUEEZE = 0.0004
 CLEARANCE = 0.0025  # per side, between the peg and the socket's walls
 HOLE_HALF = PEG_HALF + CLEARANCE
 WALL_HALF_THICKNESS = 0.005
@@ -147,10 +153,11 @@ class PandaPegInsertion(PandaPickCube):
     def init(self, rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, Info]:
         c = self.config
         hole = jax.random.uniform(rng, (2,), minval=jnp.asarray(c.hole_xy_low), maxval=jnp.asarray(c.hole_xy_high))
-        # The peg between the pads, upright, the fingers closed on it (the pads' inner faces at +-PEG_HALF).
+        # The peg between the pads, upright, the fingers closed on it (the pads' inner faces PAD_SQUEEZE inside
+        # +-PEG_HALF).
         tcp = kin.tcp_position(self._start_q)
         peg = jnp.concatenate([tcp - jnp.array([0.0, 0.0, GRIP_OFFSET]), jnp.array([1.0, 0.0, 0.0, 0.0])])
-        fingers = jnp.full((2,), PEG_HALF)
+        fingers = jnp.full((2,), PEG_HALF - PAD_SQUEEZE)
         qpos = jnp.concatenate([self._start_q, fingers, peg, hole]).astype(jnp.float32)
         qvel = jnp.zeros(self.mj_model.nv, jnp.float32)
         ctrl = jnp.concatenate([self._start_q, jnp.zeros(2), hole]).astype(jnp.float32)
