@@ -36,12 +36,12 @@ def test_scripted_reach_succeeds_in_at_least_80_percent_of_episodes():
     assert np.mean(rewards[-1]) > 2 * np.mean(rewards[0]), "the dense reward rises as the gripper closes in"
 
 
-# The share of episodes each expert must solve. The issue asks 0.8 of every rung; the stack's expert falls short:
-# 90 of 128 episodes over 4 seeds (70 %; place: 112 of 128), benchmarks/results/ladder_solvers-cpu2-2026-12-07.jsonl.
-# Most misses open over the table beside B, B not yet reached when the script's time to open comes; in the one
-# traced, carrying near the base, the servos of joints 1 and 3 (lined up, joint 2 near 0) saturated and chattered
-# and the hand stopped 5 cm short of its target.
-REQUIRED_SUCCESS = {"serl_gs/PandaPlaceCube-v0": 0.8, "serl_gs/PandaStackCube-v0": 0.6}
+# The share of episodes each expert must solve (the issue's 0.8). Pooled over 4 seeds x 32 episodes: place 113 of
+# 128 (88 %), stack 114 of 128 (89 %), benchmarks/results/ladder_solvers-stack-cpu2-2026-12-07.jsonl. The stack's
+# expert solved 70 % while its clock opened the gripper at a fixed step, dropping the cube whenever the carry ran
+# late; its remaining misses: the cube sliding out of the pads on long carries near the base, the hand lagging
+# its target there, a missed grasp.
+REQUIRED_SUCCESS = {"serl_gs/PandaPlaceCube-v0": 0.8, "serl_gs/PandaStackCube-v0": 0.8}
 
 
 @pytest.mark.slow
