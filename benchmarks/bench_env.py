@@ -8,7 +8,8 @@
 A case is `task:physics[:mjx_impl]` (physics `mujoco` | `mjx`; mjx_impl `jax` | `warp`, default: the vector
 env's `auto`). One JSON line per (task, physics, impl, num_envs): env steps/s (all envs together), with the
 baseline at the same num_envs (up to --baseline_max_envs; beyond it the baseline's rate at its largest measured
-size is used, which only flatters the baseline since it does not scale with num_envs) and their ratio.
+size is used, which only flatters the baseline since it does not scale with num_envs) and their ratio;
+--baseline_max_envs 0 runs no baseline (the lines then carry no baseline or ratio).
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ def parse_cases(text: str) -> dict[str, list[tuple[str, str]]]:
     return cases
 
 
+def baseline_size(num_envs: int, baseline_max_envs: int) -> int | None:
+    """How many single envs the baseline runs for a figure at `num_envs`: capped at `baseline_max_envs`; None
+    (no baseline) when that is 0."""
+    if baseline_max_envs < 0:
+        raise ValueError(f"--baseline_max_envs must be >= 0 (0: no baseline), got {baseline_max_envs}")
+    return min(num_envs, baseline_max_envs) if baseline_max_envs else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -87,11 +96,13 @@ def main() -> None:
     )
     parser.add_argument("--num_envs", default=None, help="comma list (default quick: 1,16,64; full: 1..1024)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per figure")
-    parser.add_argument("--baseline_max_envs", type=int, default=256)
+    parser.add_argument("--baseline_max_envs", type=int, default=256, help="0: no baseline")
     parser.add_argument("--obs_mode", default="state", choices=["state", "pixels"], help="pixels: every camera")
     parser.add_argument("--image_size", type=int, default=64, help="pixels only")
     parser.add_argument("--render_backend", default="auto", help="pixels only: auto | gsplat | reference")
     args = parser.parse_args()
+    if args.baseline_max_envs < 0:
+        parser.error(f"--baseline_max_envs must be >= 0 (0: no baseline), got {args.baseline_max_envs}")
     env_kwargs = {}
     if args.obs_mode == "pixels":
         env_kwargs = {"obs_mode": "pixels", "image_size": args.image_size, "render_backend": args.render_backend}
@@ -109,8 +120,8 @@ def main() -> None:
         env_id = f"serl_gs/{name}"
         base_rates: dict[int, float] = {}
         for n in sizes:
-            n_base = min(n, args.baseline_max_envs)
-            if n_base not in base_rates:
+            n_base = baseline_size(n, args.baseline_max_envs)
+            if n_base is not None and n_base not in base_rates:
                 log(f"{name}: baseline SyncVectorEnv x{n_base} ...")
                 base_rates[n_base] = baseline(env_id, n_base, max(4, steps // 2), **env_kwargs)
             for physics, impl in physics_paths:
@@ -121,8 +132,8 @@ def main() -> None:
                     "env_steps_per_s",
                     value,
                     "1/s",
-                    baseline=BASELINE,
-                    baseline_value=base_rates[n_base],
+                    baseline=None if n_base is None else BASELINE,
+                    baseline_value=base_rates.get(n_base),
                     config={
                         "task": name,
                         "physics": physics,

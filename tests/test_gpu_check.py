@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_env import parse_cases
+from benchmarks.bench_env import baseline_size, parse_cases
 from benchmarks.gpu_check import faster_impl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +74,13 @@ def test_bench_env_cases_are_checked():
     assert parse_cases("A:mujoco,A:mjx:warp,B:mjx") == want
     with pytest.raises(ValueError, match="bad case 'A:mjx:cuda'"):
         parse_cases("A:mjx:cuda")
+
+
+def test_bench_env_baseline_max_envs_0_means_no_baseline():
+    assert baseline_size(1024, 256) == 256 and baseline_size(16, 256) == 16
+    assert baseline_size(16, 0) is None  # `--baseline_max_envs 0` once failed with an IndexError
+    with pytest.raises(ValueError, match="got -1"):
+        baseline_size(16, -1)
 
 
 def test_gpu_check_script_says_how_to_call_it():
