@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the serl_gs/ ids and their experts)
+from benchmarks.peg_agreement import held_peg_actions, trajectory
 from envs import panda_kinematics as kin
 from envs.panda_peg_insertion import (
     GRIP_OFFSET,
@@ -24,7 +25,6 @@ from envs.panda_peg_insertion import (
     SOCKET_QPOS,
     PandaPegInsertion,
 )
-from benchmarks.peg_agreement import held_peg_actions, trajectory
 from serl_gs.demos.experts import expert_for
 
 ENV_ID = "serl_gs/PandaPegInsertion-v0"
@@ -106,7 +106,6 @@ def test_reward_and_success_follow_the_documented_formula():
     reward, _, m = task.reward(above, qvel, info, action)
     assert float(m["success"]) == 0.0 and float(m["reward_insert"]) == 0.0
     np.testing.assert_allclose(float(reward), 0.2 * hold(above) + 0.3, atol=1e-5)
-
 
 
 @pytest.mark.slow
