@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The command of rlpd-panda-state-50k-cpu2-2026-12-07d.jsonl (issue 25: the temperature fits the entropy of
-# the online rows only, the default since this commit; both arms run the same learner): rlpd-panda-state-cpu2-2026-12-07.sh (state
-# PandaPickCube through learner + actor processes with the main job's settings, until 80 % training success over
-# 64 episodes or LIMIT, RLPD on 20 scripted demos with DEMOS=1 or none with DEMOS=0) plus LEARNER_EXTRA: more
-# learner flags (e.g. "--demo_action_limit 0.9"), and the largest and last logged SAC temperature in the JSON line.
-#   RUN=/tmp/rlpd/s0 PORT=6910 SEED=0 DEMOS=1 LIMIT="--max_updates 50000" LEARNER_EXTRA="--demo_action_limit 0.9" \
-#     bash benchmarks/results/rlpd-panda-state-cpu2-2026-12-07d.sh
+# The command of rlpd-panda-state-50k-cpu2-2026-12-07d.jsonl (issue 25: the SAC temperature fits the entropy of
+# each batch's online rows only, the learner's default from commit faa021d on; both arms run that learner):
+# rlpd-panda-state-cpu2-2026-12-07.sh (state PandaPickCube through learner + actor processes with the main job's
+# settings, until 80 % training success over 64 episodes or LIMIT, RLPD on 20 scripted demos with DEMOS=1 or
+# none with DEMOS=0) plus LEARNER_EXTRA: more learner flags (e.g. "--demo_action_limit 0.9"), and the largest
+# and last logged SAC temperature, the commit and the machine in the JSON line. The runs of the file, two at a
+# time (seeds 0-4; demos with LEARNER_EXTRA="--demo_action_limit 0.9", none with it empty):
+#   RUN=/work/runs/temp/sS_dD PORT=6840|6844|6847 SEED=S DEMOS=1|0 LIMIT="--max_updates 50000" \
+#     LEARNER_EXTRA="--demo_action_limit 0.9" bash benchmarks/results/rlpd-panda-state-cpu2-2026-12-07d.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 RUN="${RUN:?set RUN}"; PORT="${PORT:-6710}"; SEED="${SEED:-0}"; DEMOS="${DEMOS:-1}"
