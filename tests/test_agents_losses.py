@@ -121,6 +121,24 @@ def test_temperature_loss_and_its_gradient_by_hand():
     assert float(grad) == pytest.approx((1 - math.exp(-0.5)) * 2.5, abs=1e-5)
 
 
+def test_temperature_loss_fits_the_entropy_of_the_online_rows_only():
+    # Rows marked demo are left out: log pi = [-1, -3] online plus a near-deterministic demo row (+50) gives the
+    # loss and gradient of [-1, -3] alone (entropy 2), whatever the demo row holds.
+    param = jnp.float32(math.log(math.expm1(0.5)))
+    target = -0.5
+    demo = jnp.array([True, False, False])
+    grad = jax.grad(lambda p, lp, d: losses.temperature_loss(p, lp, target, d)[0])
+    online_only = grad(param, jnp.array([-1.0, -3.0]), None)
+    for demo_log_prob in (50.0, -7.0):
+        log_probs = jnp.array([demo_log_prob, -1.0, -3.0])
+        loss, info = losses.temperature_loss(param, log_probs, target, demo)
+        assert float(loss) == pytest.approx(1.25, abs=1e-6)
+        assert float(info["temperature_entropy"]) == pytest.approx(2.0, abs=1e-6)
+        assert float(grad(param, log_probs, demo)) == pytest.approx(float(online_only), abs=1e-7)
+    # Without the mask the demo row counts: entropy (-50 + 1 + 3) / 3 < target, so alpha is pushed up.
+    assert float(grad(param, jnp.array([50.0, -1.0, -3.0]), None)) < 0
+
+
 def test_backup_entropy_subtracts_the_discounted_entropy_bonus():
     batch = Batch(
         obs={"state": jnp.array([[1.0]])},

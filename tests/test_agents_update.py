@@ -62,6 +62,7 @@ def test_update_compiles_once_and_counts_steps(obs_spec):
     assert update._cache_size() == 1  # four calls, one trace
     assert int(state.step) == 4
     expected = {"critic_loss", "q", "target_q", "actor_loss", "entropy", "temperature_loss", "temperature"}
+    expected |= {"temperature_entropy"}
     assert set(metrics) == expected
     assert all(np.isfinite(float(v)) for v in metrics.values())
 
@@ -149,6 +150,24 @@ def test_critic_loss_bootstraps_with_the_batch_discount_when_given():
     np.testing.assert_allclose(one_step["target_q"], same["target_q"], rtol=1e-6)
     no_bootstrap = loss(batch.replace(discount=jnp.zeros(4)))
     np.testing.assert_allclose(no_bootstrap["target_q"], batch.reward.mean(), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_temperature_update_ignores_the_demo_rows_of_a_mixed_batch():
+    # One critic step then the actor + temperature step: the online rows' log-probs depend on the actor's params
+    # before this step and on those rows only, so a batch whose demo half is replaced gives the temperature the
+    # same gradient; unmarked (demo=None), the same change gives another. (Adam's first step is lr * sign(grad),
+    # so the gradient is read from its first moment, not from the new temperature.)
+    networks = make_networks(AgentConfig(**{**TINY, "batch_size": 8}, critic_actor_ratio=1), STATE_SPEC, 2)
+    state = init_training_state(networks, jax.random.PRNGKey(0))
+    update = make_update_fn(networks)
+    batch = random_batch(jax.random.PRNGKey(1), STATE_SPEC, 2, (1, 8))
+    other = random_batch(jax.random.PRNGKey(2), STATE_SPEC, 2, (1, 8))
+    demo = jnp.broadcast_to(jnp.arange(8) < 4, (1, 8))
+    changed = jax.tree.map(lambda a, b: jnp.where(demo.reshape(*demo.shape, *[1] * (a.ndim - 2)), b, a), batch, other)
+    gradient = lambda b: np.asarray(update(state, b)[0].temperature_opt_state[0].mu)
+    np.testing.assert_array_equal(gradient(batch.replace(demo=demo)), gradient(changed.replace(demo=demo)))
+    assert gradient(batch) != gradient(changed)
 
 
 def test_update_rejects_a_batch_without_the_ratio_leading_dim():

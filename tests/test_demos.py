@@ -116,6 +116,7 @@ def test_batches_are_exactly_the_demo_share_from_the_demos_with_n_step_targets_i
         assert n_demo == int(16 * ratio)
         np.testing.assert_array_equal(marker[:, :n_demo], 1.0)  # every batch: demos first, exactly n_demo
         np.testing.assert_array_equal(marker[:, n_demo:], -1.0)
+        np.testing.assert_array_equal(batch.demo, marker == 1.0)  # the rows marked demo are the demo rows
         obs, next_obs = np.asarray(batch.obs["state"]), np.asarray(batch.next_obs["state"])
         episode, t = obs[..., 0], obs[..., 1]
         np.testing.assert_array_equal(next_obs[..., 0], episode)  # never across an episode's end

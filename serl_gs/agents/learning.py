@@ -2,7 +2,8 @@
 
 `update(state, batch) -> (state, metrics)` takes `critic_actor_ratio` fresh minibatches ([U, B, ...]):
 U critic steps (a `lax.scan`), then an actor step and a temperature step on the last minibatch (SERL's
-U - 1 critic-only updates followed by one critic + actor + temperature update). Polyak averaging of the
+U - 1 critic-only updates followed by one critic + actor + temperature update); the temperature fits the
+entropy of that minibatch's online rows (`Batch.demo`, losses.temperature_loss). Polyak averaging of the
 target encoder and critic follows every critic step. With pixel observations each minibatch's obs and
 next_obs are randomly shifted (independently) first. On the CPU backend, pixel agents unroll the critic
 steps instead (see AgentConfig.scan_unroll); both paths compute the same update.
@@ -199,7 +200,9 @@ def _make_update(networks: AgentNetworks):
         state, info, augmented = critic_step(carry[0], minibatch)
         return (state, augmented), info
 
-    def actor_and_temperature_step(state: TrainingState, actor_input: ActorInput) -> tuple[TrainingState, dict]:
+    def actor_and_temperature_step(
+        state: TrainingState, actor_input: ActorInput, demo: jax.Array | None
+    ) -> tuple[TrainingState, dict]:
         rng, actor_key = jax.random.split(state.rng)
         params = state.params
         features = actor_input if reuse_features else networks.encode(params["encoder"], actor_input)
@@ -209,7 +212,7 @@ def _make_update(networks: AgentNetworks):
         actor_updates, actor_opt_state = opt.actor.update(actor_grads, state.actor_opt_state, params["actor"])
         log_probs = actor_info.pop("log_probs")
         temp_grads, temp_info = jax.grad(losses.temperature_loss, has_aux=True)(
-            params["temperature"], log_probs, target_entropy
+            params["temperature"], log_probs, target_entropy, demo
         )
         temp_updates, temp_opt_state = opt.temperature.update(
             temp_grads, state.temperature_opt_state, params["temperature"]
@@ -246,7 +249,9 @@ def _make_update(networks: AgentNetworks):
             (state, actor_input), critic_info = carry, jax.tree.map(lambda *xs: jnp.stack(xs), *infos)
         else:
             (state, actor_input), critic_info = jax.lax.scan(scanned_critic_step, (state, placeholder), batch)
-        state, actor_info = actor_and_temperature_step(state, actor_input)
+        # The actor step's minibatch is the last one; its demo rows (if any) stay out of the temperature's fit.
+        demo = None if batch.demo is None else batch.demo[ratio - 1]
+        state, actor_info = actor_and_temperature_step(state, actor_input, demo)
         critic_metrics = jax.tree.map(jnp.mean, critic_info)
         state = state.replace(step=state.step + 1)
         return state, {**critic_metrics, **actor_info}

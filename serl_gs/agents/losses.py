@@ -6,8 +6,12 @@ Critic: mean over the ensemble and batch of (Q_i(s, a) - y)^2 with
 (REDQ; `backup_entropy` adds - discount * (1 - terminated) * alpha * log pi(a'|s')). Truncation is not
 termination: truncated transitions bootstrap.
 Actor: mean(alpha * log pi(a|s) - mean_i Q_i(s, a)),  a ~ pi(s), features through a stop-gradient.
-Temperature: alpha * (entropy - target_entropy), entropy = -mean log pi; minimising it raises alpha when the
-policy's entropy falls below the target (alpha as a Lagrange multiplier).
+Temperature: alpha * (entropy - target_entropy), entropy = -mean log pi over the batch's online rows (all rows
+when it holds no demo rows); minimising it raises alpha when the policy's entropy falls below the target (alpha
+as a Lagrange multiplier). Why not the demo rows (RLPD): on a scripted expert's states the actor learns the
+expert's near-deterministic actions, so its entropy there sits below the target by construction; counted in, it
+drove the temperature up (0.15 against 0.075 without demos, benchmarks/results/rlpd-panda-state-50k-cpu2-
+2026-12-07c.jsonl) and with it the exploration noise on the states the policy actually visits.
 """
 
 from __future__ import annotations
@@ -111,8 +115,14 @@ def temperature_loss(
     temperature_params: jax.Array,
     log_probs: jax.Array,  # [B] from the actor step, not differentiated
     target_entropy: float,
+    demo: jax.Array | None = None,  # [B] bool: rows from the demo buffer, left out of the entropy; None: none
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     alpha = temperature_value(temperature_params)
-    entropy = -jnp.mean(jax.lax.stop_gradient(log_probs))
+    log_probs = jax.lax.stop_gradient(log_probs)
+    if demo is None:
+        entropy = -jnp.mean(log_probs)
+    else:  # mixed_sample refuses a batch without online rows, so the count is >= 1
+        online = (~demo).astype(log_probs.dtype)
+        entropy = -jnp.sum(log_probs * online) / jnp.maximum(online.sum(), 1.0)
     loss = alpha * (entropy - target_entropy)
-    return loss, {"temperature_loss": loss, "temperature": alpha}
+    return loss, {"temperature_loss": loss, "temperature": alpha, "temperature_entropy": entropy}

@@ -22,3 +22,6 @@ class Batch:
     # Per-transition bootstrap factor (n-step returns: discount^m * (1 - terminated), see data.sampling);
     # None: the loss bootstraps with its own discount * (1 - terminated), the 1-step transition.
     discount: jax.Array | None = None  # [..., B] float32
+    # Which rows came from the demo buffer (RLPD's mixed batches, serl_gs.demos.mixing); None: no demo rows. The
+    # temperature fits the policy's entropy on the other rows only (agents.losses.temperature_loss).
+    demo: jax.Array | None = None  # [..., B] bool

@@ -8,7 +8,8 @@ go in one after another as one stream (each starts `is_first`).
 
 `mixed_sample` draws `demo_count(batch_size, ratio)` transitions from the demo buffer and the rest from the
 online replay with independent keys, and concatenates them along the batch axis: every batch holds exactly that
-many demo transitions (first) and the rest online ones.
+many demo transitions (first) and the rest online ones; `Batch.demo` marks the demo rows (the temperature fits
+the policy's entropy on the online rows only: agents.losses.temperature_loss).
 
 Intervened records (`intervened_rows`) join the demo buffer too: each run of intervened steps of a stream goes
 in after the record it started from, which enters as an episode's first frame (its predecessor is not taken: it
@@ -62,7 +63,9 @@ def mixed_sample(
     demo_key, online_key = jax.random.split(key)
     from_demos = demos.sample(demo_key, n_demo, num_batches, n_step, discount)
     from_online = online.sample(online_key, batch_size - n_demo, num_batches, n_step, discount)
-    return jax.tree.map(lambda d, o: jnp.concatenate([d, o], axis=1), from_demos, from_online)
+    mixed = jax.tree.map(lambda d, o: jnp.concatenate([d, o], axis=1), from_demos, from_online)
+    demo = jnp.broadcast_to(jnp.arange(batch_size) < n_demo, (num_batches, batch_size))
+    return mixed.replace(demo=jax.device_put(demo, mixed.reward.sharding))  # where the rows are
 
 
 def check_action_limit(limit: float) -> None:
