@@ -91,8 +91,15 @@ def _ended_by(final: dict, config) -> str:
     else:
         shown = f"n/a (window not yet full: {reported} of {config.success_window} episodes)"
     window = f"training success over the last {config.success_window} episodes {shown}"
+    mean_return = final.get("training_return")
+    returns = f"training return over the last {config.success_window} episodes " + (
+        f"{mean_return:.1f}" if mean_return is not None else "n/a (window not yet full)"
+    )
+    if config.stop_return:  # the return is what this run is bounded by: say where it stands
+        window = f"{returns} (--stop_return {config.stop_return:g}); {window}"
     reasons = {
         "success": f"stopped: {window} reached --stop_success {config.stop_success:.0%}",
+        "return": f"stopped: {returns} reached --stop_return {config.stop_return:g}",
         "max_updates": f"stopped: the update budget (--max_updates {config.max_updates}) is spent; {window}",
         "max_seconds": f"stopped: the wall-clock cap (--max_seconds {config.max_seconds:g}) is reached; {window}",
         "signal": f"stopped by a signal; {window}",
