@@ -10,6 +10,10 @@ checkpoints; on start, the newest checkpoint in `--run_dir` (and the replay save
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
+
+STOP_FILE = "training_stop.json"  # in the run directory: the learner's stop reason and its line
 
 # Flag names that are not the field's own (serl_gs.nodes.flags.Layout); every other field is a flag of its name.
 LAYOUT_RENAME = {
@@ -78,7 +82,11 @@ def main(argv: list[str]) -> None:
     finally:
         learner.close()
     print(f"[learner] done: {final}", flush=True)
-    print(f"[learner] {_ended_by(final, config)}", flush=True)
+    line = _ended_by(final, config)
+    print(f"[learner] {line}", flush=True)
+    # For the scripts that ran this learner (scripts/demo_run.sh): what ended training, in the run directory.
+    stop = {key: final.get(key) for key in ("stop_reason", "updates", "seconds", "training_return", "training_success")}
+    (Path(config.run_dir) / STOP_FILE).write_text(json.dumps({**stop, "line": line}) + "\n")
 
 
 def _ended_by(final: dict, config) -> str:

@@ -19,8 +19,8 @@ source "$root/scripts/demo_run.sh"
 run_dir="${RUN_DIR:-runs/demo-pixels-$(date +%Y%m%d-%H%M%S)}"
 # The CPU pixel preset (serl_gs.nodes.presets.cpu_pixels: serl_gs.agents.config.cpu_pixel_preset's agent,
 # docs/pixels-cpu.md; ./run_learner.sh --preset cpu_pixels --help shows every value). The variables override it.
-demo_env_flags overrides PIXEL_MAX_UPDATES=--max_updates PIXEL_TRAIN_SECONDS=--max_seconds \
-  KEEP_CHECKPOINTS=--keep_checkpoints
+demo_env_flags overrides PIXEL_STOP_RETURN=--stop_return PIXEL_MAX_UPDATES=--max_updates \
+  PIXEL_TRAIN_SECONDS=--max_seconds KEEP_CHECKPOINTS=--keep_checkpoints
 demo_env_flags port PORT=--port
 learner_args=(--preset cpu_pixels --run_dir "$run_dir" "${port[@]}" "${overrides[@]}")
 actor_args=(--preset cpu_pixels --run_dir "$run_dir" "${port[@]}" "$@")
