@@ -19,3 +19,22 @@ for step in $(echo "$steps" | sort -rn); do  # newest first
   nice -n 10 ./run_eval.sh --checkpoint "$run_dir/checkpoints/$step" --num_envs 8 --episodes 8 --video_episodes 0 \
     --stochastic --out_dir "$run_dir/eval_stochastic/$step"
 done
+# The result: learning_curve.py's document plus the stop line, the sampled-action evals and the learner's
+# loss / temperature / entropy rows (what a swing between checkpoints would show first).
+python -m benchmarks.learning_curve "$run_dir" --command "$0 $*" | python -c '
+import json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+result = json.load(sys.stdin)
+result["training_stop"] = json.loads((run / "training_stop.json").read_text())
+result["eval_curve_stochastic"] = [
+    {"updates": int(p.parent.name), **{k: s[k] for k in ("return_mean", "return_std", "return_ci95", "episodes")}}
+    for p in sorted(run.glob("eval_stochastic/*/summary.json"), key=lambda p: int(p.parent.name))
+    for s in [json.loads(p.read_text())]
+]
+keys = ("updates", "temperature", "entropy", "q", "target_q", "critic_loss", "actor_loss", "episode_return")
+rows = [json.loads(line) for line in (run / "learner_metrics.jsonl").read_text().splitlines() if line.strip()]
+result["learner_rows"] = [{k: r[k] for k in keys if k in r} for r in rows if "temperature" in r]
+result["note"] = sys.argv[2]
+print(json.dumps(result, indent=1))
+' "$run_dir" "${NOTE:-}" > "$root/benchmarks/results/learning-cartpole-pixels-progress-cpu2-2026-12-07.json"
