@@ -181,6 +181,8 @@ def test_a_user_task_trains_through_the_launchers_and_evaluates(user_module):
         assert learner.returncode == 0, text[-3000:]
         assert "stopped: the update budget (--max_updates 300) is spent" in text
         assert "n/a: the task reports no `success` (" in text, text[-1500:]
+        stop = json.loads((run_dir / "training_stop.json").read_text())  # what the demo scripts print
+        assert stop["stop_reason"] == "max_updates" and stop["updates"] == 300 and stop["line"] in text
     finally:
         for p in (actor, learner):
             if p.poll() is None:
