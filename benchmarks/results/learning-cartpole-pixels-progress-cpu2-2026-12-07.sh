@@ -9,19 +9,23 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 run_dir=$1 port=$2
 cd "$root"
-PORT=$port RUN_DIR=$run_dir KEEP_CHECKPOINTS=100 nice -n 10 ./run_demo.sh --pixels
-steps=$(ls "$run_dir/checkpoints" | grep -E '^[0-9]+$' | sort -n)
-for step in $steps; do  # the newest was evaluated by run_demo.sh
+# (EVAL_ONLY=1: the evals and the result of a finished run; the kept run's training ran first, then this.)
+if [[ -z "${EVAL_ONLY:-}" ]]; then
+  PORT=$port RUN_DIR=$run_dir KEEP_CHECKPOINTS=100 nice -n 10 ./run_demo.sh --pixels
+fi
+# Newest first, each deterministic (the newest was evaluated by run_demo.sh) then sampled, as far as
+# EVAL_UNTIL (a date; default: all): the result lists exactly the checkpoints evaluated.
+for step in $(ls "$run_dir/checkpoints" | grep -E '^[0-9]+$' | sort -rn); do
+  if [[ -n "${EVAL_UNTIL:-}" && $(date +%s) -ge $(date -d "$EVAL_UNTIL" +%s) ]]; then break; fi
   [[ -f "$run_dir/eval/$step/summary.json" ]] || nice -n 10 ./run_eval.sh --checkpoint "$run_dir/checkpoints/$step" \
     --num_envs 8 --episodes 8 --video_episodes 0
-done
-for step in $(echo "$steps" | sort -rn); do  # newest first
-  nice -n 10 ./run_eval.sh --checkpoint "$run_dir/checkpoints/$step" --num_envs 8 --episodes 8 --video_episodes 0 \
-    --stochastic --out_dir "$run_dir/eval_stochastic/$step"
+  [[ -f "$run_dir/eval_stochastic/$step/summary.json" ]] || nice -n 10 ./run_eval.sh --checkpoint \
+    "$run_dir/checkpoints/$step" --num_envs 8 --episodes 8 --video_episodes 0 --stochastic \
+    --out_dir "$run_dir/eval_stochastic/$step"
 done
 # The result: learning_curve.py's document plus the stop line, the sampled-action evals and the learner's
 # loss / temperature / entropy rows (what a swing between checkpoints would show first).
-python -m benchmarks.learning_curve "$run_dir" --command "$0 $*" | python -c '
+python -m benchmarks.learning_curve "$run_dir" --command "${COMMAND:-$0 $*}" | python -c '
 import json, sys
 from pathlib import Path
 run = Path(sys.argv[1])
