@@ -8,8 +8,9 @@
 # STOP_SUCCESS, MAX_UPDATES updates, TRAIN_SECONDS seconds; the learner says which. A slower machine takes
 # longer to get there, not a worse policy, up to the caps.
 #   ./run_demo.sh --pixels                # the pixel main job: DrQ on CartpoleBalance from 3DGS frames only
-#                                         # (action repeat 8, 3-frame stacks), bounded by PIXEL_MAX_UPDATES
-#                                         # updates with a PIXEL_TRAIN_SECONDS cap (~15 min on a 2-core CPU)
+#                                         # (action repeat 8, 3-frame stacks) until the mean training return
+#                                         # of the last 16 episodes reaches PIXEL_STOP_RETURN (800), with
+#                                         # 40-minute / 25,000-update safety caps (scripts/demo_pixels.sh)
 # On a machine with an NVIDIA GPU (the CUDA set, scripts/device_select.sh) it runs the GPU main job instead:
 # scripts/gpu_learn.sh, pixel DrQ on PandaPickCube with 1,024 MJX-Warp + gsplat envs to 90 % training success
 # or its ~9-minute budget, then the eval and a video (docs/gpu.md). SERL_GS_DEMO=cpu runs the CPU job there.

@@ -8,10 +8,11 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 run_dir=$1 preset=$2 port=$3 max_updates=${4:-6000} max_seconds=${5:-4800}
-# The arm's settings are the preset's (serl_gs.nodes.presets.cpu_pixels); only the stop and the kept checkpoints
-# differ. (The kept runs used the same values spelled out as flags, before --preset existed.)
+# The arm's settings are the preset's (serl_gs.nodes.presets.cpu_pixels); only the stop (a fixed update count,
+# not the preset's training return) and the kept checkpoints differ. (The kept runs used the same values spelled
+# out as flags, before --preset existed.)
 "$root/run_learner.sh" --preset cpu_pixels --run_dir "$run_dir" --port "$port" --max_updates "$max_updates" \
-  --max_seconds "$max_seconds" --keep_checkpoints 10 &
+  --max_seconds "$max_seconds" --stop_return 0 --keep_checkpoints 10 &
 learner_pid=$!
 "$root/run_actor.sh" --preset cpu_pixels --randomize "$preset" --learner_host 127.0.0.1 --port "$port" \
   --run_dir "$run_dir" &

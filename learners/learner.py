@@ -10,6 +10,10 @@ checkpoints; on start, the newest checkpoint in `--run_dir` (and the replay save
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
+
+STOP_FILE = "training_stop.json"  # in the run directory: the learner's stop reason and its line
 
 # Flag names that are not the field's own (serl_gs.nodes.flags.Layout); every other field is a flag of its name.
 LAYOUT_RENAME = {
@@ -78,7 +82,11 @@ def main(argv: list[str]) -> None:
     finally:
         learner.close()
     print(f"[learner] done: {final}", flush=True)
-    print(f"[learner] {_ended_by(final, config)}", flush=True)
+    line = _ended_by(final, config)
+    print(f"[learner] {line}", flush=True)
+    # For the scripts that ran this learner (scripts/demo_run.sh): what ended training, in the run directory.
+    stop = {key: final.get(key) for key in ("stop_reason", "updates", "seconds", "training_return", "training_success")}
+    (Path(config.run_dir) / STOP_FILE).write_text(json.dumps({**stop, "line": line}) + "\n")
 
 
 def _ended_by(final: dict, config) -> str:
@@ -91,8 +99,15 @@ def _ended_by(final: dict, config) -> str:
     else:
         shown = f"n/a (window not yet full: {reported} of {config.success_window} episodes)"
     window = f"training success over the last {config.success_window} episodes {shown}"
+    mean_return = final.get("training_return")
+    returns = f"training return over the last {config.success_window} episodes " + (
+        f"{mean_return:.1f}" if mean_return is not None else "n/a (window not yet full)"
+    )
+    if config.stop_return:  # the return is what this run is bounded by: say where it stands
+        window = f"{returns} (--stop_return {config.stop_return:g}); {window}"
     reasons = {
         "success": f"stopped: {window} reached --stop_success {config.stop_success:.0%}",
+        "return": f"stopped: {returns} reached --stop_return {config.stop_return:g}",
         "max_updates": f"stopped: the update budget (--max_updates {config.max_updates}) is spent; {window}",
         "max_seconds": f"stopped: the wall-clock cap (--max_seconds {config.max_seconds:g}) is reached; {window}",
         "signal": f"stopped by a signal; {window}",

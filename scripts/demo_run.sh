@@ -1,6 +1,8 @@
 # Sourced by run_demo.sh and scripts/demo_pixels.sh: the demo's run once its arguments are set.
-# demo_train_and_eval reads the arrays learner_args, actor_args and eval_args: starts the learner and one local
-# actor, waits for the learner to stop itself (it writes a final checkpoint), stops the actor, then evaluates.
+# demo_train_and_eval reads run_dir and the arrays learner_args, actor_args and eval_args: starts the learner and
+# one local actor, waits for the learner to stop itself (it writes a final checkpoint), stops the actor, then
+# evaluates; it says which bound ended training (the learner's line in $run_dir/training_stop.json) before and
+# after the eval.
 
 # demo_env_flags ARRAY VAR=--flag ...: ARRAY gets "--flag value" for each variable VAR that is set, so a run's
 # variables override its preset and the preset keeps every default.
@@ -30,7 +32,12 @@ demo_train_and_eval() {
     echo "[demo] the learner exited with status $learner_status; evaluating its newest checkpoint anyway" >&2
   fi
 
-  echo "[demo] trained for $((SECONDS - start)) s; evaluating the final checkpoint (deterministic policy)"
+  local stopped="the learner wrote no stop line"
+  if [[ -f "$run_dir/training_stop.json" ]]; then  # learners/learner.py's STOP_FILE
+    stopped="$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["line"])' "$run_dir/training_stop.json")"
+  fi
+  echo "[demo] trained for $((SECONDS - start)) s; the learner $stopped"
+  echo "[demo] evaluating the final checkpoint (deterministic policy)"
   python -m actors.evaluate "${eval_args[@]}"
-  echo "[demo] done in $((SECONDS - start)) s"
+  echo "[demo] done in $((SECONDS - start)) s; training $stopped"
 }

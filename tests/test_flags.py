@@ -149,7 +149,7 @@ def _script_arrays(path: str) -> dict[str, str]:
 
 # What a script may pass beside its preset: where this run writes and listens, and the caps its variables set.
 RUN_FLAGS = {"--preset", "--run_dir", "--port", "--max_updates", "--max_seconds", "--keep_checkpoints",
-             "--stop_success", "--success_window", "--learner_host"}  # fmt: skip
+             "--stop_success", "--stop_return", "--success_window", "--learner_host"}  # fmt: skip
 
 
 @pytest.mark.parametrize("script, name", [("run_demo.sh", "pick_state"), ("scripts/demo_pixels.sh", "cpu_pixels")])

@@ -1,5 +1,6 @@
-"""The learner's fused calls keep the rate limiter's and publishing's meaning; training ends by progress and says
-why. Records go straight into the learner (no actor): the loop's bookkeeping is what is checked here."""
+"""The learner's fused calls keep the rate limiter's and publishing's meaning; training ends by progress (training
+success or training return) and says why. Records go straight into the learner (no actor): the loop's bookkeeping
+is what is checked here."""
 
 from __future__ import annotations
 
@@ -112,3 +113,35 @@ def test_training_ends_by_progress_or_budget_and_says_which(tmp_path, overrides,
         assert final["updates"] == 0
     if reason == "max_updates":
         assert final["updates"] == 4
+
+
+@pytest.mark.parametrize(
+    ("overrides", "returns", "reason"),
+    [
+        (dict(stop_return=800.0, success_window=4), [900.0, 700.0, 850.0, 800.0], "return"),
+        pytest.param(dict(stop_return=800.0, success_window=4, max_updates=4), [900.0, 700.0, 850.0, 700.0],
+                     "max_updates", marks=pytest.mark.slow),
+        pytest.param(dict(stop_return=800.0, success_window=4, max_updates=4), [900.0, 900.0, 900.0],
+                     "max_updates", marks=pytest.mark.slow),
+    ],
+    ids=["return_reached", "mean_below", "window_not_full"],
+)  # fmt: skip
+def test_training_ends_at_a_mean_training_return_once_the_window_is_full(tmp_path, overrides, returns, reason):
+    learner = Learner(_config(tmp_path / "run", **overrides))
+    try:
+        _feed(learner, 20)
+        learner.return_window.extend(returns)
+        final = learner.run()
+    finally:
+        learner.close()
+    assert final["stop_reason"] == reason
+    full = len(returns) == 4
+    assert final["training_return"] == (np.mean(returns) if full else None)
+    assert final["training_success"] is None  # the return window is its own: success stays unreported
+    assert final["updates"] == (0 if reason == "return" else 4)
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
+def test_stop_return_names_a_bad_value(tmp_path, value):
+    with pytest.raises(ValueError, match=rf"stop_return must be a finite return >= 0 \(0 = off\), got {value}"):
+        _config(tmp_path / "run", stop_return=value)

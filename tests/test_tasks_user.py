@@ -126,10 +126,35 @@ def test_bad_ids_and_registrations_name_the_bad_value(user_module):
 def test_the_stop_line_says_when_a_task_reports_no_success(final, expected):
     from learners.learner import _ended_by
 
-    config = SimpleNamespace(success_window=64, stop_success=0.0, max_updates=300, max_seconds=0.0)
+    config = SimpleNamespace(success_window=64, stop_success=0.0, stop_return=0.0, max_updates=300, max_seconds=0.0)
     line = _ended_by({**final, "stop_reason": "max_updates", "updates": 300, "seconds": 12.0}, config)
     assert line.startswith("stopped: the update budget (--max_updates 300) is spent; training success over the ")
     assert expected in line
+
+
+@pytest.mark.parametrize(
+    "training_return, shown", [(512.34, "512.3"), (None, "n/a (window not yet full)")], ids=["full", "not_full"]
+)
+def test_a_run_bounded_by_return_says_where_its_return_stands_and_that_the_task_reports_no_success(
+    training_return, shown
+):
+    from learners.learner import _ended_by
+
+    config = SimpleNamespace(success_window=16, stop_success=0.0, stop_return=800.0, max_updates=0, max_seconds=2400.0)
+    final = {"training_success": None, "training_return": training_return, "episodes_ended": 116,
+             "episodes_with_success": 0, "updates": 9000, "seconds": 2400.0}  # fmt: skip
+    line = _ended_by({**final, "stop_reason": "max_seconds"}, config)
+    assert line == (
+        f"stopped: the wall-clock cap (--max_seconds 2400) is reached; training return over the last 16 episodes "
+        f"{shown} (--stop_return 800); training success over the last 16 episodes n/a: the task reports no "
+        "`success` (116 episodes ended without one), at 9000 updates after 2400 s"
+    )
+    if training_return is not None:
+        line = _ended_by({**final, "training_return": 812.5, "stop_reason": "return"}, config)
+        assert line == (
+            "stopped: training return over the last 16 episodes 812.5 reached --stop_return 800, at 9000 updates "
+            "after 2400 s"
+        )
 
 
 @pytest.mark.slow
@@ -156,6 +181,8 @@ def test_a_user_task_trains_through_the_launchers_and_evaluates(user_module):
         assert learner.returncode == 0, text[-3000:]
         assert "stopped: the update budget (--max_updates 300) is spent" in text
         assert "n/a: the task reports no `success` (" in text, text[-1500:]
+        stop = json.loads((run_dir / "training_stop.json").read_text())  # what the demo scripts print
+        assert stop["stop_reason"] == "max_updates" and stop["updates"] == 300 and stop["line"] in text
     finally:
         for p in (actor, learner):
             if p.poll() is None:

@@ -18,11 +18,11 @@ class EpisodeStats:
         self.ended = 0
         self.reported = dict.fromkeys(self.NAMES, 0)
 
-    def add(self, records: dict, extras: dict) -> np.ndarray | None:
-        """Takes the values where episodes ended; returns those of `success` (None if there are none)."""
+    def add(self, records: dict, extras: dict) -> dict[str, np.ndarray]:
+        """Takes the values where episodes ended; returns them by name (a name without finite values is absent)."""
         ended = records["terminated"] | records["truncated"]
         if not ended.any():
-            return None
+            return {}
         self.ended += int(ended.sum())
         taken = {}
         for name in self.NAMES:
@@ -30,11 +30,13 @@ class EpisodeStats:
             if value is None or value.ndim != 1:
                 continue
             values = value[ended].astype(np.float64)
-            taken[name] = values = values[np.isfinite(values)]
+            values = values[np.isfinite(values)]
+            if values.size:
+                taken[name] = values
             self._sum[name] += float(values.sum())
             self._count[name] += int(values.size)
             self.reported[name] += int(values.size)
-        return taken.get("success")
+        return taken
 
     def drain(self) -> dict[str, float]:
         out = {name: self._sum[name] / self._count[name] for name in self.NAMES if self._count[name]}

@@ -46,6 +46,9 @@ class EvalConfig:
     randomize: str = "none"  # domain randomization preset of the eval envs (serl_gs.randomize.PRESETS)
     shift: str = "none"  # a held-out change of the frames, outside training ranges (serl_gs.randomize.SHIFTS)
     out_dir: str | None = None  # default: <run dir>/eval/<step>
+    # Sample actions as the actors do (tanh(mean + std * eps), no exploration noise schedule) instead of
+    # tanh(mean): a checkpoint evaluated both ways tells the policy's mean from the policy.
+    stochastic: bool = False
 
     def __post_init__(self):
         if self.num_envs <= 0 or self.episodes <= 0:
@@ -163,7 +166,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     key = jax.random.PRNGKey(config.seed)
     progress = Progress(log, "episodes", config.episodes)
     while len(returns) < config.episodes:
-        actions = policy(params, obs, key, True)
+        key, step_key = jax.random.split(key)
+        actions = policy(params, obs, step_key, not config.stochastic)
         obs, reward, terminated, truncated, infos = vec.step(actions)
         obs = stacker.step(obs, np.asarray(terminated) | np.asarray(truncated))
         running += np.asarray(reward)
@@ -192,7 +196,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         "obs_mode": env_spec.obs_mode,
         "randomize": env_spec.randomize,
         "shift": config.shift,
-        "deterministic": True,
+        "deterministic": not config.stochastic,
         **summarize(returns, successes),
     }
     if frames:

@@ -22,8 +22,9 @@ sampler's pass over the replay) once per call instead of once per update. The ra
 only if its last update is still allowed, and publishing / saving happen when a call crosses their multiples,
 so both keep their meaning. `updates_per_call=1` is the one-update-per-call path.
 
-The run ends at a signal, at `max_updates`, at `max_seconds`, or once training success over the last
-`success_window` finished episodes reaches `stop_success`; `run()` says which (`stop_reason`).
+The run ends at a signal, at `max_updates`, at `max_seconds`, or once training success (or the mean training
+return) over the last `success_window` finished episodes reaches `stop_success` (`stop_return`); `run()` says
+which (`stop_reason`).
 
 This module holds the state and the loop; each other job is a part of `Learner` in a module of its own, which
 says why its share is correct: its config (serl_gs.nodes.learner_config), ingest (learner_ingest), checkpoints
@@ -185,6 +186,7 @@ class Learner(LearnerIngest, LearnerCheckpoints, LearnerDemos, LearnerReport):
         self.log = MetricsLog(self.run_dir, "learner", c.use_wandb, config=agent_config_to_dict(c.agent))
         self._episodes = EpisodeStats()
         self.success_window: collections.deque[float] = collections.deque(maxlen=c.success_window)
+        self.return_window: collections.deque[float] = collections.deque(maxlen=c.success_window)
         self._refused_peers: set[str] = set()
         self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0, "save_s": 0.0})
         self._metrics: dict[str, Any] = {}
@@ -257,6 +259,12 @@ class Learner(LearnerIngest, LearnerCheckpoints, LearnerDemos, LearnerReport):
             window = list(self.success_window)
         return float(np.mean(window)) if len(window) == self.success_window.maxlen else None
 
+    def training_return(self) -> float | None:
+        """Mean return of the last `success_window` finished episodes; None until the window is full."""
+        with self._counters_lock:
+            window = list(self.return_window)
+        return float(np.mean(window)) if len(window) == self.return_window.maxlen else None
+
     def step(self) -> None:
         c, counters = self.config, self.counters
         # A call of K updates starts only if its last update is one the rate limiter allows now.
@@ -285,10 +293,11 @@ class Learner(LearnerIngest, LearnerCheckpoints, LearnerDemos, LearnerReport):
         self._refresh_credits()
 
     def run(self, stop: threading.Event | None = None) -> dict[str, Any]:
-        """Steps until `stop`, `max_updates`, `max_seconds` or `stop_success`; then saves and publishes.
+        """Steps until `stop`, `max_updates`, `max_seconds`, `stop_success` or `stop_return`; then saves and
+        publishes.
 
-        Returns the final counters and metrics, with `stop_reason` ("signal", "max_updates", "max_seconds" or
-        "success") and `training_success` (over the window, when full)."""
+        Returns the final counters and metrics, with `stop_reason` ("signal", "max_updates", "max_seconds",
+        "success" or "return"), `training_success` and `training_return` (over the window, each when full)."""
         stop = stop or threading.Event()
         t0 = time.monotonic()
         self._last_metrics: dict[str, Any] = {}
@@ -305,6 +314,7 @@ class Learner(LearnerIngest, LearnerCheckpoints, LearnerDemos, LearnerReport):
             **{k: int(v) for k, v in self.counters.items()},
             "stop_reason": reason,
             "training_success": success,
+            "training_return": self.training_return(),
             "episodes_ended": self._episodes.ended,  # in this process, with or without a success report
             "episodes_with_success": self._episodes.reported["success"],
             "seconds": time.monotonic() - t0,
@@ -323,6 +333,9 @@ class Learner(LearnerIngest, LearnerCheckpoints, LearnerDemos, LearnerReport):
             success = self.training_success()
             if c.stop_success and success is not None and success >= c.stop_success:
                 return "success"
+            mean_return = self.training_return()
+            if c.stop_return and mean_return is not None and mean_return >= c.stop_return:
+                return "return"
             self.step()
             now = time.monotonic()
             if now - last >= c.log_every_s:

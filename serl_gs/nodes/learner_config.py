@@ -7,6 +7,7 @@ than the rate limiter lets the learner run ahead)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from serl_gs.agents.config import AgentConfig
 from serl_gs.data.replay import ReplayConfig
@@ -32,7 +33,10 @@ class LearnerConfig:
     max_updates: int = 0  # stop after this many updates (0 = never)
     max_seconds: float = 0.0  # stop after this long (0 = never)
     stop_success: float = 0.0  # stop once training success over the last `success_window` episodes reaches it
-    success_window: int = 64  # finished episodes (all actors) in the training-success window
+    # Stop once the mean training-episode return (the actors' stochastic policy) over the last `success_window`
+    # finished episodes reaches it (0 = off): the progress bound of tasks that report no `success`.
+    stop_return: float = 0.0
+    success_window: int = 64  # finished episodes (all actors) in the training-success and -return windows
     # Updates per jitted call; 0 = auto: publish_every for state agents (a call ends where a publish falls),
     # 1 where the update is unrolled (pixel agents on a CPU: K copies of the conv update would take long to
     # compile).
@@ -61,6 +65,8 @@ class LearnerConfig:
             raise ValueError(f"max_updates and max_seconds must be >= 0, got {self.max_updates}, {self.max_seconds}")
         if not 0.0 <= self.stop_success <= 1.0:
             raise ValueError(f"stop_success must be in [0, 1] (0 = off), got {self.stop_success}")
+        if not math.isfinite(self.stop_return) or self.stop_return < 0:
+            raise ValueError(f"stop_return must be a finite return >= 0 (0 = off), got {self.stop_return}")
         if self.success_window < 1:
             raise ValueError(f"success_window must be >= 1, got {self.success_window}")
         if self.updates_per_call < 0:

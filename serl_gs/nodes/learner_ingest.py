@@ -34,8 +34,9 @@ _MAX_REFUSED_PEERS_LOGGED = 1024  # peers named in the log; beyond that refusals
 class LearnerIngest:
     """Receiving into the replay (`receive`, `ingest_one`), on its own thread (`start_ingest`, `stop_ingest`).
 
-    Reads the learner's config, replay, demos, rate, server, persistence, counters and success_window, its
-    locks (`_counters_lock`, `_ingest_lock`, `_credit_lock`, `_arrived`) and the ingest thread's fields."""
+    Reads the learner's config, replay, demos, rate, server, persistence, counters, success_window and
+    return_window, its locks (`_counters_lock`, `_ingest_lock`, `_credit_lock`, `_arrived`) and the ingest
+    thread's fields."""
 
     def receive(self, timeout: float) -> int:
         """Inserts every batch that arrives within `timeout` s (then whatever is queued); returns records.
@@ -71,9 +72,9 @@ class LearnerIngest:
             self.server.ack(header)  # only now may the actor forget it
         with self._counters_lock:
             self.counters["split_batches"] += header.part[1] > 1
-            success = self._episodes.add(records, extras)
-            if success is not None:
-                self.success_window.extend(success.tolist())
+            ended = self._episodes.add(records, extras)
+            self.success_window.extend(ended.get("success", ()))
+            self.return_window.extend(ended.get("episode_return", ()))
         with self._arrived:
             self._arrived.notify_all()
         return n

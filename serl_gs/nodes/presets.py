@@ -4,7 +4,7 @@ the scripts name it instead of retyping its values (tests/test_flags.py checks b
 
 - `pick_state`: ./run_demo.sh's CPU main job, state SAC on PandaPickCube to 75 % training success.
 - `cpu_pixels`: ./run_demo.sh --pixels (scripts/demo_pixels.sh), DrQ on CartpoleBalance from 3DGS frames sized
-  for a few CPU cores (`serl_gs.agents.config.cpu_pixel_preset`, docs/pixels-cpu.md).
+  for a few CPU cores (`serl_gs.agents.config.cpu_pixel_preset`, docs/pixels-cpu.md), until a training return.
 - `gpu_pixels`: scripts/gpu_learn.sh (benchmarks/gpu_learn.py), pixel DrQ on PandaPickCube with 1,024
   MJX-Warp + gsplat envs to 90 % training success (docs/gpu.md).
 """
@@ -72,8 +72,10 @@ def cpu_pixels() -> Preset:
             "agent": pixel.agent,
             "rate": {"utd": 0.5, "min_inserts": 1000},
             "replay": {"capacity": 100_000},
-            "max_updates": 6000, "max_seconds": 780.0, "publish_every": 10, "checkpoint_every": 1000,
-            "save_replay": False, "log_every_s": 30.0,
+            # Bounded by progress: the mean training return of the last 16 episodes (2 per env) reaching 800 of
+            # 1000; the update and wall-clock caps are only safety nets (docs/pixels-cpu.md).
+            "stop_return": 800.0, "success_window": 16, "max_updates": 25_000, "max_seconds": 2400.0,
+            "publish_every": 10, "checkpoint_every": 1000, "save_replay": False, "log_every_s": 30.0,
         },
         actor={"num_envs": 8, "random_steps": 1000, "log_every_s": 30.0},
     )  # fmt: skip
