@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 
-import gymnasium as gym
 import numpy as np
 
 import envs  # noqa: F401  (registers the serl_gs/ ids)
 from benchmarks._report import emit, log
+from benchmarks.physics_agreement import state_trajectory
 from envs.panda_peg_insertion import GRIP_OFFSET
 
 ENV_ID = "serl_gs/PandaPegInsertion-v0"
@@ -29,13 +29,7 @@ def held_peg_actions(scale: float, steps: int, num_envs: int, seed: int = 1) -> 
 
 
 def trajectory(actions: np.ndarray, **kwargs) -> np.ndarray:
-    vec = gym.make_vec(ENV_ID, num_envs=actions.shape[1], array_backend="numpy", cube_in_state=True, **kwargs)
-    obs, _ = vec.reset(seed=11)
-    states = [obs["state"]]
-    for a in actions:
-        states.append(vec.step(a)[0]["state"])
-    vec.close()
-    return np.stack(states)
+    return state_trajectory(ENV_ID, actions, cube_in_state=True, **kwargs)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 
+import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -26,6 +27,18 @@ import numpy as np
 from benchmarks._report import emit, log
 from envs.panda_pick_cube import ASSET
 from serl_gs.env_options import import_mjx, warp_installed
+
+
+def state_trajectory(env_id: str, actions: np.ndarray, seed: int = 11, **make_kwargs) -> np.ndarray:
+    """The observed `state` of `gym.make_vec(env_id, **make_kwargs)` from `reset(seed)` through `actions`
+    ([T, num_envs, A]): [T + 1, num_envs, S]. The physics paths' agreement tests compare two of these."""
+    vec = gym.make_vec(env_id, num_envs=actions.shape[1], array_backend="numpy", **make_kwargs)
+    obs, _ = vec.reset(seed=seed)
+    states = [obs["state"]]
+    for a in actions:
+        states.append(vec.step(a)[0]["state"])
+    vec.close()
+    return np.stack(states)
 
 
 def mujoco_c(model: mujoco.MjModel, qpos0: np.ndarray, ctrl: np.ndarray, steps: int) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the serl_gs/ ids and their experts)
+from benchmarks.physics_agreement import state_trajectory
 from envs.panda_pick_cube import CUBE_HALF, CUBE_QPOS, FINGER_OPEN
 from envs.panda_place_cube import TARGET_QPOS, PandaPlaceCube
 from envs.panda_reach_cube import scripted_reach
@@ -109,16 +110,6 @@ def test_goal_is_the_mark_or_the_top_of_the_other_cube_and_starts_apart_from_the
         assert gap.min() >= task.config.min_separation
 
 
-def _trajectory(env_id: str, actions: np.ndarray, **kwargs) -> np.ndarray:
-    vec = gym.make_vec(env_id, num_envs=actions.shape[1], array_backend="numpy", **kwargs)
-    obs, _ = vec.reset(seed=11)
-    states = [obs["state"]]
-    for a in actions:
-        states.append(vec.step(a)[0]["state"])
-    vec.close()
-    return np.stack(states)
-
-
 @pytest.mark.slow
 def test_mjx_warp_and_cpu_mujoco_agree_on_the_stack():
     # tests/test_physics_paths.py's Panda check (full-scale actions, tolerance 2e-4) on what PandaStackCube adds
@@ -127,8 +118,8 @@ def test_mjx_warp_and_cpu_mujoco_agree_on_the_stack():
     # ~30 s on a CPU.)
     env_id = "serl_gs/PandaStackCube-v0"
     actions = np.sign(np.random.default_rng(1).uniform(-1, 1, (8, 2, 4))).astype(np.float32)
-    warp_traj = _trajectory(env_id, actions, physics="mjx", mjx_impl="warp")
-    cpu_traj = _trajectory(env_id, actions, physics="mujoco")
+    warp_traj = state_trajectory(env_id, actions, physics="mjx", mjx_impl="warp")
+    cpu_traj = state_trajectory(env_id, actions, physics="mujoco")
     np.testing.assert_array_equal(warp_traj[0], cpu_traj[0])  # same key, same start
     np.testing.assert_allclose(warp_traj, cpu_traj, atol=2e-4)
     assert np.abs(cpu_traj[-1, :, :3] - cpu_traj[0, :, :3]).max() > 0.05, "the actions must move the arm"

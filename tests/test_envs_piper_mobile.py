@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the serl_gs/ ids and their experts)
+from benchmarks.physics_agreement import state_trajectory
 from envs import piper_kinematics as kin
 from envs.piper_mobile import CUBE_HALF, FINGER_OPEN
 from envs.piper_mobile_pick import (
@@ -124,24 +125,14 @@ def test_registered_scripted_expert_drives_and_picks_in_at_least_80_percent_of_e
     assert np.mean(rewards[-1]) > 4 * np.mean(rewards[0]), "the dense reward rises as the robot drives and lifts"
 
 
-def _trajectory(actions: np.ndarray, **kwargs) -> np.ndarray:
-    vec = gym.make_vec(ENV_ID, num_envs=actions.shape[1], array_backend="numpy", **kwargs)
-    obs, _ = vec.reset(seed=11)
-    states = [obs["state"]]
-    for a in actions:
-        states.append(vec.step(a)[0]["state"])
-    vec.close()
-    return np.stack(states)
-
-
 @pytest.mark.slow
 def test_mjx_warp_and_cpu_mujoco_agree_on_the_mobile_pick():
     # tests/test_physics_paths.py's check (full-scale actions, tolerance 2e-4) on what the mobile Piper brings:
     # slide and hinge joints under velocity actuators, a 6-DoF arm riding on them, the gripper's pairs. The
     # state holds the base pose and speeds, the tcp, the opening and the cube.
     actions = np.sign(np.random.default_rng(1).uniform(-1, 1, (8, 2, 7))).astype(np.float32)
-    warp_traj = _trajectory(actions, physics="mjx", mjx_impl="warp")
-    cpu_traj = _trajectory(actions, physics="mujoco")
+    warp_traj = state_trajectory(ENV_ID, actions, physics="mjx", mjx_impl="warp")
+    cpu_traj = state_trajectory(ENV_ID, actions, physics="mujoco")
     np.testing.assert_array_equal(warp_traj[0], cpu_traj[0])  # same key, same start
     np.testing.assert_allclose(warp_traj, cpu_traj, atol=2e-4)
     moved = np.abs(cpu_traj[-1] - cpu_traj[0]).max(axis=0)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401
+from benchmarks.physics_agreement import state_trajectory
 from envs.panda_pick_cube import PandaPickCube, scripted_action
 from serl_gs.mjx_env import warp_capacity
 
@@ -30,14 +31,8 @@ def _make(env_id: str, physics: str, impl: str | None, num_envs: int, **kwargs):
 
 
 def _trajectory(env_id: str, physics: str, impl: str | None, actions: np.ndarray) -> np.ndarray:
-    vec = _make(env_id, physics, impl, actions.shape[1])
-    obs, _ = vec.reset(seed=11)
-    states = [obs["state"]]
-    for a in actions:
-        obs, *_ = vec.step(a)
-        states.append(obs["state"])
-    vec.close()
-    return np.stack(states)
+    kwargs = {} if impl is None else {"mjx_impl": impl}
+    return state_trajectory(env_id, actions, physics=physics, **kwargs)
 
 
 @pytest.mark.slow
