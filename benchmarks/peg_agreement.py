@@ -5,7 +5,8 @@ grip point between the pads in MuJoCo C (mm; 0 while it sticks).
 
     python -m benchmarks.peg_agreement            # ~1 min on an idle 2-core CPU (one Warp compile per scale)
 
-One JSON line per (scale, step), the gap in micro-units (200 = the test's 2e-4); tests/test_envs_panda_peg.py asserts 2e-4 over the rollout it covers.
+One JSON line per (scale, step), the gap in micro-units (200 = the test's 2e-4); tests/test_envs_panda_peg.py
+asserts 2e-4 over the rollout it covers.
 """
 
 from __future__ import annotations
