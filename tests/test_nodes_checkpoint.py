@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import jax
@@ -74,3 +75,36 @@ def test_a_damaged_checkpoint_is_named_and_the_previous_intact_one_restored(tmp_
         ckpt.restore_intact(tree)
     assert "1/meta/metadata is empty" in str(none.value) and "\n" not in str(none.value)
     ckpt.close()
+
+
+def test_a_reader_opens_and_restores_while_the_learner_saves_and_deletes(tmp_path):
+    # Eval on a running learner's directory: between orbax's listing of the steps and its stat of each, the
+    # learner (keeping the last K) may delete one. CI hit it once (FileNotFoundError naming the step folder).
+    tree = {"w": jax.numpy.zeros((128, 128)), "step": jax.numpy.int32(0)}
+    writer = Checkpointer(tmp_path / "checkpoints", keep=1)
+    writer.save(0, tree, {"counters": {"updates": 0}})
+    saved, stop = [0], threading.Event()
+
+    def save_forever():
+        while not stop.is_set():
+            saved[0] += 1
+            writer.save(saved[0], {**tree, "step": jax.numpy.int32(saved[0])}, {"counters": {"updates": saved[0]}})
+
+    thread = threading.Thread(target=save_forever)
+    thread.start()
+    try:
+        restored = []
+        while len(restored) < 40 or saved[0] < 40:  # by progress: enough reads across enough deletions
+            reader = Checkpointer(tmp_path / "checkpoints", read_only=True)
+            try:
+                intact = reader.restore_intact(tree)
+            finally:
+                reader.close()
+            assert not intact.damaged  # a deleted step is not a damaged one
+            assert int(intact.state["step"]) == intact.step == intact.meta["counters"]["updates"]
+            restored.append(intact.step)
+    finally:
+        stop.set()
+        thread.join()
+    writer.close()
+    assert restored == sorted(restored) and restored[-1] > restored[0]  # newest each time, while saves went on

@@ -20,11 +20,13 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orbax.checkpoint as ocp
 
 INTEGRITY = "integrity.json"
+_LISTING_TRIES = 5
+T = TypeVar("T")
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -79,6 +81,20 @@ def checkpoint_root(path: str | Path) -> tuple[Path, int | None]:
     )
 
 
+def _listing_retried(list_steps: Callable[[], T]) -> T:
+    """`list_steps()`, tried again when a step vanished while it ran.
+
+    orbax lists the folder, then stats each step; a running learner that keeps the last K can delete a step in
+    between (FileNotFoundError naming it). Each try races with at most one deletion, so a few tries suffice."""
+    for attempt in range(_LISTING_TRIES):
+        try:
+            return list_steps()
+        except FileNotFoundError:
+            if attempt == _LISTING_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 class Checkpointer:
     def __init__(self, directory: Path, keep: int = 3, read_only: bool = False):
         if keep < 1:
@@ -90,14 +106,14 @@ class Checkpointer:
             )
         else:
             options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._manager = _listing_retried(lambda: ocp.CheckpointManager(self.directory, options=options))
 
     def latest_step(self) -> int | None:
-        self._manager.reload()  # another process (a running learner) may have written since
+        _listing_retried(self._manager.reload)  # another process (a running learner) may have written since
         return self._manager.latest_step()
 
     def steps(self) -> list[int]:
-        self._manager.reload()
+        _listing_retried(self._manager.reload)
         return list(self._manager.all_steps())
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
@@ -138,7 +154,11 @@ class Checkpointer:
                 raise CheckpointDamaged(f"{path} is empty (written with {size} bytes)")
             if actual != size:
                 raise CheckpointDamaged(f"{path} is truncated or changed ({actual} bytes, written with {size})")
-            if _file_digest(path) != digest:
+            try:
+                changed = _file_digest(path) != digest
+            except OSError as e:  # e.g. deleted since the check above
+                raise CheckpointDamaged(f"cannot read {path} ({e.strerror or e})") from None
+            if changed:
                 raise CheckpointDamaged(f"{path} changed since it was written (its SHA-256 differs)")
 
     def replace_meta(self, step: int, meta: dict[str, Any]) -> None:
@@ -220,11 +240,20 @@ class Checkpointer:
                 _, state, meta = self.restore(template if template_for is None else template_for(meta), candidate)
                 return IntactCheckpoint(candidate, state, meta, damaged)
             except CheckpointDamaged as e:
+                if step is None and self._superseded(candidate, tried):
+                    continue  # not damaged: the learner that keeps the last K saved anew and deleted it meanwhile
                 damaged.append(f"step {candidate}: {e}")
             except CheckpointNotFoundError:
                 if step is not None:
                     raise
                 continue  # deleted meanwhile by the learner that keeps the last K
+
+    def _superseded(self, step: int, tried: set[int]) -> bool:
+        """Whether a running learner saved a newer step than `step` (not tried yet) or deleted `step` since we
+        listed them: then a failed read of `step` says nothing about its files (its deletion removes the files
+        one by one, so its folder can outlive them)."""
+        now = self.steps()
+        return step not in now or any(s > step and s not in tried for s in now)
 
     def set_aside(self, step: int, where: Path) -> Path:
         """Moves a (damaged) step out of the way of new saves, into `where`; returns its new path."""
