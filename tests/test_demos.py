@@ -316,3 +316,9 @@ def test_the_record_command_describes_a_file_and_refuses_an_env_without_an_exper
         "['serl_gs/PandaPegInsertion-v0', 'serl_gs/PandaPickCube-v0', 'serl_gs/PandaPlaceCube-v0', "
         "'serl_gs/PandaStackCube-v0', 'serl_gs/PiperMobilePick-v0']"
     )
+    # The env flags are the nodes' (one EnvSpec): cameras as separate words, a bad value named in one line.
+    bad = subprocess.run([sys.executable, "-m", "serl_gs.demos", "record", "--cameras", "front", "wrist",
+                          "--image_size", "big", "--out", str(tmp_path / "x.hdf5")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr[-2000:]
+    assert bad.stderr.startswith("error: ") and "big" in bad.stderr
