@@ -196,6 +196,21 @@ def test_demo_actions_are_clipped_into_the_action_limit_in_files_and_interventio
             LearnerConfig(demo_action_limit=bad)
 
 
+def test_an_episode_an_intervention_acted_in_is_counted_apart_not_as_the_policys_progress():
+    from serl_gs.nodes.actor import EpisodeTracker
+
+    tracker = EpisodeTracker(3)
+    no, yes = np.zeros(3, bool), np.array([False, True, False])
+    tracker.step(np.ones(3), no, None, yes)  # env 1 taken over for one step, then the policy again
+    returns, unreported = tracker.step(np.ones(3), np.ones(3, bool), np.array([1.0, 1.0, 0.0]), no)
+    np.testing.assert_array_equal(returns, [2, 2, 2])
+    np.testing.assert_array_equal(unreported, yes)  # the assisted episode: neither its return nor its success
+    assert tracker.drain() == {"episode_return": 2.0, "episodes": 2.0, "success": 0.5}
+    assert tracker.assisted_episodes == 1
+    _, unreported = tracker.step(np.ones(3), np.ones(3, bool), None, no)  # the next episodes are the policy's
+    assert not unreported.any()
+
+
 def test_the_eval_node_takes_no_intervention():
     """Evaluation measures the policy alone: its entry point has no way to be given an intervention source."""
     out = subprocess.run([sys.executable, "-m", "actors.evaluate", "--checkpoint", "runs/x", "--intervention=scripted"],
@@ -277,8 +292,9 @@ def test_rlpd_learner_mixes_demos_takes_interventions_into_both_buffers_and_keep
     intervention = ScriptedSource(push_right, 2, TaperedSchedule(start=0.5, taper_steps=10**6, seed=1))
     with learner_and_actor(learner, actor_config, intervention) as nodes:
         threads = nodes.threads
-        wait_for(lambda: learner.counters["updates"] >= 10 and learner.counters["intervened"] > 0, 120,
-                 "10 updates and an intervened episode", threads)  # fmt: skip
+        episodes = learner._episodes
+        wait_for(lambda: learner.counters["updates"] >= 10 and episodes.ended > episodes.reported["episode_return"],
+                 120, "10 updates and a finished intervened episode", threads)  # fmt: skip
         nodes.stop_actor.set()
         final = nodes.actor_thread.outcome(60)
         wait_for(lambda: learner.counters["records/a0"] == final["records_sent"], 30, "every record", threads)
@@ -290,6 +306,9 @@ def test_rlpd_learner_mixes_demos_takes_interventions_into_both_buffers_and_keep
     assert learner.demos.intervened_records == intervened  # ... and the intervened ones in the demo buffer too
     assert learner.demos.num_transitions == 3 * 20 + intervened
     assert metrics["demo_ratio"] == 0.5 and metrics["demo_transitions"] > 0 and "intervention_rate" in metrics
+    # The progress windows hold the policy's own episodes only: the expert's ended but were not reported.
+    assert len(learner.return_window) == min(episodes.reported["episode_return"], learner.return_window.maxlen)
+    assert episodes.reported["episode_return"] + final["assisted_episodes"] == episodes.ended
 
     resumed = Learner(config)  # demos (the file's and the intervened) come back with the replay
     try:

@@ -27,7 +27,7 @@ from serl_gs.agents.networks import make_inference_fn, make_networks
 from serl_gs.agents.payload import check_obs_spec, spec_to_jsonable, unpack_policy
 from serl_gs.data.device_records import step_records_via_device
 from serl_gs.data.frame_stack import FrameStacker
-from serl_gs.data.records import step_records, with_extras
+from serl_gs.data.records import EXTRAS_PREFIX, step_records, with_extras
 from serl_gs.gpu_paths import env_choice_lines
 from serl_gs.nodes.adder import Adder
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
@@ -150,23 +150,42 @@ class PolicyHolder:
         return self._act(self.params, obs, key, deterministic, noise)
 
 
+SUCCESS_EXTRA = EXTRAS_PREFIX + "success"
+
+
 class EpisodeTracker:
-    """Per-env running return; finished episodes' return and success for logs and the learner."""
+    """Per-env running return; finished episodes' return and success for logs and the learner.
+
+    An episode in which an intervention acted (`step(..., intervened=)`) is "assisted": it is counted apart
+    (`assisted_episodes`) and its return and success are not reported, neither in the actor's lines nor to the
+    learner, whose progress windows (the stop at a training success or return) then measure the policy alone;
+    otherwise an expert that takes half of the early episodes would stop training on its own success."""
 
     def __init__(self, num_envs: int):
         self.returns = np.zeros(num_envs, np.float64)
+        self.assisted = np.zeros(num_envs, bool)
         self.finished_returns: list[float] = []
         self.finished_success: list[float] = []
+        self.assisted_episodes = 0
 
-    def step(self, reward: np.ndarray, done: np.ndarray, success: np.ndarray | None) -> np.ndarray:
+    def step(
+        self, reward: np.ndarray, done: np.ndarray, success: np.ndarray | None, intervened: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(each env's return so far, the envs whose episode ended assisted: what not to report)."""
         self.returns += reward
+        if intervened is not None:
+            self.assisted |= intervened
         episode_return = self.returns.astype(np.float32)
+        unreported = done & self.assisted
         if done.any():
-            self.finished_returns.extend(self.returns[done].tolist())
+            own = done & ~self.assisted
+            self.finished_returns.extend(self.returns[own].tolist())
             if success is not None:
-                self.finished_success.extend(success[done].tolist())
+                self.finished_success.extend(success[own].tolist())
+            self.assisted_episodes += int(unreported.sum())
             self.returns[done] = 0.0
-        return episode_return
+            self.assisted[done] = False
+        return episode_return, unreported
 
     def drain(self) -> dict[str, float]:
         out = {}
@@ -338,7 +357,12 @@ def _act(
             intervention.show(policy_obs)
         if noise is not None:
             noise.reset(done)
-        episode_return = tracker.step(reward, done, success)
+        episode_return, unreported = tracker.step(reward, done, success, intervened)
+        if unreported.any():  # assisted episodes: NaN, which the learner's episode stats and windows leave out
+            episode_return = np.where(unreported, np.nan, episode_return).astype(np.float32)
+            if SUCCESS_EXTRA in records:
+                records[SUCCESS_EXTRA] = records[SUCCESS_EXTRA].copy()
+                records[SUCCESS_EXTRA][: config.num_envs][unreported] = np.nan
         # For the learner's logs: each env's return so far and success, read where episodes end.
         extras = {"episode_return": episode_return, "intervened": intervened}
         records = with_extras(records, config.num_envs, extras)
@@ -356,7 +380,8 @@ def _act(
                 # Share of the time since the last line spent blocked on the learner's credit; bytes sent.
                 "credit_wait_fraction": (sent["send_wait_s"] - last_sent["send_wait_s"]) / (now - last_log),
                 "bytes_sent": sent["bytes_sent"],
-                **({"intervened_steps": intervened_steps} if intervention is not None else {}),
+                **({"intervened_steps": intervened_steps, "assisted_episodes": tracker.assisted_episodes}
+                   if intervention is not None else {}),  # fmt: skip
                 **tracker.drain(),
             }
             last_sent = sent
@@ -364,4 +389,6 @@ def _act(
             if log is not None:
                 log.log(env_steps, counters)
             last_log = now
+    if intervention is not None:  # as of the last step, not the last progress line
+        counters.update(intervened_steps=intervened_steps, assisted_episodes=tracker.assisted_episodes)
     return env_steps, counters
