@@ -11,6 +11,7 @@
 # PIXELS=1: DrQ from front + wrist 3DGS frames (32x32) + proprio instead, with the agent, learner and 8-env actor
 # flags of learning-panda-pixels-cpu2-2026-12-06.sh (no preset; the same 75 % / 64-episode stop, then CAPS).
 # PIXELS=1 ran once, for PandaReachCube-v0 (the .jsonl's line with "obs": "pixels"); the other lines are PIXELS=0.
+# PIXELS=1 DEMOS=1 ENV=PandaPickCube-v0 (issue 25) printed rlpd-panda-pixels-cpu2-2026-12-07.jsonl.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ENV="${ENV:?set ENV, e.g. PandaReachCube-v0}"; RUN="${RUN:?set RUN}"; PORT="${PORT:-6800}"; SEED="${SEED:-0}"
