@@ -134,6 +134,8 @@ def cpu_pixel_preset() -> PixelPreset:
     keep_freed_memory): at 64² and 4x32-channel convs an update took 3-9 s; 32² with two 32-channel convs and
     128x128 MLPs runs 7-8 updates/s beside its actor, which renders 16 frames/s; the render, not the update,
     then bounds the data. 2 critics (the REDQ subset is all of them), batch 128, one critic step per update.
+    3-step returns (DrQ-v2's): with 1-step ones pixel cartpole's eval swung between checkpoints (944, 716, 561,
+    927 at 7k-10k updates); with 3 it held 892-938 from 4k to 10k (docs/pixels-cpu.md).
     """
     return PixelPreset(
         image_size=32,
@@ -144,6 +146,7 @@ def cpu_pixel_preset() -> PixelPreset:
             batch_size=128,
             critic_actor_ratio=1,
             discount=0.99,
+            n_step=3,
             actor_lr=1e-3,
             critic_lr=1e-3,
             temperature_lr=1e-3,
