@@ -114,8 +114,8 @@ def test_goal_is_the_mark_or_the_top_of_the_other_cube_and_starts_apart_from_the
 def test_mjx_warp_and_cpu_mujoco_agree_on_the_stack():
     # tests/test_physics_paths.py's Panda check (full-scale actions, tolerance 2e-4) on what PandaStackCube adds
     # to PandaPickCube's model: a second free cube and its contact pairs. (PandaPlaceCube's mark on two slide
-    # joints passes the same check; it is left out to keep the suite short: each model's Warp compile costs
-    # ~30 s on a CPU.)
+    # joints passes the same check, largest gap 8.6e-6: benchmarks/results/place-agreement-cpu2-2026-12-07.jsonl;
+    # it is left out to keep the suite short: each model's Warp compile costs ~30 s on a CPU.)
     env_id = "serl_gs/PandaStackCube-v0"
     actions = np.sign(np.random.default_rng(1).uniform(-1, 1, (8, 2, 4))).astype(np.float32)
     warp_traj = state_trajectory(env_id, actions, physics="mjx", mjx_impl="warp")
