@@ -86,13 +86,12 @@ def _listing_retried(list_steps: Callable[[], T]) -> T:
 
     orbax lists the folder, then stats each step; a running learner that keeps the last K can delete a step in
     between (FileNotFoundError naming it). Each try races with at most one deletion, so a few tries suffice."""
-    for attempt in range(_LISTING_TRIES):
+    for _ in range(_LISTING_TRIES - 1):
         try:
             return list_steps()
         except FileNotFoundError:
-            if attempt == _LISTING_TRIES - 1:
-                raise
-    raise AssertionError("unreachable")
+            pass
+    return list_steps()  # the last try's error goes to the caller
 
 
 class Checkpointer:
