@@ -85,22 +85,26 @@ def main(argv: list[str]) -> None:
     line = _ended_by(final, config)
     print(f"[learner] {line}", flush=True)
     # For the scripts that ran this learner (scripts/demo_run.sh): what ended training, in the run directory.
-    stop = {key: final.get(key) for key in ("stop_reason", "updates", "seconds", "training_return", "training_success")}
+    keys = ("stop_reason", "updates", "seconds", "training_return", "training_success", "eval_return", "eval_success")
+    stop = {key: final.get(key) for key in keys}
     (Path(config.run_dir) / STOP_FILE).write_text(json.dumps({**stop, "line": line}) + "\n")
 
 
 def _ended_by(final: dict, config) -> str:
     """One line saying what ended training, for people reading the console."""
-    success, ended, reported = final.get("training_success"), final["episodes_ended"], final["episodes_with_success"]
+    which, size = ("eval", config.eval_window) if config.stop_on == "eval" else ("training", config.success_window)
+    episodes = f"the last {size} {'eval-env ' if which == 'eval' else ''}episodes"
+    success, ended, reported = final.get(f"{which}_success"), final["episodes_ended"], final["episodes_with_success"]
     if success is not None:
         shown = f"{success:.0%}"
     elif ended and not reported:
         shown = f"n/a: the task reports no `success` ({ended} episodes ended without one)"
     else:
-        shown = f"n/a (window not yet full: {reported} of {config.success_window} episodes)"
-    window = f"training success over the last {config.success_window} episodes {shown}"
-    mean_return = final.get("training_return")
-    returns = f"training return over the last {config.success_window} episodes " + (
+        shown = f"n/a (window not yet full: {reported} of {size} episodes)" if which == "training" else (
+            "n/a (window not yet full)")
+    window = f"{which} success over {episodes} {shown}"
+    mean_return = final.get(f"{which}_return")
+    returns = f"{which} return over {episodes} " + (
         f"{mean_return:.1f}" if mean_return is not None else "n/a (window not yet full)"
     )
     if config.stop_return:  # the return is what this run is bounded by: say where it stands

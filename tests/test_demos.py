@@ -202,13 +202,28 @@ def test_an_episode_an_intervention_acted_in_is_counted_apart_not_as_the_policys
     tracker = EpisodeTracker(3)
     no, yes = np.zeros(3, bool), np.array([False, True, False])
     tracker.step(np.ones(3), no, None, yes)  # env 1 taken over for one step, then the policy again
-    returns, unreported = tracker.step(np.ones(3), np.ones(3, bool), np.array([1.0, 1.0, 0.0]), no)
-    np.testing.assert_array_equal(returns, [2, 2, 2])
-    np.testing.assert_array_equal(unreported, yes)  # the assisted episode: neither its return nor its success
+    extras = tracker.step(np.ones(3), np.ones(3, bool), np.array([1.0, 1.0, 0.0]), no)
+    np.testing.assert_array_equal(extras["episode_return"], [2, np.nan, 2])  # the assisted episode: no return,
+    np.testing.assert_array_equal(extras["success"], [1, np.nan, 0])  # no success
+    assert sorted(extras) == ["episode_return", "success"]  # (no eval envs: no eval extras on the wire)
     assert tracker.drain() == {"episode_return": 2.0, "episodes": 2.0, "success": 0.5}
     assert tracker.assisted_episodes == 1
-    _, unreported = tracker.step(np.ones(3), np.ones(3, bool), None, no)  # the next episodes are the policy's
-    assert not unreported.any()
+    extras = tracker.step(np.ones(3), np.ones(3, bool), None, no)  # the next episodes are the policy's
+    assert np.isfinite(extras["episode_return"]).all()
+
+
+def test_eval_envs_episodes_are_reported_apart_from_the_exploring_ones():
+    from serl_gs.nodes.actor import ActorConfig, EpisodeTracker
+
+    tracker = EpisodeTracker(4, eval_envs=1)  # env 3 acts with the policy's mean
+    extras = tracker.step(np.array([1.0, 2.0, 3.0, 5.0]), np.ones(4, bool), np.array([0.0, 1.0, 1.0, 1.0]))
+    np.testing.assert_array_equal(extras["episode_return"], [1, 2, 3, np.nan])
+    np.testing.assert_array_equal(extras["eval_return"], [np.nan, np.nan, np.nan, 5])
+    np.testing.assert_array_equal(extras["eval_success"], [np.nan, np.nan, np.nan, 1])
+    assert tracker.drain() == {"episode_return": 2.0, "success": 2 / 3, "eval_return": 5.0, "eval_success": 1.0,
+                               "episodes": 3.0, "eval_episodes": 1.0}  # fmt: skip
+    with pytest.raises(ValueError, match=r"eval_envs must be in \[0, num_envs 4\) .some env must explore., got 4"):
+        ActorConfig(num_envs=4, eval_envs=4)
 
 
 def test_the_eval_node_takes_no_intervention():

@@ -65,24 +65,28 @@ def test_actor_and_learner_train_in_one_process_and_a_new_learner_resumes(tmp_pa
 
 
 @pytest.mark.slow  # the networks' init compiles op by op: ~10-20 s on a busy 2-core machine
-def test_the_learner_stops_itself_at_the_training_return_of_a_task_without_success(tmp_path):
-    """Cartpole reports returns and no `success`: with --stop_return the learner ends by itself once the mean of
-    the last 4 episodes' returns (the actor's, as it reported them) reaches it, and the stop line says so."""
+def test_the_learner_stops_itself_at_the_eval_envs_return_of_a_task_without_success(tmp_path):
+    """Cartpole reports returns and no `success`: with --stop_return and --stop_on eval the learner ends by
+    itself once the mean of the actor's eval env's last 2 episodes reaches it, and the stop line says so; the
+    exploring envs' episodes fill the training window, apart."""
     import dataclasses
 
     from learners.learner import _ended_by
 
-    config = dataclasses.replace(_learner_config(tmp_path / "run"), stop_return=1.0, success_window=4)
+    config = dataclasses.replace(_learner_config(tmp_path / "run"), stop_return=1.0, success_window=4,
+                                 stop_on="eval", eval_window=2)  # fmt: skip
     learner = Learner(config)
-    actor_config = ActorConfig(env=ENV, transport=actor_transport(learner), num_envs=2, random_steps=1000,
-                               log_every_s=0.5)  # fmt: skip
+    actor_config = ActorConfig(env=ENV, transport=actor_transport(learner), num_envs=3, eval_envs=1,
+                               random_steps=1000, log_every_s=0.5)  # fmt: skip
     with learner_and_actor(learner, actor_config) as nodes:
         final = nodes.learner_thread.outcome(120)  # it ends by itself: no stop event is set
     assert final["stop_reason"] == "return"
-    assert final["training_return"] >= 1.0 and final["training_return"] == pytest.approx(
-        sum(list(learner.return_window)) / 4
+    assert final["eval_return"] >= 1.0 and final["eval_return"] == pytest.approx(
+        sum(list(learner.eval_return_window)) / 2
     )
-    assert final["training_success"] is None and final["episodes_with_success"] == 0
+    # Episodes are staggered and the eval env is one of three: exploring episodes end too, in their own window.
+    assert len(learner.return_window) > 0 and final["training_success"] is None
+    assert final["episodes_with_success"] == 0
     line = _ended_by(final, config)
-    assert line.startswith("stopped: training return over the last 4 episodes ")
+    assert line.startswith("stopped: eval return over the last 2 eval-env episodes ")
     assert "reached --stop_return 1," in line, line

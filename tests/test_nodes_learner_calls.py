@@ -141,6 +141,20 @@ def test_training_ends_at_a_mean_training_return_once_the_window_is_full(tmp_pat
     assert final["updates"] == (0 if reason == "return" else 4)
 
 
+def test_with_stop_on_eval_training_ends_at_the_eval_envs_window_not_the_training_one(tmp_path):
+    learner = Learner(_config(tmp_path / "run", stop_return=800.0, stop_on="eval", eval_window=2))
+    try:
+        _feed(learner, 20)
+        learner.eval_return_window.extend([790.0, 820.0])  # mean 805; no training episode has ended
+        final = learner.run()
+    finally:
+        learner.close()
+    assert (final["stop_reason"], final["updates"]) == ("return", 0)
+    assert final["eval_return"] == 805.0 and final["training_return"] is None
+    with pytest.raises(ValueError, match="stop_on must be 'training' or 'eval', got 'greedy'"):
+        _config(tmp_path / "run2", stop_on="greedy")
+
+
 @pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
 def test_stop_return_names_a_bad_value(tmp_path, value):
     with pytest.raises(ValueError, match=rf"stop_return must be a finite return >= 0 \(0 = off\), got {value}"):

@@ -126,7 +126,8 @@ def test_bad_ids_and_registrations_name_the_bad_value(user_module):
 def test_the_stop_line_says_when_a_task_reports_no_success(final, expected):
     from learners.learner import _ended_by
 
-    config = SimpleNamespace(success_window=64, stop_success=0.0, stop_return=0.0, max_updates=300, max_seconds=0.0)
+    config = SimpleNamespace(success_window=64, stop_success=0.0, stop_return=0.0, max_updates=300, max_seconds=0.0,
+                             stop_on="training", eval_window=8)  # fmt: skip
     line = _ended_by({**final, "stop_reason": "max_updates", "updates": 300, "seconds": 12.0}, config)
     assert line.startswith("stopped: the update budget (--max_updates 300) is spent; training success over the ")
     assert expected in line
@@ -140,7 +141,8 @@ def test_a_run_bounded_by_return_says_where_its_return_stands_and_that_the_task_
 ):
     from learners.learner import _ended_by
 
-    config = SimpleNamespace(success_window=16, stop_success=0.0, stop_return=800.0, max_updates=0, max_seconds=2400.0)
+    config = SimpleNamespace(success_window=16, stop_success=0.0, stop_return=800.0, max_updates=0, max_seconds=2400.0,
+                             stop_on="training", eval_window=8)  # fmt: skip
     final = {"training_success": None, "training_return": training_return, "episodes_ended": 116,
              "episodes_with_success": 0, "updates": 9000, "seconds": 2400.0}  # fmt: skip
     line = _ended_by({**final, "stop_reason": "max_seconds"}, config)
@@ -155,6 +157,19 @@ def test_a_run_bounded_by_return_says_where_its_return_stands_and_that_the_task_
             "stopped: training return over the last 16 episodes 812.5 reached --stop_return 800, at 9000 updates "
             "after 2400 s"
         )
+
+
+def test_a_run_stopped_by_its_eval_envs_says_so():
+    from learners.learner import _ended_by
+
+    config = SimpleNamespace(success_window=16, stop_success=0.0, stop_return=850.0, max_updates=0, max_seconds=2400.0,
+                             stop_on="eval", eval_window=4)  # fmt: skip
+    final = {"training_return": 801.0, "eval_return": 870.25, "eval_success": None, "episodes_ended": 60,
+             "episodes_with_success": 0, "updates": 4000, "seconds": 400.0, "stop_reason": "return"}  # fmt: skip
+    assert _ended_by(final, config) == (
+        "stopped: eval return over the last 4 eval-env episodes 870.2 reached --stop_return 850, at 4000 updates "
+        "after 400 s"
+    )
 
 
 @pytest.mark.slow

@@ -12,22 +12,27 @@
 # flags of learning-panda-pixels-cpu2-2026-12-06.sh (no preset; the same 75 % / 64-episode stop, then CAPS).
 # PIXELS=1 ran once, for PandaReachCube-v0 (the .jsonl's line with "obs": "pixels"); the other lines are PIXELS=0.
 # PIXELS=1 DEMOS=1 ENV=PandaPickCube-v0 (issue 25) printed rlpd-panda-pixels-cpu2-2026-12-07.jsonl.
+# SIZE=16 [RENDER=32]: the policy's image side (default 32) and, with RENDER, the side rasterized before the area
+# downsample. CKPT_EVERY / KEEP: the learner's --checkpoint_every (default 2000) and --keep_checkpoints (default 3),
+# to keep a curve of checkpoints for run_eval.sh afterwards.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ENV="${ENV:?set ENV, e.g. PandaReachCube-v0}"; RUN="${RUN:?set RUN}"; PORT="${PORT:-6800}"; SEED="${SEED:-0}"
-DEMOS="${DEMOS:-0}"; PIXELS="${PIXELS:-0}"
+DEMOS="${DEMOS:-0}"; PIXELS="${PIXELS:-0}"; SIZE="${SIZE:-32}"; RENDER="${RENDER:-}"
+CKPT_EVERY="${CKPT_EVERY:-2000}"; KEEP="${KEEP:-3}"
 read -r -a CAPS <<< "${CAPS:---max_seconds 1800}"
 mkdir -p "$RUN"
 env_args=(--env "serl_gs/$ENV")
 learner_args=(--preset pick_state)
 actor_args=(--preset pick_state)
 if [[ "$PIXELS" == 1 ]]; then
-  env_args+=(--obs_mode pixels --image_size 32 --cameras front wrist --frame_stack 1)
+  env_args+=(--obs_mode pixels --image_size "$SIZE" --cameras front wrist --frame_stack 1)
+  [[ -n "$RENDER" ]] && env_args+=(--render_size "$RENDER")
   learner_args=(--stop_success 0.75 --success_window 64 --hidden_dims 128 128 --critic_ensemble_size 2
     --batch_size 128 --critic_actor_ratio 1 --discount 0.96 --actor_lr 1e-3 --critic_lr 1e-3 --temperature_lr 1e-3
     --encoder_channels 32 32 --encoder_latent_dim 50 --augmentation_pad 2 --initial_temperature 0.1 --n_step 3
-    --utd 0.5 --training_starts 2000 --replay_capacity 200000 --publish_every 10 --checkpoint_every 2000
-    --no_save_replay --log_every_s 30)
+    --utd 0.5 --training_starts 2000 --replay_capacity 200000 --publish_every 10 --checkpoint_every "$CKPT_EVERY"
+    --keep_checkpoints "$KEEP" --no_save_replay --log_every_s 30)
   actor_args=(--num_envs 8 --random_steps 2000 --noise_beta 1 --render_threads 1 --log_every_s 30)
 fi
 demo_args=()

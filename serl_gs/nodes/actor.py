@@ -72,6 +72,10 @@ class ActorConfig:
     # None: every env. The actor always staggers its envs' first episodes.
     resets_per_step: int | str | None = "auto"
     mjx_impl: str = "auto"  # MJX physics only: "warp" | "jax"; auto: warp where warp-lang is installed
+    # In-loop eval, as SERL's and Brax's training loops keep one: the batch's last `eval_envs` envs act with the
+    # policy's mean (no exploration noise, never an intervention) and report their episodes apart
+    # (`eval_return`, `eval_success`), for the learner's `stop_on="eval"`. Their transitions are trained on too.
+    eval_envs: int = 0
 
     def __post_init__(self):
         if self.num_envs <= 0:
@@ -87,6 +91,9 @@ class ActorConfig:
         r = self.resets_per_step
         if r is not None and r != "auto" and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
             raise ValueError(f"resets_per_step must be 'auto', None or an int >= 1, got {r!r}")
+        if not 0 <= self.eval_envs < self.num_envs:
+            raise ValueError(f"eval_envs must be in [0, num_envs {self.num_envs}) (some env must explore), "
+                             f"got {self.eval_envs}")  # fmt: skip
         if self.mjx_impl not in MJX_IMPL_CHOICES:
             raise ValueError(f"mjx_impl must be one of {MJX_IMPL_CHOICES}, got {self.mjx_impl!r}")
         if self.transport.block_timeout_s is None:
@@ -150,7 +157,6 @@ class PolicyHolder:
         return self._act(self.params, obs, key, deterministic, noise)
 
 
-SUCCESS_EXTRA = EXTRAS_PREFIX + "success"
 
 
 class EpisodeTracker:
@@ -159,42 +165,60 @@ class EpisodeTracker:
     An episode in which an intervention acted (`step(..., intervened=)`) is "assisted": it is counted apart
     (`assisted_episodes`) and its return and success are not reported, neither in the actor's lines nor to the
     learner, whose progress windows (the stop at a training success or return) then measure the policy alone;
-    otherwise an expert that takes half of the early episodes would stop training on its own success."""
+    otherwise an expert that takes half of the early episodes would stop training on its own success.
 
-    def __init__(self, num_envs: int):
+    The last `eval_envs` envs act with the policy's mean (ActorConfig.eval_envs): their episodes are reported
+    under `eval_return` / `eval_success` instead, so that the learner windows the deterministic policy, the one
+    it checkpoints and run_eval.sh measures, apart from the exploring one."""
+
+    def __init__(self, num_envs: int, eval_envs: int = 0):
         self.returns = np.zeros(num_envs, np.float64)
         self.assisted = np.zeros(num_envs, bool)
-        self.finished_returns: list[float] = []
-        self.finished_success: list[float] = []
+        self.is_eval = np.arange(num_envs) >= num_envs - eval_envs
+        self.names = ("episode_return", "success") + (("eval_return", "eval_success") if eval_envs else ())
+        self.finished: dict[str, list[float]] = {name: [] for name in self.names}
         self.assisted_episodes = 0
 
     def step(
         self, reward: np.ndarray, done: np.ndarray, success: np.ndarray | None, intervened: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(each env's return so far, the envs whose episode ended assisted: what not to report)."""
+    ) -> dict[str, np.ndarray]:
+        """The step's episode extras for the learner, read where episodes end: each env's return so far and its
+        success, under `episode_return` / `success` for exploring envs and `eval_return` / `eval_success` for
+        eval envs, NaN under the other pair and for an assisted episode (the learner leaves NaN out)."""
         self.returns += reward
         if intervened is not None:
             self.assisted |= intervened
-        episode_return = self.returns.astype(np.float32)
-        unreported = done & self.assisted
+        values = {"return": self.returns.astype(np.float32)}
+        if success is not None:
+            values["success"] = np.asarray(success, np.float32)
+        own = ~self.assisted
+        rows = {"": own & ~self.is_eval, "eval_": own & self.is_eval}
+        extras = {}
+        for prefix, mask in rows.items():
+            if prefix and not self.is_eval.any():
+                continue
+            for kind, value in values.items():
+                name = prefix + ("episode_return" if kind == "return" and not prefix else kind)
+                extras[name] = np.where(mask, value, np.float32(np.nan)).astype(np.float32)
         if done.any():
-            own = done & ~self.assisted
-            self.finished_returns.extend(self.returns[own].tolist())
-            if success is not None:
-                self.finished_success.extend(success[own].tolist())
-            self.assisted_episodes += int(unreported.sum())
+            for name, value in extras.items():
+                ended = value[done]
+                self.finished[name].extend(ended[np.isfinite(ended)].tolist())
+            self.assisted_episodes += int((done & self.assisted).sum())
             self.returns[done] = 0.0
             self.assisted[done] = False
-        return episode_return, unreported
+        return extras
 
     def drain(self) -> dict[str, float]:
+        """Means of the episodes finished since the last drain, with their counts (`episodes`, `eval_episodes`)."""
         out = {}
-        if self.finished_returns:
-            out["episode_return"] = float(np.mean(self.finished_returns))
-            out["episodes"] = float(len(self.finished_returns))
-        if self.finished_success:
-            out["success"] = float(np.mean(self.finished_success))
-        self.finished_returns, self.finished_success = [], []
+        for name, values in self.finished.items():
+            if values:
+                out[name] = float(np.mean(values))
+        for name, count in (("episodes", "episode_return"), ("eval_episodes", "eval_return")):
+            if self.finished.get(count):
+                out[name] = float(len(self.finished[count]))
+        self.finished = {name: [] for name in self.names}
         return out
 
 
@@ -317,12 +341,14 @@ def _act(
 ) -> tuple[int, dict]:
     """The acting loop; returns (env steps, the last progress counters)."""
     action_dim = vec.single_action_space.shape[0]
-    tracker = EpisodeTracker(config.num_envs)
+    tracker = EpisodeTracker(config.num_envs, config.eval_envs)
     noise = None
     if config.noise_beta > 0:
         control_steps = config.env.episode_length or vec.task.episode_length
         steps_per_episode = -(-control_steps // vec.task.action_repeat)  # env steps: each spans a repeat
         noise = ColoredNoise(config.num_envs, action_dim, steps_per_episode, config.noise_beta, config.seed + 104729)
+    # The sample is tanh(mean + std * eps): eps = 0 on the eval envs' rows is their deterministic action.
+    explores = (np.arange(config.num_envs) < config.num_envs - config.eval_envs)[:, None].astype(np.float32)
     key = jax.random.PRNGKey(config.seed + 7919)
     env_steps, steps, last_log, t0 = 0, 0, time.monotonic(), time.monotonic()
     counters: dict[str, float] = {}
@@ -344,10 +370,14 @@ def _act(
         if env_steps < config.random_steps or policy.version < 0:
             actions = jax.random.uniform(act_key, (config.num_envs, action_dim), minval=-1.0, maxval=1.0)
         else:
-            actions = policy(policy_obs, act_key, noise=None if noise is None else noise.next())
+            eps = noise.next() if noise is not None else None
+            if config.eval_envs:
+                eps = explores * (eps if eps is not None else jax.random.normal(act_key, (config.num_envs, action_dim)))
+            actions = policy(policy_obs, act_key, noise=eps)
         intervened = None
         if intervention is not None:  # where active, its action is the one stepped, sent and learned from
             override, intervened = intervention.act(vec, obs)
+            intervened = intervened & explores[:, 0].astype(bool)  # eval envs are never intervened in
             actions = np.where(intervened[:, None], override, np.asarray(actions)).astype(np.float32)
             intervened_steps += int(intervened.sum())
         obs, reward, done, success, records = _step(vec, actions, on_device)
@@ -357,15 +387,10 @@ def _act(
             intervention.show(policy_obs)
         if noise is not None:
             noise.reset(done)
-        episode_return, unreported = tracker.step(reward, done, success, intervened)
-        if unreported.any():  # assisted episodes: NaN, which the learner's episode stats and windows leave out
-            episode_return = np.where(unreported, np.nan, episode_return).astype(np.float32)
-            if SUCCESS_EXTRA in records:
-                records[SUCCESS_EXTRA] = records[SUCCESS_EXTRA].copy()
-                records[SUCCESS_EXTRA][: config.num_envs][unreported] = np.nan
-        # For the learner's logs: each env's return so far and success, read where episodes end.
-        extras = {"episode_return": episode_return, "intervened": intervened}
-        records = with_extras(records, config.num_envs, extras)
+        # For the learner's logs and progress windows: each env's return so far and success, read where episodes
+        # end (NaN for assisted episodes, which the learner leaves out), and which steps an intervention acted.
+        episode_extras = tracker.step(reward, done, success, intervened)
+        records = with_extras(records, config.num_envs, {**episode_extras, "intervened": intervened})
         if not adder.add_records(records, param_version=policy.version):
             break
         env_steps += config.num_envs

@@ -6,10 +6,11 @@ import numpy as np
 
 
 class EpisodeStats:
-    """Means of what the actors report at episode ends (`extras/episode_return`, `extras/success`) between two
-    reports; constant memory, and values that are not one finite number per record are left out."""
+    """Means of what the actors report at episode ends (`extras/episode_return`, `extras/success`, and from eval
+    envs `extras/eval_return`, `extras/eval_success`) between two reports; constant memory, and values that are
+    not one finite number per record are left out."""
 
-    NAMES = ("episode_return", "success")
+    NAMES = ("episode_return", "success", "eval_return", "eval_success")
 
     def __init__(self) -> None:
         self._sum = dict.fromkeys(self.NAMES, 0.0)

@@ -23,8 +23,9 @@ only if its last update is still allowed, and publishing / saving happen when a 
 so both keep their meaning. `updates_per_call=1` is the one-update-per-call path.
 
 The run ends at a signal, at `max_updates`, at `max_seconds`, or once training success (or the mean training
-return) over the last `success_window` finished episodes reaches `stop_success` (`stop_return`); `run()` says
-which (`stop_reason`).
+return) over the last `success_window` finished episodes reaches `stop_success` (`stop_return`); with
+`stop_on="eval"`, success (return) over the actors' eval envs' last `eval_window` episodes, the policy's mean
+acting. `run()` says which (`stop_reason`).
 
 This module holds the state and the loop; each other job is a part of `Learner` in a module of its own, which
 says why its share is correct: its config (serl_gs.nodes.learner_config), ingest (learner_ingest), checkpoints
@@ -187,6 +188,8 @@ class Learner(LearnerIngest, LearnerCheckpoints, LearnerDemos, LearnerReport):
         self._episodes = EpisodeStats()
         self.success_window: collections.deque[float] = collections.deque(maxlen=c.success_window)
         self.return_window: collections.deque[float] = collections.deque(maxlen=c.success_window)
+        self.eval_success_window: collections.deque[float] = collections.deque(maxlen=c.eval_window)
+        self.eval_return_window: collections.deque[float] = collections.deque(maxlen=c.eval_window)
         self._refused_peers: set[str] = set()
         self._timing = collections.Counter({"update_s": 0.0, "wait_s": 0.0, "save_s": 0.0})
         self._metrics: dict[str, Any] = {}
@@ -255,15 +258,24 @@ class Learner(LearnerIngest, LearnerCheckpoints, LearnerDemos, LearnerReport):
 
     def training_success(self) -> float | None:
         """Success over the last `success_window` finished episodes; None until the window is full."""
-        with self._counters_lock:
-            window = list(self.success_window)
-        return float(np.mean(window)) if len(window) == self.success_window.maxlen else None
+        return self._full_window_mean(self.success_window)
 
     def training_return(self) -> float | None:
         """Mean return of the last `success_window` finished episodes; None until the window is full."""
+        return self._full_window_mean(self.return_window)
+
+    def eval_success(self) -> float | None:
+        """Success over the actors' eval envs' last `eval_window` episodes; None until the window is full."""
+        return self._full_window_mean(self.eval_success_window)
+
+    def eval_return(self) -> float | None:
+        """Mean return of the actors' eval envs' last `eval_window` episodes; None until the window is full."""
+        return self._full_window_mean(self.eval_return_window)
+
+    def _full_window_mean(self, window: collections.deque) -> float | None:
         with self._counters_lock:
-            window = list(self.return_window)
-        return float(np.mean(window)) if len(window) == self.return_window.maxlen else None
+            values = list(window)
+        return float(np.mean(values)) if len(values) == window.maxlen else None
 
     def step(self) -> None:
         c, counters = self.config, self.counters
@@ -297,7 +309,8 @@ class Learner(LearnerIngest, LearnerCheckpoints, LearnerDemos, LearnerReport):
         publishes.
 
         Returns the final counters and metrics, with `stop_reason` ("signal", "max_updates", "max_seconds",
-        "success" or "return"), `training_success` and `training_return` (over the window, each when full)."""
+        "success" or "return"), `training_success`, `training_return`, `eval_success` and `eval_return` (over their
+        windows, each when full)."""
         stop = stop or threading.Event()
         t0 = time.monotonic()
         self._last_metrics: dict[str, Any] = {}
@@ -315,6 +328,8 @@ class Learner(LearnerIngest, LearnerCheckpoints, LearnerDemos, LearnerReport):
             "stop_reason": reason,
             "training_success": success,
             "training_return": self.training_return(),
+            "eval_success": self.eval_success(),
+            "eval_return": self.eval_return(),
             "episodes_ended": self._episodes.ended,  # in this process, with or without a success report
             "episodes_with_success": self._episodes.reported["success"],
             "seconds": time.monotonic() - t0,
@@ -330,10 +345,11 @@ class Learner(LearnerIngest, LearnerCheckpoints, LearnerDemos, LearnerReport):
                 return "max_updates"
             if c.max_seconds and time.monotonic() - t0 >= c.max_seconds:
                 return "max_seconds"
-            success = self.training_success()
+            on_eval = c.stop_on == "eval"
+            success = self.eval_success() if on_eval else self.training_success()
             if c.stop_success and success is not None and success >= c.stop_success:
                 return "success"
-            mean_return = self.training_return()
+            mean_return = self.eval_return() if on_eval else self.training_return()
             if c.stop_return and mean_return is not None and mean_return >= c.stop_return:
                 return "return"
             self.step()

@@ -37,6 +37,11 @@ class LearnerConfig:
     # finished episodes reaches it (0 = off): the progress bound of tasks that report no `success`.
     stop_return: float = 0.0
     success_window: int = 64  # finished episodes (all actors) in the training-success and -return windows
+    # What `stop_success` / `stop_return` measure: "training", the exploring policy's episodes; "eval", the last
+    # `eval_window` episodes of the actors' eval envs (ActorConfig.eval_envs: the policy's mean, the policy that is
+    # checkpointed and evaluated). With "eval", an actor without eval envs never fills the window.
+    stop_on: str = "training"
+    eval_window: int = 8  # finished eval-env episodes (all actors) in the eval success and return windows
     # Updates per jitted call; 0 = auto: publish_every for state agents (a call ends where a publish falls),
     # 1 where the update is unrolled (pixel agents on a CPU: K copies of the conv update would take long to
     # compile).
@@ -67,8 +72,11 @@ class LearnerConfig:
             raise ValueError(f"stop_success must be in [0, 1] (0 = off), got {self.stop_success}")
         if not math.isfinite(self.stop_return) or self.stop_return < 0:
             raise ValueError(f"stop_return must be a finite return >= 0 (0 = off), got {self.stop_return}")
-        if self.success_window < 1:
-            raise ValueError(f"success_window must be >= 1, got {self.success_window}")
+        if self.success_window < 1 or self.eval_window < 1:
+            raise ValueError(f"success_window and eval_window must be >= 1, got {self.success_window}, "
+                             f"{self.eval_window}")  # fmt: skip
+        if self.stop_on not in ("training", "eval"):
+            raise ValueError(f"stop_on must be 'training' or 'eval', got {self.stop_on!r}")
         if self.updates_per_call < 0:
             raise ValueError(f"updates_per_call must be >= 0 (0 = auto), got {self.updates_per_call}")
         if isinstance(self.demo_paths, str):

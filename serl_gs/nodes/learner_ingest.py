@@ -75,6 +75,8 @@ class LearnerIngest:
             ended = self._episodes.add(records, extras)
             self.success_window.extend(ended.get("success", ()))
             self.return_window.extend(ended.get("episode_return", ()))
+            self.eval_success_window.extend(ended.get("eval_success", ()))
+            self.eval_return_window.extend(ended.get("eval_return", ()))
         with self._arrived:
             self._arrived.notify_all()
         return n

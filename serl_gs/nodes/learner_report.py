@@ -25,6 +25,8 @@ CONSOLE_KEYS = [
     "idle_fraction",
     "episode_return",
     "success",
+    "eval_return",
+    "eval_success",
     "critic_loss",
     "temperature",
     "rejected",
