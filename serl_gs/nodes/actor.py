@@ -27,7 +27,7 @@ from serl_gs.agents.networks import make_inference_fn, make_networks
 from serl_gs.agents.payload import check_obs_spec, spec_to_jsonable, unpack_policy
 from serl_gs.data.device_records import step_records_via_device
 from serl_gs.data.frame_stack import FrameStacker
-from serl_gs.data.records import EXTRAS_PREFIX, step_records, with_extras
+from serl_gs.data.records import step_records, with_extras
 from serl_gs.gpu_paths import env_choice_lines
 from serl_gs.nodes.adder import Adder
 from serl_gs.nodes.env_spec import EnvSpec, obs_spec_of
