@@ -149,10 +149,10 @@ def _script_arrays(path: str) -> dict[str, str]:
 
 # What a script may pass beside its preset: where this run writes and listens, and the caps its variables set.
 RUN_FLAGS = {"--preset", "--run_dir", "--port", "--max_updates", "--max_seconds", "--keep_checkpoints",
-             "--stop_success", "--stop_return", "--success_window", "--learner_host"}  # fmt: skip
+             "--stop_success", "--stop_return", "--success_window", "--learner_host", "--demo_path"}  # fmt: skip
 
 
-@pytest.mark.parametrize("script, name", [("run_demo.sh", "pick_state"), ("scripts/demo_pixels.sh", "cpu_pixels")])
+@pytest.mark.parametrize("script, name", [("run_demo.sh", "pick_state"), ("scripts/demo_pixels.sh", "pick_pixels")])
 def test_the_scripts_run_their_preset_and_retype_none_of_it(script, name):
     arrays = _script_arrays(script)
     assert set(arrays) == {"learner_args", "actor_args"}, arrays

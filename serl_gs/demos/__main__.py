@@ -2,6 +2,7 @@
 
     python -m serl_gs.demos record --env serl_gs/PandaPickCube-v0 --obs_mode pixels --image_size 32 \
         --cameras front wrist --source scripted --successes 20 --out demos/pick_px32.hdf5
+    python -m serl_gs.demos record --preset pick_pixels --out demos/pick.hdf5   # a preset's env (the nodes')
     python -m serl_gs.demos record --source keyboard --obs_mode pixels --out demos/mine.hdf5   # a window opens
     python -m serl_gs.demos record --help                                                     # every flag
     python -m serl_gs.demos info demos/pick_px32.hdf5
@@ -65,10 +66,12 @@ def _record(argv: list[str]) -> int:
     from serl_gs.nodes.cli import RenderOptions, configure_logging, parse_node_flags, set_render_threads
     from serl_gs.nodes.env_spec import EnvSpec
     from serl_gs.nodes.flags import Layout
+    from serl_gs.nodes.presets import preset
 
     roots = {"record": RecordOptions, "env": EnvSpec(), "render": RenderOptions()}  # required flags first
     parsed = parse_node_flags(argv, roots, Layout(), prog="python -m serl_gs.demos record",
-                              description="Record demonstrations (the env flags are the nodes').")  # fmt: skip
+                              description="Record demonstrations (the env flags are the nodes').",
+                              presets=lambda name: {"env": preset(name).actor.env})  # fmt: skip
     configure_logging("record", parsed["node"].verbosity)  # progress lines as "[record] kept 3/20 episodes ..."
     env, options = parsed["env"], RecordOptions(**parsed["record"])
     set_render_threads(parsed["render"].render_threads)

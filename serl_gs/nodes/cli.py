@@ -24,7 +24,7 @@ class NodeOptions:
 class PresetOption:
     """A named preset (serl_gs.nodes.presets) as the other flags' defaults; flags given explicitly override it."""
 
-    preset: str | None = None  # pick_state, cpu_pixels or gpu_pixels (serl_gs.nodes.presets); None: none
+    preset: str | None = None  # pick_state, pick_pixels, cpu_pixels or gpu_pixels (serl_gs.nodes.presets); None: none
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,8 +3,11 @@ flags' defaults, and any flag given explicitly overrides it. Each preset is what
 the scripts name it instead of retyping its values (tests/test_flags.py checks both).
 
 - `pick_state`: ./run_demo.sh's CPU main job, state SAC on PandaPickCube to 75 % training success.
-- `cpu_pixels`: ./run_demo.sh --pixels (scripts/demo_pixels.sh), DrQ on CartpoleBalance from 3DGS frames sized
-  for a few CPU cores (`serl_gs.agents.config.cpu_pixel_preset`, docs/pixels-cpu.md), until a training return.
+- `pick_pixels`: ./run_demo.sh --pixels (scripts/demo_pixels.sh), DrQ + RLPD (20 scripted demos) on PandaPickCube
+  from front + wrist 3DGS frames and proprio, sized for a few CPU cores (docs/pixels-cpu.md), until the actor's
+  eval envs pick reliably.
+- `cpu_pixels`: DrQ on CartpoleBalance from 3DGS frames alone (`serl_gs.agents.config.cpu_pixel_preset`,
+  docs/pixels-cpu.md), until the actor's eval envs' return.
 - `gpu_pixels`: scripts/gpu_learn.sh (benchmarks/gpu_learn.py), pixel DrQ on PandaPickCube with 1,024
   MJX-Warp + gsplat envs to 90 % training success (docs/gpu.md).
 """
@@ -83,6 +86,30 @@ def cpu_pixels() -> Preset:
     )  # fmt: skip
 
 
+def pick_pixels() -> Preset:
+    """The CPU pixel agent (cpu_pixel_preset: 32², two 32-channel convs, 2 critics, 3-step returns) on SERL's
+    observations, one frame per camera, with SERL's discount for 100-step episodes, pink noise, and RLPD: the
+    script records 20 scripted demos and passes them as --demo_path (half of every batch). With 8 envs it reached
+    32/32 at 6.6k updates and 900 s (benchmarks/results/ladder-learning-cpu2-2026-12-07.sh, PIXELS=1 DEMOS=1).
+    Training's own success hovers at 60-75 % while the deterministic policy picks every time, so the stop watches
+    the actor's 2 eval envs (the policy's mean): 11 of their last 12 episodes (0.9)."""
+    agent = replaced(cpu_pixel_preset().agent, {"discount": 0.96})
+    return _preset(
+        env={"env": "serl_gs/PandaPickCube-v0", "obs_mode": "pixels", "image_size": 32,
+             "cameras": ("front", "wrist"), "frame_stack": 1},
+        learner={
+            "agent": agent,
+            "rate": {"utd": 0.5, "min_inserts": 2000},
+            "replay": {"capacity": 200_000},
+            "demo_ratio": 0.5,
+            "stop_success": 0.9, "stop_on": "eval", "eval_window": 12, "success_window": 64,
+            "max_updates": 50_000, "max_seconds": 3600.0,
+            "publish_every": 10, "checkpoint_every": 1000, "save_replay": False, "log_every_s": 30.0,
+        },
+        actor={"num_envs": 8, "eval_envs": 2, "random_steps": 2000, "noise_beta": 1.0, "log_every_s": 30.0},
+    )  # fmt: skip
+
+
 def gpu_pixels() -> Preset:
     """The CPU recipe that learned (benchmarks/results/learning-panda-pixels-cpu2-2026-12-06.sh: 32², front +
     wrist, 2 critics, 32-channel convs) at 1,024 envs with a larger batch; 1,024 envs bring transitions faster
@@ -103,8 +130,8 @@ def gpu_pixels() -> Preset:
     )  # fmt: skip
 
 
-PRESETS: dict[str, Callable[[], Preset]] = {"pick_state": pick_state, "cpu_pixels": cpu_pixels,
-                                            "gpu_pixels": gpu_pixels}  # fmt: skip
+PRESETS: dict[str, Callable[[], Preset]] = {"pick_state": pick_state, "pick_pixels": pick_pixels,
+                                            "cpu_pixels": cpu_pixels, "gpu_pixels": gpu_pixels}  # fmt: skip
 
 
 def preset(name: str) -> Preset:
