@@ -341,7 +341,8 @@ def test_the_record_command_describes_a_file_and_refuses_an_env_without_an_exper
     info = subprocess.run([sys.executable, "-m", "serl_gs.demos", "info", str(path)],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert info.returncode == 0 and "2 episodes, 5 transitions" in info.stdout, info.stderr
-    out = subprocess.run([sys.executable, "-m", "serl_gs.demos", "record", "--env", "serl_gs/CartpoleBalance-v0",
+    # --preset: a preset's env is the recorder's (cpu_pixels: pixel cartpole, which has no expert).
+    out = subprocess.run([sys.executable, "-m", "serl_gs.demos", "record", "--preset", "cpu_pixels",
                           "--source", "scripted", "--out", str(tmp_path / "x.hdf5")],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 2, out.stderr[-2000:]
