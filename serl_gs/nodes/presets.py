@@ -86,19 +86,27 @@ def cpu_pixels() -> Preset:
     )  # fmt: skip
 
 
+# SERL's observations of the pick from pixels: front + wrist 3DGS frames at 32², one per camera, and proprio.
+_PICK_PIXELS_ENV = {"env": "serl_gs/PandaPickCube-v0", "obs_mode": "pixels", "image_size": 32,
+                    "cameras": ("front", "wrist"), "frame_stack": 1}  # fmt: skip
+
+
+def _pick_pixel_agent(**changes: Any) -> Any:
+    """The CPU pixel agent (cpu_pixel_preset) with SERL's discount for 100-step episodes."""
+    return replaced(cpu_pixel_preset().agent, {"discount": 0.96, **changes})
+
+
 def pick_pixels() -> Preset:
     """The CPU pixel agent (cpu_pixel_preset: 32², two 32-channel convs, 2 critics, 3-step returns) on SERL's
-    observations, one frame per camera, with SERL's discount for 100-step episodes, pink noise, and RLPD: the
+    observations, with SERL's discount for 100-step episodes, pink noise, and RLPD: the
     script records 20 scripted demos and passes them as --demo_path (half of every batch). With 8 envs it reached
     32/32 at 6.6k updates and 900 s (benchmarks/results/ladder-learning-cpu2-2026-12-07.sh, PIXELS=1 DEMOS=1).
     Training's own success hovers at 60-75 % while the deterministic policy picks every time, so the stop watches
     the actor's 2 eval envs (the policy's mean): 11 of their last 12 episodes (0.9)."""
-    agent = replaced(cpu_pixel_preset().agent, {"discount": 0.96})
     return _preset(
-        env={"env": "serl_gs/PandaPickCube-v0", "obs_mode": "pixels", "image_size": 32,
-             "cameras": ("front", "wrist"), "frame_stack": 1},
+        env=_PICK_PIXELS_ENV,
         learner={
-            "agent": agent,
+            "agent": _pick_pixel_agent(),
             "rate": {"utd": 0.5, "min_inserts": 2000},
             "replay": {"capacity": 200_000},
             "demo_ratio": 0.5,
@@ -114,12 +122,10 @@ def gpu_pixels() -> Preset:
     """The CPU recipe that learned (benchmarks/results/learning-panda-pixels-cpu2-2026-12-06.sh: 32², front +
     wrist, 2 critics, 32-channel convs) at 1,024 envs with a larger batch; 1,024 envs bring transitions faster
     than any learner uses them, so utd 0.1 paces the actor."""
-    agent = replaced(cpu_pixel_preset().agent, {"batch_size": 256, "discount": 0.96, "n_step": 3})
     return _preset(
-        env={"env": "serl_gs/PandaPickCube-v0", "obs_mode": "pixels", "image_size": 32,
-             "cameras": ("front", "wrist"), "frame_stack": 1},
+        env=_PICK_PIXELS_ENV,
         learner={
-            "agent": agent,
+            "agent": _pick_pixel_agent(batch_size=256),
             "rate": {"utd": 0.1, "min_inserts": 10_000},
             "replay": {"capacity": 300_000},
             "stop_success": 0.9, "success_window": 1024, "publish_every": 20, "checkpoint_every": 5000,
