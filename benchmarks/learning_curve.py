@@ -21,7 +21,7 @@ from typing import Any
 from benchmarks._report import device_name
 from serl_gs.nodes.metrics_log import read_metrics
 
-CURVE_KEYS = ("updates", "transitions", "updates_per_s", "episode_return", "success")
+CURVE_KEYS = ("updates", "transitions", "updates_per_s", "episode_return", "success", "eval_return", "eval_success")
 
 
 def _eval_summaries(run_dir: Path) -> list[Path]:
