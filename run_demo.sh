@@ -7,10 +7,10 @@
 # Training ends at the first of: training success (stochastic policy, last SUCCESS_WINDOW episodes) reaching
 # STOP_SUCCESS, MAX_UPDATES updates, TRAIN_SECONDS seconds; the learner says which. A slower machine takes
 # longer to get there, not a worse policy, up to the caps.
-#   ./run_demo.sh --pixels                # the pixel main job: DrQ on CartpoleBalance from 3DGS frames only
-#                                         # (action repeat 8, 3-frame stacks) until the mean training return
-#                                         # of the last 16 episodes reaches PIXEL_STOP_RETURN (800), with
-#                                         # 40-minute / 25,000-update safety caps (scripts/demo_pixels.sh)
+#   ./run_demo.sh --pixels                # the pixel main job: 20 scripted demos, then DrQ + RLPD on
+#                                         # PandaPickCube from front + wrist 3DGS frames until the actor's eval
+#                                         # envs pick in 11 of their last 12 episodes, with 60-minute / 50,000-
+#                                         # update safety caps (scripts/demo_pixels.sh)
 # On a machine with an NVIDIA GPU (the CUDA set, scripts/device_select.sh) it runs the GPU main job instead:
 # scripts/gpu_learn.sh, pixel DrQ on PandaPickCube with 1,024 MJX-Warp + gsplat envs to 90 % training success
 # or its ~9-minute budget, then the eval and a video (docs/gpu.md). SERL_GS_DEMO=cpu runs the CPU job there.

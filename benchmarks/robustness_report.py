@@ -47,7 +47,7 @@ def main() -> None:
                      "learner_config": curve["config"]}  # fmt: skip
     out = {
         "bench": "robustness",
-        "env": "serl_gs/CartpoleBalance-v0, pixels 32 px, frame stack 3, action repeat 8 (demo_pixels.sh's preset)",
+        "env": "serl_gs/CartpoleBalance-v0, pixels 32 px, frame stack 3, action repeat 8 (the cpu_pixels preset)",
         "shifts": {
             "camera": "camera moved (0.25, 0, 0.15) m and pitched 6 deg (strong trains +-3 cm, +-3 deg)",
             "lighting": "every colour x0.55 and hue +35 deg (strong trains x0.7-1.3, +-15 deg)",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One arm of the robustness experiment (docs/sim2real.md, issue 22 item 5): the CPU pixel preset of
-# scripts/demo_pixels.sh (CartpoleBalance-v0 pixels, 32 px, frame stack 3, action repeat 8), trained through
+# the cpu_pixels preset (until 2026-12-08 scripts/demo_pixels.sh's; CartpoleBalance-v0 pixels, 32 px, frame stack 3, action repeat 8), trained through
 # ./run_learner.sh and ./run_actor.sh for a fixed number of updates, the actor's envs randomized with PRESET.
 #   benchmarks/robustness_train.sh RUN_DIR PRESET PORT [MAX_UPDATES] [MAX_SECONDS]
 # Both arms (PRESET none and strong) get the same MAX_UPDATES; MAX_SECONDS is only a safety cap (the learner

@@ -40,7 +40,7 @@ RANDOM_STEPS = 320  # env steps, all envs together (40 steps of 8 envs)
 UTD = 0.25  # updates per transition
 ENV = EnvSpec("serl_gs/CartpoleBalance-v0", obs_mode="pixels", image_size=16, render_backend="reference",
               physics="mujoco", episode_length=EPISODE, action_repeat=REPEAT, frame_stack=FRAMES)  # fmt: skip
-# The CPU pixel recipe (./run_demo.sh --pixels), shrunk to a test: smaller nets, batch and shift, 3-step returns.
+# The CPU pixel recipe (--preset cpu_pixels), shrunk to a test: smaller nets, batch and shift, 3-step returns.
 AGENT = dataclasses.replace(
     cpu_pixel_preset().agent, hidden_dims=(64, 64), critic_subsample_size=None, batch_size=64, discount=0.95, n_step=3,
     image_augmentation_pad=1, encoder=EncoderConfig(channels=(16, 16), latent_dim=32),

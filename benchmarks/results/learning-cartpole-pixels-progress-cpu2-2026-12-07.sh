@@ -5,6 +5,7 @@
 # evaluated twice, 8 episodes each: the deterministic policy (tanh(mean), what run_eval.sh reports) and sampled
 # actions (--stochastic, as the actors act), to tell the policy's mean from the policy; then the result JSON.
 #   benchmarks/results/learning-cartpole-pixels-progress-cpu2-2026-12-07.sh RUN_DIR PORT
+# (From 2026-12-08 ./run_demo.sh --pixels trains PandaPickCube: this reruns the cartpole job at commits before.)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 run_dir=$1 port=$2

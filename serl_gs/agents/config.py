@@ -128,7 +128,7 @@ class PixelPreset:
 
 
 def cpu_pixel_preset() -> PixelPreset:
-    """Pixel DrQ sized for a few CPU cores (docs/pixels-cpu.md; ./run_demo.sh --pixels runs it).
+    """Pixel DrQ sized for a few CPU cores (docs/pixels-cpu.md; the presets cpu_pixels and pick_pixels use it).
 
     Chosen from measurements on a shared 2-core machine (bench_learner's drq_cpu cases, with
     keep_freed_memory): at 64² and 4x32-channel convs an update took 3-9 s; 32² with two 32-channel convs and
