@@ -157,8 +157,6 @@ class PolicyHolder:
         return self._act(self.params, obs, key, deterministic, noise)
 
 
-
-
 class EpisodeTracker:
     """Per-env running return; finished episodes' return and success for logs and the learner.
 
@@ -191,15 +189,15 @@ class EpisodeTracker:
         values = {"return": self.returns.astype(np.float32)}
         if success is not None:
             values["success"] = np.asarray(success, np.float32)
-        own = ~self.assisted
-        rows = {"": own & ~self.is_eval, "eval_": own & self.is_eval}
-        extras = {}
-        for prefix, mask in rows.items():
-            if prefix and not self.is_eval.any():
-                continue
-            for kind, value in values.items():
-                name = prefix + ("episode_return" if kind == "return" and not prefix else kind)
-                extras[name] = np.where(mask, value, np.float32(np.nan)).astype(np.float32)
+        reported = ~self.assisted
+        kinds = [(reported & ~self.is_eval, {"return": "episode_return", "success": "success"})]
+        if self.is_eval.any():
+            kinds.append((reported & self.is_eval, {"return": "eval_return", "success": "eval_success"}))
+        extras = {
+            names[kind]: np.where(rows, value, np.float32(np.nan)).astype(np.float32)
+            for rows, names in kinds
+            for kind, value in values.items()
+        }
         if done.any():
             for name, value in extras.items():
                 ended = value[done]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal
 
 from serl_gs.agents.config import AgentConfig
 from serl_gs.data.replay import ReplayConfig
@@ -40,7 +41,7 @@ class LearnerConfig:
     # What `stop_success` / `stop_return` measure: "training", the exploring policy's episodes; "eval", the last
     # `eval_window` episodes of the actors' eval envs (ActorConfig.eval_envs: the policy's mean, the policy that is
     # checkpointed and evaluated). With "eval", an actor without eval envs never fills the window.
-    stop_on: str = "training"
+    stop_on: Literal["training", "eval"] = "training"
     eval_window: int = 8  # finished eval-env episodes (all actors) in the eval success and return windows
     # Updates per jitted call; 0 = auto: publish_every for state agents (a call ends where a publish falls),
     # 1 where the update is unrolled (pixel agents on a CPU: K copies of the conv update would take long to
