@@ -85,11 +85,13 @@ def _listing_retried(list_steps: Callable[[], T]) -> T:
     """`list_steps()`, tried again when a step vanished while it ran.
 
     orbax lists the folder, then stats each step; a running learner that keeps the last K can delete a step in
-    between (FileNotFoundError naming it). Each try races with at most one deletion, so a few tries suffice."""
+    between: FileNotFoundError naming it, or NotADirectoryError when the step vanished between orbax's
+    `exists()` and `is_dir()` checks of its folder (seen once in CI under load). Each try races with at most one
+    deletion, so a few tries suffice."""
     for _ in range(_LISTING_TRIES - 1):
         try:
             return list_steps()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             pass
     return list_steps()  # the last try's error goes to the caller
 
