@@ -12,6 +12,7 @@ before orbax reads it, and named; `restore_intact` then falls back to the newest
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -89,10 +90,8 @@ def _listing_retried(list_steps: Callable[[], T]) -> T:
     `exists()` and `is_dir()` checks of its folder (seen once in CI under load). Each try races with at most one
     deletion, so a few tries suffice."""
     for _ in range(_LISTING_TRIES - 1):
-        try:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # vanished while listed: list again
             return list_steps()
-        except (FileNotFoundError, NotADirectoryError):
-            pass
     return list_steps()  # the last try's error goes to the caller
 
 
